@@ -1,0 +1,384 @@
+//! One typed configuration for every part of signaldesk.
+//!
+//! Layers, later wins: built-in defaults (which run fully offline: local models, embedded store),
+//! then `signaldesk.toml` (or the file named by `--config` / `SIGNALDESK_CONFIG`), then environment
+//! variables `SIGNALDESK_<SECTION>__<KEY>` (double underscore for nesting, as Qdrant does), e.g.
+//! `SIGNALDESK_EMBED__BATCH_SIZE=16` or `SIGNALDESK_MODELS_DIR=/opt/models`.
+//!
+//! Unknown keys are errors, in the file and in the environment alike: a typo that silently falls
+//! back to a default is the worst kind of configuration bug.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "SIGNALDESK_";
+
+/// Environment variables with the prefix that are not configuration keys.
+const RESERVED_ENV: &[&str] = &["CONFIG", "LOG"];
+
+/// Environment variables with the prefix that tests and tools use for their own purposes.
+const RESERVED_ENV_PREFIXES: &[&str] = &["TEST_"];
+
+/// Errors from loading configuration; each names the file or variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid environment override {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration. Relative paths are resolved against the working directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where `scripts/fetch-models.sh` unpacks models; model names are looked up here.
+    pub models_dir: PathBuf,
+    /// Where persistent state lives (the embedded vector store, ingest state).
+    pub data_dir: PathBuf,
+    /// Where rebuildable caches live (embeddings, LLM responses, downloaded wheels).
+    pub cache_dir: PathBuf,
+    pub embed: EmbedConfig,
+    pub chunk: ChunkConfig,
+    pub store: StoreConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            models_dir: PathBuf::from("models"),
+            data_dir: PathBuf::from("data"),
+            cache_dir: PathBuf::from(".cache"),
+            embed: EmbedConfig::default(),
+            chunk: ChunkConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// The embedding model and how it is run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedConfig {
+    /// A model name under `models_dir`, or a path to any sentence-transformers BERT-family model dir.
+    pub model: String,
+    /// Texts per forward pass. Texts are sorted by length first, so padding stays small.
+    pub batch_size: usize,
+    /// `cpu`, or `cuda` / `cuda:N` when built with the `cuda` feature.
+    pub device: String,
+    /// Cache embeddings on disk keyed by (model fingerprint, text hash).
+    pub cache: bool,
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        Self {
+            model: "all-MiniLM-L6-v2".into(),
+            batch_size: 32,
+            device: "cpu".into(),
+            cache: true,
+        }
+    }
+}
+
+/// How long texts are split before embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChunkConfig {
+    /// Most model tokens in one chunk, special tokens included; 0 means the model's `max_seq_length`.
+    pub max_tokens: usize,
+    /// Tokens repeated from the end of one chunk at the start of the next, so that a sentence cut by
+    /// a boundary is still seen whole by one chunk.
+    pub overlap_tokens: usize,
+}
+
+impl Default for ChunkConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 0,
+            overlap_tokens: 32,
+        }
+    }
+}
+
+/// Which vector store holds the vectors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `edge` (embedded Qdrant Edge under `data_dir`, the offline default) or `qdrant` (a server).
+    pub backend: String,
+    /// gRPC address of the Qdrant server, for `backend = "qdrant"`.
+    pub url: String,
+    /// Collection that holds the content chunks.
+    pub collection: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: "edge".into(),
+            url: "http://127.0.0.1:6334".into(),
+            collection: "content".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Load defaults, then the config file, then environment overrides.
+    ///
+    /// `path` is the file given on the command line; without one, `SIGNALDESK_CONFIG` is used, and
+    /// without that, `signaldesk.toml` in the working directory if it exists.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// [`Config::load`] with an explicit environment, so tests need not touch the process's own.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let from_env = env
+            .iter()
+            .find(|(k, _)| k == "SIGNALDESK_CONFIG")
+            .map(|(_, v)| PathBuf::from(v));
+        let (file, required) = match (path, from_env) {
+            (Some(p), _) => (p.to_path_buf(), true),
+            (None, Some(p)) => (p, true),
+            (None, None) => (PathBuf::from("signaldesk.toml"), false),
+        };
+        let mut value = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if required || file.exists() {
+            let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let overlay: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
+            merge(&mut value, overlay);
+            // Deserialize once here so that a bad file is reported as the file's fault.
+            Config::deserialize(value.clone()).map_err(|e| ConfigError::Parse {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        for (var, raw) in env {
+            let Some(key) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if RESERVED_ENV.contains(&key)
+                || RESERVED_ENV_PREFIXES.iter().any(|p| key.starts_with(p))
+            {
+                continue;
+            }
+            apply_env(&mut value, var, key, raw)?;
+        }
+        let config = Config::deserialize(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.embed.batch_size == 0 {
+            return Err(ConfigError::Invalid(
+                "embed.batch_size must be at least 1".into(),
+            ));
+        }
+        if !matches!(self.store.backend.as_str(), "edge" | "qdrant") {
+            return Err(ConfigError::Invalid(format!(
+                "store.backend must be \"edge\" or \"qdrant\", got {:?}",
+                self.store.backend
+            )));
+        }
+        Ok(())
+    }
+
+    /// The model directory that `embed.model` names: a path if it is one, else a name under
+    /// `models_dir`.
+    pub fn embed_model_dir(&self) -> PathBuf {
+        let as_path = Path::new(&self.embed.model);
+        if as_path.is_absolute()
+            || self.embed.model.contains(std::path::MAIN_SEPARATOR)
+            || as_path.exists()
+        {
+            as_path.to_path_buf()
+        } else {
+            self.models_dir.join(&self.embed.model)
+        }
+    }
+
+    /// The effective configuration as TOML, for `signaldesk config show`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+/// Merge `overlay` into `base`, table by table.
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Set the key that `SIGNALDESK_A__B` names, typed like the default value it replaces.
+fn apply_env(root: &mut toml::Value, var: &str, key: &str, raw: &str) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        var: var.to_string(),
+        message,
+    };
+    let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let mut node = root;
+    for (i, part) in path.iter().enumerate() {
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| err(format!("{} is not a section", path[..i].join("."))))?;
+        if !table.contains_key(part) {
+            let known: Vec<&str> = table.keys().map(String::as_str).collect();
+            return Err(err(format!(
+                "unknown key {:?} (known here: {})",
+                path[..=i].join("."),
+                known.join(", ")
+            )));
+        }
+        node = table.get_mut(part).expect("checked above");
+    }
+    let typed = match node {
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| err(format!("expected an integer, got {raw:?}")))?,
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| err(format!("expected a number, got {raw:?}")))?,
+        ),
+        toml::Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
+            "0" | "false" | "no" | "off" => toml::Value::Boolean(false),
+            _ => return Err(err(format!("expected true or false, got {raw:?}"))),
+        },
+        toml::Value::Table(_) => {
+            return Err(err(format!("{} is a section, not a value", path.join("."))))
+        }
+        _ => toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .map_err(|e| err(e.to_string()))?
+            .remove("v")
+            .ok_or_else(|| err("empty value".into()))?,
+    };
+    *node = typed;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_run_offline_on_the_embedded_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        // An absent default file is fine; an explicitly named one is not.
+        let c = Config::load_with_env(None, &env(&[("HOME", "/root")])).unwrap();
+        assert_eq!(c.store.backend, "edge");
+        assert_eq!(c.embed.device, "cpu");
+        assert_eq!(
+            c.embed_model_dir(),
+            PathBuf::from("models/all-MiniLM-L6-v2")
+        );
+        let e = Config::load_with_env(Some(&missing), &[]).unwrap_err();
+        assert!(e.to_string().contains("none.toml"), "{e}");
+    }
+
+    #[test]
+    fn file_then_env_overrides_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "models_dir = \"/m\"\n[embed]\nbatch_size = 8\ncache = false\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(
+            Some(&file),
+            &env(&[
+                ("SIGNALDESK_EMBED__BATCH_SIZE", "4"),
+                ("SIGNALDESK_CHUNK__OVERLAP_TOKENS", "0"),
+                ("SIGNALDESK_LOG", "debug"),
+                ("SIGNALDESK_TEST_CRASH_AFTER", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.models_dir, PathBuf::from("/m"));
+        assert_eq!(c.embed.batch_size, 4);
+        assert!(!c.embed.cache);
+        assert_eq!(c.chunk.overlap_tokens, 0);
+        assert_eq!(c.embed_model_dir(), PathBuf::from("/m/all-MiniLM-L6-v2"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "[embed]\nbatch_sise = 8\n").unwrap();
+        let e = Config::load_with_env(Some(&file), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.toml") && e.contains("batch_sise"), "{e}");
+
+        let e = Config::load_with_env(None, &env(&[("SIGNALDESK_EMBED__BATCH", "4")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SIGNALDESK_EMBED__BATCH") && e.contains("batch_size"),
+            "{e}"
+        );
+
+        let e = Config::load_with_env(None, &env(&[("SIGNALDESK_EMBED__BATCH_SIZE", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected an integer"), "{e}");
+
+        let e = Config::load_with_env(None, &env(&[("SIGNALDESK_STORE__BACKEND", "redis")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.backend"), "{e}");
+    }
+
+    #[test]
+    fn shown_config_round_trips() {
+        let c = Config::default();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,15 @@
+//! signaldesk: content intelligence for newsrooms and audio platforms.
+//!
+//! Data flows one way: [`ingest`] reads content, [`chunk`] splits it to the model's budget,
+//! [`embed`] turns it into vectors locally with candle; the store, enrichment, ranking and
+//! evaluation stages build on these. The CLI (`src/main.rs`) and the HTTP API are thin shells over
+//! this library: they parse, call in, and print.
+
+pub mod chunk;
+pub mod config;
+pub mod embed;
+pub mod ingest;
+pub mod pipeline;
+
+pub use config::Config;
+pub use embed::Embedder;
