@@ -77,6 +77,9 @@ pub struct EmbedConfig {
     pub device: String,
     /// Cache embeddings on disk keyed by (model fingerprint, text hash).
     pub cache: bool,
+    /// `auto`: signaldesk's packed CPU forward pass on the CPU, candle-transformers' BERT on a
+    /// GPU; `candle`: candle-transformers' BERT everywhere (the reference implementation).
+    pub backend: String,
 }
 
 impl Default for EmbedConfig {
@@ -86,6 +89,7 @@ impl Default for EmbedConfig {
             batch_size: 32,
             device: "cpu".into(),
             cache: true,
+            backend: "auto".into(),
         }
     }
 }
@@ -195,6 +199,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "embed.batch_size must be at least 1".into(),
             ));
+        }
+        if !matches!(self.embed.backend.as_str(), "auto" | "candle") {
+            return Err(ConfigError::Invalid(format!(
+                "embed.backend must be \"auto\" or \"candle\", got {:?}",
+                self.embed.backend
+            )));
         }
         if !matches!(self.store.backend.as_str(), "edge" | "qdrant") {
             return Err(ConfigError::Invalid(format!(

@@ -18,6 +18,9 @@ use signaldesk::embed::EmbedderOptions;
 use signaldesk::ingest::InputFile;
 use signaldesk::{pipeline, Config, Embedder};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Content intelligence for newsrooms and audio platforms: embed, store, tag, rank, evaluate.
 ///
 /// Configuration comes from signaldesk.toml (or --config), overridden by SIGNALDESK_* environment

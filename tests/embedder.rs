@@ -182,3 +182,89 @@ fn the_cache_stores_vectors_under_the_model_fingerprint() {
     assert_eq!(again[1], first[1]);
     assert_eq!(e.embed_uncached(&texts).unwrap()[0], first[0]);
 }
+
+/// The packed CPU forward pass must agree with candle-transformers' BERT, the reference.
+fn assert_backends_agree(dir: &std::path::Path, texts: &[&str]) {
+    let fast = Embedder::load(dir, EmbedderOptions::default()).unwrap();
+    let reference = Embedder::load(
+        dir,
+        EmbedderOptions {
+            reference_backend: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (a, b) = (fast.embed(texts).unwrap(), reference.embed(texts).unwrap());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.len(), y.len());
+        let c = cosine(x, y);
+        assert!(c > 0.99999, "{}: text {i} cosine {c}", dir.display());
+        let max_diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff < 1e-3 * norm(y).max(1.0),
+            "text {i} differs by {max_diff}"
+        );
+    }
+}
+
+#[test]
+fn the_packed_cpu_forward_matches_candle_transformers() {
+    let long =
+        "Shares of the streaming company rose after it reported subscriber growth. ".repeat(30);
+    let texts = [
+        "x",
+        "Central bank holds rates steady",
+        long.as_str(),
+        "Episode 12: a conversation about climate, cities and the future of public transport.",
+        "naïve café — 東京 🚀 3.5% U.S.-Japan",
+    ];
+    assert_backends_agree(&minilm_dir(), &texts);
+
+    let root = tempfile::tempdir().unwrap();
+    for (name, spec, act) in [
+        (
+            "cls",
+            TinyBert {
+                pooling: "cls",
+                ..Default::default()
+            },
+            "gelu",
+        ),
+        (
+            "max",
+            TinyBert {
+                pooling: "max",
+                normalize: false,
+                ..Default::default()
+            },
+            "gelu",
+        ),
+        (
+            "relu",
+            TinyBert {
+                layers: 3,
+                ..Default::default()
+            },
+            "relu",
+        ),
+        ("tanh", TinyBert::default(), "geluapproximate"),
+    ] {
+        let dir = root.path().join(name);
+        write_tiny_bert(&dir, &spec);
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        assert!(config.contains("\"hidden_act\":\"gelu\""), "{config}");
+        std::fs::write(
+            dir.join("config.json"),
+            config.replace(
+                "\"hidden_act\":\"gelu\"",
+                &format!("\"hidden_act\":\"{act}\""),
+            ),
+        )
+        .unwrap();
+        assert_backends_agree(&dir, &texts);
+    }
+}

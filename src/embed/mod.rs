@@ -7,12 +7,13 @@
 
 pub mod bench;
 mod cache;
+mod cpu_bert;
 pub mod job;
 mod model_dir;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
@@ -55,6 +56,8 @@ pub struct EmbedderOptions {
     pub device: String,
     /// On-disk cache file; `None` embeds every text every time.
     pub cache_path: Option<PathBuf>,
+    /// Force candle-transformers' BERT even on the CPU (the reference implementation).
+    pub reference_backend: bool,
 }
 
 impl Default for EmbedderOptions {
@@ -63,6 +66,7 @@ impl Default for EmbedderOptions {
             batch_size: 32,
             device: "cpu".into(),
             cache_path: None,
+            reference_backend: false,
         }
     }
 }
@@ -77,14 +81,23 @@ impl EmbedderOptions {
                 .embed
                 .cache
                 .then(|| config.cache_dir.join("embeddings.redb")),
+            reference_backend: config.embed.backend == "candle",
         }
     }
+}
+
+/// The network that turns token ids into token vectors.
+enum Backend {
+    /// signaldesk's packed forward pass (see `cpu_bert`): the fast path on CPUs.
+    Cpu(cpu_bert::CpuBert),
+    /// candle-transformers' BERT: the reference, and the path for GPUs.
+    Candle(BertModel),
 }
 
 /// A loaded embedding model: tokenizer, BERT weights, pooling and normalisation.
 pub struct Embedder {
     spec: ModelSpec,
-    model: BertModel,
+    backend: Backend,
     /// Truncates at `max_seq_length` and adds `[CLS]`/`[SEP]`: what the model sees.
     tokenizer: Tokenizer,
     /// No truncation: the chunker needs every token's offsets.
@@ -136,10 +149,15 @@ impl Embedder {
             path: weights.clone(),
             message: e.to_string(),
         })?;
-        let model = BertModel::load(vb, &bert_config).map_err(|e| EmbedError::BadModelFile {
+        let bad_weights = |e: candle_core::Error| EmbedError::BadModelFile {
             path: weights.clone(),
             message: format!("weights do not match config.json: {e}"),
-        })?;
+        };
+        let backend = if device.is_cpu() && !options.reference_backend {
+            Backend::Cpu(cpu_bert::CpuBert::load(vb, &bert_config).map_err(bad_weights)?)
+        } else {
+            Backend::Candle(BertModel::load(vb, &bert_config).map_err(bad_weights)?)
+        };
 
         let tokenizer_path = dir.join("tokenizer.json");
         let mut full_tokenizer =
@@ -175,7 +193,7 @@ impl Embedder {
         tracing::debug!(model = %spec.model_id, dim = spec.dimension, max_seq_length = spec.max_seq_length, pooling = ?spec.pooling, "embedding model loaded");
         Ok(Self {
             spec,
-            model,
+            backend,
             tokenizer,
             full_tokenizer,
             special_tokens,
@@ -296,6 +314,42 @@ impl Embedder {
         &self,
         batch: impl ExactSizeIterator<Item = &'a tokenizers::Encoding> + Clone,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match &self.backend {
+            Backend::Cpu(bert) => self.forward_packed(bert, batch),
+            Backend::Candle(bert) => self.forward_padded(bert, batch),
+        }
+    }
+
+    fn forward_packed<'a>(
+        &self,
+        bert: &cpu_bert::CpuBert,
+        batch: impl ExactSizeIterator<Item = &'a tokenizers::Encoding>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let seqs: Vec<cpu_bert::Sequence<'_>> = batch
+            .map(|e| cpu_bert::Sequence {
+                ids: e.get_ids(),
+                type_ids: e.get_type_ids(),
+            })
+            .collect();
+        let (rows, offsets) = bert.forward(&seqs)?;
+        let h = bert.hidden_size();
+        Ok(offsets
+            .windows(2)
+            .map(|w| {
+                let mut v = pool_rows(&rows[w[0] * h..w[1] * h], h, self.spec.pooling);
+                if self.spec.normalize {
+                    normalize(&mut v);
+                }
+                v
+            })
+            .collect())
+    }
+
+    fn forward_padded<'a>(
+        &self,
+        bert: &BertModel,
+        batch: impl ExactSizeIterator<Item = &'a tokenizers::Encoding> + Clone,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let rows = batch.len();
         let width = batch.clone().map(|e| e.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![0u32; rows * width];
@@ -310,20 +364,54 @@ impl Embedder {
         let ids = Tensor::from_vec(ids, (rows, width), &self.device)?;
         let types = Tensor::from_vec(types, (rows, width), &self.device)?;
         let mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = bert.forward(&ids, &types, Some(&mask))?;
         let pooled = pool(&hidden, &mask, self.spec.pooling)?;
-        let pooled = if self.spec.normalize {
-            // torch.nn.functional.normalize: x / max(||x||, 1e-12)
-            let norm = pooled
-                .sqr()?
-                .sum_keepdim(D::Minus1)?
-                .sqrt()?
-                .clamp(1e-12, f64::MAX)?;
-            pooled.broadcast_div(&norm)?
-        } else {
-            pooled
-        };
-        Ok(pooled.to_vec2::<f32>()?)
+        let mut out = pooled.to_vec2::<f32>()?;
+        if self.spec.normalize {
+            out.iter_mut().for_each(|v| normalize(v));
+        }
+        Ok(out)
+    }
+}
+
+/// Scale to unit length like torch.nn.functional.normalize: x / max(||x||, 1e-12).
+fn normalize(v: &mut [f32]) {
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
+    v.iter_mut()
+        .for_each(|x| *x = (f64::from(*x) / norm) as f32);
+}
+
+/// Packed token rows `[n, dim]` of one text to its vector.
+fn pool_rows(rows: &[f32], dim: usize, pooling: Pooling) -> Vec<f32> {
+    let n = rows.len() / dim;
+    match pooling {
+        Pooling::Cls => rows[..dim].to_vec(),
+        Pooling::Max => {
+            let mut out = vec![f32::NEG_INFINITY; dim];
+            for row in rows.chunks_exact(dim) {
+                out.iter_mut().zip(row).for_each(|(o, v)| *o = o.max(*v));
+            }
+            out
+        }
+        Pooling::Mean | Pooling::MeanSqrtLen => {
+            let mut sum = vec![0f64; dim];
+            for row in rows.chunks_exact(dim) {
+                sum.iter_mut()
+                    .zip(row)
+                    .for_each(|(s, v)| *s += f64::from(*v));
+            }
+            let div = if pooling == Pooling::Mean {
+                n.max(1) as f64
+            } else {
+                (n.max(1) as f64).sqrt()
+            };
+            sum.into_iter().map(|s| (s / div) as f32).collect()
+        }
     }
 }
 
