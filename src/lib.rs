@@ -1,15 +1,19 @@
 //! signaldesk: content intelligence for newsrooms and audio platforms.
 //!
 //! Data flows one way: [`ingest`] reads content, [`chunk`] splits it to the model's budget,
-//! [`embed`] turns it into vectors locally with candle; the store, enrichment, ranking and
-//! evaluation stages build on these. The CLI (`src/main.rs`) and the HTTP API are thin shells over
+//! [`embed`] turns it into vectors locally with candle, [`store`] keeps them in Qdrant (embedded
+//! or server), and [`eval`] measures the result against golden datasets; enrichment and ranking
+//! build on these. The CLI (`src/main.rs`) and the HTTP API are thin shells over
 //! this library: they parse, call in, and print.
 
 pub mod chunk;
 pub mod config;
+pub mod content;
 pub mod embed;
+pub mod eval;
 pub mod ingest;
 pub mod pipeline;
+pub mod store;
 
 pub use config::Config;
 pub use embed::Embedder;

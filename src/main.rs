@@ -12,11 +12,19 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use signaldesk::chunk::Chunker;
+use signaldesk::content::Limits;
 use signaldesk::embed::bench::{bench_embed, load_texts};
+use signaldesk::embed::bm25::Bm25Encoder;
 use signaldesk::embed::job::{embed_file, EmbedFileOptions, DEFAULT_MAX_LINE_BYTES};
 use signaldesk::embed::EmbedderOptions;
+use signaldesk::eval::retrieval::{
+    evaluate, ingest_corpus, write_trec, BeirDataset, Mode, RetrievalEvalOptions,
+};
+use signaldesk::ingest::pipeline::{ingest_file, IngestOptions};
 use signaldesk::ingest::InputFile;
+use signaldesk::store::{ChunkQuery, EdgeStore, Filter, QueryVectors, VectorStore};
 use signaldesk::{pipeline, Config, Embedder};
+use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -61,6 +69,96 @@ enum Command {
     /// Today: embed the bundled SciFact sample and check every vector against
     /// sentence-transformers' (cosine >= 0.9999). Exits 1 if a check fails.
     Pipeline(PipelineArgs),
+    /// Ingest content (.jsonl, .jsonl.gz or .csv) into the vector store.
+    ///
+    /// Each record needs an id and a title or body; optional: url, source, content_type
+    /// (article | episode | other), language, published_at (RFC 3339 or YYYY-MM-DD), metadata
+    /// (other fields are kept in metadata). Items are chunked to the model's limit, embedded
+    /// (dense + BM25) and upserted. Re-running is idempotent: unchanged items are skipped,
+    /// changed ones re-embedded with their stale chunks removed. Bad records go to the rejects
+    /// file with their line and reason; the run then exits 1.
+    Ingest(IngestArgs),
+    /// Search the store: dense, BM25 or hybrid (reciprocal rank fusion), one result per item.
+    Search(SearchArgs),
+    /// Offline evaluation against golden datasets.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Input file: .jsonl, .jsonl.gz or .csv (header row names the fields).
+    file: PathBuf,
+    /// Collection (default: store.collection).
+    #[arg(long)]
+    collection: Option<String>,
+    /// Split long items into chunks (on) or embed each item truncated at the model limit (off).
+    #[arg(long, default_value = "on")]
+    chunking: OnOff,
+    /// Where rejected records go (default: FILE.rejects.jsonl beside the input).
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Largest accepted body, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_body_bytes: usize,
+    /// Items embedded together and upserted as one write-ahead-logged operation.
+    #[arg(long, default_value_t = 256)]
+    batch_items: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// The query text.
+    query: String,
+    #[arg(long, default_value = "hybrid")]
+    mode: String,
+    /// Payload filter field=value (repeatable; all must hold), e.g. --filter source=reuters.
+    #[arg(long)]
+    filter: Vec<String>,
+    /// Results (content items).
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Collection (default: store.collection).
+    #[arg(long)]
+    collection: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Retrieval quality on a BEIR-layout dataset (corpus, queries, qrels/SPLIT.tsv).
+    ///
+    /// Ingests the corpus into a fresh collection, searches every query of the split and writes
+    /// a report (JSON + markdown beside it) with nDCG@10, recall@100, MRR@10, MAP@10, P@10 and
+    /// per-query values. Hybrid fusion settings are chosen on qrels/train.tsv only.
+    Retrieval {
+        #[arg(long)]
+        dataset: PathBuf,
+        #[arg(long, default_value = "dense")]
+        mode: String,
+        #[arg(long, default_value = "off")]
+        chunking: OnOff,
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long)]
+        output: PathBuf,
+        /// Also write the run in TREC format.
+        #[arg(long)]
+        run_out: Option<PathBuf>,
+        /// Results kept per query.
+        #[arg(long, default_value_t = 100)]
+        depth: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,6 +302,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ingest(args) => runtime()?.block_on(ingest(&config, args)),
+        Command::Search(args) => runtime()?.block_on(search(&config, args)),
+        Command::Eval(EvalCommand::Retrieval {
+            dataset,
+            mode,
+            chunking,
+            split,
+            output,
+            run_out,
+            depth,
+        }) => runtime()?.block_on(eval_retrieval(
+            &config, dataset, mode, chunking, split, output, run_out, depth,
+        )),
         Command::Pipeline(args) => {
             let embedder = Embedder::from_config(&config)?;
             let report = pipeline::run(&embedder, &args.sample)?;
@@ -219,6 +330,221 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn chunker_for(config: &Config, embedder: &Embedder, on: OnOff) -> Option<Chunker> {
+    (on == OnOff::On).then(|| Chunker {
+        max_tokens: match config.chunk.max_tokens {
+            0 => embedder.max_seq_length(),
+            n => n.min(embedder.max_seq_length()),
+        },
+        overlap_tokens: config.chunk.overlap_tokens,
+    })
+}
+
+fn edge_store(config: &Config) -> Result<EdgeStore> {
+    anyhow::ensure!(
+        config.store.backend == "edge",
+        "store.backend = {:?} is not available in this build yet; use \"edge\"",
+        config.store.backend
+    );
+    Ok(EdgeStore::new(&config.data_dir.join("edge")))
+}
+
+async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
+    let embedder = Arc::new(Embedder::from_config(config)?);
+    let store = edge_store(config)?;
+    let rejects = args.rejects.unwrap_or_else(|| {
+        let mut name = args.file.file_name().unwrap_or_default().to_os_string();
+        name.push(".rejects.jsonl");
+        args.file.with_file_name(name)
+    });
+    let options = IngestOptions {
+        collection: args
+            .collection
+            .unwrap_or_else(|| config.store.collection.clone()),
+        chunker: chunker_for(config, &embedder, args.chunking),
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+        },
+        batch_items: args.batch_items.max(1),
+        rejects: Some(rejects.clone()),
+        max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        bm25_avg_len: 256.0,
+    };
+    let size = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(size.max(1));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} items ingested")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let name = args.file.display().to_string();
+    let summary = ingest_file(
+        &store,
+        embedder,
+        &args.file,
+        &options,
+        |line, reason| bar.suspend(|| eprintln!("{name}:{line}: rejected: {reason}")),
+        |items| bar.set_position(items as u64),
+    )
+    .await?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        eprintln!(
+            "ingest: read {}, new {}, updated {}, unchanged {}, rejected {} ({} chunks, {} tokens embedded)",
+            summary.read, summary.new, summary.updated, summary.unchanged, summary.rejected, summary.chunks, summary.tokens
+        );
+    }
+    if summary.rejected > 0 {
+        eprintln!(
+            "ingest: rejected records are listed in {}",
+            rejects.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let _ = std::fs::remove_file(&rejects);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
+    let mode: Mode = args.mode.parse().map_err(anyhow::Error::msg)?;
+    let embedder = Embedder::from_config(config)?;
+    let store = edge_store(config)?;
+    let collection = args
+        .collection
+        .unwrap_or_else(|| config.store.collection.clone());
+    let spec = store.collection_spec(&collection).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "collection {collection:?} does not exist: run `signaldesk ingest FILE` first"
+        )
+    })?;
+    let filter = Filter::parse_pairs(&args.filter)?;
+    let bm25 = Bm25Encoder::new(spec.bm25_avg_len);
+    let dense = || -> Result<Vec<f32>> { Ok(embedder.embed(&[&args.query])?.remove(0)) };
+    let candidates = args.k * 4;
+    let vectors = match mode {
+        Mode::Dense => QueryVectors::Dense(dense()?),
+        Mode::Bm25 => QueryVectors::Sparse(bm25.query(&args.query)),
+        Mode::Hybrid => QueryVectors::Hybrid {
+            dense: dense()?,
+            sparse: bm25.query(&args.query),
+            rrf_k: 60,
+            dense_weight: 1.0,
+            candidates,
+        },
+    };
+    let hits = store
+        .query(
+            &collection,
+            &ChunkQuery {
+                vectors,
+                filter,
+                limit: candidates,
+                exact: false,
+            },
+        )
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    let results: Vec<serde_json::Value> = hits
+        .into_iter()
+        .filter(|h| seen.insert(h.chunk.content_id.clone()))
+        .take(args.k)
+        .map(|h| {
+            serde_json::json!({
+                "id": h.chunk.content_id, "score": h.score, "title": h.chunk.payload.get("title"),
+                "chunk": h.chunk.chunk_index, "start": h.chunk.payload.get("start"), "end": h.chunk.payload.get("end"),
+                "text": h.chunk.payload.get("text"),
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for (i, r) in results.iter().enumerate() {
+            let title = r["title"].as_str().unwrap_or("");
+            println!(
+                "{:>2}. {:.4}  {}  {}  [chunk {} bytes {}..{}]",
+                i + 1,
+                r["score"].as_f64().unwrap_or(0.0),
+                r["id"].as_str().unwrap_or(""),
+                title,
+                r["chunk"],
+                r["start"],
+                r["end"]
+            );
+        }
+        if results.is_empty() {
+            println!("no results");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn eval_retrieval(
+    config: &Config,
+    dataset: PathBuf,
+    mode: String,
+    chunking: OnOff,
+    split: String,
+    output: PathBuf,
+    run_out: Option<PathBuf>,
+    depth: usize,
+) -> Result<ExitCode> {
+    let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
+    let embedder = Arc::new(Embedder::from_config(config)?);
+    let data = BeirDataset::open(&dataset)?;
+    let store = EdgeStore::new(&config.data_dir.join("eval"));
+    let chunker = chunker_for(config, &embedder, chunking);
+    let name = data
+        .dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    let collection = format!(
+        "eval-{name}-{}",
+        if chunker.is_some() {
+            "chunked"
+        } else {
+            "whole"
+        }
+    );
+    eprintln!(
+        "eval: ingesting {} into {collection}",
+        data.corpus.display()
+    );
+    let (summary, seconds) =
+        ingest_corpus(&store, embedder.clone(), &data, &collection, chunker).await?;
+    eprintln!(
+        "eval: {} documents, {} chunks in {seconds:.1} s; searching",
+        summary.read, summary.chunks
+    );
+    let options = RetrievalEvalOptions {
+        mode,
+        chunker,
+        split,
+        collection,
+        depth,
+        fusion: None,
+    };
+    let mut extra = serde_json::Map::new();
+    extra.insert("ingest".into(), serde_json::json!({"documents": summary.read, "chunks": summary.chunks, "tokens": summary.tokens, "seconds": seconds}));
+    let (report, runs) = evaluate(&store, &embedder, &data, &options, extra).await?;
+    report.write(&output)?;
+    if let Some(path) = run_out {
+        write_trec(&path, &runs, "signaldesk")?;
+    }
+    print!("{}", report.markdown());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn embed(config: &Config, args: EmbedArgs) -> Result<ExitCode> {

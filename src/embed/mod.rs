@@ -6,6 +6,7 @@
 //! corners: texts are sorted by token length and batched so each batch pads to a similar length.
 
 pub mod bench;
+pub mod bm25;
 mod cache;
 mod cpu_bert;
 pub mod job;
@@ -19,6 +20,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 pub use cache::EmbeddingCache;
+pub(crate) use model_dir::hex;
 pub use model_dir::{ModelSpec, Pooling, REQUIRED_FILES};
 
 use crate::config::Config;

@@ -60,7 +60,12 @@ pub fn text_of(record: &Map<String, Value>, field: Option<&str>) -> Result<Strin
         return Ok(text.to_string());
     }
     let title = string_field(record, "title")?.filter(|s| !s.trim().is_empty());
-    let body = string_field(record, "body")?.filter(|s| !s.trim().is_empty());
+    // `text` stands in for a missing body (BEIR corpora: title + text), as in `ContentItem`.
+    let body = match string_field(record, "body")?.filter(|s| !s.trim().is_empty()) {
+        Some(b) => Some(b),
+        None if title.is_some() => string_field(record, "text")?.filter(|s| !s.trim().is_empty()),
+        None => None,
+    };
     let text = match (title, body) {
         (Some(t), Some(b)) => format!("{t}\n{b}"),
         (Some(t), None) => t.to_string(),
@@ -127,6 +132,10 @@ mod tests {
         );
         assert_eq!(text_of(&obj(r#"{"body":"B"}"#), None).unwrap(), "B");
         assert_eq!(text_of(&obj(r#"{"text":"X"}"#), None).unwrap(), "X");
+        assert_eq!(
+            text_of(&obj(r#"{"title":"T","text":"X"}"#), None).unwrap(),
+            "T\nX"
+        );
         assert_eq!(
             text_of(&obj(r#"{"title":"T","abstract":"A"}"#), Some("abstract")).unwrap(),
             "A"

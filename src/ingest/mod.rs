@@ -5,6 +5,7 @@
 //! is reported with the line it came from, so one bad record never costs the rest of the file.
 
 pub mod jsonl;
+pub mod pipeline;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -73,6 +74,11 @@ impl InputFile {
     /// A handle that reports how many bytes of the file have been read.
     pub fn progress(&self) -> Arc<AtomicU64> {
         self.bytes_read.clone()
+    }
+
+    /// The decompressed byte stream, for formats with their own record syntax (CSV).
+    pub fn into_reader(self) -> Box<dyn BufRead + Send> {
+        self.reader
     }
 
     /// Iterate over lines of at most `max_line_bytes` bytes (newline excluded).

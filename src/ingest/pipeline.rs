@@ -1,0 +1,425 @@
+//! `signaldesk ingest`: content files into the vector store, idempotently and crash-safely.
+//!
+//! Stages, each bounded so memory stays flat however large the file:
+//! read + validate (streaming, line by line) → change detection against the store → chunk →
+//! embed (dense + BM25) → upsert. Embedding of batch n+1 overlaps the upsert of batch n through a
+//! bounded channel (capacity 1: back pressure by construction).
+//!
+//! **Idempotence.** Point ids are derived from (content id, chunk index) and every chunk carries
+//! its item's content hash (which includes the chunking settings). An item whose first chunk
+//! already holds the same hash is unchanged and skipped; a changed item is re-embedded.
+//!
+//! **Crash safety.** For each batch the store first deletes the chunks that changed items no
+//! longer have (index ≥ their new chunk count), then upserts all the batch's chunks as one
+//! write-ahead-logged operation. A crash before the upsert leaves the old first chunk, whose hash
+//! differs, so the re-run redoes the item; a crash after it leaves nothing to do. Either way a
+//! re-run ends with exactly the right points.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{InputError, InputFile};
+use crate::chunk::{ChunkError, Chunker};
+use crate::content::{ContentItem, FieldError, Limits};
+use crate::embed::bm25::Bm25Encoder;
+use crate::embed::{EmbedError, Embedder};
+use crate::ingest::jsonl::parse_object;
+use crate::store::{ChunkPoint, CollectionSpec, StoreError, VectorStore};
+
+/// Test hook: abort the process after this many acknowledged upsert batches.
+pub const CRASH_HOOK_ENV: &str = "SIGNALDESK_TEST_CRASH_AFTER_BATCHES";
+
+/// Errors that stop an ingest run (bad records do not: they go to the rejects file).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{}: {message}", path.display())]
+    Csv { path: PathBuf, message: String },
+    #[error("embedding worker failed: {0}")]
+    Worker(String),
+    #[error("cannot write rejects file {}: {source}", path.display())]
+    Rejects {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How to ingest.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub collection: String,
+    /// `None`: embed each item's text truncated at the model limit, as one chunk.
+    pub chunker: Option<Chunker>,
+    pub limits: Limits,
+    /// Items per batch (embedded together, upserted as one operation).
+    pub batch_items: usize,
+    /// Where rejected lines go, one JSON object per line with the line number and the reason.
+    pub rejects: Option<PathBuf>,
+    pub max_line_bytes: usize,
+    /// Average BM25 document length for a new collection (existing ones keep theirs).
+    pub bm25_avg_len: f64,
+}
+
+/// Counts at the end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IngestSummary {
+    pub read: usize,
+    pub new: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub rejected: usize,
+    pub chunks: usize,
+    /// Model tokens embedded (after truncation, special tokens included).
+    pub tokens: usize,
+}
+
+/// A validated record with its line number.
+pub struct Record {
+    pub line: usize,
+    pub item: ContentItem,
+}
+
+/// A stream of records: `Ok(Ok(record))`, `Ok(Err((line, reason)))` for a rejected line, or an
+/// error that stops reading.
+pub type RecordStream =
+    Box<dyn Iterator<Item = Result<Result<Record, (usize, String)>, IngestError>> + Send>;
+
+/// Stream validated records from a `.jsonl`, `.jsonl.gz` or `.csv` file. Problems are passed to
+/// `reject(line, reason)`; the iterator carries on.
+pub fn read_records(
+    path: &Path,
+    limits: Limits,
+    max_line_bytes: usize,
+) -> Result<RecordStream, IngestError> {
+    let name = path.to_string_lossy();
+    if name.ends_with(".csv") || name.ends_with(".csv.gz") {
+        let input = InputFile::open(path)?;
+        let path_buf = path.to_path_buf();
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(input.into_reader());
+        let headers = reader
+            .headers()
+            .map_err(|e| IngestError::Csv {
+                path: path_buf.clone(),
+                message: e.to_string(),
+            })?
+            .clone();
+        let iter = reader.into_records().map(move |row| {
+            let row = match row {
+                Ok(r) => r,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line() as usize);
+                    return Ok(Err((line, format!("bad CSV row: {e}"))));
+                }
+            };
+            let line = row.position().map_or(0, |p| p.line() as usize);
+            let mut obj = Map::new();
+            for (h, v) in headers.iter().zip(row.iter()) {
+                if !v.is_empty() {
+                    obj.insert(h.to_string(), Value::from(v));
+                }
+            }
+            Ok(ContentItem::from_json(obj, limits)
+                .map(|item| Record { line, item })
+                .map_err(|e: FieldError| (line, e.to_string())))
+        });
+        return Ok(Box::new(iter));
+    }
+    let lines = InputFile::open(path)?.lines(max_line_bytes);
+    Ok(Box::new(lines.filter_map(move |line| {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => return Some(Err(IngestError::from(e))),
+        };
+        let n = line.number;
+        let text = match line.content {
+            Ok(t) if t.trim().is_empty() => return None,
+            Ok(t) => t,
+            Err(p) => return Some(Ok(Err((n, p.to_string())))),
+        };
+        Some(Ok(parse_object(&text)
+            .map_err(|e| (n, e.to_string()))
+            .and_then(|obj| ContentItem::from_json(obj, limits).map_err(|e| (n, e.to_string())))
+            .map(|item| Record { line: n, item })))
+    })))
+}
+
+/// The chunk payload stored with every point.
+fn payload(
+    item: &ContentItem,
+    hash: &str,
+    chunk_count: usize,
+    start: usize,
+    end: usize,
+    text: &str,
+) -> Map<String, Value> {
+    let mut p = Map::new();
+    p.insert("content_hash".into(), Value::from(hash));
+    p.insert("chunk_count".into(), Value::from(chunk_count));
+    p.insert("start".into(), Value::from(start));
+    p.insert("end".into(), Value::from(end));
+    p.insert("title".into(), Value::from(item.title.as_str()));
+    p.insert("text".into(), Value::from(text));
+    p.insert(
+        "content_type".into(),
+        Value::from(item.content_type.as_str()),
+    );
+    for (k, v) in [
+        ("url", &item.url),
+        ("source", &item.source),
+        ("language", &item.language),
+        ("published_at", &item.published_at),
+    ] {
+        if let Some(v) = v {
+            p.insert(k.into(), Value::from(v.as_str()));
+        }
+    }
+    if !item.metadata.is_empty() {
+        p.insert("metadata".into(), Value::Object(item.metadata.clone()));
+    }
+    p
+}
+
+/// The collection spec for `embedder`'s vectors.
+pub fn collection_spec(name: &str, embedder: &Embedder, bm25_avg_len: f64) -> CollectionSpec {
+    CollectionSpec {
+        name: name.to_string(),
+        model_id: embedder.model_id().to_string(),
+        model_fingerprint: embedder.fingerprint().to_string(),
+        dimension: embedder.dimension(),
+        bm25_avg_len,
+    }
+}
+
+/// One batch ready for the store.
+struct Prepared {
+    /// (content id, new chunk count) for items that existed before.
+    stale: Vec<(String, usize)>,
+    points: Vec<ChunkPoint>,
+    tokens: usize,
+}
+
+/// Ingest `path` into `store`. `on_reject` hears each rejected line; `on_progress(items)` is
+/// called after each batch.
+pub async fn ingest_file<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    path: &Path,
+    options: &IngestOptions,
+    mut on_reject: impl FnMut(usize, &str),
+    mut on_progress: impl FnMut(usize),
+) -> Result<IngestSummary, IngestError> {
+    let spec = store
+        .open_collection(&collection_spec(
+            &options.collection,
+            &embedder,
+            options.bm25_avg_len,
+        ))
+        .await?;
+    let bm25 = Arc::new(Bm25Encoder::new(spec.bm25_avg_len));
+    let salt = format!(
+        "{}|{:?}",
+        embedder.fingerprint(),
+        options.chunker.map(|c| (c.max_tokens, c.overlap_tokens))
+    );
+    let rejects_path = options.rejects.clone().unwrap_or_default();
+    let rejects_err = |source| IngestError::Rejects {
+        path: rejects_path.clone(),
+        source,
+    };
+    let mut rejects = match &options.rejects {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(rejects_err)?,
+        )),
+        None => None,
+    };
+    let crash_after: Option<usize> = std::env::var(CRASH_HOOK_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut summary = IngestSummary::default();
+    let mut records = read_records(path, options.limits, options.max_line_bytes)?;
+    let mut batches_written = 0usize;
+    // The batch embedded but not yet written: one in flight, so memory stays bounded.
+    let mut in_flight: Option<Prepared> = None;
+    loop {
+        let mut batch: Vec<(ContentItem, String)> = Vec::with_capacity(options.batch_items);
+        for r in records.by_ref() {
+            match r? {
+                Ok(rec) => {
+                    summary.read += 1;
+                    let hash = rec.item.content_hash(&salt);
+                    batch.push((rec.item, hash));
+                }
+                Err((line, reason)) => {
+                    summary.read += 1;
+                    summary.rejected += 1;
+                    on_reject(line, &reason);
+                    if let Some(w) = rejects.as_mut() {
+                        let row = serde_json::json!({"file": path.display().to_string(), "line": line, "reason": reason});
+                        writeln!(w, "{row}").map_err(rejects_err)?;
+                    }
+                }
+            }
+            if batch.len() >= options.batch_items {
+                break;
+            }
+        }
+        if batch.is_empty() && in_flight.is_none() {
+            break;
+        }
+        let (todo, existed) =
+            detect_changes(store, &options.collection, batch, &mut summary).await?;
+        // Embed this batch on a worker thread while the previous batch is written.
+        let job = {
+            let (embedder, bm25, chunker) = (embedder.clone(), bm25.clone(), options.chunker);
+            tokio::task::spawn_blocking(move || prepare(&embedder, &bm25, chunker, todo, &existed))
+        };
+        if let Some(prev) = in_flight.take() {
+            write_batch(store, &options.collection, prev).await?;
+            batches_written += 1;
+            if crash_after.is_some_and(|n| batches_written >= n) {
+                eprintln!(
+                    "{CRASH_HOOK_ENV}: aborting after {batches_written} acknowledged batches"
+                );
+                std::process::abort();
+            }
+        }
+        let prepared = job
+            .await
+            .map_err(|e| IngestError::Worker(e.to_string()))??;
+        summary.chunks += prepared.points.len();
+        summary.tokens += prepared.tokens;
+        on_progress(summary.read);
+        in_flight = (!prepared.points.is_empty() || !prepared.stale.is_empty()).then_some(prepared);
+    }
+    if let Some(w) = rejects.as_mut() {
+        w.flush().map_err(rejects_err)?;
+    }
+    Ok(summary)
+}
+
+/// Split a batch into items to (re-)embed and count the unchanged ones. Returns the items to
+/// embed and, for those already stored, their old chunk counts.
+async fn detect_changes<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    batch: Vec<(ContentItem, String)>,
+    summary: &mut IngestSummary,
+) -> Result<(Vec<(ContentItem, String)>, Vec<(String, usize)>), IngestError> {
+    if batch.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let keys: Vec<(String, usize)> = batch.iter().map(|(i, _)| (i.id.clone(), 0)).collect();
+    let stored = store.get(collection, &keys).await?;
+    let known: HashMap<&str, &Map<String, Value>> = stored
+        .iter()
+        .map(|c| (c.content_id.as_str(), &c.payload))
+        .collect();
+    let mut todo = Vec::new();
+    let mut existed = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (item, hash) in batch {
+        let first_in_batch = seen.insert(item.id.clone());
+        match known.get(item.id.as_str()) {
+            Some(p) if p.get("content_hash").and_then(Value::as_str) == Some(hash.as_str()) => {
+                summary.unchanged += 1;
+            }
+            Some(p) => {
+                summary.updated += 1;
+                let old = p.get("chunk_count").and_then(Value::as_u64).unwrap_or(0) as usize;
+                existed.push((item.id.clone(), old));
+                todo.push((item, hash));
+            }
+            None if first_in_batch => {
+                summary.new += 1;
+                todo.push((item, hash));
+            }
+            None => {
+                // The same id twice in one batch: the later record wins.
+                summary.updated += 1;
+                todo.retain(|(i, _)| i.id != item.id);
+                todo.push((item, hash));
+            }
+        }
+    }
+    Ok((todo, existed))
+}
+
+async fn write_batch<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    batch: Prepared,
+) -> Result<(), IngestError> {
+    let _span = tracing::debug_span!("upsert", points = batch.points.len()).entered();
+    // Stale chunks go first: see the module docs for why this order is crash-safe.
+    for (id, new_count) in &batch.stale {
+        store.delete_content(collection, id, *new_count).await?;
+    }
+    store.upsert(collection, batch.points).await?;
+    Ok(())
+}
+
+fn prepare(
+    embedder: &Embedder,
+    bm25: &Bm25Encoder,
+    chunker: Option<Chunker>,
+    todo: Vec<(ContentItem, String)>,
+    existed: &[(String, usize)],
+) -> Result<Prepared, IngestError> {
+    let mut spans = Vec::new(); // (item index, start, end)
+    let texts: Vec<String> = todo.iter().map(|(i, _)| i.text()).collect();
+    for (i, text) in texts.iter().enumerate() {
+        match chunker {
+            Some(c) => {
+                for s in c.chunk(embedder, text)? {
+                    spans.push((i, s.start, s.end));
+                }
+            }
+            None => spans.push((i, 0, text.len())),
+        }
+    }
+    let chunk_texts: Vec<&str> = spans.iter().map(|&(i, s, e)| &texts[i][s..e]).collect();
+    let tokens = embedder.token_counts(&chunk_texts)?.iter().sum::<usize>();
+    let vectors = embedder.embed(&chunk_texts)?;
+    let mut counts = vec![0usize; todo.len()];
+    for &(i, _, _) in &spans {
+        counts[i] += 1;
+    }
+    let mut next_index = vec![0usize; todo.len()];
+    let mut points = Vec::with_capacity(spans.len());
+    for ((&(i, s, e), text), dense) in spans.iter().zip(&chunk_texts).zip(vectors) {
+        let (item, hash) = &todo[i];
+        points.push(ChunkPoint {
+            content_id: item.id.clone(),
+            chunk_index: next_index[i],
+            dense,
+            bm25: bm25.document(text),
+            payload: payload(item, hash, counts[i], s, e, text),
+        });
+        next_index[i] += 1;
+    }
+    let stale = existed
+        .iter()
+        .filter_map(|(id, old)| {
+            let i = todo.iter().position(|(it, _)| &it.id == id)?;
+            (counts[i] < *old).then(|| (id.clone(), counts[i]))
+        })
+        .collect();
+    Ok(Prepared {
+        stale,
+        points,
+        tokens,
+    })
+}

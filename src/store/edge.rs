@@ -1,0 +1,456 @@
+//! [`EdgeStore`]: Qdrant Edge (`qdrant-edge`), in process, one shard directory per collection.
+//!
+//! Durability: qdrant-edge 0.7.2 writes every operation to its write-ahead log, but does not
+//! replay the log when a shard is loaded: only flushed segments survive a crash (the ingest crash
+//! test found this: an abort after acknowledged batches reopened empty). So every write here is
+//! flushed (WAL and segments) before it is acknowledged, and writes are serialised, because the
+//! engine's flush expects no concurrent writer. Calls are synchronous inside (the engine is) and
+//! short (milliseconds per batch), so the async methods run them inline.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use qdrant_edge::{
+    CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard,
+    EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldIndexOperations, Fusion, JsonPath,
+    Modifier, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest,
+    SearchParams, SparseVector, UpdateOperation, Vector, VectorInternal, Vectors,
+    WithPayloadInterface, WithVector,
+};
+use serde_json::{Map, Value};
+
+use super::{
+    meta_point_id, point_id, ChunkPoint, ChunkQuery, CollectionSpec, Filter, QueryVectors,
+    ScoredChunk, StoreError, StoredChunk, VectorStore, BM25, DENSE, INDEXED_FIELDS,
+};
+
+const BACKEND: &str = "qdrant-edge";
+const META_KEY: &str = "_signaldesk_collection";
+
+/// Collections as Qdrant Edge shards under one directory.
+pub struct EdgeStore {
+    root: PathBuf,
+    shards: Mutex<HashMap<String, Arc<EdgeShard>>>,
+    /// Held for each write + flush: see the module docs.
+    writes: Mutex<()>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        backend: BACKEND,
+        message: e.to_string(),
+    }
+}
+
+impl EdgeStore {
+    /// A store whose collections live in `root/<collection>/`.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            shards: Mutex::new(HashMap::new()),
+            writes: Mutex::new(()),
+        }
+    }
+
+    /// Apply `operation` and flush it to disk before returning: a returned write is durable.
+    fn write(&self, shard: &EdgeShard, operation: UpdateOperation) -> Result<(), StoreError> {
+        let _guard = self.writes.lock().map_err(err)?;
+        shard.update(operation).map_err(err)?;
+        shard.flush();
+        Ok(())
+    }
+
+    fn dir(&self, name: &str) -> Result<PathBuf, StoreError> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            || name.starts_with('.')
+        {
+            return Err(StoreError::Backend {
+                backend: BACKEND,
+                message: format!("invalid collection name {name:?} (use letters, digits, _ - .)"),
+            });
+        }
+        Ok(self.root.join(name))
+    }
+
+    /// The open shard of `name`, loading it from disk on first use.
+    fn shard(&self, name: &str) -> Result<Option<Arc<EdgeShard>>, StoreError> {
+        let mut shards = self.shards.lock().map_err(err)?;
+        if let Some(s) = shards.get(name) {
+            return Ok(Some(s.clone()));
+        }
+        let dir = self.dir(name)?;
+        if !dir.join("edge_config.json").is_file() {
+            return Ok(None);
+        }
+        let shard = Arc::new(EdgeShard::load(&dir, None).map_err(err)?);
+        shards.insert(name.to_string(), shard.clone());
+        Ok(Some(shard))
+    }
+
+    fn existing(&self, name: &str) -> Result<Arc<EdgeShard>, StoreError> {
+        self.shard(name)?
+            .ok_or_else(|| StoreError::NoCollection(name.to_string()))
+    }
+
+    fn create(&self, spec: &CollectionSpec) -> Result<Arc<EdgeShard>, StoreError> {
+        let dir = self.dir(&spec.name)?;
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let config = EdgeConfigBuilder::new()
+            .vector(
+                DENSE,
+                EdgeVectorParamsBuilder::new(spec.dimension, Distance::Cosine).build(),
+            )
+            .sparse_vector(
+                BM25,
+                EdgeSparseVectorParamsBuilder::new()
+                    .modifier(Modifier::Idf)
+                    .build(),
+            )
+            .build();
+        let shard = EdgeShard::new(&dir, config).map_err(err)?;
+        for (field, kind) in INDEXED_FIELDS.iter().chain(&[("chunk_index", "integer")]) {
+            let schema = match *kind {
+                "keyword" => PayloadSchemaType::Keyword,
+                "integer" => PayloadSchemaType::Integer,
+                _ => PayloadSchemaType::Datetime,
+            };
+            let field_name: JsonPath = field
+                .parse()
+                .map_err(|_| err(format!("bad field {field}")))?;
+            self.write(
+                &shard,
+                UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
+                    CreateIndex {
+                        field_name,
+                        field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                    },
+                )),
+            )?;
+        }
+        let meta = serde_json::json!({ META_KEY: spec });
+        let point = PointStruct::new(
+            PointId::Uuid(meta_point_id()),
+            Vectors::new_named(std::iter::empty::<(String, Vector)>()),
+            meta,
+        );
+        self.write(
+            &shard,
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                PointInsertOperations::PointsList(vec![point.into()]),
+            )),
+        )?;
+        let shard = Arc::new(shard);
+        self.shards
+            .lock()
+            .map_err(err)?
+            .insert(spec.name.clone(), shard.clone());
+        Ok(shard)
+    }
+
+    fn read_spec(shard: &EdgeShard) -> Result<Option<CollectionSpec>, StoreError> {
+        let records = shard
+            .retrieve(
+                &[PointId::Uuid(meta_point_id())],
+                Some(WithPayloadInterface::Bool(true)),
+                None,
+            )
+            .map_err(err)?;
+        let Some(payload) = records.into_iter().next().and_then(|r| r.payload) else {
+            return Ok(None);
+        };
+        let value = payload.0.get(META_KEY).cloned().unwrap_or(Value::Null);
+        serde_json::from_value(value).map(Some).map_err(err)
+    }
+}
+
+/// The filter as qdrant-edge takes it, always excluding the metadata point.
+fn edge_filter(filter: &Filter) -> Result<qdrant_edge::Filter, StoreError> {
+    let mut json = filter.to_qdrant_json();
+    json["must_not"] = serde_json::json!([{ "has_id": [meta_point_id().to_string()] }]);
+    serde_json::from_value(json).map_err(|e| StoreError::Filter(e.to_string()))
+}
+
+fn sparse(s: &super::Sparse) -> Result<SparseVector, StoreError> {
+    SparseVector::new(s.indices.clone(), s.values.clone())
+        .map_err(|e| StoreError::Filter(format!("bad sparse vector: {e}")))
+}
+
+fn to_chunk(id: PointId, payload: Option<qdrant_edge::Payload>) -> StoredChunk {
+    let payload: Map<String, Value> = payload.map(|p| p.0).unwrap_or_default();
+    StoredChunk {
+        point_id: match id {
+            PointId::Uuid(u) => u.to_string(),
+            PointId::NumId(n) => n.to_string(),
+        },
+        content_id: payload
+            .get("content_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        chunk_index: payload
+            .get("chunk_index")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize,
+        payload,
+    }
+}
+
+fn parse_point_id(s: &str) -> Result<PointId, StoreError> {
+    if let Ok(u) = s.parse::<uuid::Uuid>() {
+        return Ok(PointId::Uuid(u));
+    }
+    s.parse::<u64>()
+        .map(PointId::NumId)
+        .map_err(|_| err(format!("bad scroll offset {s:?}")))
+}
+
+impl VectorStore for EdgeStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn open_collection(&self, spec: &CollectionSpec) -> Result<CollectionSpec, StoreError> {
+        let shard = match self.shard(&spec.name)? {
+            Some(s) => s,
+            None => return self.create(spec).map(|_| spec.clone()),
+        };
+        let stored = Self::read_spec(&shard)?.ok_or_else(|| {
+            err(format!(
+                "collection {:?} has no signaldesk metadata point",
+                spec.name
+            ))
+        })?;
+        if stored.model_fingerprint != spec.model_fingerprint || stored.dimension != spec.dimension
+        {
+            return Err(StoreError::ModelMismatch {
+                collection: spec.name.clone(),
+                stored_model: stored.model_id,
+                stored_dim: stored.dimension,
+                model: spec.model_id.clone(),
+                dim: spec.dimension,
+            });
+        }
+        Ok(stored)
+    }
+
+    async fn collection_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError> {
+        match self.shard(name)? {
+            Some(s) => Self::read_spec(&s),
+            None => Ok(None),
+        }
+    }
+
+    async fn drop_collection(&self, name: &str) -> Result<(), StoreError> {
+        let dir = self.dir(name)?;
+        if let Some(shard) = self.shards.lock().map_err(err)?.remove(name) {
+            drop(shard);
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<ChunkPoint>) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let shard = self.existing(collection)?;
+        let dim = shard.config().vectors.get(DENSE).map_or(0, |p| p.size);
+        let mut batch = Vec::with_capacity(points.len());
+        for p in points {
+            if p.dense.len() != dim {
+                return Err(StoreError::Dimension {
+                    what: format!("chunk {} of {}", p.chunk_index, p.content_id),
+                    expected: dim,
+                    got: p.dense.len(),
+                });
+            }
+            let mut payload = p.payload;
+            payload.insert("content_id".into(), Value::from(p.content_id.clone()));
+            payload.insert("chunk_index".into(), Value::from(p.chunk_index));
+            let bm25 = Vector::new_sparse(p.bm25.indices, p.bm25.values).map_err(err)?;
+            let vectors = Vectors::new_named([(DENSE, Vector::new_dense(p.dense)), (BM25, bm25)]);
+            let point = PointStruct::new(
+                PointId::Uuid(point_id(&p.content_id, p.chunk_index)),
+                vectors,
+                Value::Object(payload),
+            );
+            batch.push(point.into());
+        }
+        self.write(
+            &shard,
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                PointInsertOperations::PointsList(batch),
+            )),
+        )
+    }
+
+    async fn delete_content(
+        &self,
+        collection: &str,
+        content_id: &str,
+        from_index: usize,
+    ) -> Result<(), StoreError> {
+        let shard = self.existing(collection)?;
+        let mut filter = Filter::content(content_id);
+        if from_index > 0 {
+            filter.must.push(super::Condition::Range {
+                field: "chunk_index".into(),
+                gte: Some(Value::from(from_index)),
+                lt: None,
+            });
+        }
+        self.write(
+            &shard,
+            UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(edge_filter(
+                &filter,
+            )?)),
+        )
+    }
+
+    async fn get(
+        &self,
+        collection: &str,
+        keys: &[(String, usize)],
+    ) -> Result<Vec<StoredChunk>, StoreError> {
+        let shard = self.existing(collection)?;
+        let ids: Vec<PointId> = keys
+            .iter()
+            .map(|(c, i)| PointId::Uuid(point_id(c, *i)))
+            .collect();
+        let records = shard
+            .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), None)
+            .map_err(err)?;
+        Ok(records
+            .into_iter()
+            .map(|r| to_chunk(r.id, r.payload))
+            .collect())
+    }
+
+    async fn query(
+        &self,
+        collection: &str,
+        query: &ChunkQuery,
+    ) -> Result<Vec<ScoredChunk>, StoreError> {
+        let shard = self.existing(collection)?;
+        let filter = edge_filter(&query.filter)?;
+        let params = Some(SearchParams {
+            exact: query.exact,
+            ..Default::default()
+        });
+        let dense_query = |v: &Vec<f32>| -> Result<ScoringQuery, StoreError> {
+            let dim = shard.config().vectors.get(DENSE).map_or(0, |p| p.size);
+            if v.len() != dim {
+                return Err(StoreError::Dimension {
+                    what: "the query vector".into(),
+                    expected: dim,
+                    got: v.len(),
+                });
+            }
+            Ok(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
+                VectorInternal::Dense(v.clone()),
+                DENSE,
+            ))))
+        };
+        let sparse_query = |s: &super::Sparse| -> Result<ScoringQuery, StoreError> {
+            Ok(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
+                VectorInternal::Sparse(sparse(s)?),
+                BM25,
+            ))))
+        };
+        let (prefetches, scoring) = match &query.vectors {
+            QueryVectors::Dense(v) => (Vec::new(), dense_query(v)?),
+            QueryVectors::Sparse(s) => (Vec::new(), sparse_query(s)?),
+            QueryVectors::Hybrid {
+                dense,
+                sparse,
+                rrf_k,
+                dense_weight,
+                candidates,
+            } => {
+                let prefetch = |q: ScoringQuery| Prefetch {
+                    prefetches: Vec::new(),
+                    query: Some(q),
+                    limit: *candidates,
+                    params,
+                    filter: Some(filter.clone()),
+                    score_threshold: None,
+                };
+                (
+                    vec![
+                        prefetch(dense_query(dense)?),
+                        prefetch(sparse_query(sparse)?),
+                    ],
+                    ScoringQuery::Fusion(Fusion::Rrf {
+                        k: *rrf_k,
+                        weights: Some(vec![(*dense_weight).into(), 1.0f32.into()]),
+                    }),
+                )
+            }
+        };
+        let request = QueryRequest {
+            prefetches,
+            query: Some(scoring),
+            filter: Some(filter),
+            score_threshold: None,
+            limit: query.limit,
+            offset: 0,
+            params,
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Bool(true),
+        };
+        let hits = shard.query(request).map_err(err)?;
+        Ok(hits
+            .into_iter()
+            .map(|h| ScoredChunk {
+                score: h.score,
+                chunk: to_chunk(h.id, h.payload),
+            })
+            .collect())
+    }
+
+    async fn scroll(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        offset: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<StoredChunk>, Option<String>), StoreError> {
+        let shard = self.existing(collection)?;
+        let request = ScrollRequest {
+            offset: offset.as_deref().map(parse_point_id).transpose()?,
+            limit: Some(limit.max(1)),
+            filter: Some(edge_filter(filter)?),
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: WithVector::Bool(false),
+            order_by: None,
+        };
+        let (records, next) = shard.scroll(request).map_err(err)?;
+        Ok((
+            records
+                .into_iter()
+                .map(|r| to_chunk(r.id, r.payload))
+                .collect(),
+            next.map(|id| match id {
+                PointId::Uuid(u) => u.to_string(),
+                PointId::NumId(n) => n.to_string(),
+            }),
+        ))
+    }
+
+    async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError> {
+        let shard = self.existing(collection)?;
+        shard
+            .count(CountRequest {
+                filter: Some(edge_filter(filter)?),
+                exact: true,
+            })
+            .map_err(err)
+    }
+}

@@ -1,0 +1,306 @@
+//! Vector storage: one trait, two real backends.
+//!
+//! - [`EdgeStore`]: Qdrant Edge, Qdrant's own engine in process, persistent and WAL-backed under
+//!   the data dir. The default: nothing to run, works offline.
+//! - `QdrantStore`: a Qdrant server over gRPC (`qdrant-client`), for production.
+//!
+//! Both store the same points: one per chunk, with a named dense vector (`dense`, cosine) and a
+//! named sparse BM25 vector (`bm25`, IDF modifier), and the same payload. Point ids are UUIDv5 of
+//! (content id, chunk index), so writing an item twice overwrites it instead of duplicating it.
+//! Each collection also holds one metadata point recording the embedding model and dimension;
+//! opening a collection with a different model is refused, so vectors are never mixed.
+
+mod edge;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use edge::EdgeStore;
+
+/// Name of the dense vector in every collection.
+pub const DENSE: &str = "dense";
+/// Name of the sparse BM25 vector in every collection.
+pub const BM25: &str = "bm25";
+
+/// Errors from a vector store; each says what to do about it where something can be done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("collection {collection:?} holds vectors of model {stored_model} ({stored_dim} dims), but the configured embedder is {model} ({dim} dims): run `signaldesk reindex` to re-embed into a new collection, or configure the original model")]
+    ModelMismatch {
+        collection: String,
+        stored_model: String,
+        stored_dim: usize,
+        model: String,
+        dim: usize,
+    },
+    #[error("wrong vector dimension for {what}: expected {expected}, got {got}")]
+    Dimension {
+        what: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("collection {0:?} does not exist: ingest something first")]
+    NoCollection(String),
+    #[error("invalid filter: {0}")]
+    Filter(String),
+    #[error("{backend}: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
+}
+
+/// What a collection is for: the embedding model whose vectors it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub model_id: String,
+    pub model_fingerprint: String,
+    pub dimension: usize,
+    /// Average document length in BM25 tokens, for BM25's length normalisation.
+    pub bm25_avg_len: f64,
+}
+
+/// A sparse vector (BM25 term weights).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Sparse {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+/// One chunk of one content item, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkPoint {
+    pub content_id: String,
+    pub chunk_index: usize,
+    pub dense: Vec<f32>,
+    pub bm25: Sparse,
+    /// Payload: `content_id` and `chunk_index` are added by the store.
+    pub payload: Map<String, Value>,
+}
+
+/// A stored chunk as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChunk {
+    pub point_id: String,
+    pub content_id: String,
+    pub chunk_index: usize,
+    pub payload: Map<String, Value>,
+}
+
+/// A search hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredChunk {
+    pub chunk: StoredChunk,
+    pub score: f32,
+}
+
+/// Payload conditions, all of which must hold: `field = value` (keyword, integer or bool match;
+/// arrays match if any element equals the value) and optional ranges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub must: Vec<Condition>,
+}
+
+/// One payload condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Equals {
+        field: String,
+        value: Value,
+    },
+    /// `field >= gte` and/or `field < lt` (numbers; RFC 3339 strings for datetime fields).
+    Range {
+        field: String,
+        gte: Option<Value>,
+        lt: Option<Value>,
+    },
+}
+
+impl Filter {
+    /// A filter from `field=value` strings, as the CLI takes them. Integers and booleans are typed.
+    pub fn parse_pairs(pairs: &[String]) -> Result<Self, StoreError> {
+        let mut must = Vec::new();
+        for p in pairs {
+            let (field, raw) = p
+                .split_once('=')
+                .ok_or_else(|| StoreError::Filter(format!("{p:?} is not field=value")))?;
+            if field.is_empty() {
+                return Err(StoreError::Filter(format!("{p:?} has no field name")));
+            }
+            let value = match raw {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => raw
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::from(raw)),
+            };
+            must.push(Condition::Equals {
+                field: field.to_string(),
+                value,
+            });
+        }
+        Ok(Self { must })
+    }
+
+    /// `content_id = id`.
+    pub fn content(id: &str) -> Self {
+        Self {
+            must: vec![Condition::Equals {
+                field: "content_id".into(),
+                value: Value::from(id),
+            }],
+        }
+    }
+
+    /// The canonical Qdrant filter JSON (`{"must": [{"key", "match"}|{"key", "range"}]}`).
+    pub fn to_qdrant_json(&self) -> Value {
+        let must: Vec<Value> = self
+            .must
+            .iter()
+            .map(|c| match c {
+                Condition::Equals { field, value } => {
+                    serde_json::json!({"key": field, "match": {"value": value}})
+                }
+                Condition::Range { field, gte, lt } => {
+                    let mut range = Map::new();
+                    if let Some(v) = gte {
+                        range.insert("gte".into(), v.clone());
+                    }
+                    if let Some(v) = lt {
+                        range.insert("lt".into(), v.clone());
+                    }
+                    serde_json::json!({"key": field, "range": range})
+                }
+            })
+            .collect();
+        serde_json::json!({ "must": must })
+    }
+}
+
+/// How a query scores chunks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryVectors {
+    Dense(Vec<f32>),
+    Sparse(Sparse),
+    /// Dense and BM25 candidates fused by weighted reciprocal rank fusion.
+    Hybrid {
+        dense: Vec<f32>,
+        sparse: Sparse,
+        /// RRF's k: larger flattens the contribution of top ranks.
+        rrf_k: usize,
+        /// Weight of the dense list; the BM25 list has weight 1.
+        dense_weight: f32,
+        /// Candidates taken from each list before fusion.
+        candidates: usize,
+    },
+}
+
+/// A chunk-level query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkQuery {
+    pub vectors: QueryVectors,
+    pub filter: Filter,
+    pub limit: usize,
+    /// Exact (brute-force) dense search instead of the HNSW index.
+    pub exact: bool,
+}
+
+/// Operations every backend provides; the conformance suite (`tests/store_conformance.rs`)
+/// holds each backend to the same behaviour.
+#[allow(async_fn_in_trait)]
+pub trait VectorStore {
+    /// Short backend name for messages.
+    fn backend(&self) -> &'static str;
+    /// Create the collection if missing (vectors, payload indexes, metadata); refuse it if it
+    /// holds another model's vectors. Returns the spec as stored.
+    async fn open_collection(&self, spec: &CollectionSpec) -> Result<CollectionSpec, StoreError>;
+    /// The stored spec of a collection, if it exists.
+    async fn collection_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError>;
+    /// Remove a collection and all its points.
+    async fn drop_collection(&self, name: &str) -> Result<(), StoreError>;
+    /// Insert or overwrite points, as one operation.
+    async fn upsert(&self, collection: &str, points: Vec<ChunkPoint>) -> Result<(), StoreError>;
+    /// Delete the chunks of `content_id` whose index is at least `from_index` (0: all).
+    async fn delete_content(
+        &self,
+        collection: &str,
+        content_id: &str,
+        from_index: usize,
+    ) -> Result<(), StoreError>;
+    /// Read chunks by (content id, index).
+    async fn get(
+        &self,
+        collection: &str,
+        keys: &[(String, usize)],
+    ) -> Result<Vec<StoredChunk>, StoreError>;
+    /// Score chunks.
+    async fn query(
+        &self,
+        collection: &str,
+        query: &ChunkQuery,
+    ) -> Result<Vec<ScoredChunk>, StoreError>;
+    /// Page through chunks matching `filter`; returns the page and the offset of the next one.
+    async fn scroll(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        offset: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<StoredChunk>, Option<String>), StoreError>;
+    /// Chunks matching `filter` (the metadata point is never counted).
+    async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError>;
+}
+
+/// The deterministic point id of a chunk: UUIDv5 of "content_id\u{0}chunk_index".
+pub fn point_id(content_id: &str, chunk_index: usize) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &NAMESPACE,
+        format!("{content_id}\u{0}{chunk_index}").as_bytes(),
+    )
+}
+
+/// The id of a collection's metadata point.
+pub fn meta_point_id() -> uuid::Uuid {
+    uuid::Uuid::new_v5(&NAMESPACE, b"signaldesk:collection-meta")
+}
+
+/// signaldesk's UUIDv5 namespace (itself UUIDv5 of the URL namespace and "signaldesk").
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f0b_3a8e_58c1_5d2a_9a4f_1c7e_2b90_d431);
+
+/// Payload fields that filters use, and their index types.
+pub const INDEXED_FIELDS: &[(&str, &str)] = &[
+    ("content_id", "keyword"),
+    ("source", "keyword"),
+    ("content_type", "keyword"),
+    ("language", "keyword"),
+    ("tags", "keyword"),
+    ("published_at", "datetime"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_ids_are_deterministic_and_distinct() {
+        assert_eq!(point_id("a", 0), point_id("a", 0));
+        assert_ne!(point_id("a", 0), point_id("a", 1));
+        assert_ne!(point_id("a1", 0), point_id("a", 10));
+        assert_ne!(point_id("a", 0), meta_point_id());
+    }
+
+    #[test]
+    fn filters_parse_and_render_as_qdrant_json() {
+        let f = Filter::parse_pairs(&["source=reuters".into(), "year=1987".into()]).unwrap();
+        assert_eq!(
+            f.to_qdrant_json(),
+            serde_json::json!({"must": [
+                {"key": "source", "match": {"value": "reuters"}},
+                {"key": "year", "match": {"value": 1987}},
+            ]})
+        );
+        assert!(Filter::parse_pairs(&["nonsense".into()]).is_err());
+    }
+}

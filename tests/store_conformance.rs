@@ -1,0 +1,296 @@
+//! One behaviour for every `VectorStore` backend. Runs against `EdgeStore` always; the same
+//! checks are written generically so a server backend is held to them too.
+
+use serde_json::{json, Map, Value};
+use signaldesk::embed::bm25::Bm25Encoder;
+use signaldesk::store::{
+    ChunkPoint, ChunkQuery, CollectionSpec, Condition, EdgeStore, Filter, QueryVectors, StoreError,
+    VectorStore,
+};
+
+const DIM: usize = 4;
+
+fn spec(name: &str) -> CollectionSpec {
+    CollectionSpec {
+        name: name.into(),
+        model_id: "test-model".into(),
+        model_fingerprint: "fp-1".into(),
+        dimension: DIM,
+        bm25_avg_len: 6.0,
+    }
+}
+
+fn point(
+    bm25: &Bm25Encoder,
+    id: &str,
+    index: usize,
+    dense: [f32; DIM],
+    text: &str,
+    source: &str,
+) -> ChunkPoint {
+    let mut payload = Map::new();
+    payload.insert("source".into(), Value::from(source));
+    payload.insert("text".into(), Value::from(text));
+    ChunkPoint {
+        content_id: id.into(),
+        chunk_index: index,
+        dense: dense.to_vec(),
+        bm25: bm25.document(text),
+        payload,
+    }
+}
+
+fn corpus(bm25: &Bm25Encoder) -> Vec<ChunkPoint> {
+    vec![
+        point(
+            bm25,
+            "a",
+            0,
+            [1.0, 0.0, 0.0, 0.0],
+            "central bank raises interest rates",
+            "reuters",
+        ),
+        point(
+            bm25,
+            "a",
+            1,
+            [0.9, 0.1, 0.0, 0.0],
+            "markets react to the rate decision",
+            "reuters",
+        ),
+        point(
+            bm25,
+            "b",
+            0,
+            [0.0, 1.0, 0.0, 0.0],
+            "football club wins the league",
+            "bbc",
+        ),
+        point(
+            bm25,
+            "c",
+            0,
+            [0.0, 0.0, 1.0, 0.0],
+            "podcast episode about gardening tomatoes",
+            "podcast",
+        ),
+        point(
+            bm25,
+            "d",
+            0,
+            [0.7, 0.7, 0.0, 0.0],
+            "bank sponsors football stadium",
+            "bbc",
+        ),
+    ]
+}
+
+async fn conformance<S: VectorStore>(store: &S) {
+    let bm25 = Bm25Encoder::new(6.0);
+    let name = "conformance";
+    store.drop_collection(name).await.unwrap();
+    assert!(store.collection_spec(name).await.unwrap().is_none());
+
+    // Creating, reopening, and refusing another model's collection.
+    assert_eq!(
+        store.open_collection(&spec(name)).await.unwrap(),
+        spec(name)
+    );
+    assert_eq!(
+        store.open_collection(&spec(name)).await.unwrap(),
+        spec(name)
+    );
+    let mut other = spec(name);
+    other.model_fingerprint = "fp-2".into();
+    other.dimension = 8;
+    match store.open_collection(&other).await {
+        Err(StoreError::ModelMismatch {
+            stored_dim: 4,
+            dim: 8,
+            ..
+        }) => {}
+        r => panic!("expected a model mismatch, got {r:?}"),
+    }
+    assert_eq!(
+        store.count(name, &Filter::default()).await.unwrap(),
+        0,
+        "the metadata point is not counted"
+    );
+
+    // Upserts are idempotent: the same chunks twice are still five points.
+    store.upsert(name, corpus(&bm25)).await.unwrap();
+    store.upsert(name, corpus(&bm25)).await.unwrap();
+    assert_eq!(store.count(name, &Filter::default()).await.unwrap(), 5);
+    assert_eq!(store.count(name, &Filter::content("a")).await.unwrap(), 2);
+    let by_source = Filter::parse_pairs(&["source=bbc".into()]).unwrap();
+    assert_eq!(store.count(name, &by_source).await.unwrap(), 2);
+
+    // Wrong dimension is refused with both numbers.
+    let mut bad = corpus(&bm25).remove(0);
+    bad.dense = vec![1.0; 3];
+    match store.upsert(name, vec![bad]).await {
+        Err(StoreError::Dimension {
+            expected: 4,
+            got: 3,
+            ..
+        }) => {}
+        r => panic!("expected a dimension error, got {r:?}"),
+    }
+
+    // Get by (content id, chunk index), with the payload and the ids filled in.
+    let got = store
+        .get(name, &[("a".into(), 1), ("zzz".into(), 0), ("c".into(), 0)])
+        .await
+        .unwrap();
+    let keys: Vec<(String, usize)> = got
+        .iter()
+        .map(|c| (c.content_id.clone(), c.chunk_index))
+        .collect();
+    assert_eq!(keys, vec![("a".to_string(), 1), ("c".to_string(), 0)]);
+    assert_eq!(got[0].payload["text"], "markets react to the rate decision");
+
+    // Dense search, exact, with and without a filter.
+    let q = |vectors, filter| ChunkQuery {
+        vectors,
+        filter,
+        limit: 3,
+        exact: true,
+    };
+    let hits = store
+        .query(
+            name,
+            &q(
+                QueryVectors::Dense(vec![1.0, 0.0, 0.0, 0.0]),
+                Filter::default(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hits[0].chunk.content_id, "a");
+    assert_eq!(hits[0].chunk.chunk_index, 0);
+    assert!(
+        (hits[0].score - 1.0).abs() < 1e-5,
+        "cosine of identical directions"
+    );
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    let hits = store
+        .query(
+            name,
+            &q(
+                QueryVectors::Dense(vec![1.0, 0.0, 0.0, 0.0]),
+                by_source.clone(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        hits.iter()
+            .map(|h| h.chunk.content_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["d", "b"]
+    );
+
+    // BM25: stemmed terms match ("banks" ~ "bank"); unrelated documents do not score.
+    let hits = store
+        .query(
+            name,
+            &q(QueryVectors::Sparse(bm25.query("banks")), Filter::default()),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = hits.iter().map(|h| h.chunk.content_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"a") && ids.contains(&"d"));
+
+    // Hybrid: a document strong in both lists wins.
+    let hybrid = QueryVectors::Hybrid {
+        dense: vec![0.7, 0.7, 0.0, 0.0],
+        sparse: bm25.query("football bank"),
+        rrf_k: 60,
+        dense_weight: 1.0,
+        candidates: 5,
+    };
+    let hits = store
+        .query(name, &q(hybrid, Filter::default()))
+        .await
+        .unwrap();
+    assert_eq!(hits[0].chunk.content_id, "d");
+
+    // Scroll visits every point once, across pages.
+    let mut seen = Vec::new();
+    let mut offset = None;
+    loop {
+        let (page, next) = store
+            .scroll(name, &Filter::default(), offset, 2)
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.into_iter().map(|c| (c.content_id, c.chunk_index)));
+        match next {
+            Some(n) => offset = Some(n),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("a".into(), 0),
+            ("a".into(), 1),
+            ("b".into(), 0),
+            ("c".into(), 0),
+            ("d".into(), 0)
+        ]
+    );
+
+    // Deleting from a chunk index keeps the earlier chunks.
+    store.delete_content(name, "a", 1).await.unwrap();
+    assert_eq!(store.count(name, &Filter::content("a")).await.unwrap(), 1);
+    store.delete_content(name, "a", 0).await.unwrap();
+    assert_eq!(store.count(name, &Filter::content("a")).await.unwrap(), 0);
+    assert_eq!(store.count(name, &Filter::default()).await.unwrap(), 3);
+    let range = Filter {
+        must: vec![Condition::Range {
+            field: "chunk_index".into(),
+            gte: Some(json!(0)),
+            lt: Some(json!(1)),
+        }],
+    };
+    assert_eq!(store.count(name, &range).await.unwrap(), 3);
+
+    store.drop_collection(name).await.unwrap();
+    assert!(store.collection_spec(name).await.unwrap().is_none());
+    assert!(matches!(
+        store.count(name, &Filter::default()).await,
+        Err(StoreError::NoCollection(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(&EdgeStore::new(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_store_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let bm25 = Bm25Encoder::new(6.0);
+    {
+        let store = EdgeStore::new(dir.path());
+        store.open_collection(&spec("persist")).await.unwrap();
+        store.upsert("persist", corpus(&bm25)).await.unwrap();
+    }
+    let store = EdgeStore::new(dir.path());
+    assert_eq!(
+        store.collection_spec("persist").await.unwrap(),
+        Some(spec("persist"))
+    );
+    assert_eq!(store.count("persist", &Filter::default()).await.unwrap(), 5);
+    let mut other = spec("persist");
+    other.model_fingerprint = "fp-other".into();
+    assert!(matches!(
+        store.open_collection(&other).await,
+        Err(StoreError::ModelMismatch { .. })
+    ));
+}
