@@ -1,20 +1,43 @@
 //! The main job, end to end on the embedded defaults: what `signaldesk pipeline` runs.
 //!
-//! Today it embeds the bundled SciFact sample and checks the vectors against
-//! sentence-transformers' own (the parity contract), reporting speed and cache use. Each later
-//! stage (store, enrich, rank, eval) adds its step and its section of [`PipelineReport`].
+//! Stages so far: embed the bundled SciFact sample and check the vectors against
+//! sentence-transformers' own (the parity contract); then ingest the bundled SciFact corpus into
+//! the embedded store and run the retrieval suite (dense, BM25, hybrid) on its test queries.
+//! Each later stage (enrich, rank) adds its step and its section of [`PipelineReport`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::content::Limits;
 use crate::embed::{cosine, Embedder};
+use crate::eval::retrieval::{
+    average_bm25_length, run_queries, score, BeirDataset, Fusion, Mode, SearchSettings,
+};
 use crate::ingest::jsonl::{parse_object, RecordError};
+use crate::ingest::pipeline::{ingest_file, IngestOptions, IngestSummary};
 use crate::ingest::InputFile;
+use crate::store::VectorStore;
 
 /// The bundled sample: SciFact texts with sentence-transformers vectors of the same model.
 pub const SAMPLE_PATH: &str = "golden-datasets/scifact-minilm-reference/scifact_minilm_st.jsonl.gz";
+
+/// The bundled retrieval dataset (BEIR SciFact).
+pub const RETRIEVAL_DATASET: &str = "golden-datasets/scifact";
+
+/// Dense nDCG@10 that sentence-transformers gets on SciFact test with this model, and the
+/// tolerance the pipeline allows.
+pub const DENSE_NDCG_REFERENCE: f64 = 0.6451;
+pub const DENSE_NDCG_TOLERANCE: f64 = 0.005;
+
+/// Hybrid fusion settings chosen on SciFact's train split (see eval/README.md).
+pub const SCIFACT_FUSION: Fusion = Fusion {
+    rrf_k: 10,
+    dense_weight: 1.25,
+};
 
 /// Least cosine to the reference vector that counts as parity.
 pub const PARITY_MIN_COSINE: f32 = 0.9999;
@@ -32,6 +55,8 @@ pub enum PipelineError {
     },
     #[error(transparent)]
     Embed(#[from] crate::embed::EmbedError),
+    #[error(transparent)]
+    Retrieval(#[from] crate::eval::retrieval::RetrievalEvalError),
 }
 
 /// One text with the vector sentence-transformers made for it.
@@ -79,13 +104,105 @@ pub struct PipelineReport {
     pub parity_mean_cosine: f32,
     /// Texts whose cosine to the reference is below [`PARITY_MIN_COSINE`].
     pub parity_failures: usize,
+    /// The retrieval stage, when it ran.
+    pub retrieval: Option<RetrievalSection>,
+}
+
+/// Retrieval stage results: ingest counts and nDCG@10 / recall@100 per mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrievalSection {
+    pub dataset: String,
+    pub ingest: IngestSummary,
+    pub ingest_seconds: f64,
+    pub queries: usize,
+    /// mode → metric → value.
+    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Dense nDCG@10 within [`DENSE_NDCG_TOLERANCE`] of [`DENSE_NDCG_REFERENCE`].
+    pub dense_matches_reference: bool,
 }
 
 impl PipelineReport {
     /// Whether every check of the run passed.
     pub fn passed(&self) -> bool {
-        self.parity_failures == 0 && self.texts > 0
+        self.parity_failures == 0
+            && self.texts > 0
+            && self
+                .retrieval
+                .as_ref()
+                .is_none_or(|r| r.dense_matches_reference)
     }
+}
+
+/// The retrieval stage: ingest `dataset` into `store` (idempotent: a second run finds every item
+/// unchanged) and evaluate dense, BM25 and hybrid search on its test split.
+pub async fn run_retrieval<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    dataset: &Path,
+) -> Result<RetrievalSection, PipelineError> {
+    let data = BeirDataset::open(dataset)?;
+    let collection = "pipeline-scifact";
+    let started = Instant::now();
+    let ingest = {
+        let _s = tracing::info_span!("ingest", corpus = %data.corpus.display()).entered();
+        let options = IngestOptions {
+            collection: collection.into(),
+            chunker: None,
+            limits: Limits {
+                max_body_bytes: 64 << 20,
+            },
+            batch_items: 256,
+            rejects: None,
+            max_line_bytes: 64 << 20,
+            bm25_avg_len: average_bm25_length(&data.corpus)?,
+        };
+        ingest_file(
+            store,
+            embedder.clone(),
+            &data.corpus,
+            &options,
+            |_, _| {},
+            |_| {},
+        )
+        .await
+        .map_err(crate::eval::retrieval::RetrievalEvalError::from)?
+    };
+    let ingest_seconds = started.elapsed().as_secs_f64();
+    let qrels = data.qrels("test")?;
+    let queries: Vec<(String, String)> = qrels
+        .keys()
+        .map(|q| (q.clone(), data.queries[q].clone()))
+        .collect();
+    let mut metrics = BTreeMap::new();
+    for mode in [Mode::Dense, Mode::Bm25, Mode::Hybrid] {
+        let _s = tracing::info_span!("search", ?mode).entered();
+        let settings = SearchSettings {
+            mode,
+            fusion: SCIFACT_FUSION,
+            depth: 100,
+            chunked: false,
+        };
+        let runs = run_queries(store, &embedder, collection, &queries, settings).await?;
+        let (m, _) = score(&runs, &qrels);
+        let name = serde_json::to_value(mode)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        metrics.insert(name, m);
+    }
+    let dense = metrics
+        .get("dense")
+        .and_then(|m| m.get("ndcg@10"))
+        .copied()
+        .unwrap_or(0.0);
+    Ok(RetrievalSection {
+        dataset: dataset.display().to_string(),
+        ingest,
+        ingest_seconds,
+        queries: queries.len(),
+        metrics,
+        dense_matches_reference: (dense - DENSE_NDCG_REFERENCE).abs() <= DENSE_NDCG_TOLERANCE,
+    })
 }
 
 /// Run the main job on `sample` with `embedder`.
@@ -121,5 +238,6 @@ pub fn run(embedder: &Embedder, sample: &Path) -> Result<PipelineReport, Pipelin
         parity_min_cosine: if cosines.is_empty() { 0.0 } else { min },
         parity_mean_cosine: mean,
         parity_failures: cosines.iter().filter(|&&c| c < PARITY_MIN_COSINE).count(),
+        retrieval: None,
     })
 }

@@ -409,7 +409,7 @@ fn the_pipeline_reports_parity_on_a_sample_and_fails_on_a_wrong_reference() {
     let sample = work.path().join("sample.jsonl");
     write_lines(&sample, &lines);
     let o = run(signaldesk(work.path())
-        .args(["pipeline", "--json", "--sample"])
+        .args(["pipeline", "--no-retrieval", "--json", "--sample"])
         .arg(&sample));
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -433,7 +433,7 @@ fn the_pipeline_reports_parity_on_a_sample_and_fails_on_a_wrong_reference() {
             .collect::<Vec<_>>(),
     );
     let o = run(signaldesk(work.path())
-        .args(["pipeline", "--sample"])
+        .args(["pipeline", "--no-retrieval", "--sample"])
         .arg(&sample));
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL"));

@@ -19,15 +19,28 @@ fn work() -> (tempfile::TempDir, PathBuf) {
     (dir, model)
 }
 
-fn ingest(work: &Path, model: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
-    run(signaldesk(work)
-        .env("SIGNALDESK_EMBED__MODEL", model)
+/// `signaldesk ingest FILE --json` with the tiny model and small chunks, not yet run.
+fn ingest_cmd(work: &Path, model: &Path, file: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = signaldesk(work);
+    cmd.env("SIGNALDESK_EMBED__MODEL", model)
         .env("SIGNALDESK_CHUNK__MAX_TOKENS", "24")
         .env("SIGNALDESK_CHUNK__OVERLAP_TOKENS", "4")
         .arg("ingest")
         .arg(file)
         .args(["--json"])
-        .args(extra))
+        .args(extra);
+    cmd
+}
+
+fn ingest(work: &Path, model: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
+    run(&mut ingest_cmd(work, model, file, extra))
+}
+
+/// The store a clean, uninterrupted ingest of `file` produces.
+fn clean_ingest(file: &Path, extra: &[&str]) -> BTreeSet<(String, usize, String)> {
+    let (clean, model) = work();
+    summary(&ingest(clean.path(), &model, file, extra));
+    stored(&clean.path().join("data"))
 }
 
 fn summary(o: &std::process::Output) -> Value {
@@ -120,19 +133,10 @@ fn reingesting_skips_unchanged_items_and_replaces_changed_ones() {
         (Some(2), Some(4))
     );
 
-    // The result equals a clean ingest of the new file.
-    let (clean, clean_model) = work();
-    let clean_file = clean.path().join("items.jsonl");
-    write_jsonl(&clean_file, &rows);
-    summary(&ingest(clean.path(), &clean_model, &clean_file, &[]));
+    // The result equals a clean ingest of the new file, content hashes included.
     let after = stored(&dir.path().join("data"));
     assert_eq!(after.iter().filter(|(id, _, _)| id == "item-2").count(), 1);
-    let strip = |s: BTreeSet<(String, usize, String)>| {
-        s.into_iter()
-            .map(|(a, b, _)| (a, b))
-            .collect::<BTreeSet<_>>()
-    };
-    assert_eq!(strip(after), strip(stored(&clean.path().join("data"))));
+    assert_eq!(after, clean_ingest(&file, &[]));
 }
 
 #[test]
@@ -232,29 +236,16 @@ fn a_crash_after_any_batch_then_a_rerun_ends_with_exactly_the_right_points() {
     let (dir, _) = work();
     let file = dir.path().join("reuters.jsonl");
     reuters_sample(&file, 120);
-    // Reference: a clean run.
-    let (clean, clean_model) = work();
-    summary(&ingest(
-        clean.path(),
-        &clean_model,
-        &file,
-        &["--batch-items", "16"],
-    ));
-    let expected = stored(&clean.path().join("data"));
+    let expected = clean_ingest(&file, &["--batch-items", "16"]);
 
     for crash_after in [1, 3] {
         let (w, m) = work();
-        let o = run(signaldesk(w.path())
-            .env("SIGNALDESK_EMBED__MODEL", &m)
-            .env("SIGNALDESK_CHUNK__MAX_TOKENS", "24")
-            .env("SIGNALDESK_CHUNK__OVERLAP_TOKENS", "4")
-            .env(
+        let o = run(
+            ingest_cmd(w.path(), &m, &file, &["--batch-items", "16"]).env(
                 "SIGNALDESK_TEST_CRASH_AFTER_BATCHES",
                 crash_after.to_string(),
-            )
-            .arg("ingest")
-            .arg(&file)
-            .args(["--batch-items", "16", "--json"]));
+            ),
+        );
         assert!(!o.status.success(), "the crash hook must abort the run");
         let partial = stored(&w.path().join("data"));
         assert!(
@@ -281,22 +272,9 @@ fn a_sigkill_mid_ingest_then_a_rerun_ends_with_exactly_the_right_points() {
     let (dir, model) = work();
     let file = dir.path().join("reuters.jsonl");
     reuters_sample(&file, 400);
-    let (clean, clean_model) = work();
-    summary(&ingest(
-        clean.path(),
-        &clean_model,
-        &file,
-        &["--batch-items", "16"],
-    ));
-    let expected = stored(&clean.path().join("data"));
+    let expected = clean_ingest(&file, &["--batch-items", "16"]);
 
-    let mut child = signaldesk(dir.path())
-        .env("SIGNALDESK_EMBED__MODEL", &model)
-        .env("SIGNALDESK_CHUNK__MAX_TOKENS", "24")
-        .env("SIGNALDESK_CHUNK__OVERLAP_TOKENS", "4")
-        .arg("ingest")
-        .arg(&file)
-        .args(["--batch-items", "16", "--json"])
+    let mut child = ingest_cmd(dir.path(), &model, &file, &["--batch-items", "16"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

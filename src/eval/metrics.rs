@@ -34,17 +34,21 @@ fn relevant_count(j: &Judgments) -> usize {
     j.values().filter(|&&g| g > 0).count()
 }
 
+/// Relevant documents among the top k.
+fn relevant_in_top(ranking: &[&str], j: &Judgments, k: usize) -> usize {
+    ranking
+        .iter()
+        .take(k)
+        .filter(|d| j.get(**d).is_some_and(|&g| g > 0))
+        .count()
+}
+
 /// Fraction of the top k that is relevant.
 pub fn precision_at(ranking: &[&str], j: &Judgments, k: usize) -> f64 {
     if k == 0 {
         return 0.0;
     }
-    let hits = ranking
-        .iter()
-        .take(k)
-        .filter(|d| j.get(**d).is_some_and(|&g| g > 0))
-        .count();
-    hits as f64 / k as f64
+    relevant_in_top(ranking, j, k) as f64 / k as f64
 }
 
 /// Fraction of the relevant documents found in the top k.
@@ -53,12 +57,7 @@ pub fn recall_at(ranking: &[&str], j: &Judgments, k: usize) -> f64 {
     if rel == 0 {
         return 0.0;
     }
-    let hits = ranking
-        .iter()
-        .take(k)
-        .filter(|d| j.get(**d).is_some_and(|&g| g > 0))
-        .count();
-    hits as f64 / rel as f64
+    relevant_in_top(ranking, j, k) as f64 / rel as f64
 }
 
 /// Reciprocal rank of the first relevant document in the top k.

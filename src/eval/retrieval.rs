@@ -227,7 +227,8 @@ pub async fn ingest_corpus<S: VectorStore>(
     Ok((summary, started.elapsed().as_secs_f64()))
 }
 
-fn average_bm25_length(corpus: &Path) -> Result<f64, RetrievalEvalError> {
+/// Average BM25 document length over a corpus file, for the collection's BM25 normalisation.
+pub fn average_bm25_length(corpus: &Path) -> Result<f64, RetrievalEvalError> {
     let enc = Bm25Encoder::new(256.0);
     let (mut total, mut n) = (0f64, 0usize);
     for rec in crate::ingest::pipeline::read_records(
