@@ -252,9 +252,12 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(verbose: u8) {
+    // qdrant-edge warns on every shard open that its global feature flags and an mmap check are
+    // not initialised; both live in a private module and fall back to their defaults, so its
+    // warnings are hidden unless asked for (SIGNALDESK_LOG=qdrant_edge=warn).
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,qdrant_edge=error",
+        1 => "info,qdrant_edge=error",
         _ => "debug",
     };
     let filter = std::env::var("SIGNALDESK_LOG").unwrap_or_else(|_| default.to_string());
@@ -654,6 +657,36 @@ fn print_pipeline(r: &pipeline::PipelineReport) {
         pipeline::PARITY_MIN_COSINE,
         r.parity_failures
     );
+    if let Some(ret) = &r.retrieval {
+        println!(
+            "  retrieval        {}: {} items (new {}, unchanged {}, {} tokens embedded) in {:.1} s; {} test queries",
+            ret.dataset,
+            ret.ingest.read,
+            ret.ingest.new,
+            ret.ingest.unchanged,
+            ret.ingest.tokens,
+            ret.ingest_seconds,
+            ret.queries
+        );
+        for (mode, m) in &ret.metrics {
+            println!(
+                "    {mode:<8} nDCG@10 {:.4}  recall@100 {:.4}  MRR@10 {:.4}",
+                m.get("ndcg@10").copied().unwrap_or(0.0),
+                m.get("recall@100").copied().unwrap_or(0.0),
+                m.get("mrr@10").copied().unwrap_or(0.0)
+            );
+        }
+        println!(
+            "    dense nDCG@10 vs sentence-transformers' {} (+-{}): {}",
+            pipeline::DENSE_NDCG_REFERENCE,
+            pipeline::DENSE_NDCG_TOLERANCE,
+            if ret.dense_matches_reference {
+                "match"
+            } else {
+                "MISMATCH"
+            }
+        );
+    }
     println!(
         "  result           {}",
         if r.passed() { "PASS" } else { "FAIL" }
