@@ -543,7 +543,7 @@ async fn eval_retrieval(
         data.corpus.display()
     );
     let (summary, seconds) =
-        ingest_corpus(&store, embedder.clone(), &data, &collection, chunker).await?;
+        ingest_corpus(&store, embedder.clone(), &data, &collection, chunker, true).await?;
     eprintln!(
         "eval: {} documents, {} chunks in {seconds:.1} s; searching",
         summary.read, summary.chunks

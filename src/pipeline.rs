@@ -12,13 +12,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::content::Limits;
 use crate::embed::{cosine, Embedder};
 use crate::eval::retrieval::{
-    average_bm25_length, run_queries, score, BeirDataset, Fusion, Mode, SearchSettings,
+    ingest_corpus, run_queries, score, BeirDataset, Fusion, Mode, SearchSettings,
 };
 use crate::ingest::jsonl::{parse_object, RecordError};
-use crate::ingest::pipeline::{ingest_file, IngestOptions, IngestSummary};
+use crate::ingest::pipeline::IngestSummary;
 use crate::ingest::InputFile;
 use crate::store::VectorStore;
 
@@ -142,32 +141,10 @@ pub async fn run_retrieval<S: VectorStore>(
 ) -> Result<RetrievalSection, PipelineError> {
     let data = BeirDataset::open(dataset)?;
     let collection = "pipeline-scifact";
-    let started = Instant::now();
-    let ingest = {
+    let (ingest, ingest_seconds) = {
         let _s = tracing::info_span!("ingest", corpus = %data.corpus.display()).entered();
-        let options = IngestOptions {
-            collection: collection.into(),
-            chunker: None,
-            limits: Limits {
-                max_body_bytes: 64 << 20,
-            },
-            batch_items: 256,
-            rejects: None,
-            max_line_bytes: 64 << 20,
-            bm25_avg_len: average_bm25_length(&data.corpus)?,
-        };
-        ingest_file(
-            store,
-            embedder.clone(),
-            &data.corpus,
-            &options,
-            |_, _| {},
-            |_| {},
-        )
-        .await
-        .map_err(crate::eval::retrieval::RetrievalEvalError::from)?
+        ingest_corpus(store, embedder.clone(), &data, collection, None, false).await?
     };
-    let ingest_seconds = started.elapsed().as_secs_f64();
     let qrels = data.qrels("test")?;
     let queries: Vec<(String, String)> = qrels
         .keys()
@@ -184,11 +161,7 @@ pub async fn run_retrieval<S: VectorStore>(
         };
         let runs = run_queries(store, &embedder, collection, &queries, settings).await?;
         let (m, _) = score(&runs, &qrels);
-        let name = serde_json::to_value(mode)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        metrics.insert(name, m);
+        metrics.insert(mode.as_str().to_string(), m);
     }
     let dense = metrics
         .get("dense")

@@ -48,6 +48,17 @@ pub enum Mode {
     Hybrid,
 }
 
+impl Mode {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dense => "dense",
+            Self::Bm25 => "bm25",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -193,15 +204,19 @@ pub struct RetrievalEvalOptions {
     pub fusion: Option<Fusion>,
 }
 
-/// Ingest the corpus into a fresh collection; returns the summary and the seconds it took.
+/// Ingest the corpus (into a fresh collection when `fresh`, else idempotently into the existing
+/// one); returns the summary and the seconds it took.
 pub async fn ingest_corpus<S: VectorStore>(
     store: &S,
     embedder: Arc<Embedder>,
     dataset: &BeirDataset,
     collection: &str,
     chunker: Option<Chunker>,
+    fresh: bool,
 ) -> Result<(IngestSummary, f64), RetrievalEvalError> {
-    store.drop_collection(collection).await?;
+    if fresh {
+        store.drop_collection(collection).await?;
+    }
     let avg_len = average_bm25_length(&dataset.corpus)?;
     let options = IngestOptions {
         collection: collection.to_string(),
@@ -228,7 +243,7 @@ pub async fn ingest_corpus<S: VectorStore>(
 }
 
 /// Average BM25 document length over a corpus file, for the collection's BM25 normalisation.
-pub fn average_bm25_length(corpus: &Path) -> Result<f64, RetrievalEvalError> {
+fn average_bm25_length(corpus: &Path) -> Result<f64, RetrievalEvalError> {
     let enc = Bm25Encoder::new(256.0);
     let (mut total, mut n) = (0f64, 0usize);
     for rec in crate::ingest::pipeline::read_records(
