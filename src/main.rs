@@ -22,7 +22,7 @@ use signaldesk::eval::retrieval::{
 };
 use signaldesk::ingest::pipeline::{ingest_file, IngestOptions};
 use signaldesk::ingest::InputFile;
-use signaldesk::store::{ChunkQuery, EdgeStore, Filter, QueryVectors, VectorStore};
+use signaldesk::store::{AnyStore, ChunkQuery, EdgeStore, Filter, QueryVectors, VectorStore};
 use signaldesk::{pipeline, Config, Embedder};
 use std::sync::Arc;
 
@@ -80,6 +80,14 @@ enum Command {
     /// changed ones re-embedded with their stale chunks removed. Bad records go to the rejects
     /// file with their line and reason; the run then exits 1.
     Ingest(IngestArgs),
+    /// Re-embed a collection with another model and switch over to it.
+    ///
+    /// Every item is read back from the store (nothing needs the original files), embedded with
+    /// the model in --model into a new collection <name>-<model fingerprint>, counted, and only
+    /// then does <name> become an alias of the new collection and the old vectors get dropped.
+    /// Until that switch, searches keep using the old collection. Afterwards set embed.model to
+    /// the new model so ingest and search use it too.
+    Reindex(ReindexArgs),
     /// Search the store: dense, BM25 or hybrid (reciprocal rank fusion), one result per item.
     Search(SearchArgs),
     /// Offline evaluation against golden datasets.
@@ -104,6 +112,25 @@ struct IngestArgs {
     #[arg(long, default_value_t = 4 << 20)]
     max_body_bytes: usize,
     /// Items embedded together and upserted as one write-ahead-logged operation.
+    #[arg(long, default_value_t = 256)]
+    batch_items: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ReindexArgs {
+    /// The new model: a sentence-transformers model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Collection (default: store.collection).
+    #[arg(long)]
+    collection: Option<String>,
+    /// Chunk items for the new model (on) or embed each truncated at its limit (off).
+    #[arg(long, default_value = "on")]
+    chunking: OnOff,
+    /// Items read, embedded and written per step.
     #[arg(long, default_value_t = 256)]
     batch_items: usize,
     /// Print the summary as JSON.
@@ -316,6 +343,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ingest(args) => runtime()?.block_on(ingest(&config, args)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
+        Command::Reindex(args) => runtime()?.block_on(reindex(&config, args)),
         Command::Eval(EvalCommand::Retrieval {
             dataset,
             mode,
@@ -369,18 +397,64 @@ fn chunker_for(config: &Config, embedder: &Embedder, on: OnOff) -> Option<Chunke
     })
 }
 
-fn edge_store(config: &Config) -> Result<EdgeStore> {
-    anyhow::ensure!(
-        config.store.backend == "edge",
-        "store.backend = {:?} is not available in this build yet; use \"edge\"",
-        config.store.backend
+/// The configured vector store (`edge` under data_dir/edge, or a Qdrant server).
+fn configured_store(config: &Config) -> Result<AnyStore> {
+    Ok(AnyStore::from_config(
+        &config.store,
+        &config.data_dir.join("edge"),
+    )?)
+}
+
+async fn reindex(config: &Config, args: ReindexArgs) -> Result<ExitCode> {
+    let options = EmbedderOptions::from_config(config);
+    let embedder = Arc::new(Embedder::load(&args.model, options)?);
+    let store = configured_store(config)?;
+    let name = args
+        .collection
+        .unwrap_or_else(|| config.store.collection.clone());
+    let total = store.count(&name, &Filter::default()).await.unwrap_or(0);
+    let bar = progress_bar(total.max(1) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} items re-embedded")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    Ok(EdgeStore::new(&config.data_dir.join("edge")))
+    let chunker = chunker_for(config, &embedder, args.chunking);
+    let summary = signaldesk::ingest::reindex::reindex(
+        &store,
+        embedder,
+        &name,
+        chunker,
+        args.batch_items,
+        |items| bar.set_position(items as u64),
+    )
+    .await?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "reindexed {} items ({} chunks, {} tokens) of {:?}: {} ({}) -> {} ({}, {} dims)",
+            summary.items,
+            summary.chunks,
+            summary.tokens,
+            summary.name,
+            summary.from,
+            summary.from_model,
+            summary.to,
+            summary.to_model,
+            summary.dimension
+        );
+        println!(
+            "{:?} now points at {}; set embed.model to the new model for ingest and search",
+            summary.name, summary.to
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     let embedder = Arc::new(Embedder::from_config(config)?);
-    let store = edge_store(config)?;
+    let store = configured_store(config)?;
     let rejects = args.rejects.unwrap_or_else(|| {
         let mut name = args.file.file_name().unwrap_or_default().to_os_string();
         name.push(".rejects.jsonl");
@@ -438,7 +512,7 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
 async fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
     let mode: Mode = args.mode.parse().map_err(anyhow::Error::msg)?;
     let embedder = Embedder::from_config(config)?;
-    let store = edge_store(config)?;
+    let store = configured_store(config)?;
     let collection = args
         .collection
         .unwrap_or_else(|| config.store.collection.clone());
@@ -447,6 +521,16 @@ async fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
             "collection {collection:?} does not exist: run `signaldesk ingest FILE` first"
         )
     })?;
+    if spec.model_fingerprint != embedder.fingerprint() || spec.dimension != embedder.dimension() {
+        return Err(signaldesk::store::StoreError::ModelMismatch {
+            collection: collection.clone(),
+            stored_model: spec.model_id,
+            stored_dim: spec.dimension,
+            model: embedder.model_id().to_string(),
+            dim: embedder.dimension(),
+        }
+        .into());
+    }
     let filter = Filter::parse_pairs(&args.filter)?;
     let bm25 = Bm25Encoder::new(spec.bm25_avg_len);
     let dense = || -> Result<Vec<f32>> { Ok(embedder.embed(&[&args.query])?.remove(0)) };

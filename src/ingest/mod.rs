@@ -6,6 +6,7 @@
 
 pub mod jsonl;
 pub mod pipeline;
+pub mod reindex;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};

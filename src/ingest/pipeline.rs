@@ -203,12 +203,33 @@ pub fn collection_spec(name: &str, embedder: &Embedder, bm25_avg_len: f64) -> Co
     }
 }
 
+/// What an item's content hash covers besides the item: the model and the chunking settings, so
+/// changing either re-embeds everything.
+pub(crate) fn hash_salt(embedder: &Embedder, chunker: Option<Chunker>) -> String {
+    format!(
+        "{}|{:?}",
+        embedder.fingerprint(),
+        chunker.map(|c| (c.max_tokens, c.overlap_tokens))
+    )
+}
+
+/// Payload keys that describe one chunk (rebuilt on every write); all others describe the item.
+pub(crate) const CHUNK_KEYS: &[&str] = &[
+    "content_hash",
+    "chunk_count",
+    "start",
+    "end",
+    "text",
+    "chunk_index",
+    "content_id",
+];
+
 /// One batch ready for the store.
-struct Prepared {
+pub(crate) struct Prepared {
     /// (content id, new chunk count) for items that existed before.
-    stale: Vec<(String, usize)>,
-    points: Vec<ChunkPoint>,
-    tokens: usize,
+    pub(crate) stale: Vec<(String, usize)>,
+    pub(crate) points: Vec<ChunkPoint>,
+    pub(crate) tokens: usize,
 }
 
 /// Ingest `path` into `store`. `on_reject` hears each rejected line; `on_progress(items)` is
@@ -229,11 +250,7 @@ pub async fn ingest_file<S: VectorStore>(
         ))
         .await?;
     let bm25 = Arc::new(Bm25Encoder::new(spec.bm25_avg_len));
-    let salt = format!(
-        "{}|{:?}",
-        embedder.fingerprint(),
-        options.chunker.map(|c| (c.max_tokens, c.overlap_tokens))
-    );
+    let salt = hash_salt(&embedder, options.chunker);
     let rejects_path = options.rejects.clone().unwrap_or_default();
     let rejects_err = |source| IngestError::Rejects {
         path: rejects_path.clone(),
@@ -357,7 +374,7 @@ async fn detect_changes<S: VectorStore>(
     Ok((todo, existed))
 }
 
-async fn write_batch<S: VectorStore>(
+pub(crate) async fn write_batch<S: VectorStore>(
     store: &S,
     collection: &str,
     batch: Prepared,
@@ -371,7 +388,7 @@ async fn write_batch<S: VectorStore>(
     Ok(())
 }
 
-fn prepare(
+pub(crate) fn prepare(
     embedder: &Embedder,
     bm25: &Bm25Encoder,
     chunker: Option<Chunker>,

@@ -28,11 +28,14 @@ use super::{
 
 const BACKEND: &str = "qdrant-edge";
 const META_KEY: &str = "_signaldesk_collection";
+const ALIASES_FILE: &str = "aliases.json";
 
 /// Collections as Qdrant Edge shards under one directory.
 pub struct EdgeStore {
     root: PathBuf,
     shards: Mutex<HashMap<String, Arc<EdgeShard>>>,
+    /// Alias → collection, persisted in `root/aliases.json` (replaced atomically).
+    aliases: Mutex<HashMap<String, String>>,
     /// Held for each write + flush: see the module docs.
     writes: Mutex<()>,
 }
@@ -47,11 +50,38 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 impl EdgeStore {
     /// A store whose collections live in `root/<collection>/`.
     pub fn new(root: &Path) -> Self {
+        let aliases = std::fs::read(root.join(ALIASES_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         Self {
             root: root.to_path_buf(),
             shards: Mutex::new(HashMap::new()),
+            aliases: Mutex::new(aliases),
             writes: Mutex::new(()),
         }
+    }
+
+    fn physical(&self, name: &str) -> Result<String, StoreError> {
+        let aliases = self.aliases.lock().map_err(err)?;
+        Ok(aliases
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string()))
+    }
+
+    /// Write the alias table: to a temporary file, synced, then renamed over the old one, so a
+    /// crash leaves either the old table or the new one.
+    fn save_aliases(&self, aliases: &HashMap<String, String>) -> Result<(), StoreError> {
+        std::fs::create_dir_all(&self.root).map_err(err)?;
+        let tmp = self.root.join(format!("{ALIASES_FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(aliases).map_err(err)?;
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            std::io::Write::write_all(&mut f, &bytes).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, self.root.join(ALIASES_FILE)).map_err(err)
     }
 
     /// Apply `operation` and flush it to disk before returning: a returned write is durable.
@@ -77,8 +107,9 @@ impl EdgeStore {
         Ok(self.root.join(name))
     }
 
-    /// The open shard of `name`, loading it from disk on first use.
+    /// The open shard of `name` (an alias is followed), loading it from disk on first use.
     fn shard(&self, name: &str) -> Result<Option<Arc<EdgeShard>>, StoreError> {
+        let name = &self.physical(name)?;
         let mut shards = self.shards.lock().map_err(err)?;
         if let Some(s) = shards.get(name) {
             return Ok(Some(s.clone()));
@@ -217,7 +248,11 @@ impl VectorStore for EdgeStore {
     async fn open_collection(&self, spec: &CollectionSpec) -> Result<CollectionSpec, StoreError> {
         let shard = match self.shard(&spec.name)? {
             Some(s) => s,
-            None => return self.create(spec).map(|_| spec.clone()),
+            None => {
+                let mut physical = spec.clone();
+                physical.name = self.physical(&spec.name)?;
+                return self.create(&physical).map(|_| physical);
+            }
         };
         let stored = Self::read_spec(&shard)?.ok_or_else(|| {
             err(format!(
@@ -246,13 +281,44 @@ impl VectorStore for EdgeStore {
     }
 
     async fn drop_collection(&self, name: &str) -> Result<(), StoreError> {
-        let dir = self.dir(name)?;
-        if let Some(shard) = self.shards.lock().map_err(err)?.remove(name) {
+        let physical = self.physical(name)?;
+        let dir = self.dir(&physical)?;
+        if let Some(shard) = self.shards.lock().map_err(err)?.remove(&physical) {
             drop(shard);
         }
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(err)?;
         }
+        // Aliases of the dropped collection go with it.
+        let mut aliases = self.aliases.lock().map_err(err)?;
+        let before = aliases.len();
+        aliases.retain(|a, target| a != name && *target != physical);
+        if aliases.len() != before {
+            self.save_aliases(&aliases)?;
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, name: &str) -> Result<String, StoreError> {
+        self.physical(name)
+    }
+
+    async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
+        self.dir(alias)?;
+        if self.dir(alias)?.join("edge_config.json").is_file() {
+            return Err(err(format!(
+                "cannot alias {alias:?}: a collection has that name (drop it first)"
+            )));
+        }
+        let target = self.physical(collection)?;
+        if self.shard(&target)?.is_none() {
+            return Err(StoreError::NoCollection(target));
+        }
+        let mut aliases = self.aliases.lock().map_err(err)?;
+        let mut next = aliases.clone();
+        next.insert(alias.to_string(), target);
+        self.save_aliases(&next)?;
+        *aliases = next;
         Ok(())
     }
 

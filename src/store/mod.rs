@@ -9,13 +9,21 @@
 //! (content id, chunk index), so writing an item twice overwrites it instead of duplicating it.
 //! Each collection also holds one metadata point recording the embedding model and dimension;
 //! opening a collection with a different model is refused, so vectors are never mixed.
+//!
+//! Collection names given to the trait may be aliases: `signaldesk reindex` builds a new
+//! physical collection for a new model and then points the configured name at it, so readers
+//! switch over in one step and the old vectors stay intact until then.
 
+mod any;
 mod edge;
+mod qdrant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use any::AnyStore;
 pub use edge::EdgeStore;
+pub use qdrant::QdrantStore;
 
 /// Name of the dense vector in every collection.
 pub const DENSE: &str = "dense";
@@ -251,6 +259,11 @@ pub trait VectorStore {
     ) -> Result<(Vec<StoredChunk>, Option<String>), StoreError>;
     /// Chunks matching `filter` (the metadata point is never counted).
     async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError>;
+    /// The physical collection `name` refers to: the alias's target, or `name` itself.
+    async fn resolve(&self, name: &str) -> Result<String, StoreError>;
+    /// Point alias `alias` at `collection` (creating or moving it). Refused while a real
+    /// collection is called `alias`: drop that first.
+    async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError>;
 }
 
 /// The deterministic point id of a chunk: UUIDv5 of "content_id\u{0}chunk_index".

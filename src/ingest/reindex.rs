@@ -1,0 +1,283 @@
+//! `signaldesk reindex`: move a collection to a new embedding model without losing anything.
+//!
+//! Vectors of two models never share a collection (the store refuses it), so a model change
+//! means a new physical collection. Reindexing reads every item back from the current one
+//! (chunk 0 first, then its other chunks, a page of items at a time so memory stays bounded),
+//! rebuilds the item's text from the stored chunk spans, embeds it with the new model into
+//! `<name>-<fingerprint>`, checks that every item arrived, and only then points `<name>` at the
+//! new collection and drops the old one. Until that switch, readers keep the old vectors; a
+//! crash before it leaves the old collection untouched, and a re-run starts the new one afresh.
+//! Item-level payload that ingest did not write itself (tags, summaries added by enrichment)
+//! is carried over.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::pipeline::{collection_spec, hash_salt, prepare, write_batch, IngestError, CHUNK_KEYS};
+use crate::chunk::Chunker;
+use crate::content::{ContentItem, ContentType};
+use crate::embed::bm25::Bm25Encoder;
+use crate::embed::Embedder;
+use crate::store::{Condition, Filter, StoreError, StoredChunk, VectorStore};
+
+/// What a reindex did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReindexSummary {
+    /// The name readers use (now an alias of `to`).
+    pub name: String,
+    /// The physical collection the vectors came from (dropped at the end).
+    pub from: String,
+    pub from_model: String,
+    /// The new physical collection.
+    pub to: String,
+    pub to_model: String,
+    pub dimension: usize,
+    pub items: usize,
+    pub chunks: usize,
+    pub tokens: usize,
+}
+
+/// Re-embed every item of collection `name` with `embedder` and switch `name` over to it.
+/// `on_progress(items)` is called after each page.
+pub async fn reindex<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    name: &str,
+    chunker: Option<Chunker>,
+    page_items: usize,
+    mut on_progress: impl FnMut(usize),
+) -> Result<ReindexSummary, IngestError> {
+    let old = store
+        .collection_spec(name)
+        .await?
+        .ok_or_else(|| StoreError::NoCollection(name.to_string()))?;
+    let from = store.resolve(name).await?;
+    let fingerprint: String = embedder.fingerprint().chars().take(12).collect();
+    let to = format!("{}-{fingerprint}", name);
+    if to == from || old.model_fingerprint == embedder.fingerprint() {
+        return Err(StoreError::Backend {
+            backend: store.backend(),
+            message: format!(
+                "collection {name:?} already holds vectors of {} (nothing to reindex)",
+                old.model_id
+            ),
+        }
+        .into());
+    }
+    // A half-built target from an interrupted run is rebuilt from scratch.
+    store.drop_collection(&to).await?;
+    let spec = store
+        .open_collection(&collection_spec(&to, &embedder, old.bm25_avg_len))
+        .await?;
+    let bm25 = Arc::new(Bm25Encoder::new(spec.bm25_avg_len));
+    let salt = hash_salt(&embedder, chunker);
+    let first_chunks = Filter {
+        must: vec![Condition::Equals {
+            field: "chunk_index".into(),
+            value: Value::from(0),
+        }],
+    };
+    let mut summary = ReindexSummary {
+        name: name.to_string(),
+        from: from.clone(),
+        from_model: old.model_id.clone(),
+        to: to.clone(),
+        to_model: embedder.model_id().to_string(),
+        dimension: embedder.dimension(),
+        items: 0,
+        chunks: 0,
+        tokens: 0,
+    };
+    let mut offset = None;
+    loop {
+        let (page, next) = store
+            .scroll(&from, &first_chunks, offset, page_items.max(1))
+            .await?;
+        let items = read_items(store, &from, page).await?;
+        summary.items += items.len();
+        let extras: HashMap<String, Map<String, Value>> = items
+            .iter()
+            .map(|(item, extra)| (item.id.clone(), extra.clone()))
+            .collect();
+        let todo: Vec<(ContentItem, String)> = items
+            .into_iter()
+            .map(|(item, _)| {
+                let hash = item.content_hash(&salt);
+                (item, hash)
+            })
+            .collect();
+        let mut prepared = {
+            let (embedder, bm25) = (embedder.clone(), bm25.clone());
+            tokio::task::spawn_blocking(move || prepare(&embedder, &bm25, chunker, todo, &[]))
+                .await
+                .map_err(|e| IngestError::Worker(e.to_string()))??
+        };
+        for p in &mut prepared.points {
+            if let Some(extra) = extras.get(&p.content_id) {
+                for (k, v) in extra {
+                    p.payload.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        summary.chunks += prepared.points.len();
+        summary.tokens += prepared.tokens;
+        write_batch(store, &to, prepared).await?;
+        on_progress(summary.items);
+        match next {
+            Some(n) => offset = Some(n),
+            None => break,
+        }
+    }
+    let arrived = store.count(&to, &first_chunks).await?;
+    if arrived != summary.items {
+        return Err(StoreError::Backend {
+            backend: store.backend(),
+            message: format!(
+                "reindex read {} items from {from:?} but {to:?} holds {arrived}; {name:?} still points at the old vectors",
+                summary.items
+            ),
+        }
+        .into());
+    }
+    if from == name {
+        // First reindex: `name` is a real collection, so it must go before the alias can take
+        // its name. The new collection is complete and verified at this point.
+        store.drop_collection(name).await?;
+        store.set_alias(name, &to).await?;
+    } else {
+        store.set_alias(name, &to).await?;
+        store.drop_collection(&from).await?;
+    }
+    Ok(summary)
+}
+
+/// Rebuild the items whose first chunks are `firsts`: their text from all their chunk spans,
+/// their fields from the payload. Returns each item with its extra (non-ingest) payload.
+async fn read_items<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    firsts: Vec<StoredChunk>,
+) -> Result<Vec<(ContentItem, Map<String, Value>)>, IngestError> {
+    let mut keys = Vec::new();
+    for c in &firsts {
+        let count = c
+            .payload
+            .get("chunk_count")
+            .and_then(Value::as_u64)
+            .unwrap_or(1) as usize;
+        keys.extend((1..count).map(|i| (c.content_id.clone(), i)));
+    }
+    let mut rest: HashMap<String, Vec<StoredChunk>> = HashMap::new();
+    for chunk in store.get(collection, &keys).await? {
+        rest.entry(chunk.content_id.clone())
+            .or_default()
+            .push(chunk);
+    }
+    let mut items = Vec::with_capacity(firsts.len());
+    for first in firsts {
+        let mut chunks = rest.remove(&first.content_id).unwrap_or_default();
+        chunks.push(first);
+        chunks.sort_by_key(|c| c.chunk_index);
+        items.push(rebuild(chunks).map_err(|message| StoreError::Backend {
+            backend: store.backend(),
+            message,
+        })?);
+    }
+    Ok(items)
+}
+
+fn payload_str(p: &Map<String, Value>, key: &str) -> Option<String> {
+    p.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// An item from its chunks (sorted by index, chunk 0 first).
+fn rebuild(chunks: Vec<StoredChunk>) -> Result<(ContentItem, Map<String, Value>), String> {
+    let first = &chunks[0];
+    let id = first.content_id.clone();
+    let expected = first
+        .payload
+        .get("chunk_count")
+        .and_then(Value::as_u64)
+        .unwrap_or(1) as usize;
+    if chunks.len() != expected {
+        return Err(format!(
+            "item {id:?} has {} of its {expected} chunks stored; re-ingest it",
+            chunks.len()
+        ));
+    }
+    // Chunk spans are byte ranges of the item's text; with overlap they share a prefix with
+    // the previous chunk's end, which is skipped.
+    let mut text = String::new();
+    for c in &chunks {
+        let start = c.payload.get("start").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let end = c.payload.get("end").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let chunk_text = c.payload.get("text").and_then(Value::as_str).unwrap_or("");
+        if start > text.len() || end < start || chunk_text.len() != end - start {
+            return Err(format!(
+                "item {id:?}: chunk {} spans {start}..{end}, which does not continue the text",
+                c.chunk_index
+            ));
+        }
+        if end > text.len() {
+            let skip = text.len() - start;
+            let tail = chunk_text.get(skip..).ok_or_else(|| {
+                format!(
+                    "item {id:?}: chunk {} overlap is not on a character boundary",
+                    c.chunk_index
+                )
+            })?;
+            text.push_str(tail);
+        }
+    }
+    let p = &first.payload;
+    let title = payload_str(p, "title").unwrap_or_default();
+    // Inverse of `ContentItem::text`: "title\nbody", the title alone, or the body alone.
+    let body = if title.trim().is_empty() {
+        text
+    } else if let Some(rest) = text.strip_prefix(&format!("{title}\n")) {
+        rest.to_string()
+    } else if text == title {
+        String::new()
+    } else {
+        return Err(format!(
+            "item {id:?}: stored text does not start with its title"
+        ));
+    };
+    let content_type = match p.get("content_type").and_then(Value::as_str) {
+        Some("episode") => ContentType::Episode,
+        Some("other") => ContentType::Other,
+        _ => ContentType::Article,
+    };
+    let item = ContentItem {
+        id,
+        title,
+        body,
+        url: payload_str(p, "url"),
+        source: payload_str(p, "source"),
+        content_type,
+        language: payload_str(p, "language"),
+        published_at: payload_str(p, "published_at"),
+        metadata: p
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let ingest_keys = [
+        "title",
+        "url",
+        "source",
+        "content_type",
+        "language",
+        "published_at",
+        "metadata",
+    ];
+    let extra = p
+        .iter()
+        .filter(|(k, _)| !CHUNK_KEYS.contains(&k.as_str()) && !ingest_keys.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok((item, extra))
+}

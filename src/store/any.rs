@@ -1,0 +1,113 @@
+//! [`AnyStore`]: the backend chosen by configuration, behind the same trait.
+//!
+//! The trait's methods are `async fn`s (not object safe), so the runtime choice is an enum that
+//! forwards each call: no boxing, and code generic over `VectorStore` takes it unchanged.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    ChunkPoint, ChunkQuery, CollectionSpec, EdgeStore, Filter, QdrantStore, ScoredChunk,
+    StoreError, StoredChunk, VectorStore,
+};
+use crate::config::StoreConfig;
+
+/// Environment variable holding the Qdrant server's API key (never put in config files).
+pub const QDRANT_API_KEY_ENV: &str = "QDRANT_API_KEY";
+
+/// One of the two backends.
+pub enum AnyStore {
+    Edge(EdgeStore),
+    Qdrant(QdrantStore),
+}
+
+impl AnyStore {
+    /// The configured backend: `edge` keeps its collections under `edge_root`; `qdrant`
+    /// connects to `config.url` with the API key from `QDRANT_API_KEY` if set.
+    pub fn from_config(config: &StoreConfig, edge_root: &Path) -> Result<Self, StoreError> {
+        match config.backend.as_str() {
+            "edge" => Ok(Self::Edge(EdgeStore::new(edge_root))),
+            "qdrant" => Ok(Self::Qdrant(QdrantStore::connect(
+                &config.url,
+                std::env::var(QDRANT_API_KEY_ENV)
+                    .ok()
+                    .filter(|k| !k.is_empty()),
+                Duration::from_secs(60),
+            )?)),
+            other => Err(StoreError::Backend {
+                backend: "config",
+                message: format!("store.backend = {other:?}: use \"edge\" or \"qdrant\""),
+            }),
+        }
+    }
+}
+
+macro_rules! forward {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Edge($s) => $call.await,
+            AnyStore::Qdrant($s) => $call.await,
+        }
+    };
+}
+
+impl VectorStore for AnyStore {
+    fn backend(&self) -> &'static str {
+        match self {
+            AnyStore::Edge(s) => s.backend(),
+            AnyStore::Qdrant(s) => s.backend(),
+        }
+    }
+    async fn open_collection(&self, spec: &CollectionSpec) -> Result<CollectionSpec, StoreError> {
+        forward!(self, s => s.open_collection(spec))
+    }
+    async fn collection_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError> {
+        forward!(self, s => s.collection_spec(name))
+    }
+    async fn drop_collection(&self, name: &str) -> Result<(), StoreError> {
+        forward!(self, s => s.drop_collection(name))
+    }
+    async fn upsert(&self, collection: &str, points: Vec<ChunkPoint>) -> Result<(), StoreError> {
+        forward!(self, s => s.upsert(collection, points))
+    }
+    async fn delete_content(
+        &self,
+        collection: &str,
+        content_id: &str,
+        from_index: usize,
+    ) -> Result<(), StoreError> {
+        forward!(self, s => s.delete_content(collection, content_id, from_index))
+    }
+    async fn get(
+        &self,
+        collection: &str,
+        keys: &[(String, usize)],
+    ) -> Result<Vec<StoredChunk>, StoreError> {
+        forward!(self, s => s.get(collection, keys))
+    }
+    async fn query(
+        &self,
+        collection: &str,
+        query: &ChunkQuery,
+    ) -> Result<Vec<ScoredChunk>, StoreError> {
+        forward!(self, s => s.query(collection, query))
+    }
+    async fn scroll(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        offset: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<StoredChunk>, Option<String>), StoreError> {
+        forward!(self, s => s.scroll(collection, filter, offset, limit))
+    }
+    async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError> {
+        forward!(self, s => s.count(collection, filter))
+    }
+    async fn resolve(&self, name: &str) -> Result<String, StoreError> {
+        forward!(self, s => s.resolve(name))
+    }
+    async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
+        forward!(self, s => s.set_alias(alias, collection))
+    }
+}
