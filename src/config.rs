@@ -50,6 +50,68 @@ pub struct Config {
     pub embed: EmbedConfig,
     pub chunk: ChunkConfig,
     pub store: StoreConfig,
+    pub llm: LlmConfig,
+}
+
+/// Which LLM answers, and how calls to it behave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// `auto` (openai when base_url is set, else local), `local` or `openai`.
+    pub provider: String,
+    /// OpenAI-compatible server root for the `openai` provider (empty: none configured).
+    pub base_url: String,
+    /// Model name sent to the server.
+    pub model: String,
+    /// Environment variable holding the API key (the key never goes in a file).
+    pub api_key_env: String,
+    /// The local GGUF model, relative to models_dir.
+    pub local_model: String,
+    pub connect_timeout_s: f64,
+    /// Per attempt: request sent to answer read.
+    pub timeout_s: f64,
+    /// Attempts in all, the first included.
+    pub max_attempts: usize,
+    /// No retry delay is slept past this many seconds since the call began.
+    pub max_retry_time_s: f64,
+    pub concurrency: usize,
+    /// 0: no limit.
+    pub requests_per_minute: usize,
+    /// 0: no limit.
+    pub tokens_per_minute: usize,
+    /// Response cache: off, read or readwrite.
+    pub cache: String,
+    /// USD per million tokens, by model name.
+    pub prices: std::collections::BTreeMap<String, crate::llm::accounting::Price>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            provider: "auto".into(),
+            base_url: String::new(),
+            model: "gpt-4o-mini".into(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            local_model: "SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+            connect_timeout_s: 10.0,
+            timeout_s: 120.0,
+            max_attempts: 5,
+            max_retry_time_s: 300.0,
+            concurrency: 8,
+            requests_per_minute: 0,
+            tokens_per_minute: 0,
+            cache: "readwrite".into(),
+            prices: [(
+                "gpt-4o-mini".to_string(),
+                crate::llm::accounting::Price {
+                    prompt_per_mtok: 0.15,
+                    completion_per_mtok: 0.6,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -61,6 +123,7 @@ impl Default for Config {
             embed: EmbedConfig::default(),
             chunk: ChunkConfig::default(),
             store: StoreConfig::default(),
+            llm: LlmConfig::default(),
         }
     }
 }

@@ -12,7 +12,9 @@ pub mod content;
 pub mod embed;
 pub mod eval;
 pub mod ingest;
+pub mod llm;
 pub mod pipeline;
+pub mod prompts;
 pub mod store;
 
 pub use config::Config;

@@ -1,0 +1,173 @@
+//! The LLM response cache: identical calls are answered from disk.
+//!
+//! The key is a hash of everything that determines an answer: provider, model, prompt
+//! id@version, the rendered messages, the schema and the sampling settings. Modes:
+//! `off` (pass through), `readwrite` (hits answered, misses computed and stored), `read`
+//! (nothing written; a miss on a remote provider is an error naming the prompt and item, so an
+//! offline eval run can never spend money or drift; a deterministic local provider recomputes).
+//! Stored in redb (one file, transactional, safe across processes).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use redb::{Builder, ConcurrencyMode, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{accounting, ChatRequest, ChatResponse, LlmClient, LlmError};
+
+const RESPONSES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("llm_responses_v1");
+
+/// How the cache is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    Off,
+    Read,
+    Readwrite,
+}
+
+impl std::str::FromStr for CacheMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "read" => Ok(Self::Read),
+            "readwrite" => Ok(Self::Readwrite),
+            _ => Err(format!("cache mode {s:?}: use off, read or readwrite")),
+        }
+    }
+}
+
+/// Any client, with the cache in front.
+pub struct CachedClient<C> {
+    inner: C,
+    mode: CacheMode,
+    db: Option<redb::Database>,
+    path: PathBuf,
+}
+
+fn cache_err(path: &Path, e: impl std::fmt::Display) -> LlmError {
+    LlmError::Cache(format!("{}: {e}", path.display()))
+}
+
+impl<C: LlmClient> CachedClient<C> {
+    /// Wrap `inner`; the cache file is created on first use (not at all in `off` mode).
+    pub fn new(inner: C, path: &Path, mode: CacheMode) -> Result<Self, LlmError> {
+        let db = if mode == CacheMode::Off {
+            None
+        } else {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| cache_err(path, e))?;
+            }
+            Some(
+                Builder::new()
+                    .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+                    .create(path)
+                    .map_err(|e| cache_err(path, e))?,
+            )
+        };
+        Ok(Self {
+            inner,
+            mode,
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The wrapped client.
+    pub fn inner(&self) -> &C {
+        &self.inner
+    }
+
+    /// The cache key of `request` for this client.
+    pub fn key(&self, request: &ChatRequest) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let parts = serde_json::json!({
+            "provider": self.inner.provider(),
+            "model": self.inner.model(),
+            "prompt": request.context.prompt,
+            "messages": request.messages,
+            "schema": request.json_schema,
+            "schema_name": request.schema_name,
+            "sampling": request.sampling,
+        });
+        h.update(parts.to_string().as_bytes());
+        h.finalize().into()
+    }
+
+    fn lookup(&self, key: &[u8; 32]) -> Result<Option<ChatResponse>, LlmError> {
+        let Some(db) = &self.db else { return Ok(None) };
+        let txn = db.begin_read().map_err(|e| cache_err(&self.path, e))?;
+        let table = match txn.open_table(RESPONSES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(cache_err(&self.path, e)),
+        };
+        let Some(hit) = table
+            .get(key.as_slice())
+            .map_err(|e| cache_err(&self.path, e))?
+        else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(hit.value()).ok())
+    }
+
+    fn store(&self, key: &[u8; 32], response: &ChatResponse) -> Result<(), LlmError> {
+        let Some(db) = &self.db else { return Ok(()) };
+        let bytes = serde_json::to_vec(response).map_err(|e| cache_err(&self.path, e))?;
+        let txn = db.begin_write().map_err(|e| cache_err(&self.path, e))?;
+        {
+            let mut table = txn
+                .open_table(RESPONSES)
+                .map_err(|e| cache_err(&self.path, e))?;
+            table
+                .insert(key.as_slice(), bytes.as_slice())
+                .map_err(|e| cache_err(&self.path, e))?;
+        }
+        txn.commit().map_err(|e| cache_err(&self.path, e))
+    }
+}
+
+impl<C: LlmClient> LlmClient for CachedClient<C> {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    fn deterministic(&self) -> bool {
+        self.inner.deterministic()
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        if self.mode == CacheMode::Off {
+            return self.inner.chat(request).await;
+        }
+        let started = Instant::now();
+        let key = self.key(request);
+        if let Some(mut hit) = self.lookup(&key)? {
+            hit.cache_hit = true;
+            hit.retries = 0;
+            hit.retry_delays_ms.clear();
+            hit.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            accounting::record(&hit, 0.0);
+            return Ok(hit);
+        }
+        if self.mode == CacheMode::Read && !self.inner.deterministic() {
+            return Err(LlmError::CacheMiss {
+                prompt: request.context.prompt.clone().unwrap_or_else(|| "-".into()),
+                item: request.context.item.clone().unwrap_or_else(|| "-".into()),
+                provider: self.inner.provider().to_string(),
+                model: self.inner.model().to_string(),
+            });
+        }
+        let response = self.inner.chat(request).await?;
+        if self.mode == CacheMode::Readwrite {
+            self.store(&key, &response)?;
+        }
+        Ok(response)
+    }
+}

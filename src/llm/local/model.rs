@@ -1,0 +1,274 @@
+//! A Llama-architecture decoder over GGUF weights, with a KV cache.
+//!
+//! Follows candle-transformers' `quantized_llama` (same tensor names, interleaved RoPE for the
+//! `llama` architecture, RMSNorm, SwiGLU, grouped-query attention) with one change that matters
+//! on a CPU: every linear layer keeps two forms of its weights. Generating one token at a time
+//! is bound by memory bandwidth, so the 4-bit quantized matrices (`QMatMul`) serve it; a prompt
+//! is a matrix of many rows, where quantized kernels reach ~12 GFLOP/s against ~150 for f32
+//! GEMM, so prompts go through f32 copies dequantized once at load (about 4 bytes per weight:
+//! ~430 MB for SmolLM2-135M). Prompt processing is the bottleneck of every tagging call.
+
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+
+/// Hyper-parameters read from the GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+/// A linear layer in both forms (see the module docs).
+struct Linear {
+    quantized: QMatMul,
+    /// (out, in), f32.
+    dense: Tensor,
+}
+
+impl Linear {
+    fn load(
+        content: &gguf_file::Content,
+        file: &mut std::fs::File,
+        name: &str,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let q = content.tensor(file, name, device)?;
+        let dense = q.dequantize(device)?;
+        Ok(Self {
+            quantized: QMatMul::from_qtensor(q)?,
+            dense,
+        })
+    }
+
+    /// `x`: (rows, in) → (rows, out).
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.dim(0)? > 1 {
+            x.matmul(&self.dense.t()?)
+        } else {
+            self.quantized.forward(x)
+        }
+    }
+}
+
+struct Layer {
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    attn_norm: Tensor,
+    ffn_norm: Tensor,
+}
+
+/// The model with its KV cache (one sequence at a time).
+pub struct LlamaModel {
+    pub config: LlamaConfig,
+    embeddings: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    /// Per layer: keys and values so far, (1, n_kv_head, positions, head_dim).
+    cache: Vec<Option<(Tensor, Tensor)>>,
+    device: Device,
+}
+
+fn md<'a>(content: &'a gguf_file::Content, key: &str) -> candle_core::Result<&'a gguf_file::Value> {
+    content
+        .metadata
+        .get(key)
+        .ok_or_else(|| candle_core::Error::Msg(format!("GGUF metadata has no {key}")))
+}
+
+impl LlamaModel {
+    /// Load from an open GGUF file whose metadata has been read.
+    pub fn load(
+        content: &gguf_file::Content,
+        file: &mut std::fs::File,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let arch = md(content, "general.architecture")?.to_string()?.clone();
+        if arch != "llama" {
+            candle_core::bail!("unsupported GGUF architecture {arch:?} (this loader reads llama)");
+        }
+        let u = |k: &str| -> candle_core::Result<usize> {
+            Ok(md(content, &format!("llama.{k}"))?.to_u32()? as usize)
+        };
+        let n_embd = u("embedding_length")?;
+        let n_head = u("attention.head_count")?;
+        let config = LlamaConfig {
+            n_layer: u("block_count")?,
+            n_embd,
+            n_head,
+            n_kv_head: u("attention.head_count_kv")?,
+            head_dim: n_embd / n_head,
+            rms_eps: md(content, "llama.attention.layer_norm_rms_epsilon")?.to_f32()?,
+            rope_base: md(content, "llama.rope.freq_base")
+                .and_then(|v| v.to_f32())
+                .unwrap_or(10_000.0),
+            context_length: u("context_length").unwrap_or(2048),
+            vocab_size: 0,
+        };
+        let embeddings_q = content.tensor(file, "token_embd.weight", device)?;
+        let embeddings = embeddings_q.dequantize(device)?;
+        let output = match content.tensor(file, "output.weight", device) {
+            Ok(t) => QMatMul::from_qtensor(t)?,
+            // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
+            Err(_) => QMatMul::from_qtensor(embeddings_q)?,
+        };
+        let norm = content
+            .tensor(file, "output_norm.weight", device)?
+            .dequantize(device)?;
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let p = format!("blk.{i}");
+            let mut lin = |n: &str| Linear::load(content, file, &format!("{p}.{n}.weight"), device);
+            layers.push(Layer {
+                wq: lin("attn_q")?,
+                wk: lin("attn_k")?,
+                wv: lin("attn_v")?,
+                wo: lin("attn_output")?,
+                gate: lin("ffn_gate")?,
+                up: lin("ffn_up")?,
+                down: lin("ffn_down")?,
+                attn_norm: content
+                    .tensor(file, &format!("{p}.attn_norm.weight"), device)?
+                    .dequantize(device)?,
+                ffn_norm: content
+                    .tensor(file, &format!("{p}.ffn_norm.weight"), device)?
+                    .dequantize(device)?,
+            });
+        }
+        let rope_dim = u("rope.dimension_count").unwrap_or(config.head_dim);
+        let theta: Vec<f32> = (0..rope_dim)
+            .step_by(2)
+            .map(|i| 1.0 / config.rope_base.powf(i as f32 / rope_dim as f32))
+            .collect();
+        let positions = config.context_length;
+        let theta = Tensor::new(theta.as_slice(), device)?;
+        let angles = Tensor::arange(0, positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?
+            .matmul(&theta.reshape((1, ()))?)?;
+        let vocab_size = embeddings.dim(0)?;
+        Ok(Self {
+            config: LlamaConfig {
+                vocab_size,
+                ..config
+            },
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+            embeddings,
+            cache: (0..layers.len()).map(|_| None).collect(),
+            layers,
+            norm,
+            output,
+            device: device.clone(),
+        })
+    }
+
+    /// Positions held in the KV cache.
+    pub fn cached_len(&self) -> usize {
+        self.cache
+            .first()
+            .and_then(|c| c.as_ref())
+            .and_then(|(k, _)| k.dim(2).ok())
+            .unwrap_or(0)
+    }
+
+    /// Forget everything after the first `len` cached positions (a shared prompt prefix can
+    /// stay; 0 clears the cache).
+    pub fn truncate_cache(&mut self, len: usize) -> candle_core::Result<()> {
+        for c in &mut self.cache {
+            *c = match c.take() {
+                Some((k, v)) if len > 0 && k.dim(2)? >= len => {
+                    Some((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?))
+                }
+                _ => None,
+            };
+        }
+        Ok(())
+    }
+
+    /// Run `tokens` (at positions `cached_len()..`) through the model, extend the cache, and
+    /// return the next-token logits after the last one.
+    pub fn forward(&mut self, tokens: &[u32]) -> candle_core::Result<Vec<f32>> {
+        let seq = tokens.len();
+        if seq == 0 {
+            candle_core::bail!("forward needs at least one token");
+        }
+        let pos = self.cached_len();
+        if pos + seq > self.config.context_length {
+            candle_core::bail!(
+                "{} tokens exceed the model's context of {}",
+                pos + seq,
+                self.config.context_length
+            );
+        }
+        let c = &self.config;
+        let (hd, nh, nkv) = (c.head_dim, c.n_head, c.n_kv_head);
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embeddings.index_select(&ids, 0)?; // (seq, n_embd)
+        let cos = self.cos.narrow(0, pos, seq)?;
+        let sin = self.sin.narrow(0, pos, seq)?;
+        let mask = (seq > 1)
+            .then(|| {
+                candle_transformers::utils::build_additive_causal_mask(
+                    seq,
+                    pos,
+                    None,
+                    &self.device,
+                    DType::F32,
+                )
+            })
+            .transpose()?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (layer, cache) in self.layers.iter().zip(self.cache.iter_mut()) {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_eps)?;
+            let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
+                t.reshape((1, seq, n, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = heads(layer.wq.forward(&h)?, nh)?;
+            let k = heads(layer.wk.forward(&h)?, nkv)?;
+            let v = heads(layer.wv.forward(&h)?, nkv)?;
+            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            let (k, v) = match cache.take() {
+                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                None => (k, v),
+            };
+            *cache = Some((k.clone(), v.clone()));
+            let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?.contiguous()?;
+            let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?.contiguous()?;
+            let mut att = (q.matmul(&k.t()?)? * scale)?;
+            if let Some(m) = &mask {
+                att = att.broadcast_add(m)?;
+            }
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((seq, c.n_embd))?;
+            x = (x + layer.wo.forward(&y)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
+            let act = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            x = (x + layer.down.forward(&act)?)?;
+        }
+        let last = x.i((seq - 1)..seq)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, c.rms_eps)?;
+        let logits = self.output.forward(&last)?;
+        logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()
+    }
+
+    /// Logits over the vocabulary size the embeddings define (some GGUFs pad the output).
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+}

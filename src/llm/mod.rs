@@ -1,0 +1,232 @@
+//! LLM calls: one [`LlmClient`] trait, two providers, a response cache and accounting.
+//!
+//! - [`openai::OpenAiClient`]: any OpenAI-compatible `/v1/chat/completions` server (OpenAI,
+//!   Azure OpenAI, vLLM, Ollama, llama.cpp, LM Studio, or `signaldesk llm serve`), with
+//!   timeouts, retries, rate limits and a schema-repair round.
+//! - [`local::LocalLlm`]: a GGUF Llama model run in process with candle (SmolLM2-135M-Instruct
+//!   by default), with constrained decoding for JSON-schema answers. The offline default.
+//!
+//! [`cache::CachedClient`] wraps either with an on-disk response cache, and every call is
+//! counted by [`accounting`]. Enrichment (tagging, summaries) is written against the trait.
+
+pub mod accounting;
+pub mod cache;
+pub mod local;
+pub mod openai;
+pub mod schema;
+pub mod serve;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use schema::Schema;
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    /// The role's name on the wire and in chat templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::System,
+            content: content.into(),
+        }
+    }
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+}
+
+/// Decoding settings. Temperature 0 means greedy (deterministic, cacheable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Which versioned prompt a call came from and for which item: for lineage, cache keys and
+/// error messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallContext {
+    /// `id@version` of the prompt template, if one was used.
+    pub prompt: Option<String>,
+    /// The content item the call is about.
+    pub item: Option<String>,
+}
+
+/// A request: messages, and optionally a JSON schema the answer must satisfy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    pub sampling: Sampling,
+    /// The raw JSON Schema (sent to servers) ...
+    pub json_schema: Option<Value>,
+    /// ... and its name, for `response_format.json_schema.name`.
+    pub schema_name: String,
+    pub context: CallContext,
+}
+
+impl ChatRequest {
+    /// A plain-text request with default sampling.
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self {
+            messages,
+            sampling: Sampling::default(),
+            json_schema: None,
+            schema_name: "answer".into(),
+            context: CallContext::default(),
+        }
+    }
+
+    /// Ask for JSON satisfying `schema`.
+    pub fn with_schema(mut self, schema: Value) -> Self {
+        self.json_schema = Some(schema);
+        self
+    }
+}
+
+/// Token counts of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// An answer with everything accounting and lineage need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub text: String,
+    /// The parsed answer, for schema requests (already validated).
+    pub json: Option<Value>,
+    pub usage: Usage,
+    pub provider: String,
+    pub model: String,
+    pub latency_ms: f64,
+    /// HTTP attempts beyond the first (remote providers).
+    pub retries: usize,
+    /// Delays slept before each retry, in milliseconds.
+    pub retry_delays_ms: Vec<u64>,
+    /// A schema-repair round was needed.
+    pub repaired: bool,
+    pub cache_hit: bool,
+    /// `stop` (end of turn), `length` (max tokens), or what the server said.
+    pub finish_reason: String,
+}
+
+/// Why a call failed; each variant is a distinct, stable outcome callers can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("LLM configuration: {0}")]
+    Config(String),
+    #[error("invalid JSON schema: {0}")]
+    Schema(String),
+    #[error("local model: {0}")]
+    Model(String),
+    #[error("the prompt needs {needed} tokens but the model's context is {context}")]
+    ContextOverflow { needed: usize, context: usize },
+    #[error("HTTP {status} from {url}: {body}")]
+    Http {
+        status: u16,
+        url: String,
+        body: String,
+    },
+    #[error("{url}: gave up after {attempts} attempts over {elapsed_ms} ms; last error: {last}")]
+    RetriesExhausted {
+        url: String,
+        attempts: usize,
+        elapsed_ms: u64,
+        last: String,
+    },
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("the server's answer is not a chat completion: {0}")]
+    Protocol(String),
+    #[error(
+        "the answer does not satisfy the schema after a repair attempt: {error} (answer: {answer})"
+    )]
+    SchemaViolation { error: String, answer: String },
+    #[error("the answer was cut off at max_tokens before the JSON was complete")]
+    Truncated,
+    #[error(
+        "cache miss in read-only mode for prompt {prompt} on item {item} ({provider}/{model})"
+    )]
+    CacheMiss {
+        prompt: String,
+        item: String,
+        provider: String,
+        model: String,
+    },
+    #[error("response cache: {0}")]
+    Cache(String),
+}
+
+/// A chat model. `chat` answers one request; for schema requests `ChatResponse::json` holds a
+/// value that satisfies the schema, or the call fails.
+#[allow(async_fn_in_trait)]
+pub trait LlmClient {
+    /// Provider name (`openai`, `local`).
+    fn provider(&self) -> &str;
+    /// Model name as the provider knows it.
+    fn model(&self) -> &str;
+    /// Whether greedy answers are reproducible by recomputing (a read-only cache may miss).
+    fn deterministic(&self) -> bool {
+        false
+    }
+    /// Answer one request.
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;
+}
+
+/// Parse and validate an answer against `schema`: the value, or the error to send back.
+pub fn check_json(text: &str, schema: &Schema) -> Result<Value, String> {
+    let trimmed = text
+        .trim()
+        .trim_start_matches("```json")
+        .trim_start_matches("```")
+        .trim_end_matches("```")
+        .trim();
+    let value: Value =
+        serde_json::from_str(trimmed).map_err(|e| format!("the answer is not valid JSON: {e}"))?;
+    schema.validate(&value)?;
+    Ok(value)
+}
