@@ -93,6 +93,52 @@ enum Command {
     /// Offline evaluation against golden datasets.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Talk to the configured LLM, or serve the local one over the OpenAI protocol.
+    #[command(subcommand)]
+    Llm(LlmCommand),
+}
+
+#[derive(Subcommand)]
+enum LlmCommand {
+    /// Send one message and print the answer (and, with --json, usage and latency).
+    ///
+    /// The provider is llm.provider (auto: the OpenAI-compatible server at llm.base_url if set,
+    /// else the local model). With --json-schema the answer is JSON satisfying the schema:
+    /// constrained while decoding locally, validated (and repaired once) from a server.
+    Chat {
+        /// The user message.
+        message: String,
+        /// local | openai (default: llm.provider).
+        #[arg(long)]
+        provider: Option<String>,
+        /// A JSON Schema file the answer must satisfy.
+        #[arg(long, value_name = "FILE")]
+        json_schema: Option<PathBuf>,
+        /// A system message.
+        #[arg(long)]
+        system: Option<String>,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// 0 is greedy (deterministic).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Response cache: off, read, readwrite (default: llm.cache).
+        #[arg(long)]
+        cache: Option<signaldesk::llm::cache::CacheMode>,
+        /// Print the whole response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer OpenAI-compatible /v1/chat/completions with the local model until Ctrl-C.
+    Serve {
+        /// Address to listen on (port 0 picks a free one; the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
 }
 
 #[derive(Args)]
@@ -247,6 +293,19 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Local LLM speed: prompt processing and generation, tokens/s (medians over rounds).
+    Llm {
+        /// Prompt length in tokens (chat template included).
+        #[arg(long, default_value_t = 500)]
+        prompt_tokens: usize,
+        /// Tokens to generate (fewer if the model ends its answer first).
+        #[arg(long, default_value_t = 128)]
+        gen_tokens: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -341,6 +400,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Llm {
+            prompt_tokens,
+            gen_tokens,
+            rounds,
+            json,
+        }) => {
+            let path = config.models_dir.join(&config.llm.local_model);
+            let r = signaldesk::llm::bench::run(&path, prompt_tokens, gen_tokens, rounds)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("model              {}", r.model);
+                println!("load               {:.2} s", r.load_seconds);
+                println!(
+                    "prompt             {} tokens, {:.0} tokens/s",
+                    r.prompt_tokens, r.prompt_tokens_per_s
+                );
+                println!(
+                    "generation         {} tokens, {:.1} tokens/s",
+                    r.generated_tokens, r.generation_tokens_per_s
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Llm(cmd) => runtime()?.block_on(llm_command(&config, cmd)),
         Command::Ingest(args) => runtime()?.block_on(ingest(&config, args)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
         Command::Reindex(args) => runtime()?.block_on(reindex(&config, args)),
@@ -395,6 +479,86 @@ fn chunker_for(config: &Config, embedder: &Embedder, on: OnOff) -> Option<Chunke
         },
         overlap_tokens: config.chunk.overlap_tokens,
     })
+}
+
+async fn llm_command(config: &Config, cmd: LlmCommand) -> Result<ExitCode> {
+    use signaldesk::llm::{AnyLlm, ChatRequest, LlmClient, Message, Sampling};
+    match cmd {
+        LlmCommand::Chat {
+            message,
+            provider,
+            json_schema,
+            system,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            cache,
+            json,
+        } => {
+            let llm = AnyLlm::from_config(config, provider.as_deref(), cache)?;
+            let mut messages = Vec::new();
+            if let Some(s) = system {
+                messages.push(Message::system(s));
+            }
+            messages.push(Message::user(message));
+            let mut request = ChatRequest::new(messages);
+            request.sampling = Sampling {
+                max_tokens,
+                temperature,
+                top_p,
+                seed,
+            };
+            if let Some(path) = json_schema {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let schema: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                signaldesk::llm::Schema::parse(&schema)
+                    .with_context(|| format!("{}", path.display()))?;
+                request.schema_name = path
+                    .file_stem()
+                    .map(|s| {
+                        s.to_string_lossy()
+                            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                    })
+                    .unwrap_or_else(|| "answer".into());
+                request.json_schema = Some(schema);
+            }
+            let answer = llm.chat(&request).await?;
+            if json {
+                println!("{}", serde_json::to_string(&answer)?);
+            } else {
+                println!("{}", answer.text);
+                eprintln!(
+                    "[{} {} | {} prompt + {} completion tokens | {:.0} ms | retries {} | cache {}]",
+                    answer.provider,
+                    answer.model,
+                    answer.usage.prompt_tokens,
+                    answer.usage.completion_tokens,
+                    answer.latency_ms,
+                    answer.retries,
+                    if answer.cache_hit { "hit" } else { "miss" }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LlmCommand::Serve { addr } => {
+            let path = config.models_dir.join(&config.llm.local_model);
+            let llm = Arc::new(signaldesk::llm::local::LocalLlm::load(&path)?);
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let bound = listener.local_addr()?;
+            println!(
+                "signaldesk llm serve: {} on http://{bound}/v1/chat/completions",
+                llm.model()
+            );
+            std::io::stdout().flush()?;
+            signaldesk::llm::serve::serve(llm, listener).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// The configured vector store (`edge` under data_dir/edge, or a Qdrant server).

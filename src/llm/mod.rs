@@ -10,6 +10,7 @@
 //! counted by [`accounting`]. Enrichment (tagging, summaries) is written against the trait.
 
 pub mod accounting;
+pub mod bench;
 pub mod cache;
 pub mod local;
 pub mod openai;
@@ -229,4 +230,103 @@ pub fn check_json(text: &str, schema: &Schema) -> Result<Value, String> {
         serde_json::from_str(trimmed).map_err(|e| format!("the answer is not valid JSON: {e}"))?;
     schema.validate(&value)?;
     Ok(value)
+}
+
+/// The configured provider, ready to call: local or OpenAI-compatible, behind the cache.
+pub enum AnyLlm {
+    Local(cache::CachedClient<local::LocalLlm>),
+    OpenAi(cache::CachedClient<openai::OpenAiClient>),
+}
+
+impl AnyLlm {
+    /// Build from config. `provider` overrides `llm.provider`; `cache` overrides `llm.cache`.
+    pub fn from_config(
+        config: &crate::Config,
+        provider: Option<&str>,
+        cache: Option<cache::CacheMode>,
+    ) -> Result<Self, LlmError> {
+        let llm = &config.llm;
+        let mode = match cache {
+            Some(m) => m,
+            None => llm.cache.parse().map_err(LlmError::Config)?,
+        };
+        let cache_path = config.cache_dir.join("llm-responses.redb");
+        let provider = provider.unwrap_or(&llm.provider);
+        let provider = match provider {
+            "auto" if llm.base_url.trim().is_empty() => "local",
+            "auto" => "openai",
+            p => p,
+        };
+        match provider {
+            "local" => {
+                let path = config.models_dir.join(&llm.local_model);
+                Ok(Self::Local(cache::CachedClient::new(
+                    local::LocalLlm::load(&path)?,
+                    &cache_path,
+                    mode,
+                )?))
+            }
+            "openai" => {
+                if llm.base_url.trim().is_empty() {
+                    return Err(LlmError::Config(
+                        "provider openai needs llm.base_url (SIGNALDESK_LLM__BASE_URL)".into(),
+                    ));
+                }
+                let secs = |s: f64| (s > 0.0).then(|| std::time::Duration::from_secs_f64(s));
+                let options = openai::OpenAiOptions {
+                    base_url: llm.base_url.clone(),
+                    model: llm.model.clone(),
+                    api_key: std::env::var(&llm.api_key_env)
+                        .ok()
+                        .filter(|k| !k.is_empty()),
+                    connect_timeout: secs(llm.connect_timeout_s),
+                    timeout: secs(llm.timeout_s),
+                    max_attempts: llm.max_attempts.max(1),
+                    max_retry_time: std::time::Duration::from_secs_f64(
+                        llm.max_retry_time_s.max(0.0),
+                    ),
+                    concurrency: llm.concurrency.max(1),
+                    requests_per_minute: Some(llm.requests_per_minute).filter(|&n| n > 0),
+                    tokens_per_minute: Some(llm.tokens_per_minute).filter(|&n| n > 0),
+                    price: llm.prices.get(&llm.model).copied(),
+                    ..openai::OpenAiOptions::default()
+                };
+                Ok(Self::OpenAi(cache::CachedClient::new(
+                    openai::OpenAiClient::new(options)?,
+                    &cache_path,
+                    mode,
+                )?))
+            }
+            other => Err(LlmError::Config(format!(
+                "llm.provider = {other:?}: use auto, local or openai"
+            ))),
+        }
+    }
+}
+
+impl LlmClient for AnyLlm {
+    fn provider(&self) -> &str {
+        match self {
+            Self::Local(c) => c.provider(),
+            Self::OpenAi(c) => c.provider(),
+        }
+    }
+    fn model(&self) -> &str {
+        match self {
+            Self::Local(c) => c.model(),
+            Self::OpenAi(c) => c.model(),
+        }
+    }
+    fn deterministic(&self) -> bool {
+        match self {
+            Self::Local(c) => c.deterministic(),
+            Self::OpenAi(c) => c.deterministic(),
+        }
+    }
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        match self {
+            Self::Local(c) => c.chat(request).await,
+            Self::OpenAi(c) => c.chat(request).await,
+        }
+    }
 }

@@ -515,6 +515,24 @@ impl<'s> Matcher<'s> {
         }
     }
 
+    /// The literal alternatives (enum values, booleans) the next output must choose among, if
+    /// the matcher stands right at the start of such a choice: the decoder then scores each
+    /// whole alternative instead of committing to one by its first token.
+    pub fn choice(&self) -> Option<Vec<Vec<u8>>> {
+        let mut probe = self.clone();
+        while let Some(Goal::Value(s)) = probe.stack.last() {
+            let s = *s;
+            probe.stack.pop();
+            probe.expand(s);
+        }
+        match probe.stack.last() {
+            Some(Goal::Alt(options, prefix)) if prefix.is_empty() && options.len() > 1 => {
+                Some(options.as_ref().clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether nothing more can follow (a complete object, array, string or literal).
     pub fn is_closed(&self) -> bool {
         self.stack.is_empty()

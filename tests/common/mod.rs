@@ -183,3 +183,14 @@ pub fn write_tiny_bert(dir: &Path, spec: &TinyBert) {
     }
     candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
 }
+
+/// The local LLM, fetched by scripts/fetch-models.sh. Its absence fails the test, never skips it.
+pub fn smollm_path() -> PathBuf {
+    let path = root().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-models.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}

@@ -7,6 +7,7 @@
 //! only the item's part is processed again.
 
 pub mod model;
+pub mod q8;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};

@@ -8,8 +8,10 @@
 //! GEMM, so prompts go through f32 copies dequantized once at load (about 4 bytes per weight:
 //! ~430 MB for SmolLM2-135M). Prompt processing is the bottleneck of every tagging call.
 
-use candle_core::quantized::{gguf_file, QMatMul};
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::quantized::gguf_file;
+
+use super::q8::Q8Matrix;
+use candle_core::{DType, Device, IndexOp, Tensor};
 
 /// Hyper-parameters read from the GGUF metadata.
 #[derive(Debug, Clone)]
@@ -27,8 +29,9 @@ pub struct LlamaConfig {
 
 /// A linear layer in both forms (see the module docs).
 struct Linear {
-    quantized: QMatMul,
-    /// (out, in), f32.
+    /// Int8, for one-row steps.
+    quantized: Q8Matrix,
+    /// (out, in), f32, for prompts.
     dense: Tensor,
 }
 
@@ -41,10 +44,18 @@ impl Linear {
     ) -> candle_core::Result<Self> {
         let q = content.tensor(file, name, device)?;
         let dense = q.dequantize(device)?;
-        Ok(Self {
-            quantized: QMatMul::from_qtensor(q)?,
-            dense,
-        })
+        Self::from_dense(dense)
+    }
+
+    fn from_dense(dense: Tensor) -> candle_core::Result<Self> {
+        let (rows, cols) = dense.dims2()?;
+        let flat = dense.flatten_all()?.to_vec1::<f32>()?;
+        let quantized = Q8Matrix::from_f32(&flat, rows, cols).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "a {rows}x{cols} matrix: columns are not a multiple of 32"
+            ))
+        })?;
+        Ok(Self { quantized, dense })
     }
 
     /// `x`: (rows, in) → (rows, out).
@@ -52,7 +63,9 @@ impl Linear {
         if x.dim(0)? > 1 {
             x.matmul(&self.dense.t()?)
         } else {
-            self.quantized.forward(x)
+            let v = x.flatten_all()?.to_vec1::<f32>()?;
+            let y = self.quantized.matvec(&v);
+            Tensor::from_vec(y, (1, self.quantized.rows()), x.device())
         }
     }
 }
@@ -75,7 +88,7 @@ pub struct LlamaModel {
     embeddings: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     cos: Tensor,
     sin: Tensor,
     /// Per layer: keys and values so far, (1, n_kv_head, positions, head_dim).
@@ -119,12 +132,13 @@ impl LlamaModel {
             context_length: u("context_length").unwrap_or(2048),
             vocab_size: 0,
         };
-        let embeddings_q = content.tensor(file, "token_embd.weight", device)?;
-        let embeddings = embeddings_q.dequantize(device)?;
+        let embeddings = content
+            .tensor(file, "token_embd.weight", device)?
+            .dequantize(device)?;
         let output = match content.tensor(file, "output.weight", device) {
-            Ok(t) => QMatMul::from_qtensor(t)?,
+            Ok(t) => Linear::from_dense(t.dequantize(device)?)?,
             // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
-            Err(_) => QMatMul::from_qtensor(embeddings_q)?,
+            Err(_) => Linear::from_dense(embeddings.clone())?,
         };
         let norm = content
             .tensor(file, "output_norm.weight", device)?
@@ -248,14 +262,24 @@ impl LlamaModel {
                 None => (k, v),
             };
             *cache = Some((k.clone(), v.clone()));
-            let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?.contiguous()?;
-            let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?.contiguous()?;
-            let mut att = (q.matmul(&k.t()?)? * scale)?;
+            // Grouped-query attention without copying keys and values per head: the query
+            // heads that share a key/value head are stacked as extra rows of one matmul.
+            let rep = nh / nkv;
+            let kv_len = k.dim(2)?;
+            let qg = q.reshape((1, nkv, rep * seq, hd))?;
+            let mut att = (qg.matmul(&k.t()?)? * scale)?;
             if let Some(m) = &mask {
-                att = att.broadcast_add(m)?;
+                att = att
+                    .reshape((1, nkv, rep, seq, kv_len))?
+                    .broadcast_add(&m.reshape((1, 1, 1, seq, kv_len))?)?
+                    .reshape((1, nkv, rep * seq, kv_len))?;
             }
             let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((seq, c.n_embd))?;
+            let y = att
+                .matmul(&v)?
+                .reshape((1, nh, seq, hd))?
+                .transpose(1, 2)?
+                .reshape((seq, c.n_embd))?;
             x = (x + layer.wo.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
             let act = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
