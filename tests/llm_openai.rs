@@ -1,0 +1,458 @@
+//! The `openai` provider against a scripted HTTP server on 127.0.0.1: every fault ends as
+//! documented in `src/llm/openai.rs`. Time is tokio's paused clock: retry delays and timeouts
+//! are asserted exactly, and the tests take no wall time waiting.
+//!
+//! The server runs in the test's own (current-thread, paused) runtime. Attempts without a
+//! timeout have no timer pending while they wait on the socket, so the paused clock cannot jump
+//! mid-request; only the hang test sets a timeout, and there the jump is the point.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use signaldesk::llm::cache::{CacheMode, CachedClient};
+use signaldesk::llm::openai::{OpenAiClient, OpenAiOptions};
+use signaldesk::llm::{ChatRequest, LlmClient, LlmError, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+#[derive(Clone)]
+enum Reply {
+    /// Status, extra headers, body.
+    Http(u16, Vec<(&'static str, String)>, String),
+    /// Read the request, then never answer (the connection stays open).
+    Hang,
+    /// Announce a longer body than is sent, then close.
+    Truncated(String),
+}
+
+fn answer(content: &str) -> Reply {
+    Reply::Http(
+        200,
+        vec![],
+        json!({"id": "x", "object": "chat.completion", "model": "m",
+               "choices": [{"index": 0, "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content}}],
+               "usage": {"prompt_tokens": 11, "completion_tokens": 3}})
+        .to_string(),
+    )
+}
+
+struct Server {
+    url: String,
+    requests: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    auth: Arc<Mutex<Vec<String>>>,
+}
+
+/// Serve `script` in order (the last reply repeats).
+async fn server(script: Vec<Reply>) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let auth = Arc::new(Mutex::new(Vec::new()));
+    let (r, b, a) = (requests.clone(), bodies.clone(), auth.clone());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            // Read headers, then the body by Content-Length.
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let header_end = loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(p + 4);
+                }
+            };
+            let Some(header_end) = header_end else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..header_end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            while buf.len() < header_end + len {
+                let n = sock.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let n = r.fetch_add(1, Ordering::SeqCst);
+            b.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&buf[header_end..]).unwrap());
+            a.lock().unwrap().push(
+                head.lines()
+                    .find_map(|l| l.strip_prefix("authorization:"))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            );
+            let reply = script[n.min(script.len() - 1)].clone();
+            match reply {
+                Reply::Http(code, headers, body) => {
+                    let mut out = format!(
+                        "HTTP/1.1 {code} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        body.len()
+                    );
+                    for (k, v) in headers {
+                        out.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    out.push_str("\r\n");
+                    out.push_str(&body);
+                    sock.write_all(out.as_bytes()).await.unwrap();
+                    let _ = sock.shutdown().await;
+                }
+                Reply::Truncated(body) => {
+                    let out = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                        body.len() + 100,
+                        &body[..body.len() / 2]
+                    );
+                    sock.write_all(out.as_bytes()).await.unwrap();
+                    let _ = sock.shutdown().await;
+                }
+                Reply::Hang => held.push(sock),
+            }
+        }
+    });
+    Server {
+        url,
+        requests,
+        bodies,
+        auth,
+    }
+}
+
+fn options(url: &str) -> OpenAiOptions {
+    OpenAiOptions {
+        base_url: url.to_string(),
+        model: "test-model".into(),
+        api_key: Some("sk-test-secret".into()),
+        connect_timeout: None,
+        timeout: None,
+        max_attempts: 3,
+        max_retry_time: Duration::from_secs(600),
+        backoff_base: Duration::from_secs(1),
+        backoff_cap: Duration::from_secs(8),
+        jitter_seed: Some(7),
+        ..OpenAiOptions::default()
+    }
+}
+
+fn tag_schema() -> Value {
+    json!({"type": "object", "properties": {"label": {"enum": ["sport", "economy"]}},
+           "required": ["label"], "additionalProperties": false})
+}
+
+fn request() -> ChatRequest {
+    ChatRequest::new(vec![Message::user("Tag: the striker scored.")])
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_valid_answer_is_returned_with_usage_and_the_key_as_bearer() {
+    let s = server(vec![answer("{\"label\": \"sport\"}")]).await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let got = client
+        .chat(&request().with_schema(tag_schema()))
+        .await
+        .unwrap();
+    assert_eq!(got.json, Some(json!({"label": "sport"})));
+    assert_eq!(
+        (got.usage.prompt_tokens, got.usage.completion_tokens),
+        (11, 3)
+    );
+    assert_eq!(
+        (got.retries, got.repaired, got.cache_hit),
+        (0, false, false)
+    );
+    let body = &s.bodies.lock().unwrap()[0];
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(body["response_format"]["type"], "json_schema");
+    assert_eq!(
+        body["response_format"]["json_schema"]["schema"],
+        tag_schema()
+    );
+    assert_eq!(s.auth.lock().unwrap()[0], "bearer sk-test-secret");
+    assert!(!format!("{:?}", options(&s.url)).contains("sk-test-secret"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_waits_exactly_retry_after_then_succeeds() {
+    let s = server(vec![
+        Reply::Http(
+            429,
+            vec![("retry-after", "7".into())],
+            "{\"error\": \"slow down\"}".into(),
+        ),
+        answer("hello"),
+    ])
+    .await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let t0 = Instant::now();
+    let got = client.chat(&request()).await.unwrap();
+    assert_eq!(got.text, "hello");
+    assert_eq!(got.retries, 1);
+    assert_eq!(got.retry_delays_ms, vec![7000]);
+    assert_eq!(t0.elapsed(), Duration::from_secs(7));
+    assert_eq!(s.requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn persistent_500s_back_off_with_full_jitter_then_give_up() {
+    let s = server(vec![Reply::Http(
+        500,
+        vec![],
+        "{\"error\": \"boom\"}".into(),
+    )])
+    .await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let t0 = Instant::now();
+    let err = client.chat(&request()).await.unwrap_err();
+    let LlmError::RetriesExhausted {
+        attempts,
+        last,
+        elapsed_ms,
+        ..
+    } = err
+    else {
+        panic!("expected RetriesExhausted, got {err}");
+    };
+    assert_eq!(attempts, 3);
+    assert!(last.contains("HTTP 500"), "{last}");
+    assert_eq!(s.requests.load(Ordering::SeqCst), 3);
+    // Two delays, each within its full-jitter ceiling (1 s, then 2 s); the clock moved by
+    // exactly their sum.
+    let elapsed = t0.elapsed();
+    assert!(elapsed <= Duration::from_secs(3), "{elapsed:?}");
+    assert_eq!(elapsed_ms, elapsed.as_millis() as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_jittered_delays_are_the_ones_slept() {
+    let s = server(vec![
+        Reply::Http(503, vec![], "{}".into()),
+        Reply::Http(502, vec![], "{}".into()),
+        answer("ok"),
+    ])
+    .await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let t0 = Instant::now();
+    let got = client.chat(&request()).await.unwrap();
+    assert_eq!(got.retries, 2);
+    assert!(
+        got.retry_delays_ms[0] <= 1000 && got.retry_delays_ms[1] <= 2000,
+        "{:?}",
+        got.retry_delays_ms
+    );
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_millis(got.retry_delays_ms.iter().sum::<u64>())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_4xx_are_final_with_no_retry() {
+    let s = server(vec![Reply::Http(
+        401,
+        vec![],
+        "{\"error\": \"bad key\"}".into(),
+    )])
+    .await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    match client.chat(&request()).await {
+        Err(LlmError::Http {
+            status: 401, body, ..
+        }) => assert!(body.contains("bad key")),
+        other => panic!("expected HTTP 401, got {other:?}"),
+    }
+    assert_eq!(s.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hang_times_out_each_attempt_and_gives_up() {
+    let s = server(vec![Reply::Hang]).await;
+    let client = OpenAiClient::new(OpenAiOptions {
+        timeout: Some(Duration::from_secs(10)),
+        max_attempts: 2,
+        ..options(&s.url)
+    })
+    .unwrap();
+    let t0 = Instant::now();
+    let err = client.chat(&request()).await.unwrap_err();
+    let LlmError::RetriesExhausted {
+        attempts: 2, last, ..
+    } = &err
+    else {
+        panic!("expected RetriesExhausted after 2 attempts, got {err}");
+    };
+    assert!(last.contains("within 10s"), "{last}");
+    // Two full timeouts and one jittered delay (at most 1 s) between them.
+    let e = t0.elapsed();
+    assert!(
+        e >= Duration::from_secs(20) && e <= Duration::from_secs(21),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_json_gets_one_repair_round_with_the_error_sent_back() {
+    let s = server(vec![
+        answer("Sure! The label is sport."),
+        answer("{\"label\": \"sport\"}"),
+    ])
+    .await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let got = client
+        .chat(&request().with_schema(tag_schema()))
+        .await
+        .unwrap();
+    assert!(got.repaired);
+    assert_eq!(got.json, Some(json!({"label": "sport"})));
+    assert_eq!(
+        (got.usage.prompt_tokens, got.usage.completion_tokens),
+        (22, 6),
+        "both rounds counted"
+    );
+    let second = &s.bodies.lock().unwrap()[1];
+    let messages = second["messages"].as_array().unwrap();
+    assert_eq!(
+        messages[messages.len() - 2]["content"],
+        "Sure! The label is sport."
+    );
+    assert!(messages.last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn schema_violations_after_the_repair_are_a_typed_error() {
+    let s = server(vec![answer("{\"label\": \"weather\"}")]).await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    match client.chat(&request().with_schema(tag_schema())).await {
+        Err(LlmError::SchemaViolation { error, answer }) => {
+            assert!(error.contains("$.label"), "{error}");
+            assert!(answer.contains("weather"));
+        }
+        other => panic!("expected SchemaViolation, got {other:?}"),
+    }
+    assert_eq!(
+        s.requests.load(Ordering::SeqCst),
+        2,
+        "one repair round, no more"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_truncated_body_is_retried() {
+    let full = match answer("complete") {
+        Reply::Http(_, _, b) => b,
+        _ => unreachable!(),
+    };
+    let s = server(vec![Reply::Truncated(full), answer("complete")]).await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let got = client.chat(&request()).await.unwrap();
+    assert_eq!(got.text, "complete");
+    assert_eq!(got.retries, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_json_body_is_retried_then_reported() {
+    let s = server(vec![Reply::Http(200, vec![], "<html>proxy error".into())]).await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    match client.chat(&request()).await {
+        Err(LlmError::RetriesExhausted {
+            attempts: 3, last, ..
+        }) => {
+            assert!(last.contains("not JSON"), "{last}")
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_400_to_json_schema_falls_back_to_json_object_and_remembers() {
+    let s = server(vec![
+        Reply::Http(
+            400,
+            vec![],
+            "{\"error\": \"response_format json_schema not supported\"}".into(),
+        ),
+        answer("{\"label\": \"economy\"}"),
+        answer("{\"label\": \"sport\"}"),
+    ])
+    .await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let got = client
+        .chat(&request().with_schema(tag_schema()))
+        .await
+        .unwrap();
+    assert_eq!(got.json, Some(json!({"label": "economy"})));
+    let again = client
+        .chat(&request().with_schema(tag_schema()))
+        .await
+        .unwrap();
+    assert_eq!(again.json, Some(json!({"label": "sport"})));
+    let bodies = s.bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies[0]["response_format"]["type"], "json_schema");
+    for b in &bodies[1..] {
+        assert_eq!(b["response_format"]["type"], "json_object");
+        let system = b["messages"][0]["content"].as_str().unwrap();
+        assert!(
+            system.contains("JSON Schema") && system.contains("economy"),
+            "{system}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_identical_call_is_served_from_the_cache_without_a_request() {
+    let s = server(vec![answer("{\"label\": \"sport\"}")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llm.redb");
+    let mut req = request().with_schema(tag_schema());
+    req.context.prompt = Some("tag@1".into());
+    req.context.item = Some("item-7".into());
+    {
+        let client = CachedClient::new(
+            OpenAiClient::new(options(&s.url)).unwrap(),
+            &path,
+            CacheMode::Readwrite,
+        )
+        .unwrap();
+        let first = client.chat(&req).await.unwrap();
+        let second = client.chat(&req).await.unwrap();
+        assert!(!first.cache_hit && second.cache_hit);
+        assert_eq!(first.json, second.json);
+        assert_eq!(s.requests.load(Ordering::SeqCst), 1);
+    }
+    // Read-only mode: the stored answer is served; a different request is a typed miss naming
+    // the prompt and the item, and no request is sent.
+    let client = CachedClient::new(
+        OpenAiClient::new(options(&s.url)).unwrap(),
+        &path,
+        CacheMode::Read,
+    )
+    .unwrap();
+    assert!(client.chat(&req).await.unwrap().cache_hit);
+    let mut other = req.clone();
+    other.context.item = Some("item-8".into());
+    other.messages.push(Message::user("and this?"));
+    match client.chat(&other).await {
+        Err(e @ LlmError::CacheMiss { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("tag@1") && msg.contains("item-8"), "{msg}");
+        }
+        r => panic!("expected a cache miss, got {r:?}"),
+    }
+    assert_eq!(s.requests.load(Ordering::SeqCst), 1);
+}
