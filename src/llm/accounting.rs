@@ -80,7 +80,8 @@ pub fn snapshot() -> BTreeMap<(String, String), Totals> {
 pub fn prometheus() -> String {
     let snap = snapshot();
     let mut out = String::new();
-    let metrics: [(&str, &str, fn(&Totals) -> f64); 8] = [
+    type Metric = (&'static str, &'static str, fn(&Totals) -> f64);
+    let metrics: [Metric; 8] = [
         ("signaldesk_llm_calls_total", "LLM calls answered", |t| {
             t.calls as f64
         }),

@@ -235,7 +235,7 @@ pub fn check_json(text: &str, schema: &Schema) -> Result<Value, String> {
 /// The configured provider, ready to call: local or OpenAI-compatible, behind the cache.
 pub enum AnyLlm {
     Local(cache::CachedClient<local::LocalLlm>),
-    OpenAi(cache::CachedClient<openai::OpenAiClient>),
+    OpenAi(Box<cache::CachedClient<openai::OpenAiClient>>),
 }
 
 impl AnyLlm {
@@ -291,11 +291,11 @@ impl AnyLlm {
                     price: llm.prices.get(&llm.model).copied(),
                     ..openai::OpenAiOptions::default()
                 };
-                Ok(Self::OpenAi(cache::CachedClient::new(
+                Ok(Self::OpenAi(Box::new(cache::CachedClient::new(
                     openai::OpenAiClient::new(options)?,
                     &cache_path,
                     mode,
-                )?))
+                )?)))
             }
             other => Err(LlmError::Config(format!(
                 "llm.provider = {other:?}: use auto, local or openai"

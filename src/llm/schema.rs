@@ -626,17 +626,17 @@ impl<'s> Matcher<'s> {
                 Goal::Alt(options, mut prefix) => {
                     prefix.push(b);
                     if options.iter().any(|o| o.starts_with(&prefix)) {
-                        let exact = options.iter().any(|o| *o == prefix);
+                        let exact = options.contains(&prefix);
                         let longer = options
                             .iter()
                             .any(|o| o.len() > prefix.len() && o.starts_with(&prefix));
-                        if !(exact && !longer) {
+                        if !exact || longer {
                             self.stack.push(Goal::Alt(options, prefix));
                         }
                         return true;
                     }
                     prefix.pop();
-                    if options.iter().any(|o| *o == prefix) {
+                    if options.contains(&prefix) {
                         // Complete, and `b` belongs to what follows.
                         continue;
                     }

@@ -1,12 +1,15 @@
 //! A Llama-architecture decoder over GGUF weights, with a KV cache.
 //!
 //! Follows candle-transformers' `quantized_llama` (same tensor names, interleaved RoPE for the
-//! `llama` architecture, RMSNorm, SwiGLU, grouped-query attention) with one change that matters
-//! on a CPU: every linear layer keeps two forms of its weights. Generating one token at a time
-//! is bound by memory bandwidth, so the 4-bit quantized matrices (`QMatMul`) serve it; a prompt
-//! is a matrix of many rows, where quantized kernels reach ~12 GFLOP/s against ~150 for f32
-//! GEMM, so prompts go through f32 copies dequantized once at load (about 4 bytes per weight:
-//! ~430 MB for SmolLM2-135M). Prompt processing is the bottleneck of every tagging call.
+//! `llama` architecture, RMSNorm, SwiGLU, grouped-query attention) with two changes that matter
+//! on a CPU. Every linear layer keeps two forms of its weights: a prompt is a matrix of many
+//! rows, where candle's quantized kernels reach ~12 GFLOP/s against ~150 for f32 GEMM, so
+//! prompts go through f32 copies dequantized once at load (~430 MB for SmolLM2-135M);
+//! generating one token is a matrix-vector product bound by reading weights, served by int8
+//! copies ([`Q8Matrix`], ~1.1 bytes per weight, AVX2). And grouped-query attention stacks the
+//! query heads that share a key/value head as rows of one matmul instead of copying keys and
+//! values per head. Measured (`signaldesk bench llm`): prompt 43 → 440 tokens/s, generation
+//! 16 → 38 tokens/s.
 
 use candle_core::quantized::gguf_file;
 
