@@ -254,23 +254,7 @@ impl VectorStore for EdgeStore {
                 return self.create(&physical).map(|_| physical);
             }
         };
-        let stored = Self::read_spec(&shard)?.ok_or_else(|| {
-            err(format!(
-                "collection {:?} has no signaldesk metadata point",
-                spec.name
-            ))
-        })?;
-        if stored.model_fingerprint != spec.model_fingerprint || stored.dimension != spec.dimension
-        {
-            return Err(StoreError::ModelMismatch {
-                collection: spec.name.clone(),
-                stored_model: stored.model_id,
-                stored_dim: stored.dimension,
-                model: spec.model_id.clone(),
-                dim: spec.dimension,
-            });
-        }
-        Ok(stored)
+        super::check_model(BACKEND, Self::read_spec(&shard)?, spec)
     }
 
     async fn collection_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError> {

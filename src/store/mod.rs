@@ -266,6 +266,33 @@ pub trait VectorStore {
     async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError>;
 }
 
+/// The stored spec of an existing collection, if it holds `wanted`'s model; a missing metadata
+/// point or another model is refused (never mixed vectors). Shared by every backend.
+pub(crate) fn check_model(
+    backend: &'static str,
+    stored: Option<CollectionSpec>,
+    wanted: &CollectionSpec,
+) -> Result<CollectionSpec, StoreError> {
+    let stored = stored.ok_or_else(|| StoreError::Backend {
+        backend,
+        message: format!(
+            "collection {:?} has no signaldesk metadata point (created by another tool?)",
+            wanted.name
+        ),
+    })?;
+    if stored.model_fingerprint != wanted.model_fingerprint || stored.dimension != wanted.dimension
+    {
+        return Err(StoreError::ModelMismatch {
+            collection: wanted.name.clone(),
+            stored_model: stored.model_id,
+            stored_dim: stored.dimension,
+            model: wanted.model_id.clone(),
+            dim: wanted.dimension,
+        });
+    }
+    Ok(stored)
+}
+
 /// The deterministic point id of a chunk: UUIDv5 of "content_id\u{0}chunk_index".
 pub fn point_id(content_id: &str, chunk_index: usize) -> uuid::Uuid {
     uuid::Uuid::new_v5(

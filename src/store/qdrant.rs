@@ -282,23 +282,7 @@ impl VectorStore for QdrantStore {
             name: physical,
             ..spec.clone()
         };
-        let stored = self.read_spec(&spec.name).await?.ok_or_else(|| {
-            err(format!(
-                "collection {:?} has no signaldesk metadata point (created by another tool?)",
-                spec.name
-            ))
-        })?;
-        if stored.model_fingerprint != spec.model_fingerprint || stored.dimension != spec.dimension
-        {
-            return Err(StoreError::ModelMismatch {
-                collection: spec.name.clone(),
-                stored_model: stored.model_id,
-                stored_dim: stored.dimension,
-                model: spec.model_id.clone(),
-                dim: spec.dimension,
-            });
-        }
-        Ok(stored)
+        super::check_model(BACKEND, self.read_spec(&spec.name).await?, spec)
     }
 
     async fn collection_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError> {
