@@ -231,7 +231,7 @@ impl OpenAiClient {
     }
 
     /// One HTTP attempt.
-    async fn attempt(&self, body: &Value) -> Result<(Value, Usage, String), AttemptError> {
+    async fn attempt(&self, body: &Value) -> Result<(String, Usage, String), AttemptError> {
         let transient = |message: String| AttemptError {
             retryable: true,
             retry_after: None,
@@ -317,7 +317,7 @@ impl OpenAiClient {
                 .and_then(Value::as_u64)
                 .unwrap_or(0) as usize,
         };
-        Ok((Value::String(text), usage, finish))
+        Ok((text, usage, finish))
     }
 
     /// One logical request: attempts with backoff until success, a final error, or the caps.
@@ -342,8 +342,7 @@ impl OpenAiClient {
                 self.attempt(body).await
             };
             let failure = match result {
-                Ok((Value::String(text), usage, finish)) => return Ok((text, usage, finish)),
-                Ok(_) => unreachable!("attempt returns text"),
+                Ok(answer) => return Ok(answer),
                 Err(f) => f,
             };
             tracing::warn!(url = %self.url, attempt = attempts, retryable = failure.retryable,

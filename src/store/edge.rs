@@ -314,23 +314,10 @@ impl VectorStore for EdgeStore {
         let dim = shard.config().vectors.get(DENSE).map_or(0, |p| p.size);
         let mut batch = Vec::with_capacity(points.len());
         for p in points {
-            if p.dense.len() != dim {
-                return Err(StoreError::Dimension {
-                    what: format!("chunk {} of {}", p.chunk_index, p.content_id),
-                    expected: dim,
-                    got: p.dense.len(),
-                });
-            }
-            let mut payload = p.payload;
-            payload.insert("content_id".into(), Value::from(p.content_id.clone()));
-            payload.insert("chunk_index".into(), Value::from(p.chunk_index));
+            let p = p.into_parts(dim)?;
             let bm25 = Vector::new_sparse(p.bm25.indices, p.bm25.values).map_err(err)?;
             let vectors = Vectors::new_named([(DENSE, Vector::new_dense(p.dense)), (BM25, bm25)]);
-            let point = PointStruct::new(
-                PointId::Uuid(point_id(&p.content_id, p.chunk_index)),
-                vectors,
-                Value::Object(payload),
-            );
+            let point = PointStruct::new(PointId::Uuid(p.id), vectors, Value::Object(p.payload));
             batch.push(point.into());
         }
         self.write(
@@ -348,14 +335,7 @@ impl VectorStore for EdgeStore {
         from_index: usize,
     ) -> Result<(), StoreError> {
         let shard = self.existing(collection)?;
-        let mut filter = Filter::content(content_id);
-        if from_index > 0 {
-            filter.must.push(super::Condition::Range {
-                field: "chunk_index".into(),
-                gte: Some(Value::from(from_index)),
-                lt: None,
-            });
-        }
+        let filter = Filter::content_from(content_id, from_index);
         self.write(
             &shard,
             UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(edge_filter(
@@ -396,13 +376,7 @@ impl VectorStore for EdgeStore {
         });
         let dense_query = |v: &Vec<f32>| -> Result<ScoringQuery, StoreError> {
             let dim = shard.config().vectors.get(DENSE).map_or(0, |p| p.size);
-            if v.len() != dim {
-                return Err(StoreError::Dimension {
-                    what: "the query vector".into(),
-                    expected: dim,
-                    got: v.len(),
-                });
-            }
+            super::check_dimension(|| "the query vector".into(), dim, v.len())?;
             Ok(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
                 VectorInternal::Dense(v.clone()),
                 DENSE,

@@ -87,6 +87,51 @@ pub struct ChunkPoint {
     pub payload: Map<String, Value>,
 }
 
+/// A point ready for any backend: its id, vectors and complete payload.
+pub(crate) struct PointParts {
+    pub id: uuid::Uuid,
+    pub dense: Vec<f32>,
+    pub bm25: Sparse,
+    pub payload: Map<String, Value>,
+}
+
+impl ChunkPoint {
+    /// Check the dense vector against the collection's `dimension` and add `content_id` and
+    /// `chunk_index` to the payload: what every backend does before writing a chunk.
+    pub(crate) fn into_parts(self, dimension: usize) -> Result<PointParts, StoreError> {
+        check_dimension(
+            || format!("chunk {} of {}", self.chunk_index, self.content_id),
+            dimension,
+            self.dense.len(),
+        )?;
+        let mut payload = self.payload;
+        payload.insert("content_id".into(), Value::from(self.content_id.clone()));
+        payload.insert("chunk_index".into(), Value::from(self.chunk_index));
+        Ok(PointParts {
+            id: point_id(&self.content_id, self.chunk_index),
+            dense: self.dense,
+            bm25: self.bm25,
+            payload,
+        })
+    }
+}
+
+/// A dimension error unless `got == expected`.
+pub(crate) fn check_dimension(
+    what: impl FnOnce() -> String,
+    expected: usize,
+    got: usize,
+) -> Result<(), StoreError> {
+    if got != expected {
+        return Err(StoreError::Dimension {
+            what: what(),
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
 /// A stored chunk as read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredChunk {
@@ -160,6 +205,20 @@ impl Filter {
                 value: Value::from(id),
             }],
         }
+    }
+
+    /// `content_id = id` and, when `from_index > 0`, `chunk_index >= from_index`: the chunks
+    /// [`VectorStore::delete_content`] removes.
+    pub fn content_from(id: &str, from_index: usize) -> Self {
+        let mut filter = Self::content(id);
+        if from_index > 0 {
+            filter.must.push(Condition::Range {
+                field: "chunk_index".into(),
+                gte: Some(Value::from(from_index)),
+                lt: None,
+            });
+        }
+        filter
     }
 
     /// The canonical Qdrant filter JSON (`{"must": [{"key", "match"}|{"key", "range"}]}`).

@@ -31,6 +31,9 @@ const META_KEY: &str = "_signaldesk_collection";
 pub struct QdrantStore {
     client: Qdrant,
     url: String,
+    /// Dimension by collection name, read once from the metadata point: every upsert and query
+    /// checks it, and it cannot change while the name points at the same collection.
+    dimensions: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -71,6 +74,7 @@ impl QdrantStore {
         Ok(Self {
             client,
             url: url.to_string(),
+            dimensions: Default::default(),
         })
     }
 
@@ -162,11 +166,25 @@ impl QdrantStore {
     }
 
     async fn dimension(&self, name: &str) -> Result<usize, StoreError> {
-        // The metadata point records it; one cheap read, no collection-info parsing.
-        self.read_spec(name)
+        if let Some(d) = self.dimensions.lock().map_err(err)?.get(name) {
+            return Ok(*d);
+        }
+        let dim = self
+            .read_spec(name)
             .await?
             .map(|s| s.dimension)
-            .ok_or_else(|| StoreError::NoCollection(name.to_string()))
+            .ok_or_else(|| StoreError::NoCollection(name.to_string()))?;
+        self.dimensions
+            .lock()
+            .map_err(err)?
+            .insert(name.to_string(), dim);
+        Ok(dim)
+    }
+
+    /// Names may now point elsewhere (a dropped collection, a moved alias).
+    fn forget_dimensions(&self) -> Result<(), StoreError> {
+        self.dimensions.lock().map_err(err)?.clear();
+        Ok(())
     }
 }
 
@@ -294,6 +312,7 @@ impl VectorStore for QdrantStore {
     }
 
     async fn drop_collection(&self, name: &str) -> Result<(), StoreError> {
+        self.forget_dimensions()?;
         let physical = self.resolve(name).await?;
         if physical != name {
             self.client.delete_alias(name).await.map_err(err)?;
@@ -322,6 +341,7 @@ impl VectorStore for QdrantStore {
     }
 
     async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
+        self.forget_dimensions()?;
         if self.exists(alias).await? {
             return Err(err(format!(
                 "cannot alias {alias:?}: a collection has that name (drop it first)"
@@ -353,23 +373,14 @@ impl VectorStore for QdrantStore {
         let dim = self.dimension(collection).await?;
         let mut batch = Vec::with_capacity(points.len());
         for p in points {
-            if p.dense.len() != dim {
-                return Err(StoreError::Dimension {
-                    what: format!("chunk {} of {}", p.chunk_index, p.content_id),
-                    expected: dim,
-                    got: p.dense.len(),
-                });
-            }
-            let mut payload = p.payload;
-            payload.insert("content_id".into(), Value::from(p.content_id.clone()));
-            payload.insert("chunk_index".into(), Value::from(p.chunk_index));
+            let p = p.into_parts(dim)?;
             let vectors = NamedVectors::default()
                 .add_vector(DENSE, Vector::new_dense(p.dense))
                 .add_vector(BM25, Vector::new_sparse(p.bm25.indices, p.bm25.values));
             batch.push(PointStruct::new(
-                point_id(&p.content_id, p.chunk_index).to_string(),
+                p.id.to_string(),
                 vectors,
-                Payload::from(payload),
+                Payload::from(p.payload),
             ));
         }
         self.client
@@ -385,14 +396,7 @@ impl VectorStore for QdrantStore {
         content_id: &str,
         from_index: usize,
     ) -> Result<(), StoreError> {
-        let mut filter = Filter::content(content_id);
-        if from_index > 0 {
-            filter.must.push(Condition::Range {
-                field: "chunk_index".into(),
-                gte: Some(Value::from(from_index)),
-                lt: None,
-            });
-        }
+        let filter = Filter::content_from(content_id, from_index);
         self.client
             .delete_points(
                 DeletePointsBuilder::new(collection)
@@ -441,14 +445,7 @@ impl VectorStore for QdrantStore {
         let filter = qdrant_filter(&query.filter)?;
         let params = SearchParamsBuilder::default().exact(query.exact);
         let dim_check = |v: &Vec<f32>, dim: usize| {
-            if v.len() != dim {
-                return Err(StoreError::Dimension {
-                    what: "the query vector".into(),
-                    expected: dim,
-                    got: v.len(),
-                });
-            }
-            Ok(())
+            super::check_dimension(|| "the query vector".into(), dim, v.len())
         };
         let mut request = QueryPointsBuilder::new(collection)
             .filter(filter.clone())

@@ -26,7 +26,8 @@ use super::{
 use model::LlamaModel;
 use tokenizer::GgufTokenizer;
 
-/// A loaded local model.
+/// A loaded local model. Clones share the weights and the KV cache.
+#[derive(Clone)]
 pub struct LocalLlm {
     name: String,
     path: PathBuf,
@@ -289,16 +290,11 @@ impl LocalLlm {
             .map(Schema::parse)
             .transpose()?;
         let prompt = self.tokenizer.render_chat_safe(&request.messages)?;
-        let this = LocalLlm {
-            name: self.name.clone(),
-            path: self.path.clone(),
-            tokenizer: self.tokenizer.clone(),
-            state: self.state.clone(),
-            context_length: self.context_length,
-        };
+        let this = self.clone();
+        let parsed = schema.clone();
         let req = request.clone();
         let (text, finish, stats) = tokio::task::spawn_blocking(move || {
-            this.generate_blocking(&prompt, &req, schema.as_ref())
+            this.generate_blocking(&prompt, &req, parsed.as_ref())
         })
         .await
         .map_err(|e| LlmError::Model(format!("generation task failed: {e}")))??;
