@@ -19,7 +19,7 @@ use qdrant_edge::{
     SearchParams, SparseVector, UpdateOperation, Vector, VectorInternal, Vectors,
     WithPayloadInterface, WithVector,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
     meta_point_id, point_id, ChunkPoint, ChunkQuery, CollectionSpec, Filter, QueryVectors,
@@ -212,23 +212,11 @@ fn sparse(s: &super::Sparse) -> Result<SparseVector, StoreError> {
 }
 
 fn to_chunk(id: PointId, payload: Option<qdrant_edge::Payload>) -> StoredChunk {
-    let payload: Map<String, Value> = payload.map(|p| p.0).unwrap_or_default();
-    StoredChunk {
-        point_id: match id {
-            PointId::Uuid(u) => u.to_string(),
-            PointId::NumId(n) => n.to_string(),
-        },
-        content_id: payload
-            .get("content_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        chunk_index: payload
-            .get("chunk_index")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as usize,
-        payload,
-    }
+    let point_id = match id {
+        PointId::Uuid(u) => u.to_string(),
+        PointId::NumId(n) => n.to_string(),
+    };
+    StoredChunk::from_payload(point_id, payload.map(|p| p.0).unwrap_or_default())
 }
 
 fn parse_point_id(s: &str) -> Result<PointId, StoreError> {

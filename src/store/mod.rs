@@ -141,6 +141,25 @@ pub struct StoredChunk {
     pub payload: Map<String, Value>,
 }
 
+impl StoredChunk {
+    /// A chunk read back from any backend: ids come from the payload ingest wrote.
+    pub(crate) fn from_payload(point_id: String, payload: Map<String, Value>) -> Self {
+        Self {
+            point_id,
+            content_id: payload
+                .get("content_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            chunk_index: payload
+                .get("chunk_index")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize,
+            payload,
+        }
+    }
+}
+
 /// A search hit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredChunk {

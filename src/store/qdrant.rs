@@ -200,20 +200,7 @@ fn to_chunk(
     id: Option<PointId>,
     payload: std::collections::HashMap<String, qdrant_client::qdrant::Value>,
 ) -> StoredChunk {
-    let payload: Map<String, Value> = Payload::from(payload).into();
-    StoredChunk {
-        point_id: id_string(id),
-        content_id: payload
-            .get("content_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        chunk_index: payload
-            .get("chunk_index")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as usize,
-        payload,
-    }
+    StoredChunk::from_payload(id_string(id), Payload::from(payload).into())
 }
 
 fn timestamp(field: &str, v: &Value) -> Result<prost_types::Timestamp, StoreError> {
