@@ -65,6 +65,22 @@ pub struct Chunker {
 }
 
 impl Chunker {
+    /// The configured chunker for a model that reads `max_seq_length` tokens, or `None` (embed
+    /// each item truncated) when chunking is off. `enabled` overrides `chunk.enabled`.
+    pub fn from_config(
+        config: &crate::config::ChunkConfig,
+        max_seq_length: usize,
+        enabled: Option<bool>,
+    ) -> Option<Self> {
+        enabled.unwrap_or(config.enabled).then(|| Self {
+            max_tokens: match config.max_tokens {
+                0 => max_seq_length,
+                n => n.min(max_seq_length),
+            },
+            overlap_tokens: config.overlap_tokens,
+        })
+    }
+
     /// Chunk `text`. Spans are ordered, the first starts at 0, the last ends at `text.len()`, and
     /// each starts no later than the previous one ends: together they cover the whole text.
     /// An empty text has no chunks; a text that fits is one chunk.

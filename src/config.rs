@@ -49,8 +49,174 @@ pub struct Config {
     pub cache_dir: PathBuf,
     pub embed: EmbedConfig,
     pub chunk: ChunkConfig,
+    pub ingest: IngestConfig,
     pub store: StoreConfig,
+    pub search: SearchConfig,
     pub llm: LlmConfig,
+}
+
+/// Which embedding implementation runs on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedBackend {
+    /// signaldesk's packed CPU forward pass on the CPU, candle-transformers' BERT on a GPU.
+    Auto,
+    /// candle-transformers' BERT everywhere (the reference implementation).
+    Candle,
+}
+
+/// Which vector store holds the vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Qdrant Edge, embedded, under `data_dir` (the offline default).
+    Edge,
+    /// A Qdrant server over gRPC at `store.url`.
+    Qdrant,
+}
+
+/// Which LLM answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// The OpenAI-compatible server at `llm.base_url` when set, else the local model.
+    Auto,
+    /// The local GGUF model, in process.
+    Local,
+    /// The OpenAI-compatible server at `llm.base_url`.
+    Openai,
+}
+
+/// How the LLM response cache is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Never read or write it.
+    Off,
+    /// Answer from it; a miss on a non-deterministic provider is an error (replays).
+    Read,
+    /// Answer from it and store new answers.
+    Readwrite,
+}
+
+/// How a query scores chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Cosine similarity of the query's embedding.
+    Dense,
+    /// BM25 over Qdrant's English tokenizer (stemming, stop words).
+    Bm25,
+    /// Dense and BM25 lists fused by weighted reciprocal rank fusion (`search.hybrid`).
+    Hybrid,
+}
+
+impl SearchMode {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dense => "dense",
+            Self::Bm25 => "bm25",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
+impl std::str::FromStr for SearchMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dense" => Ok(Self::Dense),
+            "bm25" => Ok(Self::Bm25),
+            "hybrid" => Ok(Self::Hybrid),
+            _ => Err(format!("unknown search mode {s:?} (dense, bm25 or hybrid)")),
+        }
+    }
+}
+
+/// Price of a model in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub prompt_per_mtok: f64,
+    pub completion_per_mtok: f64,
+}
+
+impl Price {
+    /// Cost of a call with these token counts.
+    pub fn cost(&self, prompt_tokens: usize, completion_tokens: usize) -> f64 {
+        (prompt_tokens as f64 * self.prompt_per_mtok
+            + completion_tokens as f64 * self.completion_per_mtok)
+            / 1e6
+    }
+}
+
+/// How `signaldesk ingest` (and every eval that ingests) batches and bounds its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Items embedded together and upserted as one write-ahead-logged operation.
+    pub batch_items: usize,
+    /// Largest accepted body, in bytes; larger records are rejected with their line.
+    pub max_body_bytes: usize,
+    /// Longest input line accepted, in bytes; longer lines are rejected without being held.
+    pub max_line_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            batch_items: 256,
+            max_body_bytes: 4 << 20,
+            max_line_bytes: 16 << 20,
+        }
+    }
+}
+
+/// How queries run: the one place search behaviour is set, read by `signaldesk search`, the
+/// evals and the API alike (so a measured figure is what users get).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Mode when a request names none.
+    pub mode: SearchMode,
+    /// Score every chunk (brute force) instead of using the HNSW index: exact, slower at scale.
+    pub exact: bool,
+    pub hybrid: HybridConfig,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            mode: SearchMode::Hybrid,
+            exact: false,
+            hybrid: HybridConfig::default(),
+        }
+    }
+}
+
+/// Weighted reciprocal rank fusion of the dense and BM25 lists. Defaults were chosen on SciFact's
+/// train queries with the default ingest settings (see eval/README.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HybridConfig {
+    /// RRF's k: a chunk at rank r in a list adds weight / (k + r). Larger flattens the top ranks.
+    pub rrf_k: usize,
+    /// Weight of the dense list; the BM25 list has weight 1.
+    pub dense_weight: f32,
+    /// Chunks taken from each list before fusion. Fixed, so that a top k is always a prefix of
+    /// the same fused ranking whatever k is asked for.
+    pub candidates: usize,
+}
+
+impl Default for HybridConfig {
+    fn default() -> Self {
+        Self {
+            rrf_k: 10,
+            dense_weight: 1.25,
+            candidates: 100,
+        }
+    }
 }
 
 /// Which LLM answers, and how calls to it behave.
@@ -58,7 +224,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
     /// `auto` (openai when base_url is set, else local), `local` or `openai`.
-    pub provider: String,
+    pub provider: LlmProvider,
     /// OpenAI-compatible server root for the `openai` provider (empty: none configured).
     pub base_url: String,
     /// Model name sent to the server.
@@ -80,15 +246,15 @@ pub struct LlmConfig {
     /// 0: no limit.
     pub tokens_per_minute: usize,
     /// Response cache: off, read or readwrite.
-    pub cache: String,
+    pub cache: CacheMode,
     /// USD per million tokens, by model name.
-    pub prices: std::collections::BTreeMap<String, crate::llm::accounting::Price>,
+    pub prices: std::collections::BTreeMap<String, Price>,
 }
 
 impl Default for LlmConfig {
     fn default() -> Self {
         Self {
-            provider: "auto".into(),
+            provider: LlmProvider::Auto,
             base_url: String::new(),
             model: "gpt-4o-mini".into(),
             api_key_env: "OPENAI_API_KEY".into(),
@@ -100,10 +266,10 @@ impl Default for LlmConfig {
             concurrency: 8,
             requests_per_minute: 0,
             tokens_per_minute: 0,
-            cache: "readwrite".into(),
+            cache: CacheMode::Readwrite,
             prices: [(
                 "gpt-4o-mini".to_string(),
-                crate::llm::accounting::Price {
+                Price {
                     prompt_per_mtok: 0.15,
                     completion_per_mtok: 0.6,
                 },
@@ -122,7 +288,9 @@ impl Default for Config {
             cache_dir: PathBuf::from(".cache"),
             embed: EmbedConfig::default(),
             chunk: ChunkConfig::default(),
+            ingest: IngestConfig::default(),
             store: StoreConfig::default(),
+            search: SearchConfig::default(),
             llm: LlmConfig::default(),
         }
     }
@@ -142,7 +310,7 @@ pub struct EmbedConfig {
     pub cache: bool,
     /// `auto`: signaldesk's packed CPU forward pass on the CPU, candle-transformers' BERT on a
     /// GPU; `candle`: candle-transformers' BERT everywhere (the reference implementation).
-    pub backend: String,
+    pub backend: EmbedBackend,
 }
 
 impl Default for EmbedConfig {
@@ -152,7 +320,7 @@ impl Default for EmbedConfig {
             batch_size: 32,
             device: "cpu".into(),
             cache: true,
-            backend: "auto".into(),
+            backend: EmbedBackend::Auto,
         }
     }
 }
@@ -161,6 +329,9 @@ impl Default for EmbedConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChunkConfig {
+    /// Split items longer than the model's limit into chunks (each embedded and searchable), or
+    /// embed each item truncated at the limit. `--chunking on|off` overrides it per command.
+    pub enabled: bool,
     /// Most model tokens in one chunk, special tokens included; 0 means the model's `max_seq_length`.
     pub max_tokens: usize,
     /// Tokens repeated from the end of one chunk at the start of the next, so that a sentence cut by
@@ -171,6 +342,7 @@ pub struct ChunkConfig {
 impl Default for ChunkConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             max_tokens: 0,
             overlap_tokens: 32,
         }
@@ -182,7 +354,7 @@ impl Default for ChunkConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `edge` (embedded Qdrant Edge under `data_dir`, the offline default) or `qdrant` (a server).
-    pub backend: String,
+    pub backend: StoreBackend,
     /// gRPC address of the Qdrant server, for `backend = "qdrant"`.
     pub url: String,
     /// Collection that holds the content chunks.
@@ -192,7 +364,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            backend: "edge".into(),
+            backend: StoreBackend::Edge,
             url: "http://127.0.0.1:6334".into(),
             collection: "content".into(),
         }
@@ -234,12 +406,13 @@ impl Config {
                 path: file.clone(),
                 message: e.to_string(),
             })?;
-            merge(&mut value, overlay);
-            // Deserialize once here so that a bad file is reported as the file's fault.
-            Config::deserialize(value.clone()).map_err(|e| ConfigError::Parse {
+            // The file alone, parsed from its text: errors then carry the line and the key
+            // (every section has defaults, so a partial file is a whole config).
+            toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
                 path: file.clone(),
                 message: e.to_string(),
             })?;
+            merge(&mut value, overlay);
         }
         for (var, raw) in env {
             let Some(key) = var.strip_prefix(ENV_PREFIX) else {
@@ -251,6 +424,17 @@ impl Config {
                 continue;
             }
             apply_env(&mut value, var, key, raw)?;
+            // Typed here, so a bad value (an unknown enum variant) names its variable and key.
+            Config::deserialize(value.clone()).map_err(|e| ConfigError::Env {
+                var: var.clone(),
+                message: format!(
+                    "{}: {e}",
+                    key.split("__")
+                        .map(str::to_ascii_lowercase)
+                        .collect::<Vec<_>>()
+                        .join(".")
+                ),
+            })?;
         }
         let config = Config::deserialize(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
@@ -263,16 +447,21 @@ impl Config {
                 "embed.batch_size must be at least 1".into(),
             ));
         }
-        if !matches!(self.embed.backend.as_str(), "auto" | "candle") {
-            return Err(ConfigError::Invalid(format!(
-                "embed.backend must be \"auto\" or \"candle\", got {:?}",
-                self.embed.backend
-            )));
+        if self.ingest.batch_items == 0 {
+            return Err(ConfigError::Invalid(
+                "ingest.batch_items must be at least 1".into(),
+            ));
         }
-        if !matches!(self.store.backend.as_str(), "edge" | "qdrant") {
+        if self.search.hybrid.candidates == 0 {
+            return Err(ConfigError::Invalid(
+                "search.hybrid.candidates must be at least 1".into(),
+            ));
+        }
+        if !(self.search.hybrid.dense_weight.is_finite() && self.search.hybrid.dense_weight >= 0.0)
+        {
             return Err(ConfigError::Invalid(format!(
-                "store.backend must be \"edge\" or \"qdrant\", got {:?}",
-                self.store.backend
+                "search.hybrid.dense_weight must be a number >= 0, got {}",
+                self.search.hybrid.dense_weight
             )));
         }
         Ok(())
@@ -383,7 +572,7 @@ mod tests {
         let missing = dir.path().join("none.toml");
         // An absent default file is fine; an explicitly named one is not.
         let c = Config::load_with_env(None, &env(&[("HOME", "/root")])).unwrap();
-        assert_eq!(c.store.backend, "edge");
+        assert_eq!(c.store.backend, StoreBackend::Edge);
         assert_eq!(c.embed.device, "cpu");
         assert_eq!(
             c.embed_model_dir(),
@@ -446,6 +635,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.backend"), "{e}");
+        // Enums fail at load and list the values allowed.
+        assert!(e.contains("edge") && e.contains("qdrant"), "{e}");
+        for (var, allowed) in [
+            ("SIGNALDESK_EMBED__BACKEND", "candle"),
+            ("SIGNALDESK_LLM__PROVIDER", "openai"),
+            ("SIGNALDESK_LLM__CACHE", "readwrite"),
+            ("SIGNALDESK_SEARCH__MODE", "hybrid"),
+        ] {
+            let e = Config::load_with_env(None, &env(&[(var, "typo")]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(var) && e.contains(allowed), "{e}");
+        }
+        std::fs::write(&file, "[store]\nbackend = \"redis\"\n").unwrap();
+        let e = Config::load_with_env(Some(&file), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("s.toml") && e.contains("line 2") && e.contains("qdrant"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod llm;
 pub mod pipeline;
 pub mod prompts;
+pub mod search;
 pub mod store;
 
 pub use config::Config;

@@ -12,17 +12,17 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use signaldesk::chunk::Chunker;
-use signaldesk::content::Limits;
+use signaldesk::config::SearchMode;
 use signaldesk::embed::bench::{bench_embed, load_texts};
-use signaldesk::embed::bm25::Bm25Encoder;
 use signaldesk::embed::job::{embed_file, EmbedFileOptions, DEFAULT_MAX_LINE_BYTES};
 use signaldesk::embed::EmbedderOptions;
 use signaldesk::eval::retrieval::{
-    evaluate, ingest_corpus, write_trec, BeirDataset, Mode, RetrievalEvalOptions,
+    evaluate, ingest_corpus, write_trec, BeirDataset, RetrievalEvalOptions,
 };
 use signaldesk::ingest::pipeline::{ingest_file, IngestOptions};
 use signaldesk::ingest::InputFile;
-use signaldesk::store::{AnyStore, ChunkQuery, EdgeStore, Filter, QueryVectors, VectorStore};
+use signaldesk::search::Searcher;
+use signaldesk::store::{AnyStore, Filter, VectorStore};
 use signaldesk::{pipeline, Config, Embedder};
 use std::sync::Arc;
 
@@ -89,6 +89,11 @@ enum Command {
     /// the new model so ingest and search use it too.
     Reindex(ReindexArgs),
     /// Search the store: dense, BM25 or hybrid (reciprocal rank fusion), one result per item.
+    ///
+    /// Each result is a content item with its best chunk and that chunk's byte span. Settings
+    /// come from the configuration (search.mode, search.exact, search.hybrid.rrf_k,
+    /// search.hybrid.dense_weight, search.hybrid.candidates): the same path `eval retrieval`
+    /// measures.
     Search(SearchArgs),
     /// Offline evaluation against golden datasets.
     #[command(subcommand)]
@@ -108,9 +113,9 @@ enum LlmCommand {
     Chat {
         /// The user message.
         message: String,
-        /// local | openai (default: llm.provider).
-        #[arg(long)]
-        provider: Option<String>,
+        /// Which LLM answers (default: llm.provider).
+        #[arg(long, value_enum)]
+        provider: Option<signaldesk::llm::LlmProvider>,
         /// A JSON Schema file the answer must satisfy.
         #[arg(long, value_name = "FILE")]
         json_schema: Option<PathBuf>,
@@ -126,9 +131,9 @@ enum LlmCommand {
         top_p: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Response cache: off, read, readwrite (default: llm.cache).
-        #[arg(long)]
-        cache: Option<signaldesk::llm::cache::CacheMode>,
+        /// Response cache (default: llm.cache).
+        #[arg(long, value_enum)]
+        cache: Option<signaldesk::llm::CacheMode>,
         /// Print the whole response as JSON.
         #[arg(long)]
         json: bool,
@@ -148,18 +153,20 @@ struct IngestArgs {
     /// Collection (default: store.collection).
     #[arg(long)]
     collection: Option<String>,
-    /// Split long items into chunks (on) or embed each item truncated at the model limit (off).
-    #[arg(long, default_value = "on")]
-    chunking: OnOff,
+    /// Split long items into chunks (on) or embed each item truncated at the model limit (off)
+    /// [default: chunk.enabled, on].
+    #[arg(long, value_enum)]
+    chunking: Option<OnOff>,
     /// Where rejected records go (default: FILE.rejects.jsonl beside the input).
     #[arg(long)]
     rejects: Option<PathBuf>,
-    /// Largest accepted body, in bytes.
-    #[arg(long, default_value_t = 4 << 20)]
-    max_body_bytes: usize,
-    /// Items embedded together and upserted as one write-ahead-logged operation.
-    #[arg(long, default_value_t = 256)]
-    batch_items: usize,
+    /// Largest accepted body, in bytes [default: ingest.max_body_bytes, 4 MiB].
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Items embedded together and upserted as one write-ahead-logged operation [default:
+    /// ingest.batch_items, 256].
+    #[arg(long)]
+    batch_items: Option<usize>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -174,7 +181,7 @@ struct ReindexArgs {
     #[arg(long)]
     collection: Option<String>,
     /// Chunk items for the new model (on) or embed each truncated at its limit (off).
-    #[arg(long, default_value = "on")]
+    #[arg(long, value_enum, default_value = "on")]
     chunking: OnOff,
     /// Items read, embedded and written per step.
     #[arg(long, default_value_t = 256)]
@@ -192,19 +199,27 @@ enum OnOff {
 
 #[derive(Args)]
 struct SearchArgs {
-    /// The query text.
-    query: String,
-    #[arg(long, default_value = "hybrid")]
-    mode: String,
+    /// The query text (or use --queries).
+    #[arg(required_unless_present = "queries")]
+    query: Option<String>,
+    /// Search every query of a JSONL file ({"id", "text"} or BEIR's {"_id", "text"} per line)
+    /// and print one JSON line per query: {"query_id", "hits"}.
+    #[arg(long, value_name = "FILE", conflicts_with = "query")]
+    queries: Option<PathBuf>,
+    /// How chunks are scored [default: search.mode, hybrid].
+    #[arg(long, value_enum)]
+    mode: Option<SearchMode>,
     /// Payload filter field=value (repeatable; all must hold), e.g. --filter source=reuters.
+    /// Filterable fields: content_id, source, content_type, language, tags, published_at.
     #[arg(long)]
     filter: Vec<String>,
-    /// Results (content items).
+    /// Results (content items) per query.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
     /// Collection (default: store.collection).
     #[arg(long)]
     collection: Option<String>,
+    /// Print the results as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -213,18 +228,25 @@ struct SearchArgs {
 enum EvalCommand {
     /// Retrieval quality on a BEIR-layout dataset (corpus, queries, qrels/SPLIT.tsv).
     ///
-    /// Ingests the corpus into a fresh collection, searches every query of the split and writes
-    /// a report (JSON + markdown beside it) with nDCG@10, recall@100, MRR@10, MAP@10, P@10 and
-    /// per-query values. Hybrid fusion settings are chosen on qrels/train.tsv only.
+    /// Ingests the corpus into a fresh collection with the configured ingest settings (the
+    /// code `signaldesk ingest` runs), searches every query of the split through the code
+    /// `signaldesk search` runs, with the configured `search.*` settings, and writes a report
+    /// (JSON + markdown beside it) with nDCG@10, recall@100, MRR@10, MAP@10, P@10 and per-query
+    /// values.
     Retrieval {
+        /// BEIR-layout dataset directory.
         #[arg(long)]
         dataset: PathBuf,
-        #[arg(long, default_value = "dense")]
-        mode: String,
-        #[arg(long, default_value = "off")]
-        chunking: OnOff,
+        /// How chunks are scored [default: search.mode, hybrid].
+        #[arg(long, value_enum)]
+        mode: Option<SearchMode>,
+        /// Chunk the corpus (on) or embed documents whole (off) [default: chunk.enabled, on].
+        #[arg(long, value_enum)]
+        chunking: Option<OnOff>,
+        /// Which qrels file to evaluate: qrels/SPLIT.tsv.
         #[arg(long, default_value = "test")]
         split: String,
+        /// Report path (JSON); the markdown summary goes beside it as <output>.md.
         #[arg(long)]
         output: PathBuf,
         /// Also write the run in TREC format.
@@ -233,6 +255,13 @@ enum EvalCommand {
         /// Results kept per query.
         #[arg(long, default_value_t = 100)]
         depth: usize,
+        /// Evaluate this existing collection as it is instead of ingesting the corpus.
+        #[arg(long)]
+        collection: Option<String>,
+        /// Also choose fusion settings on qrels/train.tsv and report them (to copy into
+        /// search.hybrid); the configured settings are the ones evaluated.
+        #[arg(long)]
+        tune_fusion: bool,
     },
 }
 
@@ -436,18 +465,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             run_out,
             depth,
+            collection,
+            tune_fusion,
         }) => runtime()?.block_on(eval_retrieval(
-            &config, dataset, mode, chunking, split, output, run_out, depth,
+            &config,
+            EvalRetrievalArgs {
+                dataset,
+                mode,
+                chunking,
+                split,
+                output,
+                run_out,
+                depth,
+                collection,
+                tune_fusion,
+            },
         )),
         Command::Pipeline(args) => {
             let embedder = Arc::new(Embedder::from_config(&config)?);
             let mut report = pipeline::run(&embedder, &args.sample)?;
             if !args.no_retrieval {
-                let store = EdgeStore::new(&config.data_dir.join("pipeline"));
+                let store = AnyStore::from_config(&config.store, &config.data_dir.join("pipeline"))?;
                 report.retrieval = Some(runtime()?.block_on(pipeline::run_retrieval(
                     &store,
                     embedder.clone(),
                     &args.dataset,
+                    &config,
                 ))?);
             }
             if args.json {
@@ -471,14 +514,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn chunker_for(config: &Config, embedder: &Embedder, on: OnOff) -> Option<Chunker> {
-    (on == OnOff::On).then(|| Chunker {
-        max_tokens: match config.chunk.max_tokens {
-            0 => embedder.max_seq_length(),
-            n => n.min(embedder.max_seq_length()),
-        },
-        overlap_tokens: config.chunk.overlap_tokens,
-    })
+/// The configured chunker for `embedder`; `on` (a command's --chunking) overrides chunk.enabled.
+fn chunker_for(config: &Config, embedder: &Embedder, on: Option<OnOff>) -> Option<Chunker> {
+    Chunker::from_config(
+        &config.chunk,
+        embedder.max_seq_length(),
+        on.map(|o| o == OnOff::On),
+    )
 }
 
 async fn llm_command(config: &Config, cmd: LlmCommand) -> Result<ExitCode> {
@@ -496,7 +538,7 @@ async fn llm_command(config: &Config, cmd: LlmCommand) -> Result<ExitCode> {
             cache,
             json,
         } => {
-            let llm = AnyLlm::from_config(config, provider.as_deref(), cache)?;
+            let llm = AnyLlm::from_config(config, provider, cache)?;
             let mut messages = Vec::new();
             if let Some(s) = system {
                 messages.push(Message::system(s));
@@ -582,7 +624,7 @@ async fn reindex(config: &Config, args: ReindexArgs) -> Result<ExitCode> {
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} items re-embedded")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let chunker = chunker_for(config, &embedder, args.chunking);
+    let chunker = chunker_for(config, &embedder, Some(args.chunking));
     let summary = signaldesk::ingest::reindex::reindex(
         &store,
         embedder,
@@ -624,19 +666,21 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
         name.push(".rejects.jsonl");
         args.file.with_file_name(name)
     });
-    let options = IngestOptions {
-        collection: args
-            .collection
-            .unwrap_or_else(|| config.store.collection.clone()),
-        chunker: chunker_for(config, &embedder, args.chunking),
-        limits: Limits {
-            max_body_bytes: args.max_body_bytes,
-        },
-        batch_items: args.batch_items.max(1),
-        rejects: Some(rejects.clone()),
-        max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-        bm25_avg_len: 256.0,
-    };
+    let collection = args
+        .collection
+        .unwrap_or_else(|| config.store.collection.clone());
+    let mut options = IngestOptions::from_config(
+        config,
+        &collection,
+        chunker_for(config, &embedder, args.chunking),
+    );
+    options.rejects = Some(rejects.clone());
+    if let Some(n) = args.batch_items {
+        options.batch_items = n.max(1);
+    }
+    if let Some(n) = args.max_body_bytes {
+        options.limits.max_body_bytes = n;
+    }
     let size = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(size.max(1));
     bar.set_style(
@@ -661,6 +705,12 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
             "ingest: read {}, new {}, updated {}, unchanged {}, rejected {} ({} chunks, {} tokens embedded)",
             summary.read, summary.new, summary.updated, summary.unchanged, summary.rejected, summary.chunks, summary.tokens
         );
+        if summary.duplicates > 0 {
+            eprintln!(
+                "ingest: {} records had the id of a later record in the file; the last of each id was kept",
+                summary.duplicates
+            );
+        }
     }
     if summary.rejected > 0 {
         eprintln!(
@@ -674,141 +724,141 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
 }
 
 async fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
-    let mode: Mode = args.mode.parse().map_err(anyhow::Error::msg)?;
+    let mode = args.mode.unwrap_or(config.search.mode);
+    let filter = Filter::parse_pairs(&args.filter)?;
     let embedder = Embedder::from_config(config)?;
     let store = configured_store(config)?;
     let collection = args
         .collection
         .unwrap_or_else(|| config.store.collection.clone());
-    let spec = store.collection_spec(&collection).await?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "collection {collection:?} does not exist: run `signaldesk ingest FILE` first"
-        )
-    })?;
-    if spec.model_fingerprint != embedder.fingerprint() || spec.dimension != embedder.dimension() {
-        return Err(signaldesk::store::StoreError::ModelMismatch {
-            collection: collection.clone(),
-            stored_model: spec.model_id,
-            stored_dim: spec.dimension,
-            model: embedder.model_id().to_string(),
-            dim: embedder.dimension(),
+    let searcher = Searcher::open(&store, &embedder, &collection, &config.search).await?;
+    if let Some(path) = args.queries {
+        let queries = read_queries(&path)?;
+        let texts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
+        let results = searcher.search_many(&texts, mode, &filter, args.k).await?;
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        for ((id, _), hits) in queries.iter().zip(results) {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"query_id": id, "hits": hits})
+            )?;
         }
-        .into());
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
     }
-    let filter = Filter::parse_pairs(&args.filter)?;
-    let bm25 = Bm25Encoder::new(spec.bm25_avg_len);
-    let dense = || -> Result<Vec<f32>> { Ok(embedder.embed(&[&args.query])?.remove(0)) };
-    let candidates = args.k * 4;
-    let vectors = match mode {
-        Mode::Dense => QueryVectors::Dense(dense()?),
-        Mode::Bm25 => QueryVectors::Sparse(bm25.query(&args.query)),
-        Mode::Hybrid => QueryVectors::Hybrid {
-            dense: dense()?,
-            sparse: bm25.query(&args.query),
-            rrf_k: 60,
-            dense_weight: 1.0,
-            candidates,
-        },
-    };
-    let hits = store
-        .query(
-            &collection,
-            &ChunkQuery {
-                vectors,
-                filter,
-                limit: candidates,
-                exact: false,
-            },
-        )
-        .await?;
-    let mut seen = std::collections::HashSet::new();
-    let results: Vec<serde_json::Value> = hits
-        .into_iter()
-        .filter(|h| seen.insert(h.chunk.content_id.clone()))
-        .take(args.k)
-        .map(|h| {
-            serde_json::json!({
-                "id": h.chunk.content_id, "score": h.score, "title": h.chunk.payload.get("title"),
-                "chunk": h.chunk.chunk_index, "start": h.chunk.payload.get("start"), "end": h.chunk.payload.get("end"),
-                "text": h.chunk.payload.get("text"),
-            })
-        })
-        .collect();
+    let query = args.query.unwrap_or_default();
+    let hits = searcher.search(&query, mode, &filter, args.k).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        println!("{}", serde_json::to_string_pretty(&hits)?);
     } else {
-        for (i, r) in results.iter().enumerate() {
-            let title = r["title"].as_str().unwrap_or("");
+        for (i, h) in hits.iter().enumerate() {
             println!(
                 "{:>2}. {:.4}  {}  {}  [chunk {} bytes {}..{}]",
                 i + 1,
-                r["score"].as_f64().unwrap_or(0.0),
-                r["id"].as_str().unwrap_or(""),
-                title,
-                r["chunk"],
-                r["start"],
-                r["end"]
+                h.score,
+                h.id,
+                h.title.as_deref().unwrap_or(""),
+                h.chunk,
+                h.start,
+                h.end
             );
         }
-        if results.is_empty() {
+        if hits.is_empty() {
             println!("no results");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn eval_retrieval(
-    config: &Config,
+/// Queries from a JSONL file: `{"id"|"_id", "text"}` per line; blank lines skipped.
+fn read_queries(path: &Path) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for line in InputFile::open(path)?.lines(1 << 20) {
+        let line = line?;
+        let n = line.number;
+        let text = line
+            .content
+            .map_err(|e| anyhow::anyhow!("{}:{n}: {e}", path.display()))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}:{n}: not JSON", path.display()))?;
+        let id = match v.get("id").or_else(|| v.get("_id")) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(x)) => x.to_string(),
+            _ => anyhow::bail!("{}:{n}: no \"id\" (or \"_id\") field", path.display()),
+        };
+        let q = v
+            .get("text")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| anyhow::anyhow!("{}:{n}: no \"text\" field", path.display()))?;
+        out.push((id, q.to_string()));
+    }
+    Ok(out)
+}
+
+/// `signaldesk eval retrieval`'s arguments.
+struct EvalRetrievalArgs {
     dataset: PathBuf,
-    mode: String,
-    chunking: OnOff,
+    mode: Option<SearchMode>,
+    chunking: Option<OnOff>,
     split: String,
     output: PathBuf,
     run_out: Option<PathBuf>,
     depth: usize,
-) -> Result<ExitCode> {
-    let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
+    collection: Option<String>,
+    tune_fusion: bool,
+}
+
+async fn eval_retrieval(config: &Config, args: EvalRetrievalArgs) -> Result<ExitCode> {
     let embedder = Arc::new(Embedder::from_config(config)?);
-    let data = BeirDataset::open(&dataset)?;
-    let store = EdgeStore::new(&config.data_dir.join("eval"));
-    let chunker = chunker_for(config, &embedder, chunking);
-    let name = data
-        .dir
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dataset".into());
-    let collection = format!(
-        "eval-{name}-{}",
-        if chunker.is_some() {
-            "chunked"
-        } else {
-            "whole"
-        }
-    );
-    eprintln!(
-        "eval: ingesting {} into {collection}",
-        data.corpus.display()
-    );
-    let (summary, seconds) =
-        ingest_corpus(&store, embedder.clone(), &data, &collection, chunker, true).await?;
-    eprintln!(
-        "eval: {} documents, {} chunks in {seconds:.1} s; searching",
-        summary.read, summary.chunks
-    );
-    let options = RetrievalEvalOptions {
-        mode,
-        chunker,
-        split,
-        collection,
-        depth,
-        fusion: None,
-    };
+    let data = BeirDataset::open(&args.dataset)?;
+    // A missing split fails now, not after a long ingest.
+    data.qrels(&args.split)?;
+    let chunker = chunker_for(config, &embedder, args.chunking);
     let mut extra = serde_json::Map::new();
-    extra.insert("ingest".into(), serde_json::json!({"documents": summary.read, "chunks": summary.chunks, "tokens": summary.tokens, "seconds": seconds}));
+    let (store, collection) = match args.collection {
+        Some(name) => (configured_store(config)?, name),
+        None => {
+            let store = AnyStore::from_config(&config.store, &config.data_dir.join("eval"))?;
+            let name = data
+                .dir
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "dataset".into());
+            let collection = format!(
+                "eval-{name}-{}",
+                if chunker.is_some() { "chunked" } else { "whole" }
+            );
+            eprintln!(
+                "eval: ingesting {} into {collection}",
+                data.corpus.display()
+            );
+            let options = IngestOptions::from_config(config, &collection, chunker);
+            let (summary, seconds) =
+                ingest_corpus(&store, embedder.clone(), &data, &options, true).await?;
+            eprintln!(
+                "eval: {} documents, {} chunks in {seconds:.1} s; searching",
+                summary.read, summary.chunks
+            );
+            extra.insert("ingest".into(), serde_json::json!({"documents": summary.read, "chunks": summary.chunks, "tokens": summary.tokens, "seconds": seconds}));
+            (store, collection)
+        }
+    };
+    let options = RetrievalEvalOptions {
+        mode: args.mode.unwrap_or(config.search.mode),
+        chunker,
+        split: args.split,
+        collection,
+        depth: args.depth,
+        search: config.search.clone(),
+        tune_fusion: args.tune_fusion,
+    };
     let (report, runs) = evaluate(&store, &embedder, &data, &options, extra).await?;
-    report.write(&output)?;
-    if let Some(path) = run_out {
+    report.write(&args.output)?;
+    if let Some(path) = args.run_out {
         write_trec(&path, &runs, "signaldesk")?;
     }
     print!("{}", report.markdown());

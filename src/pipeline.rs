@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::embed::{cosine, Embedder};
-use crate::eval::retrieval::{
-    ingest_corpus, run_queries, score, BeirDataset, Fusion, Mode, SearchSettings,
-};
+use crate::config::SearchMode;
+use crate::eval::retrieval::{ingest_corpus, run_queries, score, BeirDataset};
+use crate::ingest::pipeline::IngestOptions;
+use crate::search::Searcher;
 use crate::ingest::jsonl::{parse_object, RecordError};
 use crate::ingest::pipeline::IngestSummary;
 use crate::ingest::InputFile;
@@ -31,12 +33,6 @@ pub const RETRIEVAL_DATASET: &str = "golden-datasets/scifact";
 /// tolerance the pipeline allows.
 pub const DENSE_NDCG_REFERENCE: f64 = 0.6451;
 pub const DENSE_NDCG_TOLERANCE: f64 = 0.005;
-
-/// Hybrid fusion settings chosen on SciFact's train split (see eval/README.md).
-pub const SCIFACT_FUSION: Fusion = Fusion {
-    rrf_k: 10,
-    dense_weight: 1.25,
-};
 
 /// Least cosine to the reference vector that counts as parity.
 pub const PARITY_MIN_COSINE: f32 = 0.9999;
@@ -138,28 +134,28 @@ pub async fn run_retrieval<S: VectorStore>(
     store: &S,
     embedder: Arc<Embedder>,
     dataset: &Path,
+    config: &crate::Config,
 ) -> Result<RetrievalSection, PipelineError> {
     let data = BeirDataset::open(dataset)?;
-    let collection = "pipeline-scifact";
-    let (ingest, ingest_seconds) = {
-        let _s = tracing::info_span!("ingest", corpus = %data.corpus.display()).entered();
-        ingest_corpus(store, embedder.clone(), &data, collection, None, false).await?
-    };
+    // Whole documents (no chunking), as sentence-transformers' reference run embedded them, so
+    // the dense figure can be held to it; search runs with the configured settings.
+    let options = IngestOptions::from_config(config, "pipeline-scifact", None);
+    let (ingest, ingest_seconds) = ingest_corpus(store, embedder.clone(), &data, &options, false)
+        .instrument(tracing::info_span!("ingest", corpus = %data.corpus.display()))
+        .await?;
     let qrels = data.qrels("test")?;
     let queries: Vec<(String, String)> = qrels
         .keys()
         .map(|q| (q.clone(), data.queries[q].clone()))
         .collect();
+    let searcher = Searcher::open(store, &embedder, &options.collection, &config.search)
+        .await
+        .map_err(crate::eval::retrieval::RetrievalEvalError::from)?;
     let mut metrics = BTreeMap::new();
-    for mode in [Mode::Dense, Mode::Bm25, Mode::Hybrid] {
-        let _s = tracing::info_span!("search", ?mode).entered();
-        let settings = SearchSettings {
-            mode,
-            fusion: SCIFACT_FUSION,
-            depth: 100,
-            chunked: false,
-        };
-        let runs = run_queries(store, &embedder, collection, &queries, settings).await?;
+    for mode in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {
+        let runs = run_queries(&searcher, mode, &queries, 100)
+            .instrument(tracing::info_span!("search", ?mode))
+            .await?;
         let (m, _) = score(&runs, &qrels);
         metrics.insert(mode.as_str().to_string(), m);
     }

@@ -70,7 +70,7 @@ fn write_jsonl(path: &Path, rows: &[Value]) {
 fn stored(data: &Path) -> BTreeSet<(String, usize, String)> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = EdgeStore::new(&data.join("edge"));
+        let store = EdgeStore::new(&data.join("edge")).unwrap();
         let mut out = BTreeSet::new();
         let mut offset = None;
         loop {
@@ -307,4 +307,118 @@ fn a_sigkill_mid_ingest_then_a_rerun_ends_with_exactly_the_right_points() {
     );
     summary(&ingest(dir.path(), &model, &file, &["--batch-items", "16"]));
     assert_eq!(stored(&dir.path().join("data")), expected);
+}
+
+/// Steps of a collection's first writes where the crash hooks can stop an ingest.
+const FIRST_WRITE_STEPS: &[&str] = &[
+    "collection-created",
+    "indexes-created",
+    "metadata-written",
+    "upsert-applied",
+];
+
+#[test]
+fn an_abort_at_each_step_of_the_first_batch_then_a_rerun_recovers_exactly() {
+    let (dir, _) = work();
+    let file = dir.path().join("reuters.jsonl");
+    reuters_sample(&file, 40);
+    let expected = clean_ingest(&file, &["--batch-items", "16"]);
+    for step in FIRST_WRITE_STEPS {
+        let (w, m) = work();
+        let o = run(ingest_cmd(w.path(), &m, &file, &["--batch-items", "16"])
+            .env("SIGNALDESK_TEST_CRASH_AT", step));
+        assert!(!o.status.success(), "{step}: the hook must abort the run");
+        assert!(stderr(&o).contains(&format!("aborting at {step}")), "{step}: {}", stderr(&o));
+        let again = ingest(w.path(), &m, &file, &["--batch-items", "16"]);
+        assert!(again.status.success(), "{step}: re-run failed: {}", stderr(&again));
+        assert_eq!(stored(&w.path().join("data")), expected, "abort at {step}");
+    }
+}
+
+/// Two threads spinning for `d`, so the machine's 2 cores are contended.
+fn contend_cpu(d: Duration) -> Vec<std::thread::JoinHandle<()>> {
+    (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let end = std::time::Instant::now() + d;
+                let mut x = 0u64;
+                while std::time::Instant::now() < end {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_sigkill_at_each_step_of_the_first_batch_under_cpu_contention_then_a_rerun_recovers() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let (dir, _) = work();
+    let file = dir.path().join("reuters.jsonl");
+    reuters_sample(&file, 40);
+    let expected = clean_ingest(&file, &["--batch-items", "16"]);
+    for contended in [false, true] {
+        for step in FIRST_WRITE_STEPS {
+            let spinners = contended.then(|| contend_cpu(Duration::from_secs(3)));
+            let (w, m) = work();
+            let mut child = ingest_cmd(w.path(), &m, &file, &["--batch-items", "16"])
+                .env("SIGNALDESK_TEST_PAUSE_AT", step)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+            let paused = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|l| l.contains(&format!("paused at {step}")));
+            assert!(paused, "{step}: the ingest never reached the step");
+            child.kill().unwrap(); // SIGKILL, at exactly that step
+            assert_eq!(child.wait().unwrap().signal(), Some(9), "{step}");
+            for s in spinners.into_iter().flatten() {
+                s.join().unwrap();
+            }
+            let again = ingest(w.path(), &m, &file, &["--batch-items", "16"]);
+            assert!(again.status.success(), "{step}: re-run failed: {}", stderr(&again));
+            assert_eq!(
+                stored(&w.path().join("data")),
+                expected,
+                "SIGKILL at {step} (contended: {contended})"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_file_replacing_a_stored_item_twice_leaves_only_its_last_version() {
+    let (dir, model) = work();
+    let file = dir.path().join("items.jsonl");
+    let long = article(1, 20);
+    write_jsonl(&file, &[long.clone()]);
+    summary(&ingest(dir.path(), &model, &file, &[]));
+    let chunks_of = |data: &Path| {
+        stored(data)
+            .into_iter()
+            .filter(|(id, _, _)| id == "item-1")
+            .count()
+    };
+    assert_eq!(chunks_of(&dir.path().join("data")), 5, "the stored version has 5 chunks");
+    // One file: first a 1-chunk version, then a 2-chunk version of the same item, in separate
+    // batches too (--batch-items 1), with another item between them.
+    let short = article(1, 1);
+    let medium = article(1, 7);
+    write_jsonl(&file, &[short, article(2, 1), medium.clone()]);
+    for batch in ["1", "256"] {
+        let s = summary(&ingest(dir.path(), &model, &file, &["--batch-items", batch]));
+        assert_eq!(s["duplicates"], 1, "{s}");
+        let expected = clean_ingest(&file, &[]);
+        assert_eq!(stored(&dir.path().join("data")), expected, "batch {batch}");
+        assert_eq!(chunks_of(&dir.path().join("data")), 2);
+        // Back to the long version for the next round.
+        write_jsonl(&file, &[long.clone()]);
+        summary(&ingest(dir.path(), &model, &file, &[]));
+        write_jsonl(&file, &[article(1, 1), article(2, 1), medium.clone()]);
+    }
 }

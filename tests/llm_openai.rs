@@ -379,14 +379,18 @@ async fn a_non_json_body_is_retried_then_reported() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_400_to_json_schema_falls_back_to_json_object_and_remembers() {
-    let s = server(vec![
+async fn a_400_about_response_format_falls_back_to_json_object_for_that_request_only() {
+    let refusal = || {
         Reply::Http(
             400,
             vec![],
             "{\"error\": \"response_format json_schema not supported\"}".into(),
-        ),
+        )
+    };
+    let s = server(vec![
+        refusal(),
         answer("{\"label\": \"economy\"}"),
+        refusal(),
         answer("{\"label\": \"sport\"}"),
     ])
     .await;
@@ -402,16 +406,37 @@ async fn a_400_to_json_schema_falls_back_to_json_object_and_remembers() {
         .unwrap();
     assert_eq!(again.json, Some(json!({"label": "sport"})));
     let bodies = s.bodies.lock().unwrap();
-    assert_eq!(bodies.len(), 3);
-    assert_eq!(bodies[0]["response_format"]["type"], "json_schema");
-    for b in &bodies[1..] {
-        assert_eq!(b["response_format"]["type"], "json_object");
+    assert_eq!(bodies.len(), 4);
+    // Each request tries json_schema first: the fallback is not remembered.
+    for (i, b) in bodies.iter().enumerate() {
+        let want = if i % 2 == 0 { "json_schema" } else { "json_object" };
+        assert_eq!(b["response_format"]["type"], want, "request {i}");
+    }
+    for b in [&bodies[1], &bodies[3]] {
         let system = b["messages"][0]["content"].as_str().unwrap();
         assert!(
             system.contains("JSON Schema") && system.contains("economy"),
             "{system}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_400_about_something_else_is_an_error_not_a_fallback() {
+    let s = server(vec![Reply::Http(
+        400,
+        vec![],
+        "{\"error\": {\"message\": \"This model's maximum context length is 8192 tokens\"}}".into(),
+    )])
+    .await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    match client.chat(&request().with_schema(tag_schema())).await {
+        Err(LlmError::Http { status: 400, body, .. }) => {
+            assert!(body.contains("context length"), "{body}")
+        }
+        other => panic!("expected the 400 as an error, got {other:?}"),
+    }
+    assert_eq!(s.bodies.lock().unwrap().len(), 1, "no second request");
 }
 
 #[tokio::test(start_paused = true)]

@@ -95,7 +95,7 @@ fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_no
     let rt = tokio::runtime::Runtime::new().unwrap();
     let edge = work.join("data/edge");
     let before = rt.block_on(async {
-        let store = EdgeStore::new(&edge);
+        let store = EdgeStore::new(&edge).unwrap();
         // Enrichment will add item-level payload (tags): reindex must carry it over.
         let first = store
             .get("content", &[("item-1".into(), 0)])
@@ -129,7 +129,7 @@ fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_no
     assert_eq!(to_b["from"], "content");
     let b_collection = to_b["to"].as_str().unwrap().to_string();
     rt.block_on(async {
-        let store = EdgeStore::new(&edge);
+        let store = EdgeStore::new(&edge).unwrap();
         assert_eq!(store.resolve("content").await.unwrap(), b_collection);
         let spec = store.collection_spec("content").await.unwrap().unwrap();
         assert_eq!(spec.dimension, 48);
@@ -178,6 +178,6 @@ fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_no
     assert_eq!(to_a["from"], b_collection.as_str());
     assert_eq!(to_a["dimension"], 32);
     assert!(!edge.join(&b_collection).exists());
-    let after = rt.block_on(async { chunks(&EdgeStore::new(&edge)).await });
+    let after = rt.block_on(async { chunks(&EdgeStore::new(&edge).unwrap()).await });
     assert_eq!(after, before);
 }

@@ -45,6 +45,11 @@ impl Bm25Encoder {
         }
     }
 
+    /// An encoder used only for [`Self::document_length`], which does not depend on the average.
+    pub fn length_counter() -> Self {
+        Self::new(256.0)
+    }
+
     /// The sparse vector of a stored document (chunk).
     pub fn document(&self, text: &str) -> Sparse {
         let v = self.model.embed_document(text);

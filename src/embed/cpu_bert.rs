@@ -237,6 +237,13 @@ impl CpuBert {
     fn attention(&self, qkv: &[f32], offsets: &[usize], ctx: &mut [f32]) {
         let (h, d) = (self.hidden, self.head_dim);
         let stride = 3 * h;
+        // The unsafe block below relies on these sizes: every sequence's rows lie inside `qkv`
+        // (3·hidden per token) and `ctx` (hidden per token).
+        let tokens = offsets.last().copied().unwrap_or(0);
+        assert!(offsets.first() == Some(&0) && offsets.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(qkv.len(), tokens * stride, "attention: qkv length");
+        assert_eq!(ctx.len(), tokens * h, "attention: ctx length");
+        assert_eq!(self.heads * d, h, "attention: heads × head_dim");
         let tasks: Vec<(usize, usize)> = (0..offsets.len() - 1)
             .flat_map(|s| (0..self.heads).map(move |head| (s, head)))
             .collect();
@@ -430,9 +437,11 @@ mod simd {
         const LN2_HI: f32 = 0.693_145_75;
         const LN2_LO: f32 = 1.428_606_8e-6;
         const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-        let x = x.clamp(-87.0, 88.0);
-        let n = (x * LOG2E + ROUND) - ROUND;
-        let r = x - n * LN2_HI - n * LN2_LO;
+        // `max`/`min` return the other operand when one is NaN (`clamp` would pass NaN through
+        // to the unchecked conversion below), so `xc` is always a number in [-87, 88].
+        let xc = x.max(-87.0).min(88.0);
+        let n = (xc * LOG2E + ROUND) - ROUND;
+        let r = xc - n * LN2_HI - n * LN2_LO;
         // Taylor to degree 7: error below r^8/8! ≈ 5e-9 for |r| ≤ 0.347.
         let p = 1.0
             + r * (1.0
@@ -440,12 +449,18 @@ mod simd {
                     + r * (1.0 / 6.0
                         + r * (1.0 / 24.0
                             + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-        // SAFETY: n is an integer in [-126, 127] (x is clamped), so the conversion is exact.
+        // SAFETY: n is an integer in [-126, 127] (xc is in [-87, 88] and never NaN), so the
+        // conversion is exact.
         // (`as i32` would saturate instead, and a checked add would panic-branch: either keeps the
         // loop from vectorising, which costs a fifth of the whole forward pass.)
         let n = unsafe { n.to_int_unchecked::<i32>() };
         let scale = f32::from_bits((n.wrapping_add(127) as u32) << 23);
-        p * scale
+        // NaN in, NaN out (a select, so the loop still vectorises).
+        if x.is_nan() {
+            x
+        } else {
+            p * scale
+        }
     }
 
     /// erf(x), absolute error < 2e-7 (Abramowitz & Stegun 7.1.26 with an accurate exp).
@@ -562,6 +577,9 @@ mod simd {
                 worst_erf = worst_erf.max((erf(x) - libm_erf(x)).abs());
             }
             assert!(worst_exp < 5e-7, "exp relative error {worst_exp}");
+            assert!(exp(f32::NAN).is_nan());
+            assert_eq!(exp(f32::INFINITY), 88f32.exp());
+            assert_eq!(exp(f32::NEG_INFINITY), (-87f32).exp());
             assert!(worst_erf < 5e-7, "erf absolute error {worst_erf}");
         }
 

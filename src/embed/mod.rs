@@ -83,7 +83,7 @@ impl EmbedderOptions {
                 .embed
                 .cache
                 .then(|| config.cache_dir.join("embeddings.redb")),
-            reference_backend: config.embed.backend == "candle",
+            reference_backend: config.embed.backend == crate::config::EmbedBackend::Candle,
         }
     }
 }

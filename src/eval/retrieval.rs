@@ -3,8 +3,9 @@
 //! The corpus is ingested into a fresh collection (through [`crate::ingest::pipeline`], so the
 //! eval measures what production runs), each query of the chosen qrels split is searched, and
 //! results are scored per content item (a document's best chunk stands for it) with
-//! [`super::metrics`]. Hybrid fusion settings are chosen on the `train` split only, then applied
-//! to the evaluated split.
+//! [`super::metrics`]. Queries go through [`crate::search::Searcher`] with the configured
+//! `search.*` settings: the eval measures exactly what `signaldesk search` returns. Fusion
+//! settings can be re-tuned on the `train` split (`--tune-fusion`), never on the evaluated one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,13 +16,13 @@ use serde_json::{json, Value};
 use super::metrics::{by_name, ranked, Judgments};
 use super::Report;
 use crate::chunk::Chunker;
-use crate::content::Limits;
-use crate::embed::bm25::Bm25Encoder;
+use crate::config::{HybridConfig, SearchConfig, SearchMode};
 use crate::embed::Embedder;
 use crate::ingest::jsonl::parse_object;
 use crate::ingest::pipeline::{ingest_file, IngestError, IngestOptions, IngestSummary};
 use crate::ingest::InputFile;
-use crate::store::{ChunkQuery, Filter, QueryVectors, StoreError, VectorStore};
+use crate::search::{SearchError, Searcher};
+use crate::store::{Filter, StoreError, VectorStore};
 
 /// Headline metrics of the suite.
 pub const METRICS: &[&str] = &["ndcg@10", "recall@100", "mrr@10", "map@10", "p@10"];
@@ -37,54 +38,8 @@ pub enum RetrievalEvalError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Embed(#[from] crate::embed::EmbedError),
-}
-
-/// Search mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Dense,
-    Bm25,
-    Hybrid,
-}
-
-impl Mode {
-    /// The name used on the command line and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dense => "dense",
-            Self::Bm25 => "bm25",
-            Self::Hybrid => "hybrid",
-        }
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "dense" => Ok(Self::Dense),
-            "bm25" => Ok(Self::Bm25),
-            "hybrid" => Ok(Self::Hybrid),
-            _ => Err(format!("unknown mode {s:?} (dense, bm25 or hybrid)")),
-        }
-    }
-}
-
-/// Reciprocal rank fusion settings.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Fusion {
-    pub rrf_k: usize,
-    pub dense_weight: f32,
-}
-
-impl Default for Fusion {
-    fn default() -> Self {
-        Self {
-            rrf_k: 60,
-            dense_weight: 1.0,
-        }
-    }
+    #[error(transparent)]
+    Search(#[from] SearchError),
 }
 
 /// A BEIR dataset: corpus file, queries, qrels per split.
@@ -194,47 +149,38 @@ impl BeirDataset {
 /// Settings of one retrieval eval run.
 #[derive(Debug, Clone)]
 pub struct RetrievalEvalOptions {
-    pub mode: Mode,
+    pub mode: SearchMode,
+    /// The chunking the collection was ingested with (for the report).
     pub chunker: Option<Chunker>,
     pub split: String,
     pub collection: String,
-    /// Candidates per list for hybrid fusion, and results kept per query.
+    /// Items kept per query.
     pub depth: usize,
-    /// Fusion settings; `None` chooses them on the train split.
-    pub fusion: Option<Fusion>,
+    /// The search settings, as configured (`search.*`): the same the `search` command uses.
+    pub search: SearchConfig,
+    /// Also choose fusion settings on the train split and report them (the configured ones are
+    /// still the ones evaluated).
+    pub tune_fusion: bool,
 }
 
-/// Ingest the corpus (into a fresh collection when `fresh`, else idempotently into the existing
-/// one); returns the summary and the seconds it took.
+/// Ingest the corpus with `options` (into a fresh collection when `fresh`, else idempotently
+/// into the existing one); returns the summary and the seconds it took.
 pub async fn ingest_corpus<S: VectorStore>(
     store: &S,
     embedder: Arc<Embedder>,
     dataset: &BeirDataset,
-    collection: &str,
-    chunker: Option<Chunker>,
+    options: &IngestOptions,
     fresh: bool,
 ) -> Result<(IngestSummary, f64), RetrievalEvalError> {
     if fresh {
-        store.drop_collection(collection).await?;
+        store.drop_collection(&options.collection).await?;
     }
-    let avg_len = average_bm25_length(&dataset.corpus)?;
-    let options = IngestOptions {
-        collection: collection.to_string(),
-        chunker,
-        limits: Limits {
-            max_body_bytes: 64 << 20,
-        },
-        batch_items: 256,
-        rejects: None,
-        max_line_bytes: 64 << 20,
-        bm25_avg_len: avg_len,
-    };
     let started = std::time::Instant::now();
     let summary = ingest_file(
         store,
         embedder,
         &dataset.corpus,
-        &options,
+        options,
         |_, _| {},
         |_| {},
     )
@@ -242,97 +188,26 @@ pub async fn ingest_corpus<S: VectorStore>(
     Ok((summary, started.elapsed().as_secs_f64()))
 }
 
-/// Average BM25 document length over a corpus file, for the collection's BM25 normalisation.
-fn average_bm25_length(corpus: &Path) -> Result<f64, RetrievalEvalError> {
-    let enc = Bm25Encoder::new(256.0);
-    let (mut total, mut n) = (0f64, 0usize);
-    for rec in crate::ingest::pipeline::read_records(
-        corpus,
-        Limits {
-            max_body_bytes: 64 << 20,
-        },
-        64 << 20,
-    )? {
-        if let Ok(r) = rec? {
-            total += enc.document_length(&r.item.text());
-            n += 1;
-        }
-    }
-    Ok(if n == 0 { 256.0 } else { total / n as f64 })
-}
-
-/// How queries are run.
-#[derive(Debug, Clone, Copy)]
-pub struct SearchSettings {
-    pub mode: Mode,
-    pub fusion: Fusion,
-    /// Items kept per query.
-    pub depth: usize,
-    /// Whether items are stored as several chunks (more chunks are fetched to fill `depth`).
-    pub chunked: bool,
-}
-
-/// Ranked content ids per query: best chunk per item, at most `depth` items.
+/// Ranked content ids per query id, at most `depth` items each, through [`Searcher`].
 pub async fn run_queries<S: VectorStore>(
-    store: &S,
-    embedder: &Embedder,
-    collection: &str,
+    searcher: &Searcher<'_, S>,
+    mode: SearchMode,
     queries: &[(String, String)],
-    settings: SearchSettings,
+    depth: usize,
 ) -> Result<BTreeMap<String, Vec<(String, f32)>>, RetrievalEvalError> {
-    let SearchSettings {
-        mode,
-        fusion,
-        depth,
-        chunked,
-    } = settings;
-    let spec = store
-        .collection_spec(collection)
-        .await?
-        .ok_or_else(|| StoreError::NoCollection(collection.to_string()))?;
-    let bm25 = Bm25Encoder::new(spec.bm25_avg_len);
     let texts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
-    let dense = if mode == Mode::Bm25 {
-        vec![Vec::new(); texts.len()]
-    } else {
-        embedder.embed(&texts)?
-    };
-    // With chunking, fetch more chunks so that `depth` distinct items survive deduplication.
-    let chunk_limit = if chunked { depth * 4 } else { depth };
     let mut out = BTreeMap::new();
-    for ((qid, text), dv) in queries.iter().zip(dense) {
-        let vectors = match mode {
-            Mode::Dense => QueryVectors::Dense(dv),
-            Mode::Bm25 => QueryVectors::Sparse(bm25.query(text)),
-            Mode::Hybrid => QueryVectors::Hybrid {
-                dense: dv,
-                sparse: bm25.query(text),
-                rrf_k: fusion.rrf_k,
-                dense_weight: fusion.dense_weight,
-                candidates: chunk_limit,
-            },
-        };
-        let hits = store
-            .query(
-                collection,
-                &ChunkQuery {
-                    vectors,
-                    filter: Filter::default(),
-                    limit: chunk_limit,
-                    exact: true,
-                },
-            )
+    // Embedded in slices, so memory stays flat for large query sets.
+    for (slice, texts) in queries.chunks(256).zip(texts.chunks(256)) {
+        let hits = searcher
+            .search_many(texts, mode, &Filter::default(), depth)
             .await?;
-        let mut best: Vec<(String, f32)> = Vec::new();
-        for h in hits {
-            if !best.iter().any(|(d, _)| *d == h.chunk.content_id) {
-                best.push((h.chunk.content_id, h.score));
-            }
-            if best.len() >= depth {
-                break;
-            }
+        for ((qid, _), hits) in slice.iter().zip(hits) {
+            out.insert(
+                qid.clone(),
+                hits.into_iter().map(|h| (h.id, h.score)).collect(),
+            );
         }
-        out.insert(qid.clone(), best);
     }
     Ok(out)
 }
@@ -371,40 +246,29 @@ pub fn score(
     )
 }
 
-/// Choose fusion settings on `train` by nDCG@10.
+/// Choose fusion settings on `train` by nDCG@10, over a fixed grid.
 pub async fn tune_fusion<S: VectorStore>(
-    store: &S,
-    embedder: &Embedder,
+    searcher: Searcher<'_, S>,
     dataset: &BeirDataset,
-    collection: &str,
     depth: usize,
-    chunked: bool,
-) -> Result<(Fusion, f64), RetrievalEvalError> {
+) -> Result<(HybridConfig, f64), RetrievalEvalError> {
     let qrels = dataset.qrels("train")?;
     let queries: Vec<(String, String)> = qrels
         .keys()
         .map(|q| (q.clone(), dataset.queries[q].clone()))
         .collect();
-    let mut best = (Fusion::default(), f64::MIN);
+    let base = searcher.settings().hybrid;
+    let mut searcher = searcher;
+    let mut best = (base, f64::MIN);
     for rrf_k in [10, 30, 60, 100] {
         for dense_weight in [0.5f32, 0.75, 1.0, 1.25, 1.5, 2.0] {
-            let fusion = Fusion {
+            let fusion = HybridConfig {
                 rrf_k,
                 dense_weight,
+                ..base
             };
-            let runs = run_queries(
-                store,
-                embedder,
-                collection,
-                &queries,
-                SearchSettings {
-                    mode: Mode::Hybrid,
-                    fusion,
-                    depth,
-                    chunked,
-                },
-            )
-            .await?;
+            searcher = searcher.with_hybrid(fusion);
+            let runs = run_queries(&searcher, SearchMode::Hybrid, &queries, depth).await?;
             let ndcg = score(&runs, &qrels).0["ndcg@10"];
             tracing::info!(rrf_k, dense_weight, ndcg, "fusion candidate on train");
             if ndcg > best.1 {
@@ -423,42 +287,22 @@ pub async fn evaluate<S: VectorStore>(
     options: &RetrievalEvalOptions,
     mut config: serde_json::Map<String, Value>,
 ) -> Result<(Report, BTreeMap<String, Vec<(String, f32)>>), RetrievalEvalError> {
-    let chunked = options.chunker.is_some();
-    let fusion = match (options.mode, options.fusion) {
-        (Mode::Hybrid, None) => {
-            let (f, train_ndcg) = tune_fusion(
-                store,
-                embedder,
-                dataset,
-                &options.collection,
-                options.depth,
-                chunked,
-            )
-            .await?;
-            config.insert("fusion_chosen_on".into(), json!("train"));
-            config.insert("fusion_train_ndcg@10".into(), json!(train_ndcg));
-            f
-        }
-        (_, f) => f.unwrap_or_default(),
-    };
+    // Split problems surface before any searching.
     let qrels = dataset.qrels(&options.split)?;
+    let searcher = Searcher::open(store, embedder, &options.collection, &options.search).await?;
+    if options.tune_fusion {
+        let tuner = Searcher::open(store, embedder, &options.collection, &options.search).await?;
+        let (best, train_ndcg) = tune_fusion(tuner, dataset, options.depth).await?;
+        config.insert(
+            "fusion_tuned_on_train".into(),
+            json!({"rrf_k": best.rrf_k, "dense_weight": best.dense_weight, "ndcg@10": train_ndcg}),
+        );
+    }
     let queries: Vec<(String, String)> = qrels
         .keys()
         .map(|q| (q.clone(), dataset.queries[q].clone()))
         .collect();
-    let runs = run_queries(
-        store,
-        embedder,
-        &options.collection,
-        &queries,
-        SearchSettings {
-            mode: options.mode,
-            fusion,
-            depth: options.depth,
-            chunked,
-        },
-    )
-    .await?;
+    let runs = run_queries(&searcher, options.mode, &queries, options.depth).await?;
     let (metrics, per_item) = score(&runs, &qrels);
     config.insert("mode".into(), json!(options.mode));
     config.insert(
@@ -470,10 +314,20 @@ pub async fn evaluate<S: VectorStore>(
     config.insert("split".into(), json!(options.split));
     config.insert("queries".into(), json!(queries.len()));
     config.insert("model".into(), json!(embedder.model_id()));
-    if options.mode == Mode::Hybrid {
-        config.insert("fusion".into(), json!({"method": "rrf", "k": fusion.rrf_k, "dense_weight": fusion.dense_weight, "bm25_weight": 1.0}));
+    config.insert("backend".into(), json!(store.backend()));
+    config.insert("collection".into(), json!(options.collection));
+    config.insert(
+        "bm25_avg_len".into(),
+        json!(searcher.spec().bm25_avg_len),
+    );
+    if options.mode == SearchMode::Hybrid {
+        let h = options.search.hybrid;
+        config.insert("fusion".into(), json!({"method": "rrf", "k": h.rrf_k, "dense_weight": h.dense_weight, "bm25_weight": 1.0, "candidates": h.candidates}));
     }
-    config.insert("search".into(), json!("exact"));
+    config.insert(
+        "search".into(),
+        json!(if options.search.exact { "exact" } else { "hnsw" }),
+    );
     let dataset_name = dataset
         .dir
         .file_name()

@@ -67,8 +67,28 @@ pub struct IngestOptions {
     /// Where rejected lines go, one JSON object per line with the line number and the reason.
     pub rejects: Option<PathBuf>,
     pub max_line_bytes: usize,
-    /// Average BM25 document length for a new collection (existing ones keep theirs).
-    pub bm25_avg_len: f64,
+}
+
+impl IngestOptions {
+    /// Options as configured (`ingest.*`, `chunk.*`), for `collection`, with `chunker` from
+    /// [`crate::chunk::Chunker::from_config`]. Every path that ingests (the CLI, the evals, the
+    /// pipeline) starts here, so what an eval measures is what `signaldesk ingest` builds.
+    pub fn from_config(
+        config: &crate::Config,
+        collection: &str,
+        chunker: Option<Chunker>,
+    ) -> Self {
+        Self {
+            collection: collection.to_string(),
+            chunker,
+            limits: Limits {
+                max_body_bytes: config.ingest.max_body_bytes,
+            },
+            batch_items: config.ingest.batch_items.max(1),
+            rejects: None,
+            max_line_bytes: config.ingest.max_line_bytes,
+        }
+    }
 }
 
 /// Counts at the end of a run.
@@ -79,6 +99,8 @@ pub struct IngestSummary {
     pub updated: usize,
     pub unchanged: usize,
     pub rejected: usize,
+    /// Records skipped because a later record in the same file has the same id (the last wins).
+    pub duplicates: usize,
     pub chunks: usize,
     /// Model tokens embedded (after truncation, special tokens included).
     pub tokens: usize,
@@ -192,15 +214,33 @@ fn payload(
     p
 }
 
-/// The collection spec for `embedder`'s vectors.
-pub fn collection_spec(name: &str, embedder: &Embedder, bm25_avg_len: f64) -> CollectionSpec {
+/// The spec of a new collection for `embedder`'s vectors (BM25 statistics start empty and grow
+/// as chunks are written).
+pub fn collection_spec(name: &str, embedder: &Embedder) -> CollectionSpec {
     CollectionSpec {
         name: name.to_string(),
         model_id: embedder.model_id().to_string(),
         model_fingerprint: embedder.fingerprint().to_string(),
         dimension: embedder.dimension(),
-        bm25_avg_len,
+        bm25_avg_len: 0.0,
+        bm25_chunks: 0,
+        bm25_total_len: 0.0,
     }
+}
+
+/// The line of the last record of each id in `path`: earlier records with the same id are
+/// superseded before anything is compared or embedded, so one file never leaves two versions.
+fn last_lines(
+    path: &Path,
+    options: &IngestOptions,
+) -> Result<HashMap<String, usize>, IngestError> {
+    let mut last = HashMap::new();
+    for r in read_records(path, options.limits, options.max_line_bytes)? {
+        if let Ok(rec) = r? {
+            last.insert(rec.item.id, rec.line);
+        }
+    }
+    Ok(last)
 }
 
 /// What an item's content hash covers besides the item: the model and the chunking settings, so
@@ -230,6 +270,8 @@ pub(crate) struct Prepared {
     pub(crate) stale: Vec<(String, usize)>,
     pub(crate) points: Vec<ChunkPoint>,
     pub(crate) tokens: usize,
+    /// The collection's BM25 statistics once this batch is written.
+    pub(crate) stats: Bm25Stats,
 }
 
 /// Ingest `path` into `store`. `on_reject` hears each rejected line; `on_progress(items)` is
@@ -242,14 +284,11 @@ pub async fn ingest_file<S: VectorStore>(
     mut on_reject: impl FnMut(usize, &str),
     mut on_progress: impl FnMut(usize),
 ) -> Result<IngestSummary, IngestError> {
-    let spec = store
-        .open_collection(&collection_spec(
-            &options.collection,
-            &embedder,
-            options.bm25_avg_len,
-        ))
+    let last_line = last_lines(path, options)?;
+    let mut spec = store
+        .open_collection(&collection_spec(&options.collection, &embedder))
         .await?;
-    let bm25 = Arc::new(Bm25Encoder::new(spec.bm25_avg_len));
+    let mut stats = Bm25Stats::of(&spec);
     let salt = hash_salt(&embedder, options.chunker);
     let rejects_path = options.rejects.clone().unwrap_or_default();
     let rejects_err = |source| IngestError::Rejects {
@@ -276,6 +315,10 @@ pub async fn ingest_file<S: VectorStore>(
             match r? {
                 Ok(rec) => {
                     summary.read += 1;
+                    if last_line.get(&rec.item.id) != Some(&rec.line) {
+                        summary.duplicates += 1;
+                        continue;
+                    }
                     let hash = rec.item.content_hash(&salt);
                     batch.push((rec.item, hash));
                 }
@@ -300,11 +343,11 @@ pub async fn ingest_file<S: VectorStore>(
             detect_changes(store, &options.collection, batch, &mut summary).await?;
         // Embed this batch on a worker thread while the previous batch is written.
         let job = {
-            let (embedder, bm25, chunker) = (embedder.clone(), bm25.clone(), options.chunker);
-            tokio::task::spawn_blocking(move || prepare(&embedder, &bm25, chunker, todo, &existed))
+            let (embedder, chunker) = (embedder.clone(), options.chunker);
+            tokio::task::spawn_blocking(move || prepare(&embedder, chunker, todo, &existed, stats))
         };
         if let Some(prev) = in_flight.take() {
-            write_batch(store, &options.collection, prev).await?;
+            write_batch(store, &mut spec, prev).await?;
             batches_written += 1;
             if crash_after.is_some_and(|n| batches_written >= n) {
                 eprintln!(
@@ -318,6 +361,7 @@ pub async fn ingest_file<S: VectorStore>(
             .map_err(|e| IngestError::Worker(e.to_string()))??;
         summary.chunks += prepared.points.len();
         summary.tokens += prepared.tokens;
+        stats = prepared.stats;
         on_progress(summary.read);
         in_flight = (!prepared.points.is_empty() || !prepared.stale.is_empty()).then_some(prepared);
     }
@@ -344,11 +388,10 @@ async fn detect_changes<S: VectorStore>(
         .iter()
         .map(|c| (c.content_id.as_str(), &c.payload))
         .collect();
+    // Ids are unique here: `ingest_file` keeps only the last record of each id.
     let mut todo = Vec::new();
     let mut existed = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     for (item, hash) in batch {
-        let first_in_batch = seen.insert(item.id.clone());
         match known.get(item.id.as_str()) {
             Some(p) if p.get("content_hash").and_then(Value::as_str) == Some(hash.as_str()) => {
                 summary.unchanged += 1;
@@ -359,14 +402,8 @@ async fn detect_changes<S: VectorStore>(
                 existed.push((item.id.clone(), old));
                 todo.push((item, hash));
             }
-            None if first_in_batch => {
-                summary.new += 1;
-                todo.push((item, hash));
-            }
             None => {
-                // The same id twice in one batch: the later record wins.
-                summary.updated += 1;
-                todo.retain(|(i, _)| i.id != item.id);
+                summary.new += 1;
                 todo.push((item, hash));
             }
         }
@@ -374,26 +411,71 @@ async fn detect_changes<S: VectorStore>(
     Ok((todo, existed))
 }
 
+/// Write a prepared batch into the collection of `spec`, then record the batch's BM25
+/// statistics in the spec. A crash between the two leaves the statistics one batch behind: they
+/// set a normalisation constant, so that costs a little precision, never a point.
 pub(crate) async fn write_batch<S: VectorStore>(
     store: &S,
-    collection: &str,
+    spec: &mut CollectionSpec,
     batch: Prepared,
 ) -> Result<(), IngestError> {
     let _span = tracing::debug_span!("upsert", points = batch.points.len()).entered();
     // Stale chunks go first: see the module docs for why this order is crash-safe.
     for (id, new_count) in &batch.stale {
-        store.delete_content(collection, id, *new_count).await?;
+        store.delete_content(&spec.name, id, *new_count).await?;
     }
-    store.upsert(collection, batch.points).await?;
+    store.upsert(&spec.name, batch.points).await?;
+    if batch.stats != Bm25Stats::of(spec) {
+        batch.stats.apply(spec);
+        store.write_spec(spec).await?;
+    }
     Ok(())
 }
 
+/// Running BM25 length statistics of a collection: every chunk written is counted in, and each
+/// batch is encoded against the average including itself. So BM25's length normalisation always
+/// uses a measured average (never a constant), the first ingest into an empty collection gets its
+/// own data's average after one batch, and the same input gives the same vectors on every path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bm25Stats {
+    pub chunks: u64,
+    pub total_len: f64,
+}
+
+impl Bm25Stats {
+    /// The statistics stored in a collection's spec.
+    pub fn of(spec: &CollectionSpec) -> Self {
+        Self {
+            chunks: spec.bm25_chunks,
+            total_len: spec.bm25_total_len,
+        }
+    }
+
+    /// Record these statistics (and their average) in `spec`.
+    pub fn apply(self, spec: &mut CollectionSpec) {
+        spec.bm25_chunks = self.chunks;
+        spec.bm25_total_len = self.total_len;
+        spec.bm25_avg_len = self.avg_len();
+    }
+
+    /// Average chunk length (1 for an empty collection, where nothing is normalised yet).
+    pub fn avg_len(self) -> f64 {
+        if self.chunks == 0 {
+            1.0
+        } else {
+            (self.total_len / self.chunks as f64).max(1.0)
+        }
+    }
+}
+
+/// Chunk, embed and BM25-encode a batch. `stats` are the collection's BM25 statistics before
+/// the batch; the prepared batch carries them with the batch counted in.
 pub(crate) fn prepare(
     embedder: &Embedder,
-    bm25: &Bm25Encoder,
     chunker: Option<Chunker>,
     todo: Vec<(ContentItem, String)>,
     existed: &[(String, usize)],
+    stats: Bm25Stats,
 ) -> Result<Prepared, IngestError> {
     let mut spans = Vec::new(); // (item index, start, end)
     let texts: Vec<String> = todo.iter().map(|(i, _)| i.text()).collect();
@@ -410,6 +492,16 @@ pub(crate) fn prepare(
     let chunk_texts: Vec<&str> = spans.iter().map(|&(i, s, e)| &texts[i][s..e]).collect();
     let tokens = embedder.token_counts(&chunk_texts)?.iter().sum::<usize>();
     let vectors = embedder.embed(&chunk_texts)?;
+    let lengths = Bm25Encoder::length_counter();
+    let stats = Bm25Stats {
+        chunks: stats.chunks + chunk_texts.len() as u64,
+        total_len: stats.total_len
+            + chunk_texts
+                .iter()
+                .map(|t| lengths.document_length(t))
+                .sum::<f64>(),
+    };
+    let bm25 = Bm25Encoder::new(stats.avg_len());
     let mut counts = vec![0usize; todo.len()];
     for &(i, _, _) in &spans {
         counts[i] += 1;
@@ -438,5 +530,6 @@ pub(crate) fn prepare(
         stale,
         points,
         tokens,
+        stats,
     })
 }

@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::pipeline::{collection_spec, hash_salt, prepare, write_batch, IngestError, CHUNK_KEYS};
+use super::pipeline::{
+    collection_spec, hash_salt, prepare, write_batch, Bm25Stats, IngestError, CHUNK_KEYS,
+};
 use crate::chunk::Chunker;
 use crate::content::{ContentItem, ContentType};
-use crate::embed::bm25::Bm25Encoder;
 use crate::embed::Embedder;
 use crate::store::{Condition, Filter, StoreError, StoredChunk, VectorStore};
 
@@ -68,10 +69,9 @@ pub async fn reindex<S: VectorStore>(
     }
     // A half-built target from an interrupted run is rebuilt from scratch.
     store.drop_collection(&to).await?;
-    let spec = store
-        .open_collection(&collection_spec(&to, &embedder, old.bm25_avg_len))
+    let mut spec = store
+        .open_collection(&collection_spec(&to, &embedder))
         .await?;
-    let bm25 = Arc::new(Bm25Encoder::new(spec.bm25_avg_len));
     let salt = hash_salt(&embedder, chunker);
     let first_chunks = Filter {
         must: vec![Condition::Equals {
@@ -109,8 +109,8 @@ pub async fn reindex<S: VectorStore>(
             })
             .collect();
         let mut prepared = {
-            let (embedder, bm25) = (embedder.clone(), bm25.clone());
-            tokio::task::spawn_blocking(move || prepare(&embedder, &bm25, chunker, todo, &[]))
+            let (embedder, stats) = (embedder.clone(), Bm25Stats::of(&spec));
+            tokio::task::spawn_blocking(move || prepare(&embedder, chunker, todo, &[], stats))
                 .await
                 .map_err(|e| IngestError::Worker(e.to_string()))??
         };
@@ -123,7 +123,7 @@ pub async fn reindex<S: VectorStore>(
         }
         summary.chunks += prepared.points.len();
         summary.tokens += prepared.tokens;
-        write_batch(store, &to, prepared).await?;
+        write_batch(store, &mut spec, prepared).await?;
         on_progress(summary.items);
         match next {
             Some(n) => offset = Some(n),

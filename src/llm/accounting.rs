@@ -10,22 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ChatResponse;
 
-/// Price of a model in USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    pub prompt_per_mtok: f64,
-    pub completion_per_mtok: f64,
-}
-
-impl Price {
-    /// Cost of a call with these token counts.
-    pub fn cost(&self, prompt_tokens: usize, completion_tokens: usize) -> f64 {
-        (prompt_tokens as f64 * self.prompt_per_mtok
-            + completion_tokens as f64 * self.completion_per_mtok)
-            / 1e6
-    }
-}
+pub use crate::config::Price;
 
 /// Totals for one (provider, model).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -18,26 +18,7 @@ use super::{accounting, ChatRequest, ChatResponse, LlmClient, LlmError};
 
 const RESPONSES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("llm_responses_v1");
 
-/// How the cache is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheMode {
-    Off,
-    Read,
-    Readwrite,
-}
-
-impl std::str::FromStr for CacheMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "off" => Ok(Self::Off),
-            "read" => Ok(Self::Read),
-            "readwrite" => Ok(Self::Readwrite),
-            _ => Err(format!("cache mode {s:?}: use off, read or readwrite")),
-        }
-    }
-}
+pub use crate::config::CacheMode;
 
 /// Any client, with the cache in front.
 pub struct CachedClient<C> {

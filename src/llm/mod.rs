@@ -18,6 +18,8 @@ pub mod schema;
 pub mod serve;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::config::{CacheMode, LlmProvider};
 use serde_json::Value;
 
 pub use schema::Schema;
@@ -242,23 +244,19 @@ impl AnyLlm {
     /// Build from config. `provider` overrides `llm.provider`; `cache` overrides `llm.cache`.
     pub fn from_config(
         config: &crate::Config,
-        provider: Option<&str>,
-        cache: Option<cache::CacheMode>,
+        provider: Option<LlmProvider>,
+        cache: Option<CacheMode>,
     ) -> Result<Self, LlmError> {
         let llm = &config.llm;
-        let mode = match cache {
-            Some(m) => m,
-            None => llm.cache.parse().map_err(LlmError::Config)?,
-        };
+        let mode = cache.unwrap_or(llm.cache);
         let cache_path = config.cache_dir.join("llm-responses.redb");
-        let provider = provider.unwrap_or(&llm.provider);
-        let provider = match provider {
-            "auto" if llm.base_url.trim().is_empty() => "local",
-            "auto" => "openai",
+        let provider = match provider.unwrap_or(llm.provider) {
+            LlmProvider::Auto if llm.base_url.trim().is_empty() => LlmProvider::Local,
+            LlmProvider::Auto => LlmProvider::Openai,
             p => p,
         };
         match provider {
-            "local" => {
+            LlmProvider::Local | LlmProvider::Auto => {
                 let path = config.models_dir.join(&llm.local_model);
                 Ok(Self::Local(cache::CachedClient::new(
                     local::LocalLlm::load(&path)?,
@@ -266,7 +264,7 @@ impl AnyLlm {
                     mode,
                 )?))
             }
-            "openai" => {
+            LlmProvider::Openai => {
                 if llm.base_url.trim().is_empty() {
                     return Err(LlmError::Config(
                         "provider openai needs llm.base_url (SIGNALDESK_LLM__BASE_URL)".into(),
@@ -297,9 +295,6 @@ impl AnyLlm {
                     mode,
                 )?)))
             }
-            other => Err(LlmError::Config(format!(
-                "llm.provider = {other:?}: use auto, local or openai"
-            ))),
         }
     }
 }

@@ -3,8 +3,9 @@
 //! Behaviour, each part tested against a scripted server (`tests/llm_openai.rs`):
 //! - **Structured output** through `response_format: {type: "json_schema", strict: true}`. A
 //!   server that answers 400 to it (older vLLM, llama.cpp builds, many proxies) gets the same
-//!   request with `{type: "json_object"}` and the schema in a system message; the client then
-//!   remembers to use that form. Answers are always validated locally.
+//!   request with `{type: "json_object"}` and the schema in a system message, for that request
+//!   only, and only when the 400's body is about `response_format` (a 400 for a too-long context
+//!   stays an error). Answers are always validated locally.
 //! - **Repair**: an answer that is not JSON or breaks the schema is sent back once, with the
 //!   validation error; a second failure is [`LlmError::SchemaViolation`].
 //! - **Timeouts**: connect, and per attempt (request sent to body read).
@@ -18,7 +19,6 @@
 //! - The API key comes from an environment variable and is never logged or shown by `Debug`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -137,8 +137,6 @@ pub struct OpenAiClient {
     slots: Semaphore,
     rpm: Option<Window>,
     tpm: Option<Window>,
-    /// The server refused `json_schema` once: use `json_object` from now on.
-    json_object_only: AtomicBool,
     rng: Mutex<rand::rngs::StdRng>,
 }
 
@@ -198,7 +196,6 @@ impl OpenAiClient {
             slots: Semaphore::new(options.concurrency.max(1)),
             rpm: window(options.requests_per_minute),
             tpm: window(options.tokens_per_minute),
-            json_object_only: AtomicBool::new(false),
             rng: Mutex::new(rng),
             options,
         })
@@ -424,20 +421,20 @@ impl OpenAiClient {
         }
         let mut messages = request.messages.clone();
         let mut delays = Vec::new();
-        let mut json_object = self.json_object_only.load(Ordering::Relaxed);
-        if json_object {
-            messages.insert(0, schema_instruction(request));
-        }
+        let mut json_object = false;
         let mut usage = Usage::default();
         let mut repaired = false;
         let (text, json, finish) = loop {
             let body = self.body(request, &messages, json_object);
             let sent = self.send(&body, started, &mut delays).await;
             let (text, u, finish) = match sent {
-                Err(LlmError::Http { status: 400, .. }) if schema.is_some() && !json_object => {
+                Err(LlmError::Http {
+                    status: 400,
+                    ref body,
+                    ..
+                }) if schema.is_some() && !json_object && refuses_response_format(body) => {
                     // The fallback path: the server does not take json_schema.
-                    tracing::info!(url = %self.url, "server refused json_schema; using json_object");
-                    self.json_object_only.store(true, Ordering::Relaxed);
+                    tracing::warn!(url = %self.url, %body, "server refused json_schema; retrying this request with json_object");
                     json_object = true;
                     messages.insert(0, schema_instruction(request));
                     continue;
@@ -506,4 +503,13 @@ fn schema_instruction(request: &ChatRequest) -> Message {
         "Answer with a single JSON value, and nothing else, that satisfies this JSON Schema:\n{}",
         request.json_schema.clone().unwrap_or(Value::Null)
     ))
+}
+
+/// Whether a 400's body says the server does not take `response_format: json_schema` (as
+/// opposed to any other bad request, such as a context that is too long).
+fn refuses_response_format(body: &str) -> bool {
+    let body = body.to_ascii_lowercase();
+    ["response_format", "json_schema", "json schema", "structured output"]
+        .iter()
+        .any(|k| body.contains(k))
 }

@@ -10,7 +10,7 @@ use super::{
     ChunkPoint, ChunkQuery, CollectionSpec, EdgeStore, Filter, QdrantStore, ScoredChunk,
     StoreError, StoredChunk, VectorStore,
 };
-use crate::config::StoreConfig;
+use crate::config::{StoreBackend, StoreConfig};
 
 /// Environment variable holding the Qdrant server's API key (never put in config files).
 pub const QDRANT_API_KEY_ENV: &str = "QDRANT_API_KEY";
@@ -25,19 +25,15 @@ impl AnyStore {
     /// The configured backend: `edge` keeps its collections under `edge_root`; `qdrant`
     /// connects to `config.url` with the API key from `QDRANT_API_KEY` if set.
     pub fn from_config(config: &StoreConfig, edge_root: &Path) -> Result<Self, StoreError> {
-        match config.backend.as_str() {
-            "edge" => Ok(Self::Edge(EdgeStore::new(edge_root))),
-            "qdrant" => Ok(Self::Qdrant(QdrantStore::connect(
+        match config.backend {
+            StoreBackend::Edge => Ok(Self::Edge(EdgeStore::new(edge_root)?)),
+            StoreBackend::Qdrant => Ok(Self::Qdrant(QdrantStore::connect(
                 &config.url,
                 std::env::var(QDRANT_API_KEY_ENV)
                     .ok()
                     .filter(|k| !k.is_empty()),
                 Duration::from_secs(60),
             )?)),
-            other => Err(StoreError::Backend {
-                backend: "config",
-                message: format!("store.backend = {other:?}: use \"edge\" or \"qdrant\""),
-            }),
         }
     }
 }
@@ -60,6 +56,9 @@ impl VectorStore for AnyStore {
     }
     async fn open_collection(&self, spec: &CollectionSpec) -> Result<CollectionSpec, StoreError> {
         forward!(self, s => s.open_collection(spec))
+    }
+    async fn write_spec(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
+        forward!(self, s => s.write_spec(spec))
     }
     async fn collection_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError> {
         forward!(self, s => s.collection_spec(name))

@@ -48,18 +48,26 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EdgeStore {
-    /// A store whose collections live in `root/<collection>/`.
-    pub fn new(root: &Path) -> Self {
-        let aliases = std::fs::read(root.join(ALIASES_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        Self {
+    /// A store whose collections live in `root/<collection>/`. A corrupt alias table is an
+    /// error, never ignored: ignoring it would silently point names at the wrong collections.
+    pub fn new(root: &Path) -> Result<Self, StoreError> {
+        let path = root.join(ALIASES_FILE);
+        let aliases = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                err(format!(
+                    "{} is corrupt ({e}): restore it from a backup, or delete it to drop every alias",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(err(format!("cannot read {}: {e}", path.display()))),
+        };
+        Ok(Self {
             root: root.to_path_buf(),
             shards: Mutex::new(HashMap::new()),
             aliases: Mutex::new(aliases),
             writes: Mutex::new(()),
-        }
+        })
     }
 
     fn physical(&self, name: &str) -> Result<String, StoreError> {
@@ -86,8 +94,21 @@ impl EdgeStore {
 
     /// Apply `operation` and flush it to disk before returning: a returned write is durable.
     fn write(&self, shard: &EdgeShard, operation: UpdateOperation) -> Result<(), StoreError> {
+        self.write_at(shard, operation, None)
+    }
+
+    /// [`Self::write`], passing the crash-test point `step` between the update and its flush.
+    fn write_at(
+        &self,
+        shard: &EdgeShard,
+        operation: UpdateOperation,
+        step: Option<&str>,
+    ) -> Result<(), StoreError> {
         let _guard = self.writes.lock().map_err(err)?;
         shard.update(operation).map_err(err)?;
+        if let Some(step) = step {
+            super::crash_point(step);
+        }
         shard.flush();
         Ok(())
     }
@@ -128,6 +149,7 @@ impl EdgeStore {
             .ok_or_else(|| StoreError::NoCollection(name.to_string()))
     }
 
+    /// Create the shard of a new collection, then [`Self::finish_creation`].
     fn create(&self, spec: &CollectionSpec) -> Result<Arc<EdgeShard>, StoreError> {
         let dir = self.dir(&spec.name)?;
         std::fs::create_dir_all(&dir).map_err(err)?;
@@ -143,7 +165,19 @@ impl EdgeStore {
                     .build(),
             )
             .build();
-        let shard = EdgeShard::new(&dir, config).map_err(err)?;
+        let shard = Arc::new(EdgeShard::new(&dir, config).map_err(err)?);
+        self.shards
+            .lock()
+            .map_err(err)?
+            .insert(spec.name.clone(), shard.clone());
+        super::crash_point("collection-created");
+        self.finish_creation(&shard, spec)?;
+        Ok(shard)
+    }
+
+    /// The steps after the shard exists: payload indexes, then the metadata point. Each is
+    /// idempotent, so a collection left half-made by a crash is finished by running them again.
+    fn finish_creation(&self, shard: &EdgeShard, spec: &CollectionSpec) -> Result<(), StoreError> {
         for (field, kind) in INDEXED_FIELDS.iter().chain(&[("chunk_index", "integer")]) {
             let schema = match *kind {
                 "keyword" => PayloadSchemaType::Keyword,
@@ -154,7 +188,7 @@ impl EdgeStore {
                 .parse()
                 .map_err(|_| err(format!("bad field {field}")))?;
             self.write(
-                &shard,
+                shard,
                 UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
                     CreateIndex {
                         field_name,
@@ -163,6 +197,14 @@ impl EdgeStore {
                 )),
             )?;
         }
+        super::crash_point("indexes-created");
+        self.write_meta(shard, spec)?;
+        super::crash_point("metadata-written");
+        Ok(())
+    }
+
+    /// Upsert the metadata point (the collection's spec).
+    fn write_meta(&self, shard: &EdgeShard, spec: &CollectionSpec) -> Result<(), StoreError> {
         let meta = serde_json::json!({ META_KEY: spec });
         let point = PointStruct::new(
             PointId::Uuid(meta_point_id()),
@@ -170,17 +212,11 @@ impl EdgeStore {
             meta,
         );
         self.write(
-            &shard,
+            shard,
             UpdateOperation::PointOperation(PointOperations::UpsertPoints(
                 PointInsertOperations::PointsList(vec![point.into()]),
             )),
-        )?;
-        let shard = Arc::new(shard);
-        self.shards
-            .lock()
-            .map_err(err)?
-            .insert(spec.name.clone(), shard.clone());
-        Ok(shard)
+        )
     }
 
     fn read_spec(shard: &EdgeShard) -> Result<Option<CollectionSpec>, StoreError> {
@@ -234,15 +270,26 @@ impl VectorStore for EdgeStore {
     }
 
     async fn open_collection(&self, spec: &CollectionSpec) -> Result<CollectionSpec, StoreError> {
+        let mut physical = spec.clone();
+        physical.name = self.physical(&spec.name)?;
         let shard = match self.shard(&spec.name)? {
             Some(s) => s,
-            None => {
-                let mut physical = spec.clone();
-                physical.name = self.physical(&spec.name)?;
-                return self.create(&physical).map(|_| physical);
-            }
+            None => return self.create(&physical).map(|_| physical),
         };
-        super::check_model(BACKEND, Self::read_spec(&shard)?, spec)
+        let stored = Self::read_spec(&shard)?;
+        if stored.is_none() && self.count(&physical.name, &Filter::default()).await? == 0 {
+            // Created, then interrupted before its metadata point: nothing is in it, so
+            // finishing the creation loses nothing.
+            tracing::warn!(collection = %physical.name, "finishing an interrupted collection creation");
+            self.finish_creation(&shard, &physical)?;
+            return Ok(physical);
+        }
+        super::check_model(BACKEND, stored, spec)
+    }
+
+    async fn write_spec(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
+        let shard = self.existing(&spec.name)?;
+        self.write_meta(&shard, spec)
     }
 
     async fn collection_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError> {
@@ -308,11 +355,12 @@ impl VectorStore for EdgeStore {
             let point = PointStruct::new(PointId::Uuid(p.id), vectors, Value::Object(p.payload));
             batch.push(point.into());
         }
-        self.write(
+        self.write_at(
             &shard,
             UpdateOperation::PointOperation(PointOperations::UpsertPoints(
                 PointInsertOperations::PointsList(batch),
             )),
+            Some("upsert-applied"),
         )
     }
 

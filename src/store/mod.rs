@@ -65,8 +65,38 @@ pub struct CollectionSpec {
     pub model_id: String,
     pub model_fingerprint: String,
     pub dimension: usize,
-    /// Average document length in BM25 tokens, for BM25's length normalisation.
+    /// Average chunk length in BM25 tokens, for BM25's length normalisation: the running average
+    /// over every chunk written so far (`bm25_total_len / bm25_chunks`), measured at ingest.
     pub bm25_avg_len: f64,
+    /// Chunks counted into the average.
+    #[serde(default)]
+    pub bm25_chunks: u64,
+    /// Their summed length in BM25 tokens.
+    #[serde(default)]
+    pub bm25_total_len: f64,
+}
+
+/// Test hook: abort the process at a named step of a collection's first writes
+/// (`collection-created`, `indexes-created`, `metadata-written`, and on Edge `upsert-applied`,
+/// between an upsert and its flush), so the crash tests can stop at each one.
+pub const CRASH_AT_ENV: &str = "SIGNALDESK_TEST_CRASH_AT";
+
+/// Test hook: at the named step, print `paused at STEP` on stderr and wait to be killed, so a test
+/// can deliver a real SIGKILL at that exact step.
+pub const PAUSE_AT_ENV: &str = "SIGNALDESK_TEST_PAUSE_AT";
+
+/// Abort at `step` if [`CRASH_AT_ENV`] names it; pause there if [`PAUSE_AT_ENV`] does.
+pub(crate) fn crash_point(step: &str) {
+    if std::env::var(CRASH_AT_ENV).is_ok_and(|v| v == step) {
+        eprintln!("{CRASH_AT_ENV}: aborting at {step}");
+        std::process::abort();
+    }
+    if std::env::var(PAUSE_AT_ENV).is_ok_and(|v| v == step) {
+        eprintln!("{PAUSE_AT_ENV}: paused at {step}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
 }
 
 /// A sparse vector (BM25 term weights).
@@ -302,6 +332,9 @@ pub trait VectorStore {
     /// Create the collection if missing (vectors, payload indexes, metadata); refuse it if it
     /// holds another model's vectors. Returns the spec as stored.
     async fn open_collection(&self, spec: &CollectionSpec) -> Result<CollectionSpec, StoreError>;
+    /// Replace the collection's stored spec (its metadata point), e.g. with new BM25 statistics.
+    /// The model fields must be those it was opened with.
+    async fn write_spec(&self, spec: &CollectionSpec) -> Result<(), StoreError>;
     /// The stored spec of a collection, if it exists.
     async fn collection_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError>;
     /// Remove a collection and all its points.

@@ -116,6 +116,13 @@ impl QdrantStore {
             )
             .await
             .map_err(err)?;
+        super::crash_point("collection-created");
+        self.finish_creation(spec).await
+    }
+
+    /// The steps after the collection exists: payload indexes, then the metadata point. Each is
+    /// idempotent, so a collection left half-made by a crash is finished by running them again.
+    async fn finish_creation(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
         for (field, kind) in INDEXED_FIELDS.iter().chain(&[("chunk_index", "integer")]) {
             let field_type = match *kind {
                 "keyword" => FieldType::Keyword,
@@ -130,6 +137,14 @@ impl QdrantStore {
                 .await
                 .map_err(err)?;
         }
+        super::crash_point("indexes-created");
+        self.write_meta(spec).await?;
+        super::crash_point("metadata-written");
+        Ok(())
+    }
+
+    /// Upsert the metadata point (the collection's spec).
+    async fn write_meta(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
         let meta = Payload::try_from(serde_json::json!({ META_KEY: spec })).map_err(err)?;
         self.client
             .upsert_points(
@@ -287,7 +302,24 @@ impl VectorStore for QdrantStore {
             name: physical,
             ..spec.clone()
         };
-        super::check_model(BACKEND, self.read_spec(&spec.name).await?, spec)
+        let stored = self.read_spec(&spec.name).await?;
+        if stored.is_none() && self.count(&spec.name, &Filter::default()).await? == 0 {
+            // Created, then interrupted before its metadata point: nothing is in it, so
+            // finishing the creation loses nothing.
+            tracing::warn!(collection = %spec.name, "finishing an interrupted collection creation");
+            self.finish_creation(spec).await?;
+            return Ok(spec.clone());
+        }
+        super::check_model(BACKEND, stored, spec)
+    }
+
+    async fn write_spec(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
+        let physical = self.resolve(&spec.name).await?;
+        self.write_meta(&CollectionSpec {
+            name: physical,
+            ..spec.clone()
+        })
+        .await
     }
 
     async fn collection_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError> {

@@ -100,10 +100,18 @@ fn dot_scalar(q: &[i8], scales: &[f32], x: &[f32]) -> f32 {
         .sum()
 }
 
+/// `Σ_b scales[b] · (q_b · x_b)` over blocks of [`BLOCK`] values.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and `q` and `x` must each hold `scales.len() * BLOCK`
+/// values (the loads are unchecked); [`Q8Matrix::matvec`] guarantees both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(q: &[i8], scales: &[f32], x: &[f32]) -> f32 {
     use std::arch::x86_64::*;
+    debug_assert_eq!(q.len(), scales.len() * BLOCK, "dot_avx2: q length");
+    debug_assert_eq!(x.len(), scales.len() * BLOCK, "dot_avx2: x length");
+    debug_assert!(has_avx2_fma(), "dot_avx2 needs AVX2 and FMA");
     let mut acc = _mm256_setzero_ps();
     let (qp, xp) = (q.as_ptr(), x.as_ptr());
     for (b, s) in scales.iter().enumerate() {
