@@ -247,6 +247,11 @@ pub struct LlmConfig {
     pub tokens_per_minute: usize,
     /// Response cache: off, read or readwrite.
     pub cache: CacheMode,
+    /// `llm serve`: requests allowed to wait behind the one generating; more are answered 429
+    /// with Retry-After at once (never an unbounded queue).
+    pub serve_queue: usize,
+    /// `llm serve`: a request still unanswered after this many seconds gets 504.
+    pub serve_timeout_s: f64,
     /// USD per million tokens, by model name.
     pub prices: std::collections::BTreeMap<String, Price>,
 }
@@ -267,6 +272,8 @@ impl Default for LlmConfig {
             requests_per_minute: 0,
             tokens_per_minute: 0,
             cache: CacheMode::Readwrite,
+            serve_queue: 4,
+            serve_timeout_s: 300.0,
             prices: [(
                 "gpt-4o-mini".to_string(),
                 Price {

@@ -485,7 +485,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let embedder = Arc::new(Embedder::from_config(&config)?);
             let mut report = pipeline::run(&embedder, &args.sample)?;
             if !args.no_retrieval {
-                let store = AnyStore::from_config(&config.store, &config.data_dir.join("pipeline"))?;
+                let store =
+                    AnyStore::from_config(&config.store, &config.data_dir.join("pipeline"))?;
                 report.retrieval = Some(runtime()?.block_on(pipeline::run_retrieval(
                     &store,
                     embedder.clone(),
@@ -597,7 +598,8 @@ async fn llm_command(config: &Config, cmd: LlmCommand) -> Result<ExitCode> {
                 llm.model()
             );
             std::io::stdout().flush()?;
-            signaldesk::llm::serve::serve(llm, listener).await?;
+            let options = signaldesk::llm::serve::ServeOptions::from_config(&config.llm);
+            signaldesk::llm::serve::serve(llm, listener, options).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -738,11 +740,7 @@ async fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
         let results = searcher.search_many(&texts, mode, &filter, args.k).await?;
         let mut out = BufWriter::new(std::io::stdout().lock());
         for ((id, _), hits) in queries.iter().zip(results) {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"query_id": id, "hits": hits})
-            )?;
+            writeln!(out, "{}", serde_json::json!({"query_id": id, "hits": hits}))?;
         }
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
@@ -830,7 +828,11 @@ async fn eval_retrieval(config: &Config, args: EvalRetrievalArgs) -> Result<Exit
                 .unwrap_or_else(|| "dataset".into());
             let collection = format!(
                 "eval-{name}-{}",
-                if chunker.is_some() { "chunked" } else { "whole" }
+                if chunker.is_some() {
+                    "chunked"
+                } else {
+                    "whole"
+                }
             );
             eprintln!(
                 "eval: ingesting {} into {collection}",

@@ -13,14 +13,14 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::embed::{cosine, Embedder};
 use crate::config::SearchMode;
+use crate::embed::{cosine, Embedder};
 use crate::eval::retrieval::{ingest_corpus, run_queries, score, BeirDataset};
-use crate::ingest::pipeline::IngestOptions;
-use crate::search::Searcher;
 use crate::ingest::jsonl::{parse_object, RecordError};
+use crate::ingest::pipeline::IngestOptions;
 use crate::ingest::pipeline::IngestSummary;
 use crate::ingest::InputFile;
+use crate::search::Searcher;
 use crate::store::VectorStore;
 
 /// The bundled sample: SciFact texts with sentence-transformers vectors of the same model.

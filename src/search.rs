@@ -94,7 +94,8 @@ impl<'a, S: VectorStore> Searcher<'a, S> {
             .collection_spec(collection)
             .await?
             .ok_or_else(|| SearchError::NoCollection(collection.to_string()))?;
-        if spec.model_fingerprint != embedder.fingerprint() || spec.dimension != embedder.dimension()
+        if spec.model_fingerprint != embedder.fingerprint()
+            || spec.dimension != embedder.dimension()
         {
             return Err(StoreError::ModelMismatch {
                 collection: collection.to_string(),

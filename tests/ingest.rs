@@ -328,9 +328,17 @@ fn an_abort_at_each_step_of_the_first_batch_then_a_rerun_recovers_exactly() {
         let o = run(ingest_cmd(w.path(), &m, &file, &["--batch-items", "16"])
             .env("SIGNALDESK_TEST_CRASH_AT", step));
         assert!(!o.status.success(), "{step}: the hook must abort the run");
-        assert!(stderr(&o).contains(&format!("aborting at {step}")), "{step}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("aborting at {step}")),
+            "{step}: {}",
+            stderr(&o)
+        );
         let again = ingest(w.path(), &m, &file, &["--batch-items", "16"]);
-        assert!(again.status.success(), "{step}: re-run failed: {}", stderr(&again));
+        assert!(
+            again.status.success(),
+            "{step}: re-run failed: {}",
+            stderr(&again)
+        );
         assert_eq!(stored(&w.path().join("data")), expected, "abort at {step}");
     }
 }
@@ -381,7 +389,11 @@ fn a_sigkill_at_each_step_of_the_first_batch_under_cpu_contention_then_a_rerun_r
                 s.join().unwrap();
             }
             let again = ingest(w.path(), &m, &file, &["--batch-items", "16"]);
-            assert!(again.status.success(), "{step}: re-run failed: {}", stderr(&again));
+            assert!(
+                again.status.success(),
+                "{step}: re-run failed: {}",
+                stderr(&again)
+            );
             assert_eq!(
                 stored(&w.path().join("data")),
                 expected,
@@ -392,33 +404,76 @@ fn a_sigkill_at_each_step_of_the_first_batch_under_cpu_contention_then_a_rerun_r
 }
 
 #[test]
-fn a_file_replacing_a_stored_item_twice_leaves_only_its_last_version() {
-    let (dir, model) = work();
-    let file = dir.path().join("items.jsonl");
-    let long = article(1, 20);
-    write_jsonl(&file, &[long.clone()]);
-    summary(&ingest(dir.path(), &model, &file, &[]));
-    let chunks_of = |data: &Path| {
-        stored(data)
-            .into_iter()
-            .filter(|(id, _, _)| id == "item-1")
-            .count()
-    };
-    assert_eq!(chunks_of(&dir.path().join("data")), 5, "the stored version has 5 chunks");
-    // One file: first a 1-chunk version, then a 2-chunk version of the same item, in separate
-    // batches too (--batch-items 1), with another item between them.
-    let short = article(1, 1);
-    let medium = article(1, 7);
-    write_jsonl(&file, &[short, article(2, 1), medium.clone()]);
-    for batch in ["1", "256"] {
-        let s = summary(&ingest(dir.path(), &model, &file, &["--batch-items", batch]));
-        assert_eq!(s["duplicates"], 1, "{s}");
-        let expected = clean_ingest(&file, &[]);
-        assert_eq!(stored(&dir.path().join("data")), expected, "batch {batch}");
-        assert_eq!(chunks_of(&dir.path().join("data")), 2);
-        // Back to the long version for the next round.
-        write_jsonl(&file, &[long.clone()]);
-        summary(&ingest(dir.path(), &model, &file, &[]));
-        write_jsonl(&file, &[article(1, 1), article(2, 1), medium.clone()]);
+fn a_file_holding_an_item_twice_leaves_only_its_last_version() {
+    let (one, two, five) = (article(1, 1), article(1, 2), article(1, 5));
+    let other = article(2, 1);
+    // (stored before, the file, --batch-items): the case (a stored 5-chunk item, then a
+    // 1-chunk and a 2-chunk version in one file), the same versions in the other order, and an
+    // item not stored yet whose two versions land in adjacent batches.
+    let cases: Vec<(Option<Value>, Vec<Value>, &str)> = vec![
+        (
+            Some(five.clone()),
+            vec![one.clone(), other.clone(), two.clone()],
+            "256",
+        ),
+        (
+            Some(five.clone()),
+            vec![one.clone(), other.clone(), two.clone()],
+            "1",
+        ),
+        (
+            Some(five.clone()),
+            vec![two.clone(), other.clone(), one.clone()],
+            "256",
+        ),
+        (None, vec![two.clone(), one.clone(), other.clone()], "1"),
+    ];
+    for (i, (before, rows, batch)) in cases.into_iter().enumerate() {
+        let (dir, model) = work();
+        let file = dir.path().join("items.jsonl");
+        let chunks_of_item_1 = || {
+            stored(&dir.path().join("data"))
+                .into_iter()
+                .filter(|(id, _, _)| id == "item-1")
+                .count()
+        };
+        if let Some(row) = before {
+            write_jsonl(&file, &[row]);
+            summary(&ingest(dir.path(), &model, &file, &[]));
+            assert_eq!(
+                chunks_of_item_1(),
+                5,
+                "case {i}: the stored version has 5 chunks"
+            );
+        }
+        write_jsonl(&file, &rows);
+        let last_chunks = if rows.iter().rev().find(|r| r["id"] == "item-1") == Some(&one) {
+            1
+        } else {
+            2
+        };
+        let s = summary(&ingest(
+            dir.path(),
+            &model,
+            &file,
+            &["--batch-items", batch],
+        ));
+        assert_eq!(chunks_of_item_1(), last_chunks, "case {i}");
+        // Exactly what a clean ingest of the last versions stores.
+        write_jsonl(
+            &file,
+            &rows
+                .iter()
+                .enumerate()
+                .filter(|(j, r)| !rows[j + 1..].iter().any(|later| later["id"] == r["id"]))
+                .map(|(_, r)| r.clone())
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            stored(&dir.path().join("data")),
+            clean_ingest(&file, &[]),
+            "case {i}"
+        );
+        assert_eq!(s["duplicates"], 1, "case {i}: {s}");
     }
 }

@@ -409,7 +409,11 @@ async fn a_400_about_response_format_falls_back_to_json_object_for_that_request_
     assert_eq!(bodies.len(), 4);
     // Each request tries json_schema first: the fallback is not remembered.
     for (i, b) in bodies.iter().enumerate() {
-        let want = if i % 2 == 0 { "json_schema" } else { "json_object" };
+        let want = if i % 2 == 0 {
+            "json_schema"
+        } else {
+            "json_object"
+        };
         assert_eq!(b["response_format"]["type"], want, "request {i}");
     }
     for b in [&bodies[1], &bodies[3]] {
@@ -431,7 +435,9 @@ async fn a_400_about_something_else_is_an_error_not_a_fallback() {
     .await;
     let client = OpenAiClient::new(options(&s.url)).unwrap();
     match client.chat(&request().with_schema(tag_schema())).await {
-        Err(LlmError::Http { status: 400, body, .. }) => {
+        Err(LlmError::Http {
+            status: 400, body, ..
+        }) => {
             assert!(body.contains("context length"), "{body}")
         }
         other => panic!("expected the 400 as an error, got {other:?}"),

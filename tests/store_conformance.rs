@@ -375,6 +375,9 @@ async fn edge_store_persists_across_reopen() {
 fn a_corrupt_alias_table_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("aliases.json"), "{not json").unwrap();
-    let e = EdgeStore::new(dir.path()).err().expect("refused").to_string();
+    let e = EdgeStore::new(dir.path())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(e.contains("aliases.json") && e.contains("corrupt"), "{e}");
 }

@@ -437,8 +437,8 @@ mod simd {
         const LN2_HI: f32 = 0.693_145_75;
         const LN2_LO: f32 = 1.428_606_8e-6;
         const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-        // `max`/`min` return the other operand when one is NaN (`clamp` would pass NaN through
-        // to the unchecked conversion below), so `xc` is always a number in [-87, 88].
+                                         // `max`/`min` return the other operand when one is NaN (`clamp` would pass NaN through
+                                         // to the unchecked conversion below), so `xc` is always a number in [-87, 88].
         let xc = x.max(-87.0).min(88.0);
         let n = (xc * LOG2E + ROUND) - ROUND;
         let r = xc - n * LN2_HI - n * LN2_LO;

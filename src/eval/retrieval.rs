@@ -176,15 +176,7 @@ pub async fn ingest_corpus<S: VectorStore>(
         store.drop_collection(&options.collection).await?;
     }
     let started = std::time::Instant::now();
-    let summary = ingest_file(
-        store,
-        embedder,
-        &dataset.corpus,
-        options,
-        |_, _| {},
-        |_| {},
-    )
-    .await?;
+    let summary = ingest_file(store, embedder, &dataset.corpus, options, |_, _| {}, |_| {}).await?;
     Ok((summary, started.elapsed().as_secs_f64()))
 }
 
@@ -316,17 +308,18 @@ pub async fn evaluate<S: VectorStore>(
     config.insert("model".into(), json!(embedder.model_id()));
     config.insert("backend".into(), json!(store.backend()));
     config.insert("collection".into(), json!(options.collection));
-    config.insert(
-        "bm25_avg_len".into(),
-        json!(searcher.spec().bm25_avg_len),
-    );
+    config.insert("bm25_avg_len".into(), json!(searcher.spec().bm25_avg_len));
     if options.mode == SearchMode::Hybrid {
         let h = options.search.hybrid;
         config.insert("fusion".into(), json!({"method": "rrf", "k": h.rrf_k, "dense_weight": h.dense_weight, "bm25_weight": 1.0, "candidates": h.candidates}));
     }
     config.insert(
         "search".into(),
-        json!(if options.search.exact { "exact" } else { "hnsw" }),
+        json!(if options.search.exact {
+            "exact"
+        } else {
+            "hnsw"
+        }),
     );
     let dataset_name = dataset
         .dir

@@ -73,11 +73,7 @@ impl IngestOptions {
     /// Options as configured (`ingest.*`, `chunk.*`), for `collection`, with `chunker` from
     /// [`crate::chunk::Chunker::from_config`]. Every path that ingests (the CLI, the evals, the
     /// pipeline) starts here, so what an eval measures is what `signaldesk ingest` builds.
-    pub fn from_config(
-        config: &crate::Config,
-        collection: &str,
-        chunker: Option<Chunker>,
-    ) -> Self {
+    pub fn from_config(config: &crate::Config, collection: &str, chunker: Option<Chunker>) -> Self {
         Self {
             collection: collection.to_string(),
             chunker,
@@ -230,10 +226,7 @@ pub fn collection_spec(name: &str, embedder: &Embedder) -> CollectionSpec {
 
 /// The line of the last record of each id in `path`: earlier records with the same id are
 /// superseded before anything is compared or embedded, so one file never leaves two versions.
-fn last_lines(
-    path: &Path,
-    options: &IngestOptions,
-) -> Result<HashMap<String, usize>, IngestError> {
+fn last_lines(path: &Path, options: &IngestOptions) -> Result<HashMap<String, usize>, IngestError> {
     let mut last = HashMap::new();
     for r in read_records(path, options.limits, options.max_line_bytes)? {
         if let Ok(rec) = r? {

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use redb::{Builder, ConcurrencyMode, ReadableDatabase, TableDefinition};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{accounting, ChatRequest, ChatResponse, LlmClient, LlmError};

@@ -509,7 +509,12 @@ fn schema_instruction(request: &ChatRequest) -> Message {
 /// opposed to any other bad request, such as a context that is too long).
 fn refuses_response_format(body: &str) -> bool {
     let body = body.to_ascii_lowercase();
-    ["response_format", "json_schema", "json schema", "structured output"]
-        .iter()
-        .any(|k| body.contains(k))
+    [
+        "response_format",
+        "json_schema",
+        "json schema",
+        "structured output",
+    ]
+    .iter()
+    .any(|k| body.contains(k))
 }

@@ -22,7 +22,8 @@ pub struct GgufTokenizer {
     pub eos_id: u32,
     pub bos_token: String,
     pub eos_token: String,
-    chat_template: Option<String>,
+    /// The GGUF's chat template, parsed once at load (`None`: the model has none).
+    chat_template: Option<minijinja::Environment<'static>>,
     /// Decoded text of every token id, for constrained decoding (may be partial UTF-8 bytes:
     /// stored as raw bytes).
     token_bytes: Vec<Vec<u8>>,
@@ -30,6 +31,26 @@ pub struct GgufTokenizer {
 
 fn bad(msg: impl Into<String>) -> LlmError {
     LlmError::Model(msg.into())
+}
+
+/// A Jinja environment holding the parsed chat template, with the settings transformers renders
+/// chat templates with (trim_blocks, lstrip_blocks, `raise_exception`).
+fn chat_environment(template: String) -> Result<minijinja::Environment<'static>, LlmError> {
+    let mut env = minijinja::Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template_owned("chat", template)
+        .map_err(|e| bad(format!("chat template does not parse: {e}")))?;
+    Ok(env)
 }
 
 /// GPT-2's byte ↔ printable-character table, which byte-level BPE vocabularies are written in.
@@ -170,7 +191,9 @@ impl GgufTokenizer {
                 .metadata
                 .get("tokenizer.chat_template")
                 .and_then(|v| v.to_string().ok())
-                .cloned(),
+                .cloned()
+                .map(chat_environment)
+                .transpose()?,
             token_bytes,
         })
     }
@@ -214,23 +237,9 @@ impl GgufTokenizer {
     /// The prompt for `messages` by the GGUF's chat template, ending with the assistant's turn
     /// opened. Content is passed as is; see [`Self::render_chat_safe`] for untrusted content.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String, LlmError> {
-        let template = self.chat_template.as_deref().ok_or_else(|| {
+        let env = self.chat_template.as_ref().ok_or_else(|| {
             bad("the GGUF has no tokenizer.chat_template: cannot render chat messages")
         })?;
-        let mut env = minijinja::Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template("chat", template)
-            .map_err(|e| bad(format!("chat template does not parse: {e}")))?;
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
