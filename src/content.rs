@@ -193,6 +193,85 @@ impl ContentItem {
         }
     }
 
+    /// The body that [`Self::text`] joined with `title` into `text`: the inverse of that rule,
+    /// kept beside it so the two cannot drift apart. `None` if `text` cannot have come from it.
+    pub fn body_from_text(title: &str, text: &str) -> Option<String> {
+        if title.trim().is_empty() {
+            Some(text.to_string())
+        } else if let Some(rest) = text.strip_prefix(&format!("{title}\n")) {
+            Some(rest.to_string())
+        } else if text == title {
+            Some(String::new())
+        } else {
+            None
+        }
+    }
+
+    /// The item-level fields as stored in every chunk's payload (the one place their layout is
+    /// written down; chunk-level fields are added by ingest).
+    pub fn to_payload(&self) -> Map<String, Value> {
+        let mut p = Map::new();
+        p.insert("title".into(), Value::from(self.title.as_str()));
+        p.insert(
+            "content_type".into(),
+            Value::from(self.content_type.as_str()),
+        );
+        for (k, v) in [
+            ("url", &self.url),
+            ("source", &self.source),
+            ("language", &self.language),
+            ("published_at", &self.published_at),
+        ] {
+            if let Some(v) = v {
+                p.insert(k.into(), Value::from(v.as_str()));
+            }
+        }
+        if !self.metadata.is_empty() {
+            p.insert("metadata".into(), Value::Object(self.metadata.clone()));
+        }
+        p
+    }
+
+    /// Payload keys that [`Self::to_payload`] writes.
+    pub const PAYLOAD_KEYS: &'static [&'static str] = &[
+        "title",
+        "content_type",
+        "url",
+        "source",
+        "language",
+        "published_at",
+        "metadata",
+    ];
+
+    /// The item `to_payload` stored, given its id and full text: the inverse of
+    /// [`Self::to_payload`] and [`Self::text`]. Fails if the text does not start with the title.
+    pub fn from_payload(id: String, text: String, p: &Map<String, Value>) -> Result<Self, String> {
+        let string = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+        let title = string("title").unwrap_or_default();
+        let body = Self::body_from_text(&title, &text)
+            .ok_or_else(|| format!("item {id:?}: stored text does not start with its title"))?;
+        let content_type = match p.get("content_type").and_then(Value::as_str) {
+            Some("episode") => ContentType::Episode,
+            Some("other") => ContentType::Other,
+            _ => ContentType::Article,
+        };
+        Ok(Self {
+            id,
+            title,
+            body,
+            url: string("url"),
+            source: string("source"),
+            content_type,
+            language: string("language"),
+            published_at: string("published_at"),
+            metadata: p
+                .get("metadata")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+
     /// Hash of everything that shapes the stored points, plus `salt` (the chunking settings):
     /// equal hashes mean re-ingesting the item would change nothing.
     pub fn content_hash(&self, salt: &str) -> String {

@@ -12,6 +12,7 @@ pub mod content;
 pub mod embed;
 pub mod eval;
 pub mod ingest;
+pub mod jobs;
 pub mod llm;
 pub mod pipeline;
 pub mod prompts;

@@ -13,14 +13,14 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use signaldesk::chunk::Chunker;
 use signaldesk::config::SearchMode;
-use signaldesk::embed::bench::{bench_embed, load_texts};
-use signaldesk::embed::job::{embed_file, EmbedFileOptions, DEFAULT_MAX_LINE_BYTES};
 use signaldesk::embed::EmbedderOptions;
 use signaldesk::eval::retrieval::{
     evaluate, ingest_corpus, write_trec, BeirDataset, RetrievalEvalOptions,
 };
 use signaldesk::ingest::pipeline::{ingest_file, IngestOptions};
 use signaldesk::ingest::InputFile;
+use signaldesk::jobs::bench_embed::{bench_embed, load_texts};
+use signaldesk::jobs::embed_file::{embed_file, EmbedFileOptions, DEFAULT_MAX_LINE_BYTES};
 use signaldesk::search::Searcher;
 use signaldesk::store::{AnyStore, Filter, VectorStore};
 use signaldesk::{pipeline, Config, Embedder};
@@ -449,6 +449,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!(
                     "generation         {} tokens, {:.1} tokens/s",
                     r.generated_tokens, r.generation_tokens_per_s
+                );
+                println!(
+                    "constrained        {:.1} tokens/s (JSON schema via llguidance; {:+.1}% time per token)",
+                    r.constrained_generation_tokens_per_s,
+                    r.constrained_overhead * 100.0
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -1,15 +1,14 @@
 //! Local text embeddings with candle: a sentence-transformers BERT-family model run in process.
 //!
 //! The contract is parity with sentence-transformers for the same model dir (cosine ≥ 0.9999 per
-//! vector, checked by `tests/parity.rs`), so vectors made here and vectors made by a Python tool
-//! can share one collection. Speed comes from running fewer padding tokens, not from cutting
+//! vector, checked by `embed_matches_sentence_transformers_on_the_scifact_fixture` in
+//! `tests/cli.rs` and by the pipeline's parity stage), so vectors made here and vectors made by a
+//! Python tool can share one collection. Speed comes from running fewer padding tokens, not from cutting
 //! corners: texts are sorted by token length and batched so each batch pads to a similar length.
 
-pub mod bench;
 pub mod bm25;
 mod cache;
 mod cpu_bert;
-pub mod job;
 mod model_dir;
 
 use std::path::{Path, PathBuf};

@@ -174,7 +174,7 @@ pub fn read_records(
     })))
 }
 
-/// The chunk payload stored with every point.
+/// The chunk payload stored with every point: the item's fields, then the chunk's own.
 fn payload(
     item: &ContentItem,
     hash: &str,
@@ -183,30 +183,12 @@ fn payload(
     end: usize,
     text: &str,
 ) -> Map<String, Value> {
-    let mut p = Map::new();
+    let mut p = item.to_payload();
     p.insert("content_hash".into(), Value::from(hash));
     p.insert("chunk_count".into(), Value::from(chunk_count));
     p.insert("start".into(), Value::from(start));
     p.insert("end".into(), Value::from(end));
-    p.insert("title".into(), Value::from(item.title.as_str()));
     p.insert("text".into(), Value::from(text));
-    p.insert(
-        "content_type".into(),
-        Value::from(item.content_type.as_str()),
-    );
-    for (k, v) in [
-        ("url", &item.url),
-        ("source", &item.source),
-        ("language", &item.language),
-        ("published_at", &item.published_at),
-    ] {
-        if let Some(v) = v {
-            p.insert(k.into(), Value::from(v.as_str()));
-        }
-    }
-    if !item.metadata.is_empty() {
-        p.insert("metadata".into(), Value::Object(item.metadata.clone()));
-    }
     p
 }
 
@@ -485,11 +467,25 @@ pub(crate) fn prepare(
     let chunk_texts: Vec<&str> = spans.iter().map(|&(i, s, e)| &texts[i][s..e]).collect();
     let tokens = embedder.token_counts(&chunk_texts)?.iter().sum::<usize>();
     let vectors = embedder.embed(&chunk_texts)?;
+    // BM25 indexes each chunk with its item's title: a later chunk of an article is still about
+    // what its title says (the first chunk already starts with it).
+    let bm25_texts: Vec<std::borrow::Cow<str>> = spans
+        .iter()
+        .zip(&chunk_texts)
+        .map(|(&(i, s, _), text)| {
+            let title = todo[i].0.title.trim();
+            if s > 0 && !title.is_empty() {
+                std::borrow::Cow::Owned(format!("{title}\n{text}"))
+            } else {
+                std::borrow::Cow::Borrowed(*text)
+            }
+        })
+        .collect();
     let lengths = Bm25Encoder::length_counter();
     let stats = Bm25Stats {
-        chunks: stats.chunks + chunk_texts.len() as u64,
+        chunks: stats.chunks + bm25_texts.len() as u64,
         total_len: stats.total_len
-            + chunk_texts
+            + bm25_texts
                 .iter()
                 .map(|t| lengths.document_length(t))
                 .sum::<f64>(),
@@ -501,13 +497,15 @@ pub(crate) fn prepare(
     }
     let mut next_index = vec![0usize; todo.len()];
     let mut points = Vec::with_capacity(spans.len());
-    for ((&(i, s, e), text), dense) in spans.iter().zip(&chunk_texts).zip(vectors) {
+    for (((&(i, s, e), text), dense), bm25_text) in
+        spans.iter().zip(&chunk_texts).zip(vectors).zip(&bm25_texts)
+    {
         let (item, hash) = &todo[i];
         points.push(ChunkPoint {
             content_id: item.id.clone(),
             chunk_index: next_index[i],
             dense,
-            bm25: bm25.document(text),
+            bm25: bm25.document(bm25_text),
             payload: payload(item, hash, counts[i], s, e, text),
         });
         next_index[i] += 1;

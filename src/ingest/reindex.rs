@@ -19,7 +19,7 @@ use super::pipeline::{
     collection_spec, hash_salt, prepare, write_batch, Bm25Stats, IngestError, CHUNK_KEYS,
 };
 use crate::chunk::Chunker;
-use crate::content::{ContentItem, ContentType};
+use crate::content::ContentItem;
 use crate::embed::Embedder;
 use crate::store::{Condition, Filter, StoreError, StoredChunk, VectorStore};
 
@@ -188,10 +188,6 @@ async fn read_items<S: VectorStore>(
     Ok(items)
 }
 
-fn payload_str(p: &Map<String, Value>, key: &str) -> Option<String> {
-    p.get(key).and_then(Value::as_str).map(str::to_string)
-}
-
 /// An item from its chunks (sorted by index, chunk 0 first).
 fn rebuild(chunks: Vec<StoredChunk>) -> Result<(ContentItem, Map<String, Value>), String> {
     let first = &chunks[0];
@@ -232,51 +228,12 @@ fn rebuild(chunks: Vec<StoredChunk>) -> Result<(ContentItem, Map<String, Value>)
         }
     }
     let p = &first.payload;
-    let title = payload_str(p, "title").unwrap_or_default();
-    // Inverse of `ContentItem::text`: "title\nbody", the title alone, or the body alone.
-    let body = if title.trim().is_empty() {
-        text
-    } else if let Some(rest) = text.strip_prefix(&format!("{title}\n")) {
-        rest.to_string()
-    } else if text == title {
-        String::new()
-    } else {
-        return Err(format!(
-            "item {id:?}: stored text does not start with its title"
-        ));
-    };
-    let content_type = match p.get("content_type").and_then(Value::as_str) {
-        Some("episode") => ContentType::Episode,
-        Some("other") => ContentType::Other,
-        _ => ContentType::Article,
-    };
-    let item = ContentItem {
-        id,
-        title,
-        body,
-        url: payload_str(p, "url"),
-        source: payload_str(p, "source"),
-        content_type,
-        language: payload_str(p, "language"),
-        published_at: payload_str(p, "published_at"),
-        metadata: p
-            .get("metadata")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default(),
-    };
-    let ingest_keys = [
-        "title",
-        "url",
-        "source",
-        "content_type",
-        "language",
-        "published_at",
-        "metadata",
-    ];
+    let item = ContentItem::from_payload(id, text, p)?;
     let extra = p
         .iter()
-        .filter(|(k, _)| !CHUNK_KEYS.contains(&k.as_str()) && !ingest_keys.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !CHUNK_KEYS.contains(&k.as_str()) && !ContentItem::PAYLOAD_KEYS.contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Ok((item, extra))

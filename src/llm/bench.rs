@@ -13,6 +13,11 @@ pub struct LlmBench {
     pub prompt_tokens_per_s: f64,
     pub generated_tokens: usize,
     pub generation_tokens_per_s: f64,
+    /// Generation under a JSON schema (llguidance masks every step), same prompt and length.
+    pub constrained_generation_tokens_per_s: f64,
+    /// Time per constrained token over time per free token, minus 1 (0.05 = 5% slower); medians
+    /// of rounds taken alternately in the same run.
+    pub constrained_overhead: f64,
     pub load_seconds: f64,
     pub rounds: usize,
 }
@@ -82,7 +87,11 @@ pub fn run(
         max_tokens: gen_tokens,
         ..Sampling::default()
     };
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    // A schema whose answer cannot end before max_tokens: one long string.
+    let schema = serde_json::json!({"type": "object", "properties": {
+        "summary": {"type": "string", "minLength": 20 * gen_tokens.max(1)}},
+        "required": ["summary"], "additionalProperties": false});
+    let (mut pp, mut tg, mut tc, mut ratios) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for round in 0..rounds.max(1) {
         // A distinct first token each round defeats the prefix cache: every round processes
@@ -90,18 +99,27 @@ pub fn run(
         let p = format!("{}{prompt}", " ".repeat(round % 2));
         let (_, _, stats) = llm.generate_blocking(&p, &request, None)?;
         pp.push(stats.prompt_tokens_processed as f64 / stats.prompt_seconds);
+        let free = stats.generation_seconds / stats.generated_tokens.max(1) as f64;
         if stats.generated_tokens > 0 {
             tg.push(stats.generated_tokens as f64 / stats.generation_seconds);
         }
         last = Some(stats);
+        let (_, _, c) = llm.generate_blocking(&p, &request, Some(&schema))?;
+        if c.generated_tokens > 0 && stats.generated_tokens > 0 {
+            tc.push(c.generated_tokens as f64 / c.generation_seconds);
+            ratios.push(c.generation_seconds / c.generated_tokens as f64 / free - 1.0);
+        }
     }
     let last = last.unwrap_or_default();
+    let median_or_zero = |v: Vec<f64>| if v.is_empty() { 0.0 } else { median(v) };
     Ok(LlmBench {
         model: path.display().to_string(),
         prompt_tokens: last.prompt_tokens,
         prompt_tokens_per_s: median(pp),
         generated_tokens: last.generated_tokens,
-        generation_tokens_per_s: if tg.is_empty() { 0.0 } else { median(tg) },
+        generation_tokens_per_s: median_or_zero(tg),
+        constrained_generation_tokens_per_s: median_or_zero(tc),
+        constrained_overhead: median_or_zero(ratios),
         load_seconds,
         rounds: rounds.max(1),
     })

@@ -417,7 +417,8 @@ pub fn meta_point_id() -> uuid::Uuid {
     uuid::Uuid::new_v5(&NAMESPACE, b"signaldesk:collection-meta")
 }
 
-/// signaldesk's UUIDv5 namespace (itself UUIDv5 of the URL namespace and "signaldesk").
+/// signaldesk's UUIDv5 namespace: a fixed value picked once for this project (it is not derived
+/// from anything). Never change it: every stored point id is derived from it.
 const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f0b_3a8e_58c1_5d2a_9a4f_1c7e_2b90_d431);
 
 /// Payload fields that filters use, and their index types.

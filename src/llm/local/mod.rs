@@ -1,17 +1,18 @@
 //! The local provider: a GGUF Llama model in process (SmolLM2-135M-Instruct Q4_1 by default).
 //!
 //! Greedy decoding is deterministic, so answers are reproducible and cacheable. For schema
-//! requests each step keeps only the tokens whose bytes the [`Matcher`] accepts, so the answer
+//! requests each step keeps only the tokens llguidance allows ([`constrain`]), so the answer
 //! always parses and always satisfies the schema. The KV cache keeps the longest prompt prefix
 //! shared with the previous call: tagging prompts share their instructions and taxonomy, so
 //! only the item's part is processed again.
 
+pub mod constrain;
 pub mod model;
 pub mod q8;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
@@ -19,10 +20,10 @@ use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use tracing::Instrument;
 
-use super::schema::Matcher;
 use super::{
     accounting, check_json, ChatRequest, ChatResponse, LlmClient, LlmError, Schema, Usage,
 };
+use constrain::Constraints;
 use model::LlamaModel;
 use tokenizer::GgufTokenizer;
 
@@ -34,6 +35,8 @@ pub struct LocalLlm {
     tokenizer: Arc<GgufTokenizer>,
     state: Arc<Mutex<State>>,
     context_length: usize,
+    /// The constrained-decoding engine, built on the first schema request.
+    constraints: Arc<OnceLock<Result<Constraints, String>>>,
 }
 
 struct State {
@@ -80,7 +83,26 @@ impl LocalLlm {
                 cached: Vec::new(),
             })),
             context_length,
+            constraints: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// An llguidance matcher for `schema` over this model's tokens (the engine is built on
+    /// first use): what constrained decoding consults at every step. Public so its masks can be
+    /// tested directly.
+    pub fn matcher(
+        &self,
+        schema: &serde_json::Value,
+        vocab: usize,
+    ) -> Result<llguidance::Matcher, LlmError> {
+        let engine = self
+            .constraints
+            .get_or_init(|| {
+                Constraints::new(self.tokenizer.clone(), vocab).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| LlmError::Model(e.clone()))?;
+        engine.matcher(schema)
     }
 
     /// The tokenizer (for counting and rendering).
@@ -104,7 +126,7 @@ impl LocalLlm {
         &self,
         prompt: &str,
         request: &ChatRequest,
-        schema: Option<&Schema>,
+        schema: Option<&serde_json::Value>,
     ) -> Result<(String, String, GenerationStats), LlmError> {
         let tok = &self.tokenizer;
         let prompt_ids = tok.encode(prompt)?;
@@ -145,25 +167,22 @@ impl LocalLlm {
         stats.prompt_seconds = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let mut matcher = schema.map(Matcher::new);
+        let vocab = logits.len().min(tok.token_bytes().len());
+        let mut matcher = schema.map(|s| self.matcher(s, vocab)).transpose()?;
+        let llg_err = |e: anyhow::Error| LlmError::Model(format!("constrained decoding: {e}"));
         let mut rng = rand::rngs::StdRng::seed_from_u64(sampling.seed);
         let mut out: Vec<u32> = Vec::new();
         let mut finish = "length";
-        let bytes = tok.token_bytes();
-        let vocab = logits.len().min(bytes.len());
         for _ in 0..sampling.max_tokens {
-            if matcher.as_ref().is_some_and(Matcher::is_closed) {
-                finish = "stop";
-                break;
-            }
-            let allowed = |id: usize| -> bool {
-                match &matcher {
-                    None => true,
-                    Some(m) => {
-                        (id as u32 == tok.eos_id && m.is_complete()) || m.accepts(&bytes[id])
-                    }
+            let mask = match matcher.as_mut() {
+                Some(m) if m.is_stopped() => {
+                    finish = "stop";
+                    break;
                 }
+                Some(m) => Some(m.compute_mask().map_err(llg_err)?),
+                None => None,
             };
+            let allowed = |id: usize| mask.as_ref().is_none_or(|m| m.is_allowed(id as u32));
             let next = if sampling.temperature <= 0.0 {
                 greedy(&logits[..vocab], allowed)
             } else {
@@ -185,7 +204,7 @@ impl LocalLlm {
                 break;
             }
             if let Some(m) = matcher.as_mut() {
-                m.feed(&bytes[next as usize]);
+                m.consume_token(next).map_err(llg_err)?;
             }
             out.push(next);
             logits = state.model.forward(&[next]).map_err(model_err)?;
@@ -193,17 +212,21 @@ impl LocalLlm {
         }
         stats.generated_tokens = out.len();
         stats.generation_seconds = started.elapsed().as_secs_f64();
-        if matcher.as_ref().is_some_and(|m| m.is_complete()) {
-            finish = "stop";
-        } else if matcher.is_some() {
-            return Err(LlmError::Truncated);
+        if let Some(m) = matcher.as_mut() {
+            // A constrained answer is finished exactly when its grammar accepts; otherwise it was
+            // cut at max_tokens ("length"), which the caller reports as truncated.
+            finish = if m.is_accepting().map_err(llg_err)? {
+                "stop"
+            } else {
+                "length"
+            };
         }
         Ok((tok.decode(&out)?, finish.to_string(), stats))
     }
 }
 
-/// The highest-scoring allowed token: the top token if allowed (the usual case), else a scan in
-/// score order.
+/// The highest-scoring allowed token: the top token if allowed (the usual case), else one scan
+/// for the best allowed token (no sort of the vocabulary).
 fn greedy(logits: &[f32], allowed: impl Fn(usize) -> bool) -> Option<u32> {
     let best = logits
         .iter()
@@ -213,9 +236,12 @@ fn greedy(logits: &[f32], allowed: impl Fn(usize) -> bool) -> Option<u32> {
     if allowed(best) {
         return Some(best as u32);
     }
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    order.into_iter().find(|&i| allowed(i)).map(|i| i as u32)
+    logits
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| allowed(*i))
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i as u32)
 }
 
 /// Temperature + nucleus (top-p) sampling over the allowed tokens.
@@ -291,18 +317,19 @@ impl LocalLlm {
             .transpose()?;
         let prompt = self.tokenizer.render_chat_safe(&request.messages)?;
         let this = self.clone();
-        let parsed = schema.clone();
         let req = request.clone();
         let (text, finish, stats) = tokio::task::spawn_blocking(move || {
-            this.generate_blocking(&prompt, &req, parsed.as_ref())
+            this.generate_blocking(&prompt, &req, req.json_schema.as_ref())
         })
         .await
         .map_err(|e| LlmError::Model(format!("generation task failed: {e}")))??;
-        let json = match &request.json_schema {
-            Some(s) => {
-                let schema = Schema::parse(s)?;
+        if schema.is_some() && finish == "length" {
+            return Err(LlmError::Truncated);
+        }
+        let json = match &schema {
+            Some(schema) => {
                 Some(
-                    check_json(&text, &schema).map_err(|error| LlmError::SchemaViolation {
+                    check_json(&text, schema).map_err(|error| LlmError::SchemaViolation {
                         error,
                         answer: text.clone(),
                     })?,

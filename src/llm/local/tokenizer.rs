@@ -19,6 +19,8 @@ pub struct GgufTokenizer {
     tokenizer: Tokenizer,
     /// Control tokens as text (`<|im_start|>` ...): neutralised in message content.
     specials: Vec<String>,
+    /// Their ids, in the same order.
+    special_ids: Vec<u32>,
     pub eos_id: u32,
     pub bos_token: String,
     pub eos_token: String,
@@ -184,6 +186,7 @@ impl GgufTokenizer {
         Ok(Self {
             tokenizer,
             specials: special_ids.iter().map(|&i| tokens[i].clone()).collect(),
+            special_ids: special_ids.iter().map(|&i| i as u32).collect(),
             eos_id,
             bos_token: tokens.get(bos_id as usize).cloned().unwrap_or_default(),
             eos_token: tokens.get(eos_id as usize).cloned().unwrap_or_default(),
@@ -206,6 +209,26 @@ impl GgufTokenizer {
             .map_err(|e| bad(e.to_string()))?
             .get_ids()
             .to_vec())
+    }
+
+    /// Token ids of `text` with no special-token handling beyond [`Self::encode`]'s: what forced
+    /// text (constrained decoding) becomes.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, LlmError> {
+        self.encode(text)
+    }
+
+    /// Each of the first `vocab_size` token ids as the bytes it stands for, for a token trie;
+    /// control tokens are their name behind the 0xFF marker byte (toktrie's convention for
+    /// special tokens), so they never match text.
+    pub fn trie_words(&self, vocab_size: usize) -> Vec<Vec<u8>> {
+        let mut words: Vec<Vec<u8>> = self.token_bytes.iter().take(vocab_size).cloned().collect();
+        words.resize(vocab_size, Vec::new());
+        for (id, name) in self.special_ids.iter().zip(&self.specials) {
+            if let Some(w) = words.get_mut(*id as usize) {
+                *w = [&[0xFF][..], name.as_bytes()].concat();
+            }
+        }
+        words
     }
 
     /// Text of `ids`, special tokens included.

@@ -8,8 +8,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use super::{EmbedError, Embedder};
 use crate::chunk::{ChunkError, Chunker};
+use crate::embed::{EmbedError, Embedder};
 use crate::ingest::jsonl::{id_of, parse_object, text_of};
 use crate::ingest::{InputError, InputFile};
 
