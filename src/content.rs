@@ -291,8 +291,9 @@ fn opt_string(obj: &mut Map<String, Value>, field: &str) -> Result<Option<String
     }
 }
 
-/// RFC 3339 date-time or a plain date, as RFC 3339 UTC.
-fn parse_date(s: &str) -> Option<String> {
+/// RFC 3339 date-time or a plain date (`YYYY-MM-DD`, midnight UTC), as RFC 3339 UTC: the one
+/// date parser for ingest and for filter bounds on every store backend.
+pub fn parse_date(s: &str) -> Option<String> {
     let s = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(

@@ -201,8 +201,17 @@ impl<'a, S: VectorStore> Searcher<'a, S> {
                 limit,
                 exact: self.settings.exact,
             };
-            let chunks = self.store.query(&self.spec.name, &query).await?;
+            let mut chunks = self.store.query(&self.spec.name, &query).await?;
             let exhausted = chunks.len() < limit;
+            // Equal scores are common in fusion (1.25/(10+15) = 1/(10+10)); the store breaks
+            // them by its internal order, which differs between two builds of the same data.
+            // Break them by id instead, so equal collections always rank alike.
+            chunks.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then_with(|| a.chunk.content_id.cmp(&b.chunk.content_id))
+                    .then_with(|| a.chunk.chunk_index.cmp(&b.chunk.chunk_index))
+            });
             let mut seen = std::collections::HashSet::new();
             let hits: Vec<Hit> = chunks
                 .into_iter()

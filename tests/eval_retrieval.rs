@@ -71,13 +71,17 @@ fn retrieval_eval_writes_the_report_format_with_per_query_values() {
     for mode in ["dense", "bm25", "hybrid"] {
         let out = work.path().join(format!("{mode}.json"));
         let trec = work.path().join(format!("{mode}.trec"));
-        let o = run(signaldesk(work.path())
-            .args(["eval", "retrieval", "--mode", mode, "--dataset"])
+        let mut cmd = signaldesk(work.path());
+        cmd.args(["eval", "retrieval", "--mode", mode, "--dataset"])
             .arg(&data)
             .arg("--output")
             .arg(&out)
             .arg("--run-out")
-            .arg(&trec));
+            .arg(&trec);
+        if mode == "hybrid" {
+            cmd.arg("--tune-fusion");
+        }
+        let o = run(&mut cmd);
         assert!(o.status.success(), "{mode}: {}", stderr(&o));
         let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(r["suite"], "retrieval");
@@ -100,9 +104,17 @@ fn retrieval_eval_writes_the_report_format_with_per_query_values() {
         let trec_lines = std::fs::read_to_string(&trec).unwrap();
         let first: Vec<&str> = trec_lines.lines().next().unwrap().split(' ').collect();
         assert_eq!((first[1], first[3], first[5]), ("Q0", "1", "signaldesk"));
+        // The report says how it searched: the configured settings, which `search` uses too.
+        assert_eq!(r["config"]["backend"], "qdrant-edge");
+        assert_eq!(r["config"]["search"], "hnsw");
+        assert_eq!(r["config"]["chunking"]["max_tokens"], 256);
         if mode == "hybrid" {
-            assert_eq!(r["config"]["fusion_chosen_on"], "train");
-            assert!(r["config"]["fusion"]["k"].as_u64().is_some());
+            assert_eq!(r["config"]["fusion"]["k"], 10);
+            assert_eq!(r["config"]["fusion"]["dense_weight"], 1.25);
+            // --tune-fusion reports what train would choose, without changing what is measured.
+            let tuned = &r["config"]["fusion_tuned_on_train"];
+            assert!(tuned["rrf_k"].as_u64().is_some(), "{tuned}");
+            assert!(tuned["ndcg@10"].as_f64().unwrap() > 0.5, "{tuned}");
         }
         ndcg.insert(mode, r["metrics"]["ndcg@10"].as_f64().unwrap());
     }

@@ -279,11 +279,25 @@ fn a_sigkill_mid_ingest_then_a_rerun_ends_with_exactly_the_right_points() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill once the WAL has seen some writes (or after a generous bound).
-    let wal = dir.path().join("data/edge/content/wal");
+    // Kill once the WAL has seen some writes (or after a generous bound). The collection is
+    // content-<model fingerprint>, behind the alias "content".
+    let edge = dir.path().join("data/edge");
+    let wal = || {
+        std::fs::read_dir(&edge)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("content-"))
+            })
+            .map(|p| p.join("wal"))
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
-        let written: u64 = std::fs::read_dir(&wal)
+        let written: u64 = wal()
+            .and_then(|w| std::fs::read_dir(w).ok())
             .map(|d| {
                 d.flatten()
                     .filter_map(|e| e.metadata().ok())

@@ -126,7 +126,9 @@ fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_no
         .arg(&model_b)));
     assert_eq!(to_b["items"], 14, "{to_b}");
     assert_eq!(to_b["dimension"], 48);
-    assert_eq!(to_b["from"], "content");
+    // Ingest created the collection behind the alias "content".
+    let a_collection = to_b["from"].as_str().unwrap().to_string();
+    assert!(a_collection.starts_with("content-"), "{to_b}");
     let b_collection = to_b["to"].as_str().unwrap().to_string();
     rt.block_on(async {
         let store = EdgeStore::new(&edge).unwrap();
@@ -139,7 +141,7 @@ fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_no
         assert_eq!(tagged[0].payload["tags"], json!(["markets"]));
     });
     assert!(
-        !edge.join("content/edge_config.json").exists(),
+        !edge.join(&a_collection).exists(),
         "the old collection is dropped after the switch"
     );
 
@@ -180,4 +182,84 @@ fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_no
     assert!(!edge.join(&b_collection).exists());
     let after = rt.block_on(async { chunks(&EdgeStore::new(&edge).unwrap()).await });
     assert_eq!(after, before);
+}
+
+#[test]
+fn a_crash_between_the_alias_switch_and_the_drop_leaves_the_name_on_the_new_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let (model_a, model_b) = (work.join("model-a"), work.join("model-b"));
+    write_tiny_bert(&model_a, &TinyBert::default());
+    write_tiny_bert(
+        &model_b,
+        &TinyBert {
+            hidden: 48,
+            seed: 7,
+            ..TinyBert::default()
+        },
+    );
+    let file = work.join("items.jsonl");
+    std::fs::write(
+        &file,
+        (0..8)
+            .map(|i| json!({"id": format!("i{i}"), "title": format!("Story {i}"), "body": "Rain in Zürich."}).to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    ok_json(run(cmd(work, &model_a)
+        .arg("ingest")
+        .arg(&file)
+        .arg("--json")));
+    let edge = work.join("data/edge");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let old = rt.block_on(async {
+        EdgeStore::new(&edge)
+            .unwrap()
+            .resolve("content")
+            .await
+            .unwrap()
+    });
+
+    let crashed = run(cmd(work, &model_a)
+        .args(["reindex", "--json", "--model"])
+        .arg(&model_b)
+        .env("SIGNALDESK_TEST_CRASH_AT", "alias-switched"));
+    assert!(!crashed.status.success(), "the hook must abort the run");
+    assert!(
+        stderr(&crashed).contains("aborting at alias-switched"),
+        "{}",
+        stderr(&crashed)
+    );
+    rt.block_on(async {
+        let store = EdgeStore::new(&edge).unwrap();
+        let now = store.resolve("content").await.unwrap();
+        assert_ne!(now, old, "the name already points at the new collection");
+        assert_eq!(
+            store
+                .collection_spec("content")
+                .await
+                .unwrap()
+                .unwrap()
+                .dimension,
+            48
+        );
+        assert_eq!(store.count("content", &Filter::default()).await.unwrap(), 8);
+    });
+    // Searching by the name works with the new model, and ingest finds everything in place.
+    let hits = ok_json(run(
+        cmd(work, &model_b).args(["search", "rain", "--json", "-k", "3"])
+    ));
+    assert_eq!(hits.as_array().map(Vec::len), Some(3), "{hits}");
+    let again = ok_json(run(cmd(work, &model_b)
+        .arg("ingest")
+        .arg(&file)
+        .arg("--json")));
+    assert_eq!(again["unchanged"], 8, "{again}");
+    // The old collection is left unused, not lost: a later reindex back rebuilds over it.
+    assert!(edge.join(&old).exists());
+    let back = ok_json(run(cmd(work, &model_b)
+        .args(["reindex", "--json", "--model"])
+        .arg(&model_a)));
+    assert_eq!(back["to"], old.as_str());
+    assert_eq!(back["items"], 8);
 }

@@ -206,6 +206,40 @@ pub fn collection_spec(name: &str, embedder: &Embedder) -> CollectionSpec {
     }
 }
 
+/// The physical collection a new collection `name` is created as: `name-<first 12 hex digits of
+/// the model fingerprint>`, behind the alias `name`. `reindex` builds the next one beside it and
+/// then moves the alias in one atomic step, so `name` never points at nothing.
+pub fn physical_name(name: &str, embedder: &Embedder) -> String {
+    let fingerprint: String = embedder.fingerprint().chars().take(12).collect();
+    format!("{name}-{fingerprint}")
+}
+
+/// Open `name` for writing `embedder`'s vectors: an existing collection (or alias) as it is; a
+/// new one as [`physical_name`] behind the alias `name`. Each step is idempotent, so a run
+/// interrupted between creating the collection and setting the alias is finished by the next.
+pub async fn open_for_ingest<S: VectorStore>(
+    store: &S,
+    name: &str,
+    embedder: &Embedder,
+) -> Result<CollectionSpec, StoreError> {
+    let exists = match store.count(name, &crate::store::Filter::default()).await {
+        Ok(_) => true,
+        Err(StoreError::NoCollection(_)) => false,
+        Err(e) => return Err(e),
+    };
+    if exists {
+        return store
+            .open_collection(&collection_spec(name, embedder))
+            .await;
+    }
+    let physical = physical_name(name, embedder);
+    let spec = store
+        .open_collection(&collection_spec(&physical, embedder))
+        .await?;
+    store.set_alias(name, &physical).await?;
+    Ok(spec)
+}
+
 /// The line of the last record of each id in `path`: earlier records with the same id are
 /// superseded before anything is compared or embedded, so one file never leaves two versions.
 fn last_lines(path: &Path, options: &IngestOptions) -> Result<HashMap<String, usize>, IngestError> {
@@ -260,9 +294,7 @@ pub async fn ingest_file<S: VectorStore>(
     mut on_progress: impl FnMut(usize),
 ) -> Result<IngestSummary, IngestError> {
     let last_line = last_lines(path, options)?;
-    let mut spec = store
-        .open_collection(&collection_spec(&options.collection, &embedder))
-        .await?;
+    let mut spec = open_for_ingest(store, &options.collection, &embedder).await?;
     let mut stats = Bm25Stats::of(&spec);
     let salt = hash_salt(&embedder, options.chunker);
     let rejects_path = options.rejects.clone().unwrap_or_default();

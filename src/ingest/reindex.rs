@@ -16,7 +16,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::pipeline::{
-    collection_spec, hash_salt, prepare, write_batch, Bm25Stats, IngestError, CHUNK_KEYS,
+    collection_spec, hash_salt, physical_name, prepare, write_batch, Bm25Stats, IngestError,
+    CHUNK_KEYS,
 };
 use crate::chunk::Chunker;
 use crate::content::ContentItem;
@@ -55,8 +56,7 @@ pub async fn reindex<S: VectorStore>(
         .await?
         .ok_or_else(|| StoreError::NoCollection(name.to_string()))?;
     let from = store.resolve(name).await?;
-    let fingerprint: String = embedder.fingerprint().chars().take(12).collect();
-    let to = format!("{}-{fingerprint}", name);
+    let to = physical_name(name, &embedder);
     if to == from || old.model_fingerprint == embedder.fingerprint() {
         return Err(StoreError::Backend {
             backend: store.backend(),
@@ -142,12 +142,17 @@ pub async fn reindex<S: VectorStore>(
         .into());
     }
     if from == name {
-        // First reindex: `name` is a real collection, so it must go before the alias can take
-        // its name. The new collection is complete and verified at this point.
+        // A collection made before ingest created collections behind aliases: `name` is a real
+        // collection, so it must go before the alias can take its name (the one case with a
+        // moment where `name` points at nothing). The new collection is complete and verified.
         store.drop_collection(name).await?;
+        crate::store::crash_point("legacy-collection-dropped");
         store.set_alias(name, &to).await?;
     } else {
+        // The alias moves first, in one step: readers see the old collection, then the new one,
+        // never neither. A crash before the drop leaves the old collection unused, never lost.
         store.set_alias(name, &to).await?;
+        crate::store::crash_point("alias-switched");
         store.drop_collection(&from).await?;
     }
     Ok(summary)

@@ -237,7 +237,7 @@ impl EdgeStore {
 
 /// The filter as qdrant-edge takes it, always excluding the metadata point.
 fn edge_filter(filter: &Filter) -> Result<qdrant_edge::Filter, StoreError> {
-    let mut json = filter.to_qdrant_json();
+    let mut json = filter.normalized()?.to_qdrant_json();
     json["must_not"] = serde_json::json!([{ "has_id": [meta_point_id().to_string()] }]);
     serde_json::from_value(json).map_err(|e| StoreError::Filter(e.to_string()))
 }

@@ -295,6 +295,42 @@ impl Filter {
     }
 }
 
+/// A datetime filter bound as RFC 3339 UTC: the same dates ingest accepts (RFC 3339 or
+/// `YYYY-MM-DD`), whichever backend runs the filter.
+pub(crate) fn datetime_bound(field: &str, v: &Value) -> Result<String, StoreError> {
+    v.as_str()
+        .and_then(crate::content::parse_date)
+        .ok_or_else(|| {
+            StoreError::Filter(format!(
+                "{field}: {v} is not a date (use RFC 3339, e.g. 2025-03-01T00:00:00Z, or YYYY-MM-DD)"
+            ))
+        })
+}
+
+/// Whether `field` is indexed as a datetime.
+pub(crate) fn is_datetime_field(field: &str) -> bool {
+    INDEXED_FIELDS
+        .iter()
+        .any(|(f, kind)| *f == field && *kind == "datetime")
+}
+
+impl Filter {
+    /// The same filter with every datetime bound in RFC 3339 UTC (see [`datetime_bound`]).
+    pub(crate) fn normalized(&self) -> Result<Self, StoreError> {
+        let mut out = self.clone();
+        for c in &mut out.must {
+            if let Condition::Range { field, gte, lt } = c {
+                if is_datetime_field(field) {
+                    for bound in [gte, lt].into_iter().flatten() {
+                        *bound = Value::from(datetime_bound(field, bound)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// How a query scores chunks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueryVectors {

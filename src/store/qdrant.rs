@@ -219,10 +219,8 @@ fn to_chunk(
 }
 
 fn timestamp(field: &str, v: &Value) -> Result<prost_types::Timestamp, StoreError> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| StoreError::Filter(format!("{field}: a datetime bound must be RFC 3339")))?;
-    let t = chrono::DateTime::parse_from_rfc3339(s)
+    let s = super::datetime_bound(field, v)?;
+    let t = chrono::DateTime::parse_from_rfc3339(&s)
         .map_err(|e| StoreError::Filter(format!("{field}: {s:?} is not RFC 3339: {e}")))?;
     Ok(prost_types::Timestamp {
         seconds: t.timestamp(),
