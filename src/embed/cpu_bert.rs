@@ -439,6 +439,7 @@ mod simd {
         const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
                                          // `max`/`min` return the other operand when one is NaN (`clamp` would pass NaN through
                                          // to the unchecked conversion below), so `xc` is always a number in [-87, 88].
+        #[allow(clippy::manual_clamp)] // clamp would pass NaN through: that is the point
         let xc = x.max(-87.0).min(88.0);
         let n = (xc * LOG2E + ROUND) - ROUND;
         let r = xc - n * LN2_HI - n * LN2_LO;
