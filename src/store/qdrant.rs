@@ -31,6 +31,8 @@ const META_KEY: &str = "_signaldesk_collection";
 pub struct QdrantStore {
     client: Qdrant,
     url: String,
+    api_key: Option<String>,
+    timeout: Duration,
     /// Dimension by collection name, read once from the metadata point: every upsert and query
     /// checks it, and it cannot change while the name points at the same collection.
     dimensions: std::sync::Mutex<std::collections::HashMap<String, usize>>,
@@ -65,7 +67,7 @@ impl QdrantStore {
         timeout: Duration,
     ) -> Result<Self, StoreError> {
         let client = Qdrant::from_url(url)
-            .api_key(api_key)
+            .api_key(api_key.clone())
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .skip_compatibility_check()
@@ -74,6 +76,8 @@ impl QdrantStore {
         Ok(Self {
             client,
             url: url.to_string(),
+            api_key,
+            timeout,
             dimensions: Default::default(),
         })
     }
@@ -194,6 +198,64 @@ impl QdrantStore {
             .map_err(err)?
             .insert(name.to_string(), dim);
         Ok(dim)
+    }
+
+    /// Point `alias` at `target` in one `UpdateAliases` request (deleting it first when
+    /// `moving`), which the server applies atomically: readers see the old target or the new one,
+    /// never no collection. qdrant-client's helpers send one action per request, so this call
+    /// goes through the generated gRPC client on its own channel.
+    async fn update_aliases_atomically(
+        &self,
+        alias: &str,
+        target: &str,
+        moving: bool,
+    ) -> Result<(), StoreError> {
+        use qdrant_client::qdrant::alias_operations::Action;
+        use qdrant_client::qdrant::collections_client::CollectionsClient;
+        use qdrant_client::qdrant::{AliasOperations, ChangeAliases, CreateAlias, DeleteAlias};
+        let channel = tonic::transport::Channel::from_shared(self.url.clone())
+            .map_err(|e| err(format!("{}: {e}", self.url)))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(self.timeout)
+            .connect()
+            .await
+            .map_err(|e| err(format!("{}: {e}", self.url)))?;
+        let key = match &self.api_key {
+            Some(k) => Some(
+                tonic::metadata::MetadataValue::try_from(k.as_str())
+                    .map_err(|_| err("the API key is not a valid header value"))?,
+            ),
+            None => None,
+        };
+        let mut client =
+            CollectionsClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+                if let Some(k) = &key {
+                    req.metadata_mut().insert("api-key", k.clone());
+                }
+                Ok(req)
+            });
+        let mut actions = Vec::new();
+        if moving {
+            actions.push(AliasOperations {
+                action: Some(Action::DeleteAlias(DeleteAlias {
+                    alias_name: alias.to_string(),
+                })),
+            });
+        }
+        actions.push(AliasOperations {
+            action: Some(Action::CreateAlias(CreateAlias {
+                collection_name: target.to_string(),
+                alias_name: alias.to_string(),
+            })),
+        });
+        client
+            .update_aliases(ChangeAliases {
+                actions,
+                timeout: None,
+            })
+            .await
+            .map_err(|status| err(format!("{}: moving alias {alias:?}: {status}", self.url)))?;
+        Ok(())
     }
 
     /// Names may now point elsewhere (a dropped collection, a moved alias).
@@ -368,19 +430,8 @@ impl VectorStore for QdrantStore {
         if !self.exists(&target).await? {
             return Err(StoreError::NoCollection(target));
         }
-        // qdrant-client sends alias actions one at a time: readers may see no alias for the
-        // moment between these two calls.
-        if self.resolve(alias).await? != alias {
-            self.client.delete_alias(alias).await.map_err(err)?;
-        }
-        self.client
-            .create_alias(qdrant_client::qdrant::CreateAlias {
-                collection_name: target,
-                alias_name: alias.to_string(),
-            })
-            .await
-            .map_err(err)?;
-        Ok(())
+        let moving = self.resolve(alias).await? != alias;
+        self.update_aliases_atomically(alias, &target, moving).await
     }
 
     async fn upsert(&self, collection: &str, points: Vec<ChunkPoint>) -> Result<(), StoreError> {
