@@ -233,36 +233,7 @@ enum EvalCommand {
     /// `signaldesk search` runs, with the configured `search.*` settings, and writes a report
     /// (JSON + markdown beside it) with nDCG@10, recall@100, MRR@10, MAP@10, P@10 and per-query
     /// values.
-    Retrieval {
-        /// BEIR-layout dataset directory.
-        #[arg(long)]
-        dataset: PathBuf,
-        /// How chunks are scored [default: search.mode, hybrid].
-        #[arg(long, value_enum)]
-        mode: Option<SearchMode>,
-        /// Chunk the corpus (on) or embed documents whole (off) [default: chunk.enabled, on].
-        #[arg(long, value_enum)]
-        chunking: Option<OnOff>,
-        /// Which qrels file to evaluate: qrels/SPLIT.tsv.
-        #[arg(long, default_value = "test")]
-        split: String,
-        /// Report path (JSON); the markdown summary goes beside it as <output>.md.
-        #[arg(long)]
-        output: PathBuf,
-        /// Also write the run in TREC format.
-        #[arg(long)]
-        run_out: Option<PathBuf>,
-        /// Results kept per query.
-        #[arg(long, default_value_t = 100)]
-        depth: usize,
-        /// Evaluate this existing collection as it is instead of ingesting the corpus.
-        #[arg(long)]
-        collection: Option<String>,
-        /// Also choose fusion settings on qrels/train.tsv and report them (to copy into
-        /// search.hybrid); the configured settings are the ones evaluated.
-        #[arg(long)]
-        tune_fusion: bool,
-    },
+    Retrieval(EvalRetrievalArgs),
 }
 
 #[derive(Subcommand)]
@@ -462,30 +433,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => runtime()?.block_on(ingest(&config, args)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
         Command::Reindex(args) => runtime()?.block_on(reindex(&config, args)),
-        Command::Eval(EvalCommand::Retrieval {
-            dataset,
-            mode,
-            chunking,
-            split,
-            output,
-            run_out,
-            depth,
-            collection,
-            tune_fusion,
-        }) => runtime()?.block_on(eval_retrieval(
-            &config,
-            EvalRetrievalArgs {
-                dataset,
-                mode,
-                chunking,
-                split,
-                output,
-                run_out,
-                depth,
-                collection,
-                tune_fusion,
-            },
-        )),
+        Command::Eval(EvalCommand::Retrieval(args)) => {
+            runtime()?.block_on(eval_retrieval(&config, args))
+        }
         Command::Pipeline(args) => {
             let embedder = Arc::new(Embedder::from_config(&config)?);
             let mut report = pipeline::run(&embedder, &args.sample)?;
@@ -803,15 +753,35 @@ fn read_queries(path: &Path) -> Result<Vec<(String, String)>> {
 }
 
 /// `signaldesk eval retrieval`'s arguments.
+#[derive(Args)]
 struct EvalRetrievalArgs {
+    /// BEIR-layout dataset directory.
+    #[arg(long)]
     dataset: PathBuf,
+    /// How chunks are scored [default: search.mode, hybrid].
+    #[arg(long, value_enum)]
     mode: Option<SearchMode>,
+    /// Chunk the corpus (on) or embed documents whole (off) [default: chunk.enabled, on].
+    #[arg(long, value_enum)]
     chunking: Option<OnOff>,
+    /// Which qrels file to evaluate: qrels/SPLIT.tsv.
+    #[arg(long, default_value = "test")]
     split: String,
+    /// Report path (JSON); the markdown summary goes beside it as <output>.md.
+    #[arg(long)]
     output: PathBuf,
+    /// Also write the run in TREC format.
+    #[arg(long)]
     run_out: Option<PathBuf>,
+    /// Results kept per query.
+    #[arg(long, default_value_t = 100)]
     depth: usize,
+    /// Evaluate this existing collection as it is instead of ingesting the corpus.
+    #[arg(long)]
     collection: Option<String>,
+    /// Also choose fusion settings on qrels/train.tsv and report them (to copy into
+    /// search.hybrid); the configured settings are the ones evaluated.
+    #[arg(long)]
     tune_fusion: bool,
 }
 

@@ -176,6 +176,14 @@ fn constrained_answers_always_parse_and_satisfy_the_schema() {
         Schema::parse(schema).unwrap().validate(&value).unwrap();
         assert_eq!(answer.json.as_ref(), Some(&value));
         assert_eq!(answer.finish_reason, "stop");
+        // Keys come in the schema's declared order (not sorted: "label" before "confidence").
+        if let Some(props) = schema["properties"].as_object() {
+            let at: Vec<usize> = props
+                .keys()
+                .filter_map(|k| answer.text.find(&format!("\"{k}\":")))
+                .collect();
+            assert!(at.windows(2).all(|w| w[0] < w[1]), "{}", answer.text);
+        }
     }
 }
 

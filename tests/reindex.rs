@@ -49,10 +49,8 @@ async fn chunks(store: &EdgeStore) -> Vec<(String, usize, Value)> {
     out
 }
 
-#[test]
-fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path();
+/// Two tiny models in `work`: A (32 dims) and B (48 dims, shorter sequences).
+fn two_models(work: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (model_a, model_b) = (work.join("model-a"), work.join("model-b"));
     write_tiny_bert(&model_a, &TinyBert::default());
     write_tiny_bert(
@@ -64,6 +62,14 @@ fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_no
             ..TinyBert::default()
         },
     );
+    (model_a, model_b)
+}
+
+#[test]
+fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let (model_a, model_b) = two_models(work);
     let mut rows: Vec<Value> = (0..12)
         .map(|i| {
             let body: String = (0..(i % 4) * 6 + 1)
@@ -188,16 +194,7 @@ fn reindex_moves_a_collection_to_a_model_of_another_dimension_and_back_losing_no
 fn a_crash_between_the_alias_switch_and_the_drop_leaves_the_name_on_the_new_vectors() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let (model_a, model_b) = (work.join("model-a"), work.join("model-b"));
-    write_tiny_bert(&model_a, &TinyBert::default());
-    write_tiny_bert(
-        &model_b,
-        &TinyBert {
-            hidden: 48,
-            seed: 7,
-            ..TinyBert::default()
-        },
-    );
+    let (model_a, model_b) = two_models(work);
     let file = work.join("items.jsonl");
     std::fs::write(
         &file,
