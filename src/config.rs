@@ -362,10 +362,20 @@ impl Default for ChunkConfig {
 pub struct StoreConfig {
     /// `edge` (embedded Qdrant Edge under `data_dir`, the offline default) or `qdrant` (a server).
     pub backend: StoreBackend,
-    /// gRPC address of the Qdrant server, for `backend = "qdrant"`.
+    /// gRPC address of the Qdrant server, for `backend = "qdrant"` (`http://` or `https://`;
+    /// Qdrant serves gRPC on 6334, REST on 6333).
     pub url: String,
     /// Collection that holds the content chunks.
     pub collection: String,
+    /// Deadline of one call to the Qdrant server, its client's retry included.
+    pub timeout_s: u64,
+    /// Shards of a new collection on a Qdrant cluster (1 for a single server).
+    pub shards: u32,
+    /// Copies of each shard on different peers (1 for a single server; 2 survives one lost
+    /// peer).
+    pub replication_factor: u32,
+    /// Copies that must apply a write before it is acknowledged (at most `replication_factor`).
+    pub write_consistency_factor: u32,
 }
 
 impl Default for StoreConfig {
@@ -374,6 +384,10 @@ impl Default for StoreConfig {
             backend: StoreBackend::Edge,
             url: "http://127.0.0.1:6334".into(),
             collection: "content".into(),
+            timeout_s: 60,
+            shards: 1,
+            replication_factor: 1,
+            write_consistency_factor: 1,
         }
     }
 }
@@ -463,6 +477,30 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "search.hybrid.candidates must be at least 1".into(),
             ));
+        }
+        let store = &self.store;
+        if !(store.url.starts_with("http://") || store.url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "store.url must start with http:// or https:// (e.g. http://127.0.0.1:6334, Qdrant's gRPC port), got {:?}",
+                store.url
+            )));
+        }
+        if store.timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "store.timeout_s must be at least 1".into(),
+            ));
+        }
+        if store.shards == 0 || store.replication_factor == 0 || store.write_consistency_factor == 0
+        {
+            return Err(ConfigError::Invalid(
+                "store.shards, store.replication_factor and store.write_consistency_factor must be at least 1".into(),
+            ));
+        }
+        if store.write_consistency_factor > store.replication_factor {
+            return Err(ConfigError::Invalid(format!(
+                "store.write_consistency_factor ({}) cannot exceed store.replication_factor ({}): a write cannot wait for more copies than exist",
+                store.write_consistency_factor, store.replication_factor
+            )));
         }
         if !(self.search.hybrid.dense_weight.is_finite() && self.search.hybrid.dense_weight >= 0.0)
         {
@@ -663,6 +701,34 @@ mod tests {
             e.contains("s.toml") && e.contains("line 2") && e.contains("qdrant"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn store_urls_and_cluster_layouts_are_checked_at_load() {
+        let e = Config::load_with_env(None, &env(&[("SIGNALDESK_STORE__URL", "localhost:6334")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.url") && e.contains("http://"), "{e}");
+        let e = Config::load_with_env(
+            None,
+            &env(&[
+                ("SIGNALDESK_STORE__REPLICATION_FACTOR", "2"),
+                ("SIGNALDESK_STORE__WRITE_CONSISTENCY_FACTOR", "3"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("write_consistency_factor"), "{e}");
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("SIGNALDESK_STORE__SHARDS", "3"),
+                ("SIGNALDESK_STORE__REPLICATION_FACTOR", "2"),
+                ("SIGNALDESK_STORE__URL", "https://qdrant.example:6334"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.store.shards, c.store.replication_factor), (3, 2));
     }
 
     #[test]

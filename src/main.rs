@@ -934,8 +934,9 @@ fn print_pipeline(r: &pipeline::PipelineReport) {
     );
     if let Some(ret) = &r.retrieval {
         println!(
-            "  retrieval        {}: {} items (new {}, unchanged {}, {} tokens embedded) in {:.1} s; {} test queries",
+            "  retrieval        {} on {}: {} items (new {}, unchanged {}, {} tokens embedded) in {:.1} s; {} test queries",
             ret.dataset,
+            ret.backend,
             ret.ingest.read,
             ret.ingest.new,
             ret.ingest.unchanged,

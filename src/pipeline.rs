@@ -107,6 +107,8 @@ pub struct PipelineReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct RetrievalSection {
     pub dataset: String,
+    /// The store the stage ran on (`qdrant-edge` or `qdrant`), from `store.backend`.
+    pub backend: String,
     pub ingest: IngestSummary,
     pub ingest_seconds: f64,
     pub queries: usize,
@@ -166,6 +168,7 @@ pub async fn run_retrieval<S: VectorStore>(
         .unwrap_or(0.0);
     Ok(RetrievalSection {
         dataset: dataset.display().to_string(),
+        backend: store.backend().to_string(),
         ingest,
         ingest_seconds,
         queries: queries.len(),

@@ -166,9 +166,9 @@ impl<'a, S: VectorStore> Searcher<'a, S> {
             SearchMode::Bm25 => vec![Vec::new(); queries.len()],
             _ => self.embedder.embed(queries)?,
         };
-        let mut out = Vec::with_capacity(queries.len());
+        let mut vectors = Vec::with_capacity(queries.len());
         for (query, dense) in queries.iter().zip(dense) {
-            let vectors = match mode {
+            vectors.push(match mode {
                 SearchMode::Dense => QueryVectors::Dense(dense),
                 SearchMode::Bm25 => QueryVectors::Sparse(self.bm25.query(query)),
                 SearchMode::Hybrid => QueryVectors::Hybrid {
@@ -178,51 +178,79 @@ impl<'a, S: VectorStore> Searcher<'a, S> {
                     dense_weight: self.settings.hybrid.dense_weight,
                     candidates: self.settings.hybrid.candidates,
                 },
-            };
-            out.push(self.items(vectors, filter, k).await?);
+            });
+        }
+        // First pass for every query in one batch; a query whose chunks collapse to fewer than
+        // `k` items while the store holds more fetches again on its own.
+        let limit = k.saturating_mul(CHUNKS_PER_ITEM);
+        let first: Vec<ChunkQuery> = vectors
+            .iter()
+            .map(|v| self.chunk_query(v.clone(), filter, limit))
+            .collect();
+        let answers = self.store.query_batch(&self.spec.name, &first).await?;
+        let mut out = Vec::with_capacity(queries.len());
+        for (vectors, chunks) in vectors.into_iter().zip(answers) {
+            let exhausted = chunks.len() < limit;
+            let hits = collapse(chunks, k);
+            out.push(if hits.len() >= k || exhausted {
+                hits
+            } else {
+                self.items(vectors, filter, k, limit.saturating_mul(2))
+                    .await?
+            });
         }
         Ok(out)
     }
 
-    /// Collapse ranked chunks to the first `k` distinct items, fetching more chunks while fewer
-    /// than `k` items are found and the store may hold more. The chunk ranking does not depend on
-    /// how many are fetched, so the top `k` is always a prefix of the top `k + n`.
+    fn chunk_query(&self, vectors: QueryVectors, filter: &Filter, limit: usize) -> ChunkQuery {
+        ChunkQuery {
+            vectors,
+            filter: filter.clone(),
+            limit,
+            exact: self.settings.exact,
+        }
+    }
+
+    /// Collapse ranked chunks to the first `k` distinct items, fetching more chunks (from
+    /// `limit`, doubling) while fewer than `k` items are found and the store may hold more. The
+    /// chunk ranking does not depend on how many are fetched, so the top `k` is always a prefix
+    /// of the top `k + n`.
     async fn items(
         &self,
         vectors: QueryVectors,
         filter: &Filter,
         k: usize,
+        mut limit: usize,
     ) -> Result<Vec<Hit>, SearchError> {
-        let mut limit = k.saturating_mul(CHUNKS_PER_ITEM);
         loop {
-            let query = ChunkQuery {
-                vectors: vectors.clone(),
-                filter: filter.clone(),
-                limit,
-                exact: self.settings.exact,
-            };
-            let mut chunks = self.store.query(&self.spec.name, &query).await?;
+            let query = self.chunk_query(vectors.clone(), filter, limit);
+            let chunks = self.store.query(&self.spec.name, &query).await?;
             let exhausted = chunks.len() < limit;
-            // Equal scores are common in fusion (1.25/(10+15) = 1/(10+10)); the store breaks
-            // them by its internal order, which differs between two builds of the same data.
-            // Break them by id instead, so equal collections always rank alike.
-            chunks.sort_by(|a, b| {
-                b.score
-                    .total_cmp(&a.score)
-                    .then_with(|| a.chunk.content_id.cmp(&b.chunk.content_id))
-                    .then_with(|| a.chunk.chunk_index.cmp(&b.chunk.chunk_index))
-            });
-            let mut seen = std::collections::HashSet::new();
-            let hits: Vec<Hit> = chunks
-                .into_iter()
-                .filter(|c| seen.insert(c.chunk.content_id.clone()))
-                .take(k)
-                .map(Hit::from_chunk)
-                .collect();
+            let hits = collapse(chunks, k);
             if hits.len() >= k || exhausted {
                 return Ok(hits);
             }
             limit = limit.saturating_mul(2);
         }
     }
+}
+
+/// The first `k` distinct items of `chunks`, each at its best chunk. Equal scores are common in
+/// fusion (1.25/(10+15) = 1/(10+10)); the store breaks them by its internal order, which differs
+/// between two builds of the same data, so they are broken by id instead, and equal collections
+/// always rank alike.
+fn collapse(mut chunks: Vec<ScoredChunk>, k: usize) -> Vec<Hit> {
+    chunks.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.chunk.content_id.cmp(&b.chunk.content_id))
+            .then_with(|| a.chunk.chunk_index.cmp(&b.chunk.chunk_index))
+    });
+    let mut seen = std::collections::HashSet::new();
+    chunks
+        .into_iter()
+        .filter(|c| seen.insert(c.chunk.content_id.clone()))
+        .take(k)
+        .map(Hit::from_chunk)
+        .collect()
 }

@@ -1,6 +1,11 @@
-//! One behaviour for every `VectorStore` backend. Runs against `EdgeStore` always; the same
-//! checks are written generically so a server backend is held to them too.
+//! One behaviour for every `VectorStore` backend: the same generic suite runs against `EdgeStore`
+//! and against a real Qdrant server (`QdrantStore`) started on loopback by the test harness.
 
+mod common;
+
+use std::time::Duration;
+
+use common::qdrant::{self, QdrantServer, ServerOptions};
 use serde_json::{json, Map, Value};
 use signaldesk::embed::bm25::Bm25Encoder;
 use signaldesk::store::{
@@ -372,20 +377,98 @@ async fn conformance<S: VectorStore>(store: &S) {
     );
 }
 
-/// The server half, against a real Qdrant at `QDRANT_URL` (gRPC, e.g. http://127.0.0.1:6334 after
-/// `docker compose up -d qdrant`); `QDRANT_API_KEY` if the server wants one.
+/// The server half, against a real Qdrant v1.18.3 server on loopback (the test fixture; see
+/// tests/common/qdrant.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a Qdrant server: QDRANT_URL=http://127.0.0.1:6334 cargo nextest run --run-ignored only --test store_conformance"]
-async fn qdrant_store_conforms() {
-    let url = std::env::var("QDRANT_URL")
-        .expect("QDRANT_URL names the Qdrant server's gRPC address for this test");
-    let store = QdrantStore::connect(
-        &url,
-        std::env::var("QDRANT_API_KEY").ok(),
-        std::time::Duration::from_secs(30),
-    )
-    .unwrap();
-    conformance(&store).await;
+async fn qdrant_server_conforms() {
+    let Some(bin) = qdrant::available("qdrant_server_conforms") else {
+        return;
+    };
+    let server = QdrantServer::start(&bin, ServerOptions::default());
+    conformance(&QdrantStore::connect(&server.url(), None, Duration::from_secs(30)).unwrap()).await;
+}
+
+/// With an API key: the suite passes with the right key, and a wrong or missing key, a REST
+/// port, and a dead server each get an error that says what is wrong and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_server_with_an_api_key_conforms_and_bad_setups_are_explained() {
+    let Some(bin) = qdrant::available("qdrant_server_with_an_api_key_conforms") else {
+        return;
+    };
+    let key = "test-key-7f3a";
+    let mut server = QdrantServer::start(
+        &bin,
+        ServerOptions {
+            api_key: Some(key.into()),
+            ..Default::default()
+        },
+    );
+    let connect = |url: &str, key: Option<&str>| {
+        QdrantStore::connect(url, key.map(str::to_string), Duration::from_secs(10)).unwrap()
+    };
+    conformance(&connect(&server.url(), Some(key))).await;
+
+    let failure = |r: Result<Option<signaldesk::store::CollectionSpec>, StoreError>| {
+        let e = r.expect_err("refused").to_string();
+        assert!(!e.contains("MetadataMap"), "raw tonic text: {e}");
+        e
+    };
+    let wrong = failure(
+        connect(&server.url(), Some("not-the-key"))
+            .collection_spec("x")
+            .await,
+    );
+    assert!(
+        wrong.contains("API key in QDRANT_API_KEY is not the server's"),
+        "{wrong}"
+    );
+    let missing = failure(connect(&server.url(), None).collection_spec("x").await);
+    assert!(missing.contains("set QDRANT_API_KEY"), "{missing}");
+    let rest = failure(
+        connect(&server.rest_url(), Some(key))
+            .collection_spec("x")
+            .await,
+    );
+    assert!(
+        rest.contains("REST port") && rest.contains("6334"),
+        "{rest}"
+    );
+
+    server.kill();
+    let started = std::time::Instant::now();
+    let dead = failure(connect(&server.url(), Some(key)).collection_spec("x").await);
+    assert!(
+        dead.contains("cannot reach Qdrant") && dead.contains("connection refused"),
+        "{dead}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A SIGKILLed server keeps every acknowledged write (`wait: true`), like Edge across reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_server_keeps_acknowledged_writes_across_a_sigkill() {
+    let Some(bin) = qdrant::available("qdrant_server_keeps_acknowledged_writes") else {
+        return;
+    };
+    let mut server = QdrantServer::start(&bin, ServerOptions::default());
+    let bm25 = Bm25Encoder::new(6.0);
+    {
+        let store = QdrantStore::connect(&server.url(), None, Duration::from_secs(10)).unwrap();
+        store.open_collection(&spec("persist")).await.unwrap();
+        store.upsert("persist", corpus(&bm25)).await.unwrap();
+    }
+    server.kill();
+    server.restart();
+    let store = QdrantStore::connect(&server.url(), None, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        store.collection_spec("persist").await.unwrap(),
+        Some(spec("persist"))
+    );
+    assert_eq!(store.count("persist", &Filter::default()).await.unwrap(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    ChunkPoint, ChunkQuery, CollectionSpec, EdgeStore, Filter, QdrantStore, ScoredChunk,
-    StoreError, StoredChunk, VectorStore,
+    ChunkPoint, ChunkQuery, CollectionLayout, CollectionSpec, EdgeStore, Filter, QdrantStore,
+    ScoredChunk, StoreError, StoredChunk, VectorStore,
 };
 use crate::config::{StoreBackend, StoreConfig};
 
@@ -27,13 +27,20 @@ impl AnyStore {
     pub fn from_config(config: &StoreConfig, edge_root: &Path) -> Result<Self, StoreError> {
         match config.backend {
             StoreBackend::Edge => Ok(Self::Edge(EdgeStore::new(edge_root)?)),
-            StoreBackend::Qdrant => Ok(Self::Qdrant(QdrantStore::connect(
-                &config.url,
-                std::env::var(QDRANT_API_KEY_ENV)
-                    .ok()
-                    .filter(|k| !k.is_empty()),
-                Duration::from_secs(60),
-            )?)),
+            StoreBackend::Qdrant => Ok(Self::Qdrant(
+                QdrantStore::connect(
+                    &config.url,
+                    std::env::var(QDRANT_API_KEY_ENV)
+                        .ok()
+                        .filter(|k| !k.is_empty()),
+                    Duration::from_secs(config.timeout_s),
+                )?
+                .with_layout(CollectionLayout {
+                    shards: config.shards,
+                    replication_factor: config.replication_factor,
+                    write_consistency_factor: config.write_consistency_factor,
+                }),
+            )),
         }
     }
 }
@@ -90,6 +97,13 @@ impl VectorStore for AnyStore {
         query: &ChunkQuery,
     ) -> Result<Vec<ScoredChunk>, StoreError> {
         forward!(self, s => s.query(collection, query))
+    }
+    async fn query_batch(
+        &self,
+        collection: &str,
+        queries: &[ChunkQuery],
+    ) -> Result<Vec<Vec<ScoredChunk>>, StoreError> {
+        forward!(self, s => s.query_batch(collection, queries))
     }
     async fn scroll(
         &self,

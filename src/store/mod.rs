@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 pub use any::AnyStore;
 pub use edge::EdgeStore;
-pub use qdrant::QdrantStore;
+pub use qdrant::{CollectionLayout, QdrantStore};
 
 /// Name of the dense vector in every collection.
 pub const DENSE: &str = "dense";
@@ -396,6 +396,19 @@ pub trait VectorStore {
         collection: &str,
         query: &ChunkQuery,
     ) -> Result<Vec<ScoredChunk>, StoreError>;
+    /// Several queries of one collection, answered in order. One at a time by default; the
+    /// server backend sends them as batch requests (an eval sends thousands).
+    async fn query_batch(
+        &self,
+        collection: &str,
+        queries: &[ChunkQuery],
+    ) -> Result<Vec<Vec<ScoredChunk>>, StoreError> {
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            out.push(self.query(collection, q).await?);
+        }
+        Ok(out)
+    }
     /// Page through chunks matching `filter`; returns the page and the offset of the next one.
     async fn scroll(
         &self,

@@ -12,9 +12,10 @@ use qdrant_client::qdrant::{
     point_id::PointIdOptions, Condition as QCondition, CountPointsBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder, FieldType,
     Filter as QFilter, GetPointsBuilder, Modifier, NamedVectors, PointId, PointStruct,
-    PrefetchQueryBuilder, Query, QueryPointsBuilder, Range, Rrf, ScrollPointsBuilder,
-    SearchParamsBuilder, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
-    UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
+    PrefetchQueryBuilder, Query, QueryBatchPointsBuilder, QueryPointsBuilder, Range, Rrf,
+    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
+    SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
+    VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
@@ -27,12 +28,38 @@ use super::{
 const BACKEND: &str = "qdrant";
 const META_KEY: &str = "_signaldesk_collection";
 
+/// How new collections are spread over a Qdrant cluster: Qdrant's own sharding and replication
+/// (`store.shards`, `store.replication_factor`, `store.write_consistency_factor`). One shard
+/// and one copy suit a single server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectionLayout {
+    /// Shards per collection: points are spread over them, and so over the peers.
+    pub shards: u32,
+    /// Copies of each shard, on different peers: reads survive the loss of `replication_factor
+    /// - 1` peers.
+    pub replication_factor: u32,
+    /// Copies that must apply a write before it is acknowledged.
+    pub write_consistency_factor: u32,
+}
+
+impl Default for CollectionLayout {
+    fn default() -> Self {
+        Self {
+            shards: 1,
+            replication_factor: 1,
+            write_consistency_factor: 1,
+        }
+    }
+}
+
 /// Collections on a Qdrant server.
 pub struct QdrantStore {
     client: Qdrant,
     url: String,
     api_key: Option<String>,
+    /// The deadline of one store call, qdrant-client's own retry included.
     timeout: Duration,
+    layout: CollectionLayout,
     /// Dimension by collection name, read once from the metadata point: every upsert and query
     /// checks it, and it cannot change while the name points at the same collection.
     dimensions: std::sync::Mutex<std::collections::HashMap<String, usize>>,
@@ -45,17 +72,46 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Maps "collection not found" to [`StoreError::NoCollection`], anything else to a backend error.
-fn call_err(collection: &str) -> impl Fn(QdrantError) -> StoreError + '_ {
-    move |e| match &e {
-        QdrantError::ResponseError { status }
-            if status.code() == tonic::Code::NotFound
-                && status.message().to_ascii_lowercase().contains("collection") =>
-        {
-            StoreError::NoCollection(collection.to_string())
+/// Whether a gRPC error means the server's answer is not gRPC at all (an HTTP/1 REST port).
+fn not_grpc(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("h2 protocol error")
+        || m.contains("frame with invalid size")
+        || m.contains("http2 error")
+}
+
+/// Whether a gRPC error means nothing answered (refused, reset, unresolvable, cut).
+fn unreachable(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "failed to connect",
+        "connection refused",
+        "transport error",
+        "connection reset",
+        "broken pipe",
+        "dns error",
+        "connection closed",
+        "tcp connect error",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
+}
+
+/// The useful part of tonic's connection errors, which qdrant-client formats with `{:?}`.
+fn short_cause(message: &str) -> &str {
+    let m = message.to_ascii_lowercase();
+    for cause in [
+        "connection refused",
+        "connection reset",
+        "broken pipe",
+        "dns error",
+        "timed out",
+    ] {
+        if m.contains(cause) {
+            return cause;
         }
-        _ => err(e),
     }
+    "no gRPC connection"
 }
 
 impl QdrantStore {
@@ -78,8 +134,81 @@ impl QdrantStore {
             url: url.to_string(),
             api_key,
             timeout,
+            layout: CollectionLayout::default(),
             dimensions: Default::default(),
         })
+    }
+
+    /// The same client, creating new collections with `layout` (shards and replicas).
+    pub fn with_layout(mut self, layout: CollectionLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Run one client call within the deadline, its error said in a user's terms. `collection`
+    /// is the collection it addresses, if any ("not found" then means that collection).
+    async fn call<T>(
+        &self,
+        collection: Option<&str>,
+        call: impl std::future::Future<Output = Result<T, QdrantError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.explain(e, collection)),
+            Err(_) => Err(err(format!(
+                "Qdrant at {} did not answer within {} s (store.timeout_s); is the server overloaded or stuck?",
+                self.url,
+                self.timeout.as_secs_f64()
+            ))),
+        }
+    }
+
+    /// A client error as what went wrong and what to do: never tonic's raw text or metadata.
+    fn explain(&self, e: QdrantError, collection: Option<&str>) -> StoreError {
+        let url = &self.url;
+        let status = match e {
+            QdrantError::ResponseError { status } => status,
+            QdrantError::ResourceExhaustedError {
+                status,
+                retry_after_seconds,
+            } => {
+                return err(format!(
+                    "Qdrant at {url} is overloaded: {} (it asks to retry after {retry_after_seconds} s)",
+                    status.message()
+                ))
+            }
+            other => return err(format!("Qdrant at {url}: {other}")),
+        };
+        let message = status.message();
+        use tonic::Code;
+        match status.code() {
+            Code::NotFound if message.to_ascii_lowercase().contains("collection") => {
+                match collection {
+                    Some(c) => StoreError::NoCollection(c.to_string()),
+                    None => err(format!("Qdrant at {url}: {message}")),
+                }
+            }
+            Code::Unauthenticated | Code::PermissionDenied => err(format!(
+                "Qdrant at {url} refused the request ({message}): {}",
+                if self.api_key.is_some() {
+                    "the API key in QDRANT_API_KEY is not the server's"
+                } else {
+                    "the server wants an API key; set QDRANT_API_KEY"
+                }
+            )),
+            Code::DeadlineExceeded => err(format!(
+                "Qdrant at {url} did not answer within {} s (store.timeout_s)",
+                self.timeout.as_secs_f64()
+            )),
+            _ if not_grpc(message) => err(format!(
+                "{url} answers, but not with gRPC: is it Qdrant's REST port? 6333 is Qdrant's REST port; signaldesk speaks gRPC, usually on 6334 (store.url)"
+            )),
+            _ if unreachable(message) => err(format!(
+                "cannot reach Qdrant at {url} ({}): is the server running and store.url right? (`docker compose up -d qdrant` starts one on 6334)",
+                short_cause(message)
+            )),
+            code => err(format!("Qdrant at {url}: {message} ({code:?})")),
+        }
     }
 
     /// The server address, for messages.
@@ -90,11 +219,7 @@ impl QdrantStore {
     /// Whether a real collection (not an alias) is called `name`.
     async fn exists(&self, name: &str) -> Result<bool, StoreError> {
         // Listed rather than `collection_exists`, which may also answer for aliases.
-        let list = self
-            .client
-            .list_collections()
-            .await
-            .map_err(|e| err(format!("{}: {e}", self.url)))?;
+        let list = self.call(None, self.client.list_collections()).await?;
         Ok(list.collections.iter().any(|c| c.name == name))
     }
 
@@ -112,14 +237,27 @@ impl QdrantStore {
             BM25,
             SparseVectorParamsBuilder::default().modifier(Modifier::Idf as i32),
         );
-        self.client
-            .create_collection(
-                CreateCollectionBuilder::new(&spec.name)
-                    .vectors_config(vectors)
-                    .sparse_vectors_config(sparse),
+        let layout = self.layout;
+        let created = self
+            .call(
+                None,
+                self.client.create_collection(
+                    CreateCollectionBuilder::new(&spec.name)
+                        .vectors_config(vectors)
+                        .sparse_vectors_config(sparse)
+                        .shard_number(layout.shards)
+                        .replication_factor(layout.replication_factor)
+                        .write_consistency_factor(layout.write_consistency_factor),
+                ),
             )
-            .await
-            .map_err(err)?;
+            .await;
+        // qdrant-client resends a call once after an Internal/Unavailable error, and a timed-out
+        // call may have been applied: "already exists" after such a retry is our own creation.
+        if let Err(e) = created {
+            if !self.exists(&spec.name).await? {
+                return Err(e);
+            }
+        }
         super::crash_point("collection-created");
         self.finish_creation(spec).await
     }
@@ -133,13 +271,14 @@ impl QdrantStore {
                 "integer" => FieldType::Integer,
                 _ => FieldType::Datetime,
             };
-            self.client
-                .create_field_index(
+            self.call(
+                None,
+                self.client.create_field_index(
                     CreateFieldIndexCollectionBuilder::new(&spec.name, *field, field_type)
                         .wait(true),
-                )
-                .await
-                .map_err(err)?;
+                ),
+            )
+            .await?;
         }
         super::crash_point("indexes-created");
         self.write_meta(spec).await?;
@@ -150,8 +289,9 @@ impl QdrantStore {
     /// Upsert the metadata point (the collection's spec).
     async fn write_meta(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
         let meta = Payload::try_from(serde_json::json!({ META_KEY: spec })).map_err(err)?;
-        self.client
-            .upsert_points(
+        self.call(
+            None,
+            self.client.upsert_points(
                 UpsertPointsBuilder::new(
                     &spec.name,
                     vec![PointStruct::new(
@@ -161,21 +301,22 @@ impl QdrantStore {
                     )],
                 )
                 .wait(true),
-            )
-            .await
-            .map_err(err)?;
+            ),
+        )
+        .await?;
         Ok(())
     }
 
     async fn read_spec(&self, name: &str) -> Result<Option<CollectionSpec>, StoreError> {
         let response = self
-            .client
-            .get_points(
-                GetPointsBuilder::new(name, vec![PointId::from(meta_point_id().to_string())])
-                    .with_payload(true),
+            .call(
+                Some(name),
+                self.client.get_points(
+                    GetPointsBuilder::new(name, vec![PointId::from(meta_point_id().to_string())])
+                        .with_payload(true),
+                ),
             )
-            .await
-            .map_err(call_err(name))?;
+            .await?;
         let Some(point) = response.result.into_iter().next() else {
             return Ok(None);
         };
@@ -213,13 +354,7 @@ impl QdrantStore {
         use qdrant_client::qdrant::alias_operations::Action;
         use qdrant_client::qdrant::collections_client::CollectionsClient;
         use qdrant_client::qdrant::{AliasOperations, ChangeAliases, CreateAlias, DeleteAlias};
-        let channel = tonic::transport::Channel::from_shared(self.url.clone())
-            .map_err(|e| err(format!("{}: {e}", self.url)))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(self.timeout)
-            .connect()
-            .await
-            .map_err(|e| err(format!("{}: {e}", self.url)))?;
+        let as_status = |status: tonic::Status| QdrantError::ResponseError { status };
         let key = match &self.api_key {
             Some(k) => Some(
                 tonic::metadata::MetadataValue::try_from(k.as_str())
@@ -227,13 +362,6 @@ impl QdrantStore {
             ),
             None => None,
         };
-        let mut client =
-            CollectionsClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-                if let Some(k) = &key {
-                    req.metadata_mut().insert("api-key", k.clone());
-                }
-                Ok(req)
-            });
         let mut actions = Vec::new();
         if moving {
             actions.push(AliasOperations {
@@ -248,14 +376,100 @@ impl QdrantStore {
                 alias_name: alias.to_string(),
             })),
         });
-        client
-            .update_aliases(ChangeAliases {
-                actions,
-                timeout: None,
-            })
-            .await
-            .map_err(|status| err(format!("{}: moving alias {alias:?}: {status}", self.url)))?;
+        let channel = tonic::transport::Channel::from_shared(self.url.clone())
+            .map_err(|e| err(format!("{}: {e}", self.url)))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(self.timeout);
+        let request = async move {
+            let channel = channel.connect().await.map_err(|e| {
+                as_status(tonic::Status::unavailable(format!(
+                    "failed to connect: {e:?}"
+                )))
+            })?;
+            let mut client =
+                CollectionsClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+                    if let Some(k) = &key {
+                        req.metadata_mut().insert("api-key", k.clone());
+                    }
+                    Ok(req)
+                });
+            client
+                .update_aliases(ChangeAliases {
+                    actions,
+                    timeout: None,
+                })
+                .await
+                .map_err(as_status)
+        };
+        self.call(None, request).await?;
         Ok(())
+    }
+
+    /// One query as the gRPC API takes it (for `query` and `query_batch` alike).
+    async fn query_request(
+        &self,
+        collection: &str,
+        query: &ChunkQuery,
+    ) -> Result<qdrant_client::qdrant::QueryPoints, StoreError> {
+        let filter = qdrant_filter(&query.filter)?;
+        let params = SearchParamsBuilder::default().exact(query.exact);
+        let dim_check = |v: &Vec<f32>, dim: usize| {
+            super::check_dimension(|| "the query vector".into(), dim, v.len())
+        };
+        let mut request = QueryPointsBuilder::new(collection)
+            .filter(filter.clone())
+            .limit(query.limit as u64)
+            .with_payload(true)
+            .params(params.clone());
+        match &query.vectors {
+            QueryVectors::Dense(v) => {
+                dim_check(v, self.dimension(collection).await?)?;
+                request = request
+                    .query(Query::new_nearest(VectorInput::new_dense(v.clone())))
+                    .using(DENSE);
+            }
+            QueryVectors::Sparse(s) => {
+                request = request
+                    .query(Query::new_nearest(VectorInput::new_sparse(
+                        s.indices.clone(),
+                        s.values.clone(),
+                    )))
+                    .using(BM25);
+            }
+            QueryVectors::Hybrid {
+                dense,
+                sparse,
+                rrf_k,
+                dense_weight,
+                candidates,
+            } => {
+                dim_check(dense, self.dimension(collection).await?)?;
+                request = request
+                    .add_prefetch(
+                        PrefetchQueryBuilder::default()
+                            .query(Query::new_nearest(VectorInput::new_dense(dense.clone())))
+                            .using(DENSE)
+                            .filter(filter.clone())
+                            .params(params.clone())
+                            .limit(*candidates as u64),
+                    )
+                    .add_prefetch(
+                        PrefetchQueryBuilder::default()
+                            .query(Query::new_nearest(VectorInput::new_sparse(
+                                sparse.indices.clone(),
+                                sparse.values.clone(),
+                            )))
+                            .using(BM25)
+                            .filter(filter.clone())
+                            .limit(*candidates as u64),
+                    )
+                    .query(Query::new_rrf(Rrf {
+                        k: Some(*rrf_k as u32),
+                        weights: vec![*dense_weight, 1.0],
+                    }));
+            }
+        }
+        Ok(request.build())
     }
 
     /// Names may now point elsewhere (a dropped collection, a moved alias).
@@ -263,6 +477,19 @@ impl QdrantStore {
         self.dimensions.lock().map_err(err)?.clear();
         Ok(())
     }
+}
+
+/// Queries per batch request: large enough to save round trips, small enough for one message.
+const QUERY_BATCH: usize = 64;
+
+fn scored(points: Vec<qdrant_client::qdrant::ScoredPoint>) -> Vec<ScoredChunk> {
+    points
+        .into_iter()
+        .map(|p| ScoredChunk {
+            score: p.score,
+            chunk: to_chunk(p.id, p.payload),
+        })
+        .collect()
 }
 
 fn id_string(id: Option<PointId>) -> String {
@@ -394,24 +621,18 @@ impl VectorStore for QdrantStore {
         self.forget_dimensions()?;
         let physical = self.resolve(name).await?;
         if physical != name {
-            self.client.delete_alias(name).await.map_err(err)?;
+            self.call(None, self.client.delete_alias(name)).await?;
         }
         if self.exists(&physical).await? {
             // The server drops the collection's other aliases with it.
-            self.client
-                .delete_collection(&physical)
-                .await
-                .map_err(err)?;
+            self.call(None, self.client.delete_collection(&physical))
+                .await?;
         }
         Ok(())
     }
 
     async fn resolve(&self, name: &str) -> Result<String, StoreError> {
-        let aliases = self
-            .client
-            .list_aliases()
-            .await
-            .map_err(|e| err(format!("{}: {e}", self.url)))?;
+        let aliases = self.call(None, self.client.list_aliases()).await?;
         Ok(aliases
             .aliases
             .into_iter()
@@ -451,10 +672,12 @@ impl VectorStore for QdrantStore {
                 Payload::from(p.payload),
             ));
         }
-        self.client
-            .upsert_points(UpsertPointsBuilder::new(collection, batch).wait(true))
-            .await
-            .map_err(call_err(collection))?;
+        self.call(
+            Some(collection),
+            self.client
+                .upsert_points(UpsertPointsBuilder::new(collection, batch).wait(true)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -465,14 +688,15 @@ impl VectorStore for QdrantStore {
         from_index: usize,
     ) -> Result<(), StoreError> {
         let filter = Filter::content_from(content_id, from_index);
-        self.client
-            .delete_points(
+        self.call(
+            Some(collection),
+            self.client.delete_points(
                 DeletePointsBuilder::new(collection)
                     .points(qdrant_filter(&filter)?)
                     .wait(true),
-            )
-            .await
-            .map_err(call_err(collection))?;
+            ),
+        )
+        .await?;
         Ok(())
     }
 
@@ -486,10 +710,12 @@ impl VectorStore for QdrantStore {
             .map(|(c, i)| PointId::from(point_id(c, *i).to_string()))
             .collect();
         let response = self
-            .client
-            .get_points(GetPointsBuilder::new(collection, ids.clone()).with_payload(true))
-            .await
-            .map_err(call_err(collection))?;
+            .call(
+                Some(collection),
+                self.client
+                    .get_points(GetPointsBuilder::new(collection, ids.clone()).with_payload(true)),
+            )
+            .await?;
         // The server returns found points in no promised order: restore the order of `keys`.
         let mut found: std::collections::HashMap<String, StoredChunk> = response
             .result
@@ -510,77 +736,34 @@ impl VectorStore for QdrantStore {
         collection: &str,
         query: &ChunkQuery,
     ) -> Result<Vec<ScoredChunk>, StoreError> {
-        let filter = qdrant_filter(&query.filter)?;
-        let params = SearchParamsBuilder::default().exact(query.exact);
-        let dim_check = |v: &Vec<f32>, dim: usize| {
-            super::check_dimension(|| "the query vector".into(), dim, v.len())
-        };
-        let mut request = QueryPointsBuilder::new(collection)
-            .filter(filter.clone())
-            .limit(query.limit as u64)
-            .with_payload(true)
-            .params(params.clone());
-        match &query.vectors {
-            QueryVectors::Dense(v) => {
-                dim_check(v, self.dimension(collection).await?)?;
-                request = request
-                    .query(Query::new_nearest(VectorInput::new_dense(v.clone())))
-                    .using(DENSE);
-            }
-            QueryVectors::Sparse(s) => {
-                request = request
-                    .query(Query::new_nearest(VectorInput::new_sparse(
-                        s.indices.clone(),
-                        s.values.clone(),
-                    )))
-                    .using(BM25);
-            }
-            QueryVectors::Hybrid {
-                dense,
-                sparse,
-                rrf_k,
-                dense_weight,
-                candidates,
-            } => {
-                dim_check(dense, self.dimension(collection).await?)?;
-                request = request
-                    .add_prefetch(
-                        PrefetchQueryBuilder::default()
-                            .query(Query::new_nearest(VectorInput::new_dense(dense.clone())))
-                            .using(DENSE)
-                            .filter(filter.clone())
-                            .params(params.clone())
-                            .limit(*candidates as u64),
-                    )
-                    .add_prefetch(
-                        PrefetchQueryBuilder::default()
-                            .query(Query::new_nearest(VectorInput::new_sparse(
-                                sparse.indices.clone(),
-                                sparse.values.clone(),
-                            )))
-                            .using(BM25)
-                            .filter(filter.clone())
-                            .limit(*candidates as u64),
-                    )
-                    .query(Query::new_rrf(Rrf {
-                        k: Some(*rrf_k as u32),
-                        weights: vec![*dense_weight, 1.0],
-                    }));
-            }
-        }
+        let request = self.query_request(collection, query).await?;
         let response = self
-            .client
-            .query(request)
-            .await
-            .map_err(call_err(collection))?;
-        Ok(response
-            .result
-            .into_iter()
-            .map(|p| ScoredChunk {
-                score: p.score,
-                chunk: to_chunk(p.id, p.payload),
-            })
-            .collect())
+            .call(Some(collection), self.client.query(request))
+            .await?;
+        Ok(scored(response.result))
+    }
+
+    async fn query_batch(
+        &self,
+        collection: &str,
+        queries: &[ChunkQuery],
+    ) -> Result<Vec<Vec<ScoredChunk>>, StoreError> {
+        let mut out = Vec::with_capacity(queries.len());
+        for batch in queries.chunks(QUERY_BATCH) {
+            let mut requests = Vec::with_capacity(batch.len());
+            for q in batch {
+                requests.push(self.query_request(collection, q).await?);
+            }
+            let response = self
+                .call(
+                    Some(collection),
+                    self.client
+                        .query_batch(QueryBatchPointsBuilder::new(collection, requests)),
+                )
+                .await?;
+            out.extend(response.result.into_iter().map(|r| scored(r.result)));
+        }
+        Ok(out)
     }
 
     async fn scroll(
@@ -602,10 +785,8 @@ impl VectorStore for QdrantStore {
             request = request.offset(id);
         }
         let response = self
-            .client
-            .scroll(request)
-            .await
-            .map_err(call_err(collection))?;
+            .call(Some(collection), self.client.scroll(request))
+            .await?;
         Ok((
             response
                 .result
@@ -618,14 +799,15 @@ impl VectorStore for QdrantStore {
 
     async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError> {
         let response = self
-            .client
-            .count(
-                CountPointsBuilder::new(collection)
-                    .filter(qdrant_filter(filter)?)
-                    .exact(true),
+            .call(
+                Some(collection),
+                self.client.count(
+                    CountPointsBuilder::new(collection)
+                        .filter(qdrant_filter(filter)?)
+                        .exact(true),
+                ),
             )
-            .await
-            .map_err(call_err(collection))?;
+            .await?;
         Ok(response.result.map_or(0, |r| r.count as usize))
     }
 }

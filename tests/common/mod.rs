@@ -1,6 +1,8 @@
 //! Shared test helpers: paths to the project's own models and fixtures, and a tiny BERT writer.
 #![allow(dead_code)]
 
+pub mod qdrant;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
