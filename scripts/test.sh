@@ -12,15 +12,15 @@ scripts/fetch-models.sh
 
 step "Qdrant test server"
 # Tests start the Qdrant v1.18.3 test binary from ../shared/qdrant/ (see tests/common/qdrant.rs).
-if [ -n "${SIGNALDESK_QDRANT_BIN:-}" ]; then
-  echo "Qdrant server tests use $SIGNALDESK_QDRANT_BIN"
+if [ -n "${SIGNALDESK_TEST_QDRANT_BIN:-}" ]; then
+  echo "Qdrant server tests use $SIGNALDESK_TEST_QDRANT_BIN"
 elif [ -f ../shared/qdrant/qdrant-v1.18.3-x86_64-linux-gnu.xz ]; then
   echo "Qdrant server tests use ../shared/qdrant/qdrant-v1.18.3-x86_64-linux-gnu.xz"
-elif [ "${SIGNALDESK_REQUIRE_QDRANT:-0}" != 0 ]; then
-  echo "no Qdrant test binary (../shared/qdrant/ or SIGNALDESK_QDRANT_BIN) and SIGNALDESK_REQUIRE_QDRANT is set" >&2
+elif [ "${SIGNALDESK_TEST_REQUIRE_QDRANT:-0}" != 0 ]; then
+  echo "no Qdrant test binary (../shared/qdrant/ or SIGNALDESK_TEST_QDRANT_BIN) and SIGNALDESK_TEST_REQUIRE_QDRANT is set" >&2
   exit 1
 else
-  echo "SKIPPING the Qdrant server tests: no ../shared/qdrant/ test binary; set SIGNALDESK_QDRANT_BIN to an installed qdrant v1.18 to run them"
+  echo "SKIPPING the Qdrant server tests: no ../shared/qdrant/ test binary; set SIGNALDESK_TEST_QDRANT_BIN to an installed qdrant v1.18 to run them"
 fi
 
 step "cargo fmt --check"

@@ -15,14 +15,50 @@ use signaldesk::store::{Filter, QdrantStore, VectorStore};
 
 const ITEMS: usize = 2000;
 
+/// Items with varied words and lengths, so that BM25 scores rarely tie (a tie at the candidate
+/// cut-off may be broken differently by two replicas of a shard).
 fn write_articles(path: &Path, ids: std::ops::Range<usize>) {
+    const WORDS: [&str; 24] = [
+        "markets",
+        "weather",
+        "football",
+        "elections",
+        "gardening",
+        "rates",
+        "storm",
+        "league",
+        "votes",
+        "tomatoes",
+        "bank",
+        "rain",
+        "goal",
+        "party",
+        "soil",
+        "inflation",
+        "wind",
+        "coach",
+        "debate",
+        "harvest",
+        "bonds",
+        "snow",
+        "stadium",
+        "poll",
+    ];
     let rows: String = ids
         .map(|id| {
-            let topic = ["markets", "weather", "football", "elections", "gardening"][id % 5];
+            let mut x = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut next = || {
+                x ^= x >> 29;
+                x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                (x >> 32) as usize
+            };
+            let words: Vec<&str> = (0..(6 + next() % 20))
+                .map(|_| WORDS[next() % WORDS.len()])
+                .collect();
             json!({
                 "id": format!("item-{id}"),
-                "title": format!("Story {id} on {topic}"),
-                "body": format!("Story {id} is about {topic}. It has a second sentence about {topic} too."),
+                "title": format!("Story {id}"),
+                "body": words.join(" "),
             })
             .to_string()
                 + "\n"
@@ -146,6 +182,14 @@ fn a_sharded_replicated_collection_survives_a_dead_peer_and_the_peer_catches_up(
     let strict = work.path().join("strict.jsonl");
     write_articles(&strict, ITEMS + 100..ITEMS + 110);
     let strict_out = run(cmd("2").args(["ingest", "--json"]).arg(&strict));
+    eprintln!(
+        "write consistency 2 with a peer down: {}",
+        if strict_out.status.success() {
+            "acknowledged".to_string()
+        } else {
+            stderr(&strict_out)
+        }
+    );
     let strict_chunks = if strict_out.status.success() {
         ok_json(&strict_out)["chunks"].as_u64().unwrap()
     } else {

@@ -5,8 +5,8 @@
 //!
 //! Where the binary is absent (a user's clone without `../shared`), [`available`] prints one line
 //! naming what is missing and the test returns: the server tests are skipped visibly. Under
-//! `SIGNALDESK_REQUIRE_QDRANT=1` (set by `.ci/run`) absence is a failure, so CI never passes by
-//! skipping. `SIGNALDESK_QDRANT_BIN` may name an installed `qdrant` binary instead.
+//! `SIGNALDESK_TEST_REQUIRE_QDRANT=1` (set by `.ci/run`) absence is a failure, so CI never passes by
+//! skipping. `SIGNALDESK_TEST_QDRANT_BIN` may name an installed `qdrant` binary instead.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,9 +20,9 @@ use sha2::{Digest, Sha256};
 const ARCHIVE: &str = "qdrant-v1.18.3-x86_64-linux-gnu.xz";
 const BINARY_SHA256: &str = "0033a280820b75c10be2c01b23e71688d2d5fc50495d76a1be61e19dd95d65c2";
 /// Makes a missing binary a failure instead of a skip.
-pub const REQUIRE_ENV: &str = "SIGNALDESK_REQUIRE_QDRANT";
+pub const REQUIRE_ENV: &str = "SIGNALDESK_TEST_REQUIRE_QDRANT";
 /// An installed Qdrant binary to use instead of the fixture.
-pub const BIN_ENV: &str = "SIGNALDESK_QDRANT_BIN";
+pub const BIN_ENV: &str = "SIGNALDESK_TEST_QDRANT_BIN";
 
 fn archive_path() -> PathBuf {
     super::root()
