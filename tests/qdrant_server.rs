@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::qdrant::{self, QdrantServer, ServerOptions};
-use common::{root, run, signaldesk, stderr, write_tiny_bert, TinyBert};
+use common::{read_trec, root, run, signaldesk, stderr, write_tiny_bert, TinyBert};
 use serde_json::{json, Value};
 use signaldesk::store::{Filter, QdrantStore, VectorStore};
 
@@ -242,23 +242,6 @@ fn reindex_on_the_server_moves_the_alias_in_one_step_while_a_reader_polls() {
         "{}",
         stderr(&old)
     );
-}
-
-/// Query id → ranked doc ids, from a TREC run file.
-fn read_trec(path: &Path) -> BTreeMap<String, Vec<String>> {
-    let mut runs: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
-    for line in std::fs::read_to_string(path).unwrap().lines() {
-        let cols: Vec<&str> = line.split(' ').collect();
-        runs.entry(cols[0].to_string())
-            .or_default()
-            .push((cols[3].parse().unwrap(), cols[2].to_string()));
-    }
-    runs.into_iter()
-        .map(|(q, mut r)| {
-            r.sort();
-            (q, r.into_iter().map(|(_, d)| d).collect())
-        })
-        .collect()
 }
 
 /// The SciFact retrieval suite on a fixed 100-query subset of the test split, in every mode and

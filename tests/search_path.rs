@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use common::{root, run, signaldesk, stderr};
+use common::{read_trec, root, run, signaldesk, stderr};
 use serde_json::Value;
 
 fn gunzip(path: &Path) -> String {
@@ -19,23 +19,6 @@ fn gunzip(path: &Path) -> String {
         .read_to_string(&mut s)
         .unwrap();
     s
-}
-
-/// Query id → ranked doc ids, from a TREC run file.
-fn read_trec(path: &Path) -> BTreeMap<String, Vec<String>> {
-    let mut runs: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
-    for line in std::fs::read_to_string(path).unwrap().lines() {
-        let cols: Vec<&str> = line.split(' ').collect();
-        runs.entry(cols[0].to_string())
-            .or_default()
-            .push((cols[3].parse().unwrap(), cols[2].to_string()));
-    }
-    runs.into_iter()
-        .map(|(q, mut r)| {
-            r.sort();
-            (q, r.into_iter().map(|(_, d)| d).collect())
-        })
-        .collect()
 }
 
 #[test]

@@ -196,3 +196,21 @@ pub fn smollm_path() -> PathBuf {
     );
     path
 }
+
+/// Query id → ranked doc ids, from a TREC run file.
+pub fn read_trec(path: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut runs: std::collections::BTreeMap<String, Vec<(usize, String)>> =
+        std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let cols: Vec<&str> = line.split(' ').collect();
+        runs.entry(cols[0].to_string())
+            .or_default()
+            .push((cols[3].parse().unwrap(), cols[2].to_string()));
+    }
+    runs.into_iter()
+        .map(|(q, mut r)| {
+            r.sort();
+            (q, r.into_iter().map(|(_, d)| d).collect())
+        })
+        .collect()
+}
