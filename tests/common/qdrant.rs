@@ -63,7 +63,8 @@ pub fn available(test: &str) -> Option<PathBuf> {
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qdrant-v1.18.3");
     let bin = dir.join("qdrant");
-    if bin.is_file() && sha256_hex(&bin) == BINARY_SHA256 {
+    // Only a checked binary is ever renamed to this path, so one found there needs no new check.
+    if bin.is_file() {
         return Some(bin);
     }
     // Unpacked under a private name, checked, then renamed: tests in other processes may do the
