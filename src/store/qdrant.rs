@@ -72,12 +72,12 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Whether a gRPC error means the server's answer is not gRPC at all (an HTTP/1 REST port).
-fn not_grpc(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("h2 protocol error")
-        || m.contains("frame with invalid size")
-        || m.contains("http2 error")
+/// What answered an HTTP/1.1 request at the address given for gRPC.
+enum HttpAnswer {
+    /// Qdrant's REST API (port 6333 by default).
+    QdrantRest,
+    /// Some other HTTP/1 server, with the status it answered.
+    Other(reqwest::StatusCode),
 }
 
 /// Whether a gRPC error means nothing answered (refused, reset, unresolvable, cut).
@@ -154,7 +154,7 @@ impl QdrantStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.explain(e, collection)),
+            Ok(Err(e)) => Err(self.explain(e, collection).await),
             Err(_) => Err(err(format!(
                 "Qdrant at {} did not answer within {} s (store.timeout_s); is the server overloaded or stuck?",
                 self.url,
@@ -164,7 +164,12 @@ impl QdrantStore {
     }
 
     /// A client error as what went wrong and what to do: never tonic's raw text or metadata.
-    fn explain(&self, e: QdrantError, collection: Option<&str>) -> StoreError {
+    ///
+    /// A gRPC client talking to an HTTP/1 port fails in several ways depending on timing (an h2
+    /// protocol error, "operation was canceled", a closed connection), so any failure without a
+    /// definite gRPC status is followed by one short HTTP/1.1 request to the same address, whose
+    /// answer says what is there: Qdrant's REST port, some other HTTP server, or nothing.
+    async fn explain(&self, e: QdrantError, collection: Option<&str>) -> StoreError {
         let url = &self.url;
         let status = match e {
             QdrantError::ResponseError { status } => status,
@@ -177,7 +182,13 @@ impl QdrantStore {
                     status.message()
                 ))
             }
-            other => return err(format!("Qdrant at {url}: {other}")),
+            other => {
+                let message = other.to_string();
+                return match self.probe_http().await {
+                    Some(answer) => self.not_grpc(answer),
+                    None => err(format!("Qdrant at {url}: {message}")),
+                };
+            }
         };
         let message = status.message();
         use tonic::Code;
@@ -200,15 +211,57 @@ impl QdrantStore {
                 "Qdrant at {url} did not answer within {} s (store.timeout_s)",
                 self.timeout.as_secs_f64()
             )),
-            _ if not_grpc(message) => err(format!(
-                "{url} answers, but not with gRPC: is it Qdrant's REST port? 6333 is Qdrant's REST port; signaldesk speaks gRPC, usually on 6334 (store.url)"
-            )),
-            _ if unreachable(message) => err(format!(
-                "cannot reach Qdrant at {url} ({}): is the server running and store.url right? (`docker compose up -d qdrant` starts one on 6334)",
-                short_cause(message)
-            )),
+            Code::Unknown | Code::Cancelled | Code::Internal | Code::Unavailable => {
+                if let Some(answer) = self.probe_http().await {
+                    return self.not_grpc(answer);
+                }
+                if unreachable(message) {
+                    err(format!(
+                        "cannot reach Qdrant at {url} ({}): is the server running and store.url right? (`docker compose up -d qdrant` starts one on 6334)",
+                        short_cause(message)
+                    ))
+                } else {
+                    err(format!("Qdrant at {url}: {message} ({:?})", status.code()))
+                }
+            }
             code => err(format!("Qdrant at {url}: {message} ({code:?})")),
         }
+    }
+
+    /// What an HTTP/1 server at the gRPC address is, as an error.
+    fn not_grpc(&self, answer: HttpAnswer) -> StoreError {
+        let url = &self.url;
+        match answer {
+            HttpAnswer::QdrantRest => err(format!(
+                "{url} is Qdrant's REST port, but signaldesk speaks gRPC: set store.url to the gRPC port (6334 unless the server was configured otherwise; 6333 is REST)"
+            )),
+            HttpAnswer::Other(status) => err(format!(
+                "{url} answers HTTP/1.1 ({status}), not gRPC: is store.url the address of Qdrant's gRPC port (usually 6334)?"
+            )),
+        }
+    }
+
+    /// One HTTP/1.1 GET of the server's root, at most two seconds: `None` when nothing answers
+    /// HTTP/1.1 there (nothing listening, or a real gRPC server, which speaks only HTTP/2).
+    async fn probe_http(&self) -> Option<HttpAnswer> {
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        let mut request = client.get(&self.url);
+        if let Some(key) = &self.api_key {
+            request = request.header("api-key", key);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        // Qdrant's REST root answers {"title":"qdrant - vector search engine","version":...}.
+        Some(if body.contains("qdrant") {
+            HttpAnswer::QdrantRest
+        } else {
+            HttpAnswer::Other(status)
+        })
     }
 
     /// The server address, for messages.

@@ -9,9 +9,13 @@ use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 
-/// The repo root (tests read only the project's own files).
+/// The repo root (tests read only the project's own files). Read at run time: cargo and nextest
+/// set it for every test, while the compile-time value is wherever the binary was first built, and
+/// a build cache shared between clones keeps test binaries built in another clone.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// The default embedding model, fetched by scripts/fetch-models.sh. Its absence fails the test:
