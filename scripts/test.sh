@@ -39,4 +39,15 @@ else
   cargo test --doc --locked
 fi
 
+step "llm serve against the official openai SDK"
+# A venv with the pinned SDK (kept beside the build cache), and the binary the tests just built.
+target="${CARGO_TARGET_DIR:-target}"
+venv="$target/openai-compat-venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/pip" freeze 2>/dev/null | grep -qx "openai==3.57.0"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/openai-compat-requirements.txt
+fi
+cargo build --locked --bin signaldesk
+"$venv/bin/python" scripts/openai_compat.py --bin "$target/debug/signaldesk"
+
 step "done"

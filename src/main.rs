@@ -506,6 +506,7 @@ async fn llm_command(config: &Config, cmd: LlmCommand) -> Result<ExitCode> {
                 temperature,
                 top_p,
                 seed,
+                ..Sampling::default()
             };
             if let Some(path) = json_schema {
                 let text = std::fs::read_to_string(&path)

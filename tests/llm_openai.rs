@@ -487,3 +487,60 @@ async fn a_second_identical_call_is_served_from_the_cache_without_a_request() {
     }
     assert_eq!(s.requests.load(Ordering::SeqCst), 1);
 }
+
+/// The cache never answers for another server: the same request, model name and cache file,
+/// pointed at a second server, goes to that server; pointed at a port where nothing listens,
+/// it fails instead of printing the first server's answer.
+#[tokio::test(start_paused = true)]
+async fn the_cache_is_keyed_on_the_endpoint_not_only_the_model_name() {
+    let first = server(vec![answer("from the first server")]).await;
+    let second = server(vec![answer("from the second server")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llm.redb");
+    let cached = |url: &str| {
+        let mut o = options(url);
+        o.max_attempts = 1;
+        CachedClient::new(OpenAiClient::new(o).unwrap(), &path, CacheMode::Readwrite).unwrap()
+    };
+    let req = request();
+    let a = cached(&first.url).chat(&req).await.unwrap();
+    assert_eq!(
+        (a.text.as_str(), a.cache_hit),
+        ("from the first server", false)
+    );
+    assert!(cached(&first.url).chat(&req).await.unwrap().cache_hit);
+    let b = cached(&second.url).chat(&req).await.unwrap();
+    assert_eq!(
+        (b.text.as_str(), b.cache_hit),
+        ("from the second server", false)
+    );
+    assert_eq!(second.requests.load(Ordering::SeqCst), 1);
+
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    match cached(&dead).chat(&req).await {
+        Err(e) => assert!(e.to_string().contains(&dead), "{e}"),
+        Ok(r) => panic!("a dead server answered from the cache: {r:?}"),
+    }
+}
+
+/// Answers carry the model the server says answered, not the configured name.
+#[tokio::test(start_paused = true)]
+async fn the_answer_records_the_model_the_server_reports() {
+    let s = server(vec![Reply::Http(
+        200,
+        vec![],
+        json!({"id": "x", "object": "chat.completion", "model": "SmolLM2-135M-Instruct.Q4_1",
+               "choices": [{"index": 0, "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "hi"}}],
+               "usage": {"prompt_tokens": 5, "completion_tokens": 1}})
+        .to_string(),
+    )])
+    .await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let got = client.chat(&request()).await.unwrap();
+    assert_eq!(got.model, "SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(s.bodies.lock().unwrap()[0]["model"], "test-model");
+}

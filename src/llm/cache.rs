@@ -1,6 +1,7 @@
 //! The LLM response cache: identical calls are answered from disk.
 //!
-//! The key is a hash of everything that determines an answer: provider, model, prompt
+//! The key is a hash of everything that determines an answer: provider, endpoint (server URL or
+//! model file), model, prompt
 //! id@version, the rendered messages, the schema and the sampling settings. Modes:
 //! `off` (pass through), `readwrite` (hits answered, misses computed and stored), `read`
 //! (nothing written; a miss on a remote provider is an error naming the prompt and item, so an
@@ -65,6 +66,7 @@ impl<C: LlmClient> CachedClient<C> {
         let mut h = Sha256::new();
         let parts = serde_json::json!({
             "provider": self.inner.provider(),
+            "endpoint": self.inner.endpoint(),
             "model": self.inner.model(),
             "prompt": request.context.prompt,
             "messages": request.messages,
@@ -116,6 +118,10 @@ impl<C: LlmClient> LlmClient for CachedClient<C> {
 
     fn model(&self) -> &str {
         self.inner.model()
+    }
+
+    fn endpoint(&self) -> String {
+        self.inner.endpoint()
     }
 
     fn deterministic(&self) -> bool {

@@ -75,6 +75,10 @@ pub struct Sampling {
     pub temperature: f32,
     pub top_p: f32,
     pub seed: u64,
+    /// Strings that end the answer where they first appear (not included), as OpenAI's `stop`.
+    /// Left out of the serialized form when empty, so cache keys of requests without it keep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
 
 impl Default for Sampling {
@@ -84,6 +88,7 @@ impl Default for Sampling {
             temperature: 0.0,
             top_p: 1.0,
             seed: 0,
+            stop: Vec::new(),
         }
     }
 }
@@ -166,8 +171,11 @@ pub enum LlmError {
     Schema(String),
     #[error("local model: {0}")]
     Model(String),
-    #[error("the prompt needs {needed} tokens but the model's context is {context}")]
-    ContextOverflow { needed: usize, context: usize },
+    #[error("the prompt is {prompt_tokens} tokens, which leaves no room for an answer in the model's context of {context} tokens")]
+    ContextOverflow {
+        prompt_tokens: usize,
+        context: usize,
+    },
     #[error("HTTP {status} from {url}: {body}")]
     Http {
         status: u16,
@@ -210,8 +218,11 @@ pub enum LlmError {
 pub trait LlmClient {
     /// Provider name (`openai`, `local`).
     fn provider(&self) -> &str;
-    /// Model name as the provider knows it.
+    /// Model name as configured (answers carry the name the server reports).
     fn model(&self) -> &str;
+    /// Where answers come from: the server's base URL, or the local model file. Part of the
+    /// cache key, so two servers configured with the same model name never share answers.
+    fn endpoint(&self) -> String;
     /// Whether greedy answers are reproducible by recomputing (a read-only cache may miss).
     fn deterministic(&self) -> bool {
         false
@@ -310,6 +321,12 @@ impl LlmClient for AnyLlm {
         match self {
             Self::Local(c) => c.model(),
             Self::OpenAi(c) => c.model(),
+        }
+    }
+    fn endpoint(&self) -> String {
+        match self {
+            Self::Local(c) => c.endpoint(),
+            Self::OpenAi(c) => c.endpoint(),
         }
     }
     fn deterministic(&self) -> bool {

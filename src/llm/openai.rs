@@ -228,7 +228,7 @@ impl OpenAiClient {
     }
 
     /// One HTTP attempt.
-    async fn attempt(&self, body: &Value) -> Result<(String, Usage, String), AttemptError> {
+    async fn attempt(&self, body: &Value) -> Result<Answer, AttemptError> {
         let transient = |message: String| AttemptError {
             retryable: true,
             retry_after: None,
@@ -314,7 +314,19 @@ impl OpenAiClient {
                 .and_then(Value::as_u64)
                 .unwrap_or(0) as usize,
         };
-        Ok((text, usage, finish))
+        // The model that answered, as the server names it (a proxy or a local server may serve
+        // another model than the one configured).
+        let model = value
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string);
+        Ok(Answer {
+            text,
+            usage,
+            finish,
+            model,
+        })
     }
 
     /// One logical request: attempts with backoff until success, a final error, or the caps.
@@ -323,7 +335,7 @@ impl OpenAiClient {
         body: &Value,
         started: Instant,
         delays: &mut Vec<u64>,
-    ) -> Result<(String, Usage, String), LlmError> {
+    ) -> Result<Answer, LlmError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -374,6 +386,15 @@ impl OpenAiClient {
     }
 }
 
+/// One successful HTTP exchange, as parsed.
+struct Answer {
+    text: String,
+    usage: Usage,
+    finish: String,
+    /// The `model` field of the answer, if the server sent one.
+    model: Option<String>,
+}
+
 /// An error with its sources ("error sending request: connection refused").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -393,6 +414,10 @@ impl LlmClient for OpenAiClient {
 
     fn model(&self) -> &str {
         &self.options.model
+    }
+
+    fn endpoint(&self) -> String {
+        self.url.clone()
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
@@ -424,10 +449,16 @@ impl OpenAiClient {
         let mut json_object = false;
         let mut usage = Usage::default();
         let mut repaired = false;
+        let mut reported_model = None;
         let (text, json, finish) = loop {
             let body = self.body(request, &messages, json_object);
             let sent = self.send(&body, started, &mut delays).await;
-            let (text, u, finish) = match sent {
+            let Answer {
+                text,
+                usage: u,
+                finish,
+                model,
+            } = match sent {
                 Err(LlmError::Http {
                     status: 400,
                     ref body,
@@ -441,6 +472,7 @@ impl OpenAiClient {
                 }
                 other => other?,
             };
+            reported_model = model.or(reported_model);
             usage.prompt_tokens += u.prompt_tokens;
             usage.completion_tokens += u.completion_tokens;
             if usage.prompt_tokens == 0 && u.prompt_tokens == 0 {
@@ -484,7 +516,7 @@ impl OpenAiClient {
             json,
             usage,
             provider: "openai".into(),
-            model: self.options.model.clone(),
+            model: reported_model.unwrap_or_else(|| self.options.model.clone()),
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             retries: delays.len(),
             retry_delays_ms: delays,

@@ -2,7 +2,9 @@
 //! ones, and local ones as a second check). Decoding of local answers is constrained by
 //! llguidance from the same schema ([`crate::llm::local::constrain`]).
 //!
-//! Supported: `type` (object, array, string, integer, number, boolean, null), `properties`,
+//! Supported: `type` (object, array, string, integer, number, boolean, null, or a list of them as
+//! for nullable fields), `anyOf`, `$ref` into the root's `$defs` / `definitions` (pydantic's
+//! nested models; recursive references are refused), `properties`,
 //! `required`, `additionalProperties` (false is enforced, true allowed), `items`, `minItems`,
 //! `maxItems`, `enum`, `const`, `minLength`, `maxLength`, `minimum`, `maximum`, and the
 //! annotations `title`, `description`, `$schema`, `default`, `examples`. Anything else is refused
@@ -41,7 +43,13 @@ pub enum Schema {
     Null,
     /// `enum` / `const`: one of these values exactly.
     Enum(Vec<Value>),
+    /// `anyOf` (and a list of types): at least one of these.
+    AnyOf(Vec<Schema>),
 }
+
+/// Deepest chain of `$ref`s followed: deeper means a recursive schema, which the validator and
+/// the constrained decoder would unroll without end.
+const MAX_REF_DEPTH: usize = 16;
 
 const ANNOTATIONS: &[&str] = &[
     "title",
@@ -62,14 +70,83 @@ fn schema_err(path: &str, msg: impl std::fmt::Display) -> LlmError {
 impl Schema {
     /// Parse a JSON Schema document, refusing keywords this subset does not implement.
     pub fn parse(v: &Value) -> Result<Self, LlmError> {
-        Self::parse_at(v, "$")
+        Self::parse_at(v, "$", v, 0)
     }
 
-    fn parse_at(v: &Value, path: &str) -> Result<Self, LlmError> {
+    fn parse_at(v: &Value, path: &str, root: &Value, refs: usize) -> Result<Self, LlmError> {
         let obj = v
             .as_object()
             .ok_or_else(|| schema_err(path, "a schema must be an object"))?;
+        if let Some(target) = obj.get("$ref") {
+            let target = target
+                .as_str()
+                .ok_or_else(|| schema_err(path, "$ref must be a string"))?;
+            if let Some(k) = obj
+                .keys()
+                .find(|k| *k != "$ref" && !ANNOTATIONS.contains(&k.as_str()) && *k != "$defs")
+            {
+                return Err(schema_err(
+                    path,
+                    format!("keyword {k:?} beside $ref is not supported"),
+                ));
+            }
+            if refs >= MAX_REF_DEPTH {
+                return Err(schema_err(
+                    path,
+                    format!("$ref {target:?} nests more than {MAX_REF_DEPTH} deep: recursive schemas are not supported"),
+                ));
+            }
+            let resolved = target
+                .strip_prefix('#')
+                .and_then(|pointer| root.pointer(pointer))
+                .ok_or_else(|| {
+                    schema_err(
+                        path,
+                        format!("$ref {target:?} does not point into this schema (only \"#/$defs/...\" references are supported)"),
+                    )
+                })?;
+            return Self::parse_at(resolved, path, root, refs + 1);
+        }
+        if let Some(branches) = obj.get("anyOf") {
+            if let Some(k) = obj
+                .keys()
+                .find(|k| *k != "anyOf" && !ANNOTATIONS.contains(&k.as_str()) && *k != "$defs")
+            {
+                return Err(schema_err(
+                    path,
+                    format!("keyword {k:?} beside anyOf is not supported"),
+                ));
+            }
+            let branches = branches
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| schema_err(path, "anyOf must be a non-empty array"))?;
+            return Ok(Self::AnyOf(
+                branches
+                    .iter()
+                    .map(|b| Self::parse_at(b, path, root, refs))
+                    .collect::<Result<_, _>>()?,
+            ));
+        }
+        if let Some(Value::Array(types)) = obj.get("type") {
+            if types.is_empty() {
+                return Err(schema_err(path, "type must not be an empty list"));
+            }
+            let mut branches = Vec::with_capacity(types.len());
+            for t in types {
+                let mut one = obj.clone();
+                one.insert("type".into(), t.clone());
+                branches.push(Self::parse_at(&Value::Object(one), path, root, refs)?);
+            }
+            return Ok(if branches.len() == 1 {
+                branches.remove(0)
+            } else {
+                Self::AnyOf(branches)
+            });
+        }
         let known: &[&str] = &[
+            "$defs",
+            "definitions",
             "type",
             "properties",
             "required",
@@ -130,7 +207,7 @@ impl Schema {
                     for (name, sub) in props {
                         properties.push((
                             name.clone(),
-                            Self::parse_at(sub, &format!("{path}.{name}"))?,
+                            Self::parse_at(sub, &format!("{path}.{name}"), root, refs)?,
                         ));
                     }
                 }
@@ -176,6 +253,8 @@ impl Schema {
                     obj.get("items")
                         .ok_or_else(|| schema_err(path, "an array needs items"))?,
                     &format!("{path}[]"),
+                    root,
+                    refs,
                 )?),
                 min_items: usize_of("minItems")?.unwrap_or(0),
                 max_items: usize_of("maxItems")?,
@@ -292,6 +371,22 @@ impl Schema {
                 }
                 Ok(())
             }
+            Self::AnyOf(branches) => {
+                let mut first_error = None;
+                for b in branches {
+                    match b.validate_at(v, path) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                fail(format!(
+                    "{v} matches none of the {} allowed forms (first: {})",
+                    branches.len(),
+                    first_error.unwrap_or_default()
+                ))
+            }
             Self::Boolean => v
                 .is_boolean()
                 .then_some(())
@@ -350,6 +445,42 @@ mod tests {
             e.to_string().contains("\"pattern\" is not supported"),
             "{e}"
         );
-        assert!(Schema::parse(&json!({"type": ["string", "null"]})).is_err());
+        let e = Schema::parse(&json!({"$ref": "#/$defs/Node", "$defs": {"Node": {
+            "type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}}}))
+        .unwrap_err();
+        assert!(e.to_string().contains("recursive"), "{e}");
+        let e = Schema::parse(&json!({"$ref": "https://example.com/s.json"})).unwrap_err();
+        assert!(e.to_string().contains("does not point into"), "{e}");
+    }
+
+    /// What pydantic writes (through the openai SDK's strict conversion): nullable fields as
+    /// `anyOf` with null, nested models as `$defs` references, lists of types.
+    #[test]
+    fn pydantic_shapes_are_understood() {
+        let s = Schema::parse(&json!({
+            "type": "object",
+            "$defs": {"Author": {"type": "object", "title": "Author",
+                "properties": {"name": {"type": "string"}},
+                "required": ["name"], "additionalProperties": false}},
+            "properties": {
+                "title": {"type": "string"},
+                "subtitle": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Subtitle"},
+                "score": {"type": ["number", "null"], "minimum": 0},
+                "author": {"$ref": "#/$defs/Author"}
+            },
+            "required": ["title", "subtitle", "score", "author"],
+            "additionalProperties": false
+        }))
+        .unwrap();
+        let ok = json!({"title": "t", "subtitle": null, "score": null, "author": {"name": "a"}});
+        assert_eq!(s.validate(&ok), Ok(()));
+        let ok = json!({"title": "t", "subtitle": "s", "score": 1.5, "author": {"name": "a"}});
+        assert_eq!(s.validate(&ok), Ok(()));
+        let bad = json!({"title": "t", "subtitle": 3, "score": null, "author": {"name": "a"}});
+        assert!(s.validate(&bad).unwrap_err().starts_with("$.subtitle"));
+        let bad = json!({"title": "t", "subtitle": null, "score": -1, "author": {"name": "a"}});
+        assert!(s.validate(&bad).is_err());
+        let bad = json!({"title": "t", "subtitle": null, "score": 0, "author": {}});
+        assert!(s.validate(&bad).unwrap_err().contains("name"));
     }
 }

@@ -128,16 +128,33 @@ impl LocalLlm {
         request: &ChatRequest,
         schema: Option<&serde_json::Value>,
     ) -> Result<(String, String, GenerationStats), LlmError> {
+        let g = self.generate(prompt, request, schema, &mut Control::default())?;
+        Ok((g.text, g.finish.as_str().to_string(), g.stats))
+    }
+
+    /// Generate from an already rendered prompt (blocking), under `control`: text is handed
+    /// to `control.on_text` as it is decoded, and generation stops at `max_tokens` (clamped to
+    /// the room the prompt leaves in the context), a `stop` string, the end of a constrained
+    /// answer, the deadline, or when the caller cancels (a client that went away).
+    pub fn generate(
+        &self,
+        prompt: &str,
+        request: &ChatRequest,
+        schema: Option<&serde_json::Value>,
+        control: &mut Control<'_>,
+    ) -> Result<Generated, LlmError> {
         let tok = &self.tokenizer;
         let prompt_ids = tok.encode(prompt)?;
         let sampling = &request.sampling;
-        let needed = prompt_ids.len() + sampling.max_tokens;
-        if needed > self.context_length {
+        if prompt_ids.len() >= self.context_length {
             return Err(LlmError::ContextOverflow {
-                needed,
+                prompt_tokens: prompt_ids.len(),
                 context: self.context_length,
             });
         }
+        let max_tokens = sampling
+            .max_tokens
+            .min(self.context_length - prompt_ids.len());
         let mut state = self
             .state
             .lock()
@@ -172,11 +189,16 @@ impl LocalLlm {
         let llg_err = |e: anyhow::Error| LlmError::Model(format!("constrained decoding: {e}"));
         let mut rng = rand::rngs::StdRng::seed_from_u64(sampling.seed);
         let mut out: Vec<u32> = Vec::new();
-        let mut finish = "length";
-        for _ in 0..sampling.max_tokens {
+        let mut text = TextStream::new(&sampling.stop);
+        let mut finish = Finish::Length;
+        for _ in 0..max_tokens {
+            if control.stopped() {
+                finish = Finish::Cancelled;
+                break;
+            }
             let mask = match matcher.as_mut() {
                 Some(m) if m.is_stopped() => {
-                    finish = "stop";
+                    finish = Finish::Stop;
                     break;
                 }
                 Some(m) => Some(m.compute_mask().map_err(llg_err)?),
@@ -200,13 +222,22 @@ impl LocalLlm {
                 ));
             };
             if next == tok.eos_id {
-                finish = "stop";
+                finish = Finish::Stop;
                 break;
             }
             if let Some(m) = matcher.as_mut() {
                 m.consume_token(next).map_err(llg_err)?;
             }
             out.push(next);
+            let bytes = tok.token_bytes().get(next as usize).map_or(&[][..], |b| b);
+            let (delta, stopped) = text.push(bytes);
+            if !delta.is_empty() {
+                control.emit(&delta);
+            }
+            if stopped {
+                finish = Finish::Stop;
+                break;
+            }
             logits = state.model.forward(&[next]).map_err(model_err)?;
             state.cached.push(next);
         }
@@ -214,14 +245,197 @@ impl LocalLlm {
         stats.generation_seconds = started.elapsed().as_secs_f64();
         if let Some(m) = matcher.as_mut() {
             // A constrained answer is finished exactly when its grammar accepts; otherwise it was
-            // cut at max_tokens ("length"), which the caller reports as truncated.
-            finish = if m.is_accepting().map_err(llg_err)? {
-                "stop"
-            } else {
-                "length"
-            };
+            // cut short ("length"), which callers report as truncated.
+            if finish != Finish::Cancelled && !text.stopped() {
+                finish = if m.is_accepting().map_err(llg_err)? {
+                    Finish::Stop
+                } else {
+                    Finish::Length
+                };
+            }
         }
-        Ok((tok.decode(&out)?, finish.to_string(), stats))
+        let rest = text.finish();
+        if !rest.is_empty() {
+            control.emit(&rest);
+        }
+        Ok(Generated {
+            text: text.into_text(),
+            finish,
+            stats,
+        })
+    }
+}
+
+/// How a generation is watched and stopped from outside: the serving layer streams text
+/// through `on_text` and stops work for clients that went away through `cancel` or `deadline`.
+#[derive(Default)]
+pub struct Control<'a> {
+    /// Asked before every token: true stops generation (the client went away).
+    cancelled: Option<&'a dyn Fn() -> bool>,
+    /// No token is generated after this instant.
+    deadline: Option<Instant>,
+    /// Receives the answer's text as it is decoded, in order, whole characters only; returns
+    /// false when nobody is listening any more, which stops generation.
+    on_text: Option<&'a mut dyn FnMut(&str) -> bool>,
+    gone: bool,
+}
+
+impl<'a> Control<'a> {
+    /// Stop when `cancelled` answers true.
+    pub fn cancelled(mut self, cancelled: &'a dyn Fn() -> bool) -> Self {
+        self.cancelled = Some(cancelled);
+        self
+    }
+
+    /// Stop at `deadline`.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Hand the text to `on_text` as it is decoded.
+    pub fn on_text(mut self, on_text: &'a mut dyn FnMut(&str) -> bool) -> Self {
+        self.on_text = Some(on_text);
+        self
+    }
+
+    fn stopped(&self) -> bool {
+        self.gone
+            || self.cancelled.is_some_and(|c| c())
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn emit(&mut self, text: &str) {
+        if let Some(f) = self.on_text.as_mut() {
+            if !f(text) {
+                self.gone = true;
+            }
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// End of turn, a stop string, or a complete constrained answer.
+    Stop,
+    /// `max_tokens` (or the context) ran out, or the deadline passed.
+    Length,
+    /// The caller cancelled (the client went away).
+    Cancelled,
+}
+
+impl Finish {
+    /// The OpenAI `finish_reason` ("cancelled" is never sent to a client: it left).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One generation's result.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The answer, cut before any stop string.
+    pub text: String,
+    pub finish: Finish,
+    pub stats: GenerationStats,
+}
+
+/// Token bytes in, text out: whole UTF-8 characters only, cut at the first stop string, and
+/// holding back any tail that could still become a stop string, so a streamed answer never
+/// shows part of one.
+struct TextStream<'s> {
+    bytes: Vec<u8>,
+    /// Bytes already handed out.
+    emitted: usize,
+    stop: &'s [String],
+    /// Where a stop string was found (the answer ends there).
+    cut: Option<usize>,
+}
+
+impl<'s> TextStream<'s> {
+    fn new(stop: &'s [String]) -> Self {
+        Self {
+            bytes: Vec::new(),
+            emitted: 0,
+            stop,
+            cut: None,
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.cut.is_some()
+    }
+
+    /// Add one token's bytes: the new text that is safe to show, and whether a stop string
+    /// ended the answer.
+    fn push(&mut self, token: &[u8]) -> (String, bool) {
+        self.bytes.extend_from_slice(token);
+        let valid = match std::str::from_utf8(&self.bytes) {
+            Ok(s) => s.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        // The bytes up to `valid` are UTF-8 by construction.
+        let text = std::str::from_utf8(&self.bytes[..valid]).unwrap_or_default();
+        // A stop string can only end in the new part; search from where it could start.
+        let from = self
+            .emitted
+            .saturating_sub(self.stop.iter().map(String::len).max().unwrap_or(0));
+        let found = self
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| {
+                let start = (from..=text.len()).find(|&i| text.is_char_boundary(i))?;
+                text[start..].find(s.as_str()).map(|p| start + p)
+            })
+            .min();
+        if let Some(at) = found {
+            self.cut = Some(at);
+            let delta = text[self.emitted.min(at)..at].to_string();
+            self.emitted = at;
+            return (delta, true);
+        }
+        // Hold back the longest tail that is a proper prefix of a stop string.
+        let hold = self
+            .stop
+            .iter()
+            .flat_map(|s| {
+                (1..s.len())
+                    .filter(|&k| s.is_char_boundary(k))
+                    .map(move |k| &s[..k])
+            })
+            .filter(|p| text.ends_with(p))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        let safe = text.len() - hold;
+        if safe <= self.emitted {
+            return (String::new(), false);
+        }
+        let delta = text[self.emitted..safe].to_string();
+        self.emitted = safe;
+        (delta, false)
+    }
+
+    /// Whatever was held back, at the end (any invalid trailing bytes shown as U+FFFD).
+    fn finish(&mut self) -> String {
+        let end = self.cut.unwrap_or(self.bytes.len());
+        if end <= self.emitted {
+            return String::new();
+        }
+        let rest = String::from_utf8_lossy(&self.bytes[self.emitted..end]).into_owned();
+        self.emitted = end;
+        rest
+    }
+
+    fn into_text(self) -> String {
+        let end = self.cut.unwrap_or(self.bytes.len());
+        String::from_utf8_lossy(&self.bytes[..end]).into_owned()
     }
 }
 
@@ -296,6 +510,10 @@ impl LlmClient for LocalLlm {
         &self.name
     }
 
+    fn endpoint(&self) -> String {
+        self.path.display().to_string()
+    }
+
     fn deterministic(&self) -> bool {
         true
     }
@@ -355,5 +573,63 @@ impl LocalLlm {
         };
         accounting::record(&response, 0.0);
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TextStream;
+
+    /// Feed `pieces` as token bytes; the deltas, whether a stop string ended it, and the text.
+    fn run(pieces: &[&[u8]], stop: &[&str]) -> (Vec<String>, bool, String) {
+        let stop: Vec<String> = stop.iter().map(|s| s.to_string()).collect();
+        let mut t = TextStream::new(&stop);
+        let mut deltas = Vec::new();
+        let mut stopped = false;
+        for p in pieces {
+            let (d, s) = t.push(p);
+            if !d.is_empty() {
+                deltas.push(d);
+            }
+            if s {
+                stopped = true;
+                break;
+            }
+        }
+        let rest = t.finish();
+        if !rest.is_empty() {
+            deltas.push(rest);
+        }
+        (deltas, stopped, t.into_text())
+    }
+
+    #[test]
+    fn a_character_split_across_tokens_is_sent_whole() {
+        let e_acute = "é".as_bytes();
+        let (deltas, stopped, text) = run(&[b"caf", &e_acute[..1], &e_acute[1..], b"!"], &[]);
+        assert_eq!(deltas, ["caf", "é", "!"]);
+        assert!(!stopped);
+        assert_eq!(text, "café!");
+    }
+
+    #[test]
+    fn a_stop_string_across_tokens_ends_the_text_and_is_never_streamed() {
+        let (deltas, stopped, text) = run(&[b"one two", b" ST", b"OP three"], &["STOP"]);
+        assert!(stopped);
+        assert_eq!(text, "one two ");
+        assert_eq!(deltas.concat(), "one two ");
+        assert!(deltas.iter().all(|d| !d.contains('S')), "{deltas:?}");
+    }
+
+    #[test]
+    fn a_held_back_prefix_that_is_not_a_stop_string_is_released() {
+        let (deltas, stopped, text) = run(&[b"a S", b"TONE b"], &["STOP"]);
+        assert!(!stopped);
+        assert_eq!(text, "a STONE b");
+        assert_eq!(deltas.concat(), text);
+        // The earliest of several stop strings wins.
+        let (_, stopped, text) = run(&[b"x, y. z"], &[".", ","]);
+        assert!(stopped);
+        assert_eq!(text, "x");
     }
 }
