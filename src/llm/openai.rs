@@ -216,6 +216,9 @@ impl OpenAiClient {
             "top_p": s.top_p,
             "seed": s.seed,
         });
+        if !s.stop.is_empty() {
+            body["stop"] = json!(s.stop);
+        }
         if let Some(schema) = &request.json_schema {
             body["response_format"] = if json_object {
                 json!({"type": "json_object"})
