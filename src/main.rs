@@ -26,6 +26,21 @@ use signaldesk::store::{AnyStore, Filter, VectorStore};
 use signaldesk::{pipeline, Config, Embedder};
 use std::sync::Arc;
 
+/// `println!` that returns the write's error instead of panicking: a closed pipe (`| head`) ends
+/// the command quietly (see `main`), never with a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+/// `print!` that returns the write's error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -122,13 +137,17 @@ enum LlmCommand {
         /// A system message.
         #[arg(long)]
         system: Option<String>,
+        /// Most tokens in the answer (clamped to the room the prompt leaves in the context).
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
         /// 0 is greedy (deterministic).
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
+        /// Nucleus sampling: sample only from the most likely tokens holding this much
+        /// probability (with a temperature above 0).
         #[arg(long, default_value_t = 1.0)]
         top_p: f32,
+        /// Seed of the sampler, for reproducible sampled answers.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Response cache (default: llm.cache).
@@ -148,8 +167,13 @@ enum LlmCommand {
 
 #[derive(Args)]
 struct IngestArgs {
-    /// Input file: .jsonl, .jsonl.gz or .csv (header row names the fields).
+    /// Input file: .jsonl, .jsonl.gz or .csv (header row names the fields); "-" reads JSONL
+    /// from standard input.
     file: PathBuf,
+    /// Longest input line accepted, in bytes; longer lines are rejected without being held in
+    /// memory [default: ingest.max_line_bytes, 16 MiB].
+    #[arg(long)]
+    max_line_bytes: Option<usize>,
     /// Collection (default: store.collection).
     #[arg(long)]
     collection: Option<String>,
@@ -157,7 +181,8 @@ struct IngestArgs {
     /// [default: chunk.enabled, on].
     #[arg(long, value_enum)]
     chunking: Option<OnOff>,
-    /// Where rejected records go (default: FILE.rejects.jsonl beside the input).
+    /// Where rejected records go (default: FILE.rejects.jsonl beside the input;
+    /// stdin.rejects.jsonl in the working directory for "-").
     #[arg(long)]
     rejects: Option<PathBuf>,
     /// Largest accepted body, in bytes [default: ingest.max_body_bytes, 4 MiB].
@@ -248,7 +273,7 @@ enum ConfigCommand {
 
 #[derive(Args)]
 struct EmbedArgs {
-    /// JSONL input (.jsonl or .jsonl.gz), one record per line.
+    /// JSONL input (.jsonl or .jsonl.gz), one record per line; "-" reads standard input.
     #[arg(long, short)]
     input: PathBuf,
     /// JSONL output; "-" writes to stdout.
@@ -301,8 +326,10 @@ enum BenchCommand {
         /// Tokens to generate (fewer if the model ends its answer first).
         #[arg(long, default_value_t = 128)]
         gen_tokens: usize,
+        /// Measurements to take; the medians are reported (at least 1).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
     },
@@ -330,11 +357,42 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     match run(cli) {
         Ok(code) => code,
+        // The reader went away (`signaldesk search ... | head -1`): nothing to say, nobody to
+        // say it to.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether an error comes from writing to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause.to_string().contains("Broken pipe (os error 32)")
+    })
+}
+
+/// An error and its causes on one line, each cause said once: library errors often quote their
+/// source in their own message, and printing the chain would repeat it
+/// ("No such file or directory (os error 2): No such file or directory (os error 2)").
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn init_tracing(verbose: u8) {
@@ -350,6 +408,8 @@ fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: log files and CI logs get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
@@ -359,9 +419,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Config(ConfigCommand::Show { json }) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&config)?);
+                outln!("{}", serde_json::to_string_pretty(&config)?);
             } else {
-                print!("{}", config.to_toml());
+                out!("{}", config.to_toml());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -389,14 +449,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let embedder = Embedder::load(&config.embed_model_dir(), options)?;
             let report = bench_embed(&embedder, &texts)?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                outln!("{}", serde_json::to_string(&report)?);
             } else {
-                println!("model       {}", embedder.model_id());
-                println!("docs        {}", report.docs);
-                println!("tokens      {}", report.tokens);
-                println!("seconds     {:.3}", report.seconds);
-                println!("docs/s      {:.1}", report.docs_per_s);
-                println!("tokens/s    {:.0}", report.tokens_per_s);
+                outln!("model       {}", embedder.model_id());
+                outln!("docs        {}", report.docs);
+                outln!("tokens      {}", report.tokens);
+                outln!("seconds     {:.3}", report.seconds);
+                outln!("docs/s      {:.1}", report.docs_per_s);
+                outln!("tokens/s    {:.0}", report.tokens_per_s);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -406,22 +466,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rounds,
             json,
         }) => {
+            anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
+            anyhow::ensure!(gen_tokens >= 1, "--gen-tokens must be at least 1");
             let path = config.models_dir.join(&config.llm.local_model);
             let r = signaldesk::llm::bench::run(&path, prompt_tokens, gen_tokens, rounds)?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                outln!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("model              {}", r.model);
-                println!("load               {:.2} s", r.load_seconds);
-                println!(
+                outln!("model              {}", r.model);
+                outln!("load               {:.2} s", r.load_seconds);
+                outln!(
                     "prompt             {} tokens, {:.0} tokens/s",
-                    r.prompt_tokens, r.prompt_tokens_per_s
+                    r.prompt_tokens,
+                    r.prompt_tokens_per_s
                 );
-                println!(
+                outln!(
                     "generation         {} tokens, {:.1} tokens/s",
-                    r.generated_tokens, r.generation_tokens_per_s
+                    r.generated_tokens,
+                    r.generation_tokens_per_s
                 );
-                println!(
+                outln!(
                     "constrained        {:.1} tokens/s (JSON schema via llguidance; {:+.1}% time per token)",
                     r.constrained_generation_tokens_per_s,
                     r.constrained_overhead * 100.0
@@ -442,17 +506,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !args.no_retrieval {
                 let store =
                     AnyStore::from_config(&config.store, &config.data_dir.join("pipeline"))?;
+                let corpus = BeirDataset::open(&args.dataset)?.corpus;
+                let bar = Progress::new("pipeline: ingest", count_records(&corpus), "documents");
                 report.retrieval = Some(runtime()?.block_on(pipeline::run_retrieval(
                     &store,
                     embedder.clone(),
                     &args.dataset,
                     &config,
+                    |n| bar.set_position(n as u64),
                 ))?);
+                bar.finish();
             }
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print_pipeline(&report);
+                print_pipeline(&report)?;
             }
             Ok(if report.passed() {
                 ExitCode::SUCCESS
@@ -526,9 +594,9 @@ async fn llm_command(config: &Config, cmd: LlmCommand) -> Result<ExitCode> {
             }
             let answer = llm.chat(&request).await?;
             if json {
-                println!("{}", serde_json::to_string(&answer)?);
+                outln!("{}", serde_json::to_string(&answer)?);
             } else {
-                println!("{}", answer.text);
+                outln!("{}", answer.text);
                 eprintln!(
                     "[{} {} | {} prompt + {} completion tokens | {:.0} ms | retries {} | cache {}]",
                     answer.provider,
@@ -549,7 +617,7 @@ async fn llm_command(config: &Config, cmd: LlmCommand) -> Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let bound = listener.local_addr()?;
-            println!(
+            outln!(
                 "signaldesk llm serve: {} on http://{bound}/v1/chat/completions",
                 llm.model()
             );
@@ -576,12 +644,8 @@ async fn reindex(config: &Config, args: ReindexArgs) -> Result<ExitCode> {
     let name = args
         .collection
         .unwrap_or_else(|| config.store.collection.clone());
-    let total = store.count(&name, &Filter::default()).await.unwrap_or(0);
-    let bar = progress_bar(total.max(1) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} items re-embedded")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
+    let total = store.count(&name, &Filter::default()).await.ok();
+    let bar = Progress::new("reindex", total.map(|t| t as u64), "chunks read");
     let chunker = chunker_for(config, &embedder, Some(args.chunking));
     let summary = signaldesk::ingest::reindex::reindex(
         &store,
@@ -592,11 +656,11 @@ async fn reindex(config: &Config, args: ReindexArgs) -> Result<ExitCode> {
         |items| bar.set_position(items as u64),
     )
     .await?;
-    bar.finish_and_clear();
+    bar.finish();
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!(
+        outln!(
             "reindexed {} items ({} chunks, {} tokens) of {:?}: {} ({}) -> {} ({}, {} dims)",
             summary.items,
             summary.chunks,
@@ -608,22 +672,57 @@ async fn reindex(config: &Config, args: ReindexArgs) -> Result<ExitCode> {
             summary.to_model,
             summary.dimension
         );
-        println!(
+        outln!(
             "{:?} now points at {}; set embed.model to the new model for ingest and search",
-            summary.name, summary.to
+            summary.name,
+            summary.to
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Standard input copied to a file under the data dir (ingest reads its input twice: once to
+/// find the last record of each id, once to ingest), removed when dropped.
+struct SpooledStdin(PathBuf);
+
+impl SpooledStdin {
+    fn new(config: &Config) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let path = config
+            .data_dir
+            .join(format!(".stdin-{}.jsonl", std::process::id()));
+        let spooled = Self(path);
+        let mut file = std::fs::File::create(&spooled.0)
+            .with_context(|| format!("cannot create {}", spooled.0.display()))?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut file)
+            .with_context(|| format!("cannot copy standard input to {}", spooled.0.display()))?;
+        Ok(spooled)
+    }
+}
+
+impl Drop for SpooledStdin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     let embedder = Arc::new(Embedder::from_config(config)?);
     let store = configured_store(config)?;
+    let from_stdin = args.file == Path::new("-");
     let rejects = args.rejects.unwrap_or_else(|| {
+        if from_stdin {
+            return PathBuf::from("stdin.rejects.jsonl");
+        }
         let mut name = args.file.file_name().unwrap_or_default().to_os_string();
         name.push(".rejects.jsonl");
         args.file.with_file_name(name)
     });
+    let spooled = from_stdin.then(|| SpooledStdin::new(config)).transpose()?;
+    let input = spooled
+        .as_ref()
+        .map_or(args.file.as_path(), |s| s.0.as_path());
     let collection = args
         .collection
         .unwrap_or_else(|| config.store.collection.clone());
@@ -639,25 +738,32 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     if let Some(n) = args.max_body_bytes {
         options.limits.max_body_bytes = n;
     }
-    let size = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
-    let bar = progress_bar(size.max(1));
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} items ingested")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    let name = args.file.display().to_string();
+    if let Some(n) = args.max_line_bytes {
+        options.max_line_bytes = n;
+    }
+    let bar = Progress::new("ingest", count_records(input), "records");
+    let name = if from_stdin {
+        "<stdin>".to_string()
+    } else {
+        args.file.display().to_string()
+    };
     let summary = ingest_file(
         &store,
         embedder,
-        &args.file,
+        input,
         &options,
         |line, reason| bar.suspend(|| eprintln!("{name}:{line}: rejected: {reason}")),
         |items| bar.set_position(items as u64),
     )
     .await?;
-    bar.finish_and_clear();
+    bar.finish();
+    if summary.read == 0 {
+        eprintln!("ingest: warning: {name} has no records; nothing was ingested");
+    } else if summary.read == summary.rejected {
+        eprintln!("ingest: warning: every record of {name} was rejected; nothing was ingested");
+    }
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
         eprintln!(
             "ingest: read {}, new {}, updated {}, unchanged {}, rejected {} ({} chunks, {} tokens embedded)",
@@ -682,6 +788,13 @@ async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
 }
 
 async fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
+    if let Some(q) = &args.query {
+        anyhow::ensure!(
+            !q.trim().is_empty(),
+            "the query is empty: give the text to search for (or --queries FILE)"
+        );
+    }
+    anyhow::ensure!(args.k >= 1, "-k must be at least 1");
     let mode = args.mode.unwrap_or(config.search.mode);
     let filter = Filter::parse_pairs(&args.filter)?;
     let embedder = Embedder::from_config(config)?;
@@ -704,10 +817,10 @@ async fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
     let query = args.query.unwrap_or_default();
     let hits = searcher.search(&query, mode, &filter, args.k).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&hits)?);
+        outln!("{}", serde_json::to_string_pretty(&hits)?);
     } else {
         for (i, h) in hits.iter().enumerate() {
-            println!(
+            outln!(
                 "{:>2}. {:.4}  {}  {}  [chunk {} bytes {}..{}]",
                 i + 1,
                 h.score,
@@ -719,7 +832,7 @@ async fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
             );
         }
         if hits.is_empty() {
-            println!("no results");
+            outln!("no results");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -815,8 +928,13 @@ async fn eval_retrieval(config: &Config, args: EvalRetrievalArgs) -> Result<Exit
                 data.corpus.display()
             );
             let options = IngestOptions::from_config(config, &collection, chunker);
+            let bar = Progress::new("eval: ingest", count_records(&data.corpus), "documents");
             let (summary, seconds) =
-                ingest_corpus(&store, embedder.clone(), &data, &options, true).await?;
+                ingest_corpus(&store, embedder.clone(), &data, &options, true, |n| {
+                    bar.set_position(n as u64)
+                })
+                .await?;
+            bar.finish();
             eprintln!(
                 "eval: {} documents, {} chunks in {seconds:.1} s; searching",
                 summary.read, summary.chunks
@@ -839,7 +957,7 @@ async fn eval_retrieval(config: &Config, args: EvalRetrievalArgs) -> Result<Exit
     if let Some(path) = args.run_out {
         write_trec(&path, &runs, "signaldesk")?;
     }
-    print!("{}", report.markdown());
+    out!("{}", report.markdown());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -864,7 +982,11 @@ fn embed(config: &Config, args: EmbedArgs) -> Result<ExitCode> {
         ..EmbedFileOptions::default()
     };
     let input = InputFile::open(&args.input)?;
-    let bar = progress_bar(input.size);
+    let bar = Progress::new(
+        "embed",
+        (input.size > 0).then_some(input.size),
+        "bytes read",
+    );
     let mut out: Box<dyn Write> = if args.output == Path::new("-") {
         Box::new(BufWriter::new(std::io::stdout().lock()))
     } else {
@@ -882,7 +1004,7 @@ fn embed(config: &Config, args: EmbedArgs) -> Result<ExitCode> {
         |line, reason| bar.suspend(|| eprintln!("{input_name}:{line}: skipped: {reason}")),
         |bytes| bar.set_position(bytes),
     )?;
-    bar.finish_and_clear();
+    bar.finish();
     drop(out);
     let chunks = if options.chunker.is_some() {
         format!(", {} vectors", summary.vectors)
@@ -903,30 +1025,127 @@ fn embed(config: &Config, args: EmbedArgs) -> Result<ExitCode> {
     })
 }
 
-fn progress_bar(total: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
+/// Progress of long work on stderr: an indicatif bar with total, rate and ETA at a terminal; a
+/// plain line every ten seconds otherwise (CI logs, `2> file`), never ANSI codes there.
+struct Progress {
+    bar: ProgressBar,
+    /// Set when stderr is not a terminal.
+    plain: Option<std::sync::Mutex<PlainProgress>>,
 }
 
-fn print_pipeline(r: &pipeline::PipelineReport) {
-    println!("signaldesk pipeline report");
-    println!("  model            {} ({} dims)", r.model, r.dimension);
-    println!("  sample           {}", r.sample);
-    println!("  texts embedded   {} ({} tokens)", r.texts, r.tokens);
-    println!(
+struct PlainProgress {
+    label: String,
+    unit: &'static str,
+    total: Option<u64>,
+    started: std::time::Instant,
+    last_line: std::time::Instant,
+}
+
+impl Progress {
+    /// `total` units of work, if known (a spinner with a rate if not).
+    fn new(label: &str, total: Option<u64>, unit: &'static str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            let now = std::time::Instant::now();
+            return Self {
+                bar: ProgressBar::hidden(),
+                plain: Some(std::sync::Mutex::new(PlainProgress {
+                    label: label.to_string(),
+                    unit,
+                    total,
+                    started: now,
+                    last_line: now,
+                })),
+            };
+        }
+        let (bar, template) = match total {
+            Some(total) => (
+                ProgressBar::new(total),
+                format!("{{spinner}} {label} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, ETA {{eta}})"),
+            ),
+            None => (
+                ProgressBar::new_spinner(),
+                format!("{{spinner}} {label} [{{elapsed_precise}}] {{human_pos}} {unit} ({{per_sec}})"),
+            ),
+        };
+        bar.set_style(
+            ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Self { bar, plain: None }
+    }
+
+    fn set_position(&self, done: u64) {
+        self.bar.set_position(done);
+        let Some(plain) = &self.plain else { return };
+        let Ok(mut p) = plain.lock() else { return };
+        if p.last_line.elapsed() < plain_progress_interval() {
+            return;
+        }
+        p.last_line = std::time::Instant::now();
+        let seconds = p.started.elapsed().as_secs_f64();
+        let rate = done as f64 / seconds.max(1e-9);
+        let line = match p.total {
+            Some(total) if rate > 0.0 => format!(
+                "{}: {done}/{total} {} ({rate:.0}/s, ETA {:.0} s)",
+                p.label,
+                p.unit,
+                total.saturating_sub(done) as f64 / rate
+            ),
+            _ => format!("{}: {done} {} ({rate:.0}/s)", p.label, p.unit),
+        };
+        eprintln!("{line}");
+    }
+
+    /// Print around the bar.
+    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// How often the plain progress line is printed: every 10 s (tests set
+/// `SIGNALDESK_TEST_PROGRESS_EVERY_S` to see every step).
+fn plain_progress_interval() -> std::time::Duration {
+    std::env::var("SIGNALDESK_TEST_PROGRESS_EVERY_S")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .map_or(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs_f64,
+        )
+}
+
+/// Records in a JSONL file (plain or gzip'd), for a progress total: one quick pass over it.
+/// `None` for CSV (records may span lines) or an unreadable file.
+fn count_records(path: &Path) -> Option<u64> {
+    let name = path.to_string_lossy();
+    if name.ends_with(".csv") || name.ends_with(".csv.gz") {
+        return None;
+    }
+    let input = InputFile::open(path).ok()?;
+    let mut n = 0u64;
+    for line in input.lines(0) {
+        line.ok()?;
+        n += 1;
+    }
+    Some(n)
+}
+
+fn print_pipeline(r: &pipeline::PipelineReport) -> Result<()> {
+    outln!("signaldesk pipeline report");
+    outln!("  model            {} ({} dims)", r.model, r.dimension);
+    outln!("  sample           {}", r.sample);
+    outln!("  texts embedded   {} ({} tokens)", r.texts, r.tokens);
+    outln!(
         "  embed time       {:.2} s ({:.0} tokens/s, embedding cache on)",
-        r.embed_seconds, r.tokens_per_s
+        r.embed_seconds,
+        r.tokens_per_s
     );
-    println!(
+    outln!(
         "  parity vs sentence-transformers: min cosine {:.6}, mean {:.6}, below {}: {}",
         r.parity_min_cosine,
         r.parity_mean_cosine,
@@ -934,7 +1153,7 @@ fn print_pipeline(r: &pipeline::PipelineReport) {
         r.parity_failures
     );
     if let Some(ret) = &r.retrieval {
-        println!(
+        outln!(
             "  retrieval        {} on {}: {} items (new {}, unchanged {}, {} tokens embedded) in {:.1} s; {} test queries",
             ret.dataset,
             ret.backend,
@@ -946,14 +1165,14 @@ fn print_pipeline(r: &pipeline::PipelineReport) {
             ret.queries
         );
         for (mode, m) in &ret.metrics {
-            println!(
+            outln!(
                 "    {mode:<8} nDCG@10 {:.4}  recall@100 {:.4}  MRR@10 {:.4}",
                 m.get("ndcg@10").copied().unwrap_or(0.0),
                 m.get("recall@100").copied().unwrap_or(0.0),
                 m.get("mrr@10").copied().unwrap_or(0.0)
             );
         }
-        println!(
+        outln!(
             "    dense nDCG@10 vs sentence-transformers' {} (+-{}): {}",
             pipeline::DENSE_NDCG_REFERENCE,
             pipeline::DENSE_NDCG_TOLERANCE,
@@ -964,8 +1183,9 @@ fn print_pipeline(r: &pipeline::PipelineReport) {
             }
         );
     }
-    println!(
+    outln!(
         "  result           {}",
         if r.passed() { "PASS" } else { "FAIL" }
     );
+    Ok(())
 }

@@ -137,14 +137,16 @@ pub async fn run_retrieval<S: VectorStore>(
     embedder: Arc<Embedder>,
     dataset: &Path,
     config: &crate::Config,
+    on_progress: impl FnMut(usize),
 ) -> Result<RetrievalSection, PipelineError> {
     let data = BeirDataset::open(dataset)?;
     // Whole documents (no chunking), as sentence-transformers' reference run embedded them, so
     // the dense figure can be held to it; search runs with the configured settings.
     let options = IngestOptions::from_config(config, "pipeline-scifact", None);
-    let (ingest, ingest_seconds) = ingest_corpus(store, embedder.clone(), &data, &options, false)
-        .instrument(tracing::info_span!("ingest", corpus = %data.corpus.display()))
-        .await?;
+    let (ingest, ingest_seconds) =
+        ingest_corpus(store, embedder.clone(), &data, &options, false, on_progress)
+            .instrument(tracing::info_span!("ingest", corpus = %data.corpus.display()))
+            .await?;
     let qrels = data.qrels("test")?;
     let queries: Vec<(String, String)> = qrels
         .keys()

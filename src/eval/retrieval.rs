@@ -171,12 +171,21 @@ pub async fn ingest_corpus<S: VectorStore>(
     dataset: &BeirDataset,
     options: &IngestOptions,
     fresh: bool,
+    on_progress: impl FnMut(usize),
 ) -> Result<(IngestSummary, f64), RetrievalEvalError> {
     if fresh {
         store.drop_collection(&options.collection).await?;
     }
     let started = std::time::Instant::now();
-    let summary = ingest_file(store, embedder, &dataset.corpus, options, |_, _| {}, |_| {}).await?;
+    let summary = ingest_file(
+        store,
+        embedder,
+        &dataset.corpus,
+        options,
+        |_, _| {},
+        on_progress,
+    )
+    .await?;
     Ok((summary, started.elapsed().as_secs_f64()))
 }
 

@@ -38,12 +38,20 @@ pub struct InputFile {
 }
 
 impl InputFile {
-    /// Open `path`; a `.gz` file is decompressed on the fly.
+    /// Open `path`; a `.gz` file is decompressed on the fly, and `-` is standard input.
     pub fn open(path: &Path) -> Result<Self, InputError> {
         let open_err = |source| InputError::Open {
             path: path.to_path_buf(),
             source,
         };
+        if path == Path::new("-") {
+            return Ok(Self {
+                path: PathBuf::from("<stdin>"),
+                reader: Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
+                bytes_read: Arc::new(AtomicU64::new(0)),
+                size: 0,
+            });
+        }
         let file = File::open(path).map_err(open_err)?;
         let size = file.metadata().map_err(open_err)?.len();
         let bytes_read = Arc::new(AtomicU64::new(0));
@@ -184,6 +192,11 @@ impl Iterator for Lines {
             }
         }
         self.number += 1;
+        // A UTF-8 byte-order mark (Windows editors write one) is not part of the first record.
+        if self.number == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+            buf.drain(..3);
+            total -= 3;
+        }
         if buf.last() == Some(&b'\r') && total <= self.max_line_bytes {
             buf.pop();
             total -= 1;

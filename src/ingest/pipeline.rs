@@ -294,9 +294,6 @@ pub async fn ingest_file<S: VectorStore>(
     mut on_progress: impl FnMut(usize),
 ) -> Result<IngestSummary, IngestError> {
     let last_line = last_lines(path, options)?;
-    let mut spec = open_for_ingest(store, &options.collection, &embedder).await?;
-    let mut stats = Bm25Stats::of(&spec);
-    let salt = hash_salt(&embedder, options.chunker);
     let rejects_path = options.rejects.clone().unwrap_or_default();
     let rejects_err = |source| IngestError::Rejects {
         path: rejects_path.clone(),
@@ -308,6 +305,29 @@ pub async fn ingest_file<S: VectorStore>(
         )),
         None => None,
     };
+    if last_line.is_empty() {
+        // Nothing valid to ingest (an empty file, or every line rejected): report the rejects
+        // and create nothing, so no empty collection is left behind.
+        let mut summary = IngestSummary::default();
+        for r in read_records(path, options.limits, options.max_line_bytes)? {
+            if let Err((line, reason)) = r? {
+                summary.read += 1;
+                summary.rejected += 1;
+                on_reject(line, &reason);
+                if let Some(w) = rejects.as_mut() {
+                    let row = serde_json::json!({"file": path.display().to_string(), "line": line, "reason": reason});
+                    writeln!(w, "{row}").map_err(rejects_err)?;
+                }
+            }
+        }
+        if let Some(w) = rejects.as_mut() {
+            w.flush().map_err(rejects_err)?;
+        }
+        return Ok(summary);
+    }
+    let mut spec = open_for_ingest(store, &options.collection, &embedder).await?;
+    let mut stats = Bm25Stats::of(&spec);
+    let salt = hash_salt(&embedder, options.chunker);
     let crash_after: Option<usize> = std::env::var(CRASH_HOOK_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
