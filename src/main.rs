@@ -234,8 +234,11 @@ struct SearchArgs {
     /// How chunks are scored [default: search.mode, hybrid].
     #[arg(long, value_enum)]
     mode: Option<SearchMode>,
-    /// Payload filter field=value (repeatable; all must hold), e.g. --filter source=reuters.
-    /// Filterable fields: content_id, source, content_type, language, tags, published_at.
+    /// Payload filter (repeatable, or comma-separated; all must hold): field=value,
+    /// field>=value or field<value. Fields: content_id, source, content_type, language, tags,
+    /// published_at, and metadata.KEY for an input's other fields (a record's "desk" is
+    /// metadata.desk). Dates take RFC 3339 or YYYY-MM-DD; published_at=2025-03-01 is that whole
+    /// day. E.g. --filter source=reuters,language=en --filter published_at>=2025-03-01.
     #[arg(long)]
     filter: Vec<String>,
     /// Results (content items) per query.

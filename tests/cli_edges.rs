@@ -274,3 +274,53 @@ fn ingest_progress_is_a_plain_line_when_stderr_is_not_a_terminal() {
     assert!(err.contains("ingest: 3/3 records"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
+
+#[test]
+fn filters_reach_metadata_date_ranges_and_combine() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("desk.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"id": "a", "title": "Rates", "body": "The bank raised rates.", "desk": "economy", "published_at": "2025-03-01T09:30:00Z", "language": "en"}
+{"id": "b", "title": "Rates abroad", "body": "Another bank held rates.", "desk": "economy", "published_at": "2025-02-10", "language": "de"}
+{"id": "c", "title": "Cup", "body": "The striker scored in the bank holiday final.", "desk": "sport", "published_at": "2025-03-05", "language": "en"}
+"#,
+    )
+    .unwrap();
+    let o = run(signaldesk(work.path()).arg("ingest").arg(&input));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let ids = |filters: &[&str]| -> Vec<String> {
+        let mut cmd = signaldesk(work.path());
+        cmd.args(["search", "--json", "bank"]);
+        for f in filters {
+            cmd.args(["--filter", f]);
+        }
+        let o = run(&mut cmd);
+        assert_eq!(o.status.code(), Some(0), "{filters:?}: {}", stderr(&o));
+        let hits: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        let mut ids: Vec<String> = hits
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&["metadata.desk=economy"]), ["a", "b"]);
+    assert_eq!(ids(&["published_at>=2025-03-01"]), ["a", "c"]);
+    assert_eq!(ids(&["published_at=2025-03-01"]), ["a"]);
+    assert_eq!(ids(&["metadata.desk=economy", "language=en"]), ["a"]);
+    assert_eq!(ids(&["metadata.desk=economy,language=de"]), ["b"]);
+    assert_eq!(
+        ids(&["published_at>=2025-02-01", "published_at<2025-03-01"]),
+        ["b"]
+    );
+    let o = run(signaldesk(work.path()).args(["search", "bank", "--filter", "desk=economy"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("metadata.desk=economy"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -220,28 +220,16 @@ pub enum Condition {
 }
 
 impl Filter {
-    /// A filter from `field=value` strings, as the CLI takes them. Integers and booleans are typed.
+    /// A filter from the CLI's `--filter` strings, all of which must hold: `field=value`,
+    /// `field>=value`, `field<value`, several in one string joined by commas
+    /// (`source=a,language=en`). Fields are the indexed ones ([`INDEXED_FIELDS`]) and
+    /// `metadata.KEY` (an input's other fields); anything else is an error that says where such a
+    /// field lives. Integers and booleans are typed; `published_at=2025-03-01` means that whole
+    /// day, and its bounds take RFC 3339 or `YYYY-MM-DD`.
     pub fn parse_pairs(pairs: &[String]) -> Result<Self, StoreError> {
         let mut must = Vec::new();
-        for p in pairs {
-            let (field, raw) = p
-                .split_once('=')
-                .ok_or_else(|| StoreError::Filter(format!("{p:?} is not field=value")))?;
-            if field.is_empty() {
-                return Err(StoreError::Filter(format!("{p:?} has no field name")));
-            }
-            let value = match raw {
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                _ => raw
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .unwrap_or_else(|_| Value::from(raw)),
-            };
-            must.push(Condition::Equals {
-                field: field.to_string(),
-                value,
-            });
+        for p in pairs.iter().flat_map(|p| split_conditions(p)) {
+            must.push(parse_condition(p)?);
         }
         Ok(Self { must })
     }
@@ -293,6 +281,119 @@ impl Filter {
             .collect();
         serde_json::json!({ "must": must })
     }
+}
+
+/// The comparison operators `--filter` takes, longest first so `>=` is not read as `>`.
+const FILTER_OPERATORS: &[&str] = &[">=", "<", "="];
+
+/// The position and operator of the first comparison in `s`, if any.
+fn find_operator(s: &str) -> Option<(usize, &'static str)> {
+    FILTER_OPERATORS
+        .iter()
+        .filter_map(|op| s.find(op).map(|i| (i, *op)))
+        .min_by_key(|(i, op)| (*i, std::cmp::Reverse(op.len())))
+}
+
+/// `a=1,b=2` as `["a=1", "b=2"]`: a comma starts a new condition only where a field name and an
+/// operator follow, so values may contain commas (`tags=a,b` stays one condition).
+fn split_conditions(p: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, _) in p.match_indices(',') {
+        let rest = &p[i + 1..];
+        let starts_condition = find_operator(rest).is_some_and(|(at, _)| {
+            at > 0
+                && rest[..at]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        });
+        if starts_condition {
+            parts.push(&p[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&p[start..]);
+    parts
+}
+
+/// One `field OP value`.
+fn parse_condition(p: &str) -> Result<Condition, StoreError> {
+    let bad = |m: String| StoreError::Filter(m);
+    let (at, op) = find_operator(p).ok_or_else(|| {
+        bad(format!(
+            "{p:?} is not field=value (or field>=value, field<value)"
+        ))
+    })?;
+    let (field, raw) = (p[..at].trim(), p[at + op.len()..].trim());
+    if field.is_empty() {
+        return Err(bad(format!("{p:?} has no field name")));
+    }
+    // chunk_index: which chunk of an item a point is (0 for its first).
+    let indexed = INDEXED_FIELDS.iter().any(|(f, _)| *f == field) || field == "chunk_index";
+    let metadata = field
+        .strip_prefix("metadata.")
+        .is_some_and(|k| !k.is_empty());
+    if !indexed && !metadata {
+        let fields: Vec<&str> = INDEXED_FIELDS.iter().map(|(f, _)| *f).collect();
+        return Err(bad(format!(
+            "{field:?} is not a filterable field: use one of {}, chunk_index, or metadata.KEY for the other fields of your input (--filter metadata.{field}={raw})",
+            fields.join(", ")
+        )));
+    }
+    let typed = match raw {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => raw
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(raw)),
+    };
+    let datetime = is_datetime_field(field);
+    Ok(match op {
+        "=" if datetime => {
+            // A stored timestamp rarely equals a typed one character for character: a date
+            // means that whole day, a timestamp that second.
+            let start = datetime_bound(field, &Value::from(raw))?;
+            let start_at = chrono::DateTime::parse_from_rfc3339(&start)
+                .map_err(|e| bad(format!("{field}: {raw}: {e}")))?;
+            let width = if raw.len() == "YYYY-MM-DD".len() {
+                chrono::Duration::days(1)
+            } else {
+                chrono::Duration::seconds(1)
+            };
+            Condition::Range {
+                field: field.to_string(),
+                gte: Some(Value::from(start)),
+                lt: Some(Value::from(
+                    (start_at + width)
+                        .to_utc()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                )),
+            }
+        }
+        "=" => Condition::Equals {
+            field: field.to_string(),
+            value: typed,
+        },
+        _ => {
+            if !datetime && !typed.is_number() {
+                return Err(bad(format!(
+                    "{p:?}: {op} needs a number or a date field ({raw:?} is neither)"
+                )));
+            }
+            let bound = Some(if datetime { Value::from(raw) } else { typed });
+            let (gte, lt) = if op == ">=" {
+                (bound, None)
+            } else {
+                (None, bound)
+            };
+            Condition::Range {
+                field: field.to_string(),
+                gte,
+                lt,
+            }
+        }
+    })
 }
 
 /// A datetime filter bound as RFC 3339 UTC: the same dates ingest accepts (RFC 3339 or
@@ -484,6 +585,62 @@ pub const INDEXED_FIELDS: &[(&str, &str)] = &[
 mod tests {
     use super::*;
 
+    fn parsed(pairs: &[&str]) -> Result<Vec<Condition>, String> {
+        let pairs: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();
+        Filter::parse_pairs(&pairs)
+            .map(|f| f.must)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn filters_take_commas_ranges_days_and_metadata_keys() {
+        let eq = |f: &str, v: Value| Condition::Equals {
+            field: f.into(),
+            value: v,
+        };
+        assert_eq!(
+            parsed(&["source=a,language=en", "tags=x,y"]).unwrap(),
+            [
+                eq("source", "a".into()),
+                eq("language", "en".into()),
+                eq("tags", "x,y".into())
+            ]
+        );
+        assert_eq!(
+            parsed(&["metadata.desk=economy"]).unwrap(),
+            [eq("metadata.desk", "economy".into())]
+        );
+        assert_eq!(
+            parsed(&["published_at=2025-03-01"]).unwrap(),
+            [Condition::Range {
+                field: "published_at".into(),
+                gte: Some("2025-03-01T00:00:00Z".into()),
+                lt: Some("2025-03-02T00:00:00Z".into()),
+            }]
+        );
+        assert_eq!(
+            parsed(&["published_at>=2025-03-01", "published_at<2025-04-01"]).unwrap(),
+            [
+                Condition::Range {
+                    field: "published_at".into(),
+                    gte: Some("2025-03-01".into()),
+                    lt: None,
+                },
+                Condition::Range {
+                    field: "published_at".into(),
+                    gte: None,
+                    lt: Some("2025-04-01".into()),
+                }
+            ]
+        );
+        let e = parsed(&["desk=economy"]).unwrap_err();
+        assert!(e.contains("metadata.desk=economy"), "{e}");
+        let e = parsed(&["published_at=March"]).unwrap_err();
+        assert!(e.contains("not a date"), "{e}");
+        let e = parsed(&["source>=abc"]).unwrap_err();
+        assert!(e.contains("needs a number or a date"), "{e}");
+    }
+
     #[test]
     fn point_ids_are_deterministic_and_distinct() {
         assert_eq!(point_id("a", 0), point_id("a", 0));
@@ -494,12 +651,13 @@ mod tests {
 
     #[test]
     fn filters_parse_and_render_as_qdrant_json() {
-        let f = Filter::parse_pairs(&["source=reuters".into(), "year=1987".into()]).unwrap();
+        let f =
+            Filter::parse_pairs(&["source=reuters".into(), "metadata.year=1987".into()]).unwrap();
         assert_eq!(
             f.to_qdrant_json(),
             serde_json::json!({"must": [
                 {"key": "source", "match": {"value": "reuters"}},
-                {"key": "year", "match": {"value": 1987}},
+                {"key": "metadata.year", "match": {"value": 1987}},
             ]})
         );
         assert!(Filter::parse_pairs(&["nonsense".into()]).is_err());
