@@ -324,3 +324,37 @@ fn filters_reach_metadata_date_ranges_and_combine() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_busy_embedded_store_is_explained_in_words() {
+    let work = ingested();
+    // Another process holds the store: an ingest reading a standard input that does not end.
+    let mut holder = signaldesk(work.path())
+        .args(["ingest", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stdin = holder.stdin.take();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let message = loop {
+        let o = run(signaldesk(work.path()).args(["search", "bank"]));
+        if o.status.code() == Some(2) && stderr(&o).contains("in use") {
+            break stderr(&o);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store was never busy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        message.contains(&format!("pid {}", holder.id())),
+        "{message}"
+    );
+    assert!(message.contains("Qdrant server"), "{message}");
+    assert!(!message.contains("WouldBlock"), "{message}");
+}

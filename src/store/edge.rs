@@ -38,6 +38,45 @@ pub struct EdgeStore {
     aliases: Mutex<HashMap<String, String>>,
     /// Held for each write + flush: see the module docs.
     writes: Mutex<()>,
+    /// An exclusive lock on `root/.signaldesk.lock` for the store's lifetime: an embedded store
+    /// is one process at a time, and a second one is told so in words (not a WAL error).
+    _lock: std::fs::File,
+}
+
+/// Lock `root` for this process, or say which process has it.
+fn lock_root(root: &Path) -> Result<std::fs::File, StoreError> {
+    std::fs::create_dir_all(root)
+        .map_err(|e| err(format!("cannot create {}: {e}", root.display())))?;
+    let path = root.join(".signaldesk.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {
+            use std::io::Write;
+            // The holder's pid, for the message another process gets.
+            let _ = file.set_len(0);
+            let _ = (&file).write_all(std::process::id().to_string().as_bytes());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .map_or_else(String::new, |p| format!(" (pid {})", p.trim()));
+            Err(err(format!(
+                "the store in {} is in use by another signaldesk process{holder}; wait for it to finish, or use a Qdrant server (store.backend = \"qdrant\") for concurrent access",
+                root.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(err(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -51,6 +90,7 @@ impl EdgeStore {
     /// A store whose collections live in `root/<collection>/`. A corrupt alias table is an
     /// error, never ignored: ignoring it would silently point names at the wrong collections.
     pub fn new(root: &Path) -> Result<Self, StoreError> {
+        let lock = lock_root(root)?;
         let path = root.join(ALIASES_FILE);
         let aliases = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -67,6 +107,7 @@ impl EdgeStore {
             shards: Mutex::new(HashMap::new()),
             aliases: Mutex::new(aliases),
             writes: Mutex::new(()),
+            _lock: lock,
         })
     }
 
