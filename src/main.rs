@@ -116,6 +116,35 @@ enum Command {
     /// Talk to the configured LLM, or serve the local one over the OpenAI protocol.
     #[command(subcommand)]
     Llm(LlmCommand),
+    /// See and manage the collections of the configured store (store.backend).
+    #[command(subcommand)]
+    Collections(CollectionsCommand),
+}
+
+#[derive(Subcommand)]
+enum CollectionsCommand {
+    /// Every collection with its item and chunk counts, model and aliases.
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One collection (or alias): model, dimension, counts, BM25 statistics, aliases.
+    Info {
+        /// Collection or alias name.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a collection (an alias drops the collection it points at) and its aliases.
+    Drop {
+        /// Collection or alias name.
+        name: String,
+        /// Confirm: without it nothing is deleted.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -498,6 +527,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Llm(cmd) => runtime()?.block_on(llm_command(&config, cmd)),
         Command::Ingest(args) => runtime()?.block_on(ingest(&config, args)),
+        Command::Collections(cmd) => runtime()?.block_on(collections(&config, cmd)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
         Command::Reindex(args) => runtime()?.block_on(reindex(&config, args)),
         Command::Eval(EvalCommand::Retrieval(args)) => {
@@ -638,6 +668,103 @@ fn configured_store(config: &Config) -> Result<AnyStore> {
         &config.store,
         &config.data_dir.join("edge"),
     )?)
+}
+
+/// What `collections list` and `info` show of one collection.
+async fn describe_collection(store: &AnyStore, name: &str) -> Result<serde_json::Value> {
+    let physical = store.resolve(name).await?;
+    let spec = store
+        .collection_spec(&physical)
+        .await?
+        .ok_or_else(|| signaldesk::store::StoreError::NoCollection(name.to_string()))?;
+    let items = store
+        .count(&physical, &Filter::parse_pairs(&["chunk_index=0".into()])?)
+        .await?;
+    let chunks = store.count(&physical, &Filter::default()).await?;
+    let aliases: Vec<String> = store
+        .list_aliases()
+        .await?
+        .into_iter()
+        .filter(|(_, c)| *c == physical)
+        .map(|(a, _)| a)
+        .collect();
+    Ok(serde_json::json!({
+        "name": physical, "backend": store.backend(), "items": items, "chunks": chunks,
+        "model": spec.model_id, "model_fingerprint": spec.model_fingerprint,
+        "dimension": spec.dimension, "bm25_avg_len": spec.bm25_avg_len, "aliases": aliases,
+    }))
+}
+
+async fn collections(config: &Config, cmd: CollectionsCommand) -> Result<ExitCode> {
+    let store = configured_store(config)?;
+    match cmd {
+        CollectionsCommand::List { json } => {
+            let names = store.list_collections().await?;
+            if names.is_empty() && !json {
+                eprintln!(
+                    "no collections in the {} store yet: `signaldesk ingest FILE` creates one",
+                    store.backend()
+                );
+            }
+            if !json && !names.is_empty() {
+                outln!(
+                    "{:<32} {:>8} {:>8} {:>5}  {:<24} aliases",
+                    "collection",
+                    "items",
+                    "chunks",
+                    "dims",
+                    "model"
+                );
+            }
+            for name in names {
+                let d = describe_collection(&store, &name).await?;
+                if json {
+                    outln!("{d}");
+                } else {
+                    let aliases: Vec<&str> = d["aliases"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                        .unwrap_or_default();
+                    outln!(
+                        "{:<32} {:>8} {:>8} {:>5}  {:<24} {}",
+                        name,
+                        d["items"],
+                        d["chunks"],
+                        d["dimension"],
+                        d["model"].as_str().unwrap_or("-"),
+                        aliases.join(", ")
+                    );
+                }
+            }
+        }
+        CollectionsCommand::Info { name, json } => {
+            let d = describe_collection(&store, &name).await?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&d)?);
+            } else if let serde_json::Value::Object(fields) = d {
+                for (k, v) in fields {
+                    outln!(
+                        "{k:<18} {}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                    );
+                }
+            }
+        }
+        CollectionsCommand::Drop { name, yes } => {
+            let physical = store.resolve(&name).await?;
+            if store.collection_spec(&physical).await?.is_none() {
+                anyhow::bail!("no collection {name:?} in the {} store", store.backend());
+            }
+            if !yes {
+                anyhow::bail!(
+                    "this deletes collection {physical:?} and its aliases for good: add --yes to do it"
+                );
+            }
+            store.drop_collection(&name).await?;
+            eprintln!("dropped {physical:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn reindex(config: &Config, args: ReindexArgs) -> Result<ExitCode> {

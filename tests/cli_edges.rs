@@ -358,3 +358,45 @@ fn a_busy_embedded_store_is_explained_in_words() {
     assert!(message.contains("Qdrant server"), "{message}");
     assert!(!message.contains("WouldBlock"), "{message}");
 }
+
+#[test]
+fn collections_can_be_listed_inspected_and_dropped() {
+    let work = ingested();
+    let o = run(signaldesk(work.path()).args(["collections", "list", "--json"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    // Ingest creates content-<model fingerprint> with the alias "content".
+    assert!(
+        rows[0]["name"].as_str().unwrap().starts_with("content-"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0]["aliases"], serde_json::json!(["content"]));
+    assert_eq!(
+        (rows[0]["items"].as_u64(), rows[0]["dimension"].as_u64()),
+        (Some(3), Some(384))
+    );
+    assert!(
+        rows[0]["model"].as_str().unwrap().contains("MiniLM"),
+        "{rows:?}"
+    );
+    let o = run(signaldesk(work.path()).args(["collections", "info", "content"]));
+    assert!(
+        stdout(&o).contains("chunks") && stdout(&o).contains("384"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(signaldesk(work.path()).args(["collections", "drop", "content"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    let o = run(signaldesk(work.path()).args(["collections", "drop", "content", "--yes"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(signaldesk(work.path()).args(["collections", "list", "--json"]));
+    assert_eq!(stdout(&o).trim(), "");
+    let o = run(signaldesk(work.path()).args(["collections", "info", "content"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+}

@@ -272,6 +272,15 @@ async fn conformance<S: VectorStore>(store: &S) {
     store.set_alias(alias, name).await.unwrap();
     assert_eq!(store.resolve(alias).await.unwrap(), name);
     assert_eq!(store.resolve(name).await.unwrap(), name);
+    // Listing: the real collection, never the alias, and the alias beside its target.
+    let listed = store.list_collections().await.unwrap();
+    assert!(listed.contains(&name.to_string()), "{listed:?}");
+    assert!(!listed.contains(&alias.to_string()), "{listed:?}");
+    assert!(store
+        .list_aliases()
+        .await
+        .unwrap()
+        .contains(&(alias.to_string(), name.to_string())));
     assert_eq!(store.count(alias, &Filter::default()).await.unwrap(), 5);
     assert_eq!(
         store

@@ -123,4 +123,10 @@ impl VectorStore for AnyStore {
     async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
         forward!(self, s => s.set_alias(alias, collection))
     }
+    async fn list_collections(&self) -> Result<Vec<String>, StoreError> {
+        forward!(self, s => s.list_collections())
+    }
+    async fn list_aliases(&self) -> Result<Vec<(String, String)>, StoreError> {
+        forward!(self, s => s.list_aliases())
+    }
 }

@@ -363,6 +363,33 @@ impl VectorStore for EdgeStore {
         self.physical(name)
     }
 
+    async fn list_collections(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(err(format!("cannot list {}: {e}", self.root.display()))),
+        };
+        for entry in entries {
+            let entry = entry.map_err(err)?;
+            if entry.path().join("edge_config.json").is_file() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let aliases = self.aliases.lock().map_err(err)?;
+        let mut out: Vec<(String, String)> = aliases
+            .iter()
+            .map(|(a, c)| (a.clone(), c.clone()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
         self.dir(alias)?;
         if self.dir(alias)?.join("edge_config.json").is_file() {

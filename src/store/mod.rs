@@ -525,6 +525,10 @@ pub trait VectorStore {
     /// Point alias `alias` at `collection` (creating or moving it). Refused while a real
     /// collection is called `alias`: drop that first.
     async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError>;
+    /// The real collections (not aliases), sorted: for `signaldesk collections list`.
+    async fn list_collections(&self) -> Result<Vec<String>, StoreError>;
+    /// Every alias as (alias, collection), sorted.
+    async fn list_aliases(&self) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// The stored spec of an existing collection, if it holds `wanted`'s model; a missing metadata

@@ -684,6 +684,24 @@ impl VectorStore for QdrantStore {
         Ok(())
     }
 
+    async fn list_collections(&self) -> Result<Vec<String>, StoreError> {
+        let list = self.call(None, self.client.list_collections()).await?;
+        let mut names: Vec<String> = list.collections.into_iter().map(|c| c.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let list = self.call(None, self.client.list_aliases()).await?;
+        let mut aliases: Vec<(String, String)> = list
+            .aliases
+            .into_iter()
+            .map(|a| (a.alias_name, a.collection_name))
+            .collect();
+        aliases.sort();
+        Ok(aliases)
+    }
+
     async fn resolve(&self, name: &str) -> Result<String, StoreError> {
         let aliases = self.call(None, self.client.list_aliases()).await?;
         Ok(aliases
