@@ -1270,11 +1270,18 @@ fn print_pipeline(r: &pipeline::PipelineReport) -> Result<()> {
     outln!("  model            {} ({} dims)", r.model, r.dimension);
     outln!("  sample           {}", r.sample);
     outln!("  texts embedded   {} ({} tokens)", r.texts, r.tokens);
-    outln!(
-        "  embed time       {:.2} s ({:.0} tokens/s, embedding cache on)",
-        r.embed_seconds,
-        r.tokens_per_s
-    );
+    match r.tokens_per_s {
+        Some(speed) => outln!(
+            "  embed time       {:.2} s ({speed:.0} tokens/s)",
+            r.embed_seconds
+        ),
+        None => outln!(
+            "  embed time       {:.2} s ({} of {} texts from the embedding cache)",
+            r.embed_seconds,
+            r.cache_hits,
+            r.texts
+        ),
+    }
     outln!(
         "  parity vs sentence-transformers: min cosine {:.6}, mean {:.6}, below {}: {}",
         r.parity_min_cosine,

@@ -416,6 +416,15 @@ fn the_pipeline_reports_parity_on_a_sample_and_fails_on_a_wrong_reference() {
     assert_eq!(r["texts"], 12);
     assert_eq!(r["parity_failures"], 0);
     assert!(r["parity_min_cosine"].as_f64().unwrap() >= 0.9999);
+    assert_eq!(r["cache_hits"], 0);
+    assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0);
+    // A second run is answered by the embedding cache: it says so instead of a "speed".
+    let o = run(signaldesk(work.path())
+        .args(["pipeline", "--no-retrieval", "--json", "--sample"])
+        .arg(&sample));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["cache_hits"], 12);
+    assert!(r["tokens_per_s"].is_null(), "{r}");
 
     // Swap two reference vectors: the report must catch it.
     let mut swapped: Vec<HashMap<String, Value>> = lines

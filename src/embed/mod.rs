@@ -262,8 +262,17 @@ impl Embedder {
     /// does). Texts longer than `max_seq_length` tokens are truncated, as sentence-transformers
     /// does; split them with [`crate::chunk`] first to embed all of a long text.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(self.embed_counting_hits(texts)?.0)
+    }
+
+    /// [`Embedder::embed`], and how many texts the cache answered (so reports can tell model
+    /// speed from cache speed).
+    pub fn embed_counting_hits(
+        &self,
+        texts: &[&str],
+    ) -> Result<(Vec<Vec<f32>>, usize), EmbedError> {
         let Some(cache) = &self.cache else {
-            return self.embed_uncached(texts);
+            return Ok((self.embed_uncached(texts)?, 0));
         };
         let keys: Vec<[u8; 32]> = texts
             .iter()
@@ -271,6 +280,7 @@ impl Embedder {
             .collect();
         let mut found = cache.get_many(&keys)?;
         let missing: Vec<usize> = (0..texts.len()).filter(|&i| found[i].is_none()).collect();
+        let hits = texts.len() - missing.len();
         if !missing.is_empty() {
             let todo: Vec<&str> = missing.iter().map(|&i| texts[i]).collect();
             let fresh = self.embed_uncached(&todo)?;
@@ -284,8 +294,11 @@ impl Embedder {
                 found[i] = Some(v);
             }
         }
-        tracing::trace!(texts = texts.len(), "embedded with cache");
-        Ok(found.into_iter().map(|v| v.unwrap_or_default()).collect())
+        tracing::trace!(texts = texts.len(), hits, "embedded with cache");
+        Ok((
+            found.into_iter().map(|v| v.unwrap_or_default()).collect(),
+            hits,
+        ))
     }
 
     /// [`Embedder::embed`] without the cache: always runs the model (benchmarks use this).
