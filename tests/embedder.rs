@@ -268,3 +268,38 @@ fn the_packed_cpu_forward_matches_candle_transformers() {
         assert_backends_agree(&dir, &texts);
     }
 }
+
+/// A huge record is read only as far as the model reads it: the vector of a 20 MB text equals
+/// that of its first few kilobytes, token for token, whatever the words at the cut.
+#[test]
+fn a_huge_text_embeds_as_its_truncated_prefix() {
+    let e = load(&minilm_dir());
+    let words = [
+        "interest",
+        "rates",
+        "unbelievably",
+        "antidisestablishmentarianism",
+        "café",
+        "naïve",
+        "x",
+        "2026",
+        "co-operation",
+        "—",
+        "Zürich",
+    ];
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 20 << 20 {
+        text.push_str(words[i % words.len()]);
+        text.push(if i % 7 == 0 { '\n' } else { ' ' });
+        i += 1;
+    }
+    let head: String = text.chars().take(4000).collect();
+    let whole = e.embed_uncached(&[text.as_str()]).unwrap();
+    let prefix = e.embed_uncached(&[head.as_str()]).unwrap();
+    assert_eq!(whole, prefix);
+    assert_eq!(
+        e.token_counts(&[text.as_str()]).unwrap(),
+        vec![e.max_seq_length()]
+    );
+}

@@ -319,9 +319,43 @@ impl Embedder {
     }
 
     fn encode(&self, texts: &[&str]) -> Result<Vec<tokenizers::Encoding>, EmbedError> {
+        let bounded = texts
+            .iter()
+            .map(|t| self.model_prefix(t))
+            .collect::<Result<Vec<_>, _>>()?;
         self.tokenizer
-            .encode_batch_fast(texts.to_vec(), true)
+            .encode_batch_fast(bounded, true)
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))
+    }
+
+    /// A prefix of `text` whose truncated encoding is the whole text's: what the model reads
+    /// and not much more, so a 20 MB record truncated to 256 tokens costs a few kilobytes of
+    /// tokenising, not 20 MB (and gigabytes of token offsets). The prefix ends at whitespace,
+    /// where BERT's pre-tokenizer splits anyway, so no word is cut; it is grown until it holds
+    /// more tokens than the model keeps. Without such whitespace the whole text is used.
+    fn model_prefix<'t>(&self, text: &'t str) -> Result<&'t str, EmbedError> {
+        let keep = self.spec.max_seq_length;
+        let mut bytes = keep.saturating_mul(16).max(1024);
+        while bytes < text.len() {
+            let mut cut = bytes;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let Some(space) = text[..cut].rfind(char::is_whitespace) else {
+                return Ok(text);
+            };
+            let prefix = &text[..space];
+            let tokens = self
+                .full_tokenizer
+                .encode_fast(prefix, false)
+                .map_err(|e| EmbedError::Tokenizer(e.to_string()))?
+                .len();
+            if tokens >= keep {
+                return Ok(prefix);
+            }
+            bytes = bytes.saturating_mul(4);
+        }
+        Ok(text)
     }
 
     fn forward_batch<'a>(
