@@ -116,7 +116,7 @@ fn long_text(words: usize) -> String {
         s.push_str(w);
         if i % 17 == 16 {
             s.push_str(". ");
-            if (seed >> 20) % 5 == 0 {
+            if (seed >> 20).is_multiple_of(5) {
                 s.push_str("\n\n");
             }
         } else {

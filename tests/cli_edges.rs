@@ -87,7 +87,7 @@ fn ingest_reads_stdin_and_takes_max_line_bytes_like_embed() {
         .unwrap();
     {
         let mut stdin = child.stdin.take().unwrap();
-        write!(stdin, "{ITEMS}{long}\n").unwrap();
+        writeln!(stdin, "{ITEMS}{long}").unwrap();
     }
     let o = child.wait_with_output().unwrap();
     let err = stderr(&o);

@@ -22,7 +22,7 @@ pub struct Q8Matrix {
 impl Q8Matrix {
     /// Quantise row-major f32 weights; `cols` must be a multiple of 32.
     pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Option<Self> {
-        if cols % BLOCK != 0 || w.len() != rows * cols {
+        if !cols.is_multiple_of(BLOCK) || w.len() != rows * cols {
             return None;
         }
         let mut q = vec![0i8; w.len()];
