@@ -53,6 +53,55 @@ pub struct Config {
     pub store: StoreConfig,
     pub search: SearchConfig,
     pub llm: LlmConfig,
+    pub enrich: EnrichConfig,
+}
+
+/// Enrichment: how content is tagged against a taxonomy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichConfig {
+    pub knn: KnnConfig,
+}
+
+/// The kNN tagger: the `k` most similar labelled items vote their labels, each vote weighted by
+/// its cosine similarity; a label is kept when its share of the votes reaches `threshold`.
+/// `eval tagging` tunes both on a validation split of the training data and prints the values
+/// to set here.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnnConfig {
+    /// Neighbours that vote.
+    pub k: usize,
+    /// Smallest share of the similarity-weighted votes a label needs.
+    pub threshold: f32,
+    /// Labels every item gets at least (the best-voted ones), even below the threshold.
+    pub min_labels: usize,
+    /// How much a neighbour's vote weighs.
+    pub weighting: KnnWeighting,
+}
+
+/// A neighbour's vote weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum KnnWeighting {
+    /// 1 / (1 - cosine similarity): the nearest neighbours count far more (better on Reuters:
+    /// micro/macro-F1 0.8405/0.4254 against 0.8371/0.3987 at the micro-F1 optimum).
+    InverseDistance,
+    /// The cosine similarity itself.
+    Similarity,
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        // Tuned on Reuters ModApte's validation split for the mean of micro- and macro-F1
+        // (eval/README.md).
+        Self {
+            k: 5,
+            threshold: 0.4,
+            min_labels: 1,
+            weighting: KnnWeighting::InverseDistance,
+        }
+    }
 }
 
 /// Which embedding implementation runs on the CPU.
@@ -299,6 +348,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             search: SearchConfig::default(),
             llm: LlmConfig::default(),
+            enrich: EnrichConfig::default(),
         }
     }
 }

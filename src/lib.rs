@@ -10,6 +10,7 @@ pub mod chunk;
 pub mod config;
 pub mod content;
 pub mod embed;
+pub mod enrich;
 pub mod eval;
 pub mod ingest;
 pub mod jobs;

@@ -291,6 +291,52 @@ enum EvalCommand {
     /// (JSON + markdown beside it) with nDCG@10, recall@100, MRR@10, MAP@10, P@10 and per-query
     /// values.
     Retrieval(EvalRetrievalArgs),
+    /// Tagging quality on a labelled dataset (train.jsonl and test.jsonl with labels[]).
+    ///
+    /// The training documents are ingested into a labelled memory collection (memory-<dataset>,
+    /// the code `signaldesk ingest` runs) and every test document is tagged by the kNN tagger
+    /// through the code `signaldesk search` runs. k and the threshold are tuned on a 1,500-document
+    /// validation split of train (seed 0, leave-one-out) unless --no-tune, which takes
+    /// enrich.knn. Writes micro/macro P/R/F1, per-label scores and per-item TP/FP/FN (JSON +
+    /// markdown beside it).
+    Tagging(EvalTaggingArgs),
+}
+
+#[derive(Args)]
+struct EvalTaggingArgs {
+    /// Dataset directory with train.jsonl[.gz] and test.jsonl[.gz] ({"id", "title", "body",
+    /// "labels"} per line).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// The taxonomy TSV every label belongs to (id or qcode, label, [definition, parent,
+    /// active]).
+    #[arg(long)]
+    taxonomy: PathBuf,
+    /// Which tagger is evaluated.
+    #[arg(long, value_enum, default_value = "knn")]
+    tagger: TaggerKind,
+    /// Evaluate only the first N test documents.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Use enrich.knn's k and threshold as configured instead of tuning them on validation.
+    #[arg(long)]
+    no_tune: bool,
+    /// Validation documents drawn from train for tuning.
+    #[arg(long, default_value_t = 1500)]
+    validation: usize,
+    /// What tuning maximises on validation.
+    #[arg(long, value_enum, default_value = "mean-f1")]
+    objective: signaldesk::eval::tagging::TuneObjective,
+    /// Report path (JSON); the markdown summary goes beside it as <output>.md.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+/// The taggers `eval tagging` can measure.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TaggerKind {
+    /// Nearest labelled neighbours vote (enrich.knn).
+    Knn,
 }
 
 #[derive(Subcommand)]
@@ -532,6 +578,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reindex(args) => runtime()?.block_on(reindex(&config, args)),
         Command::Eval(EvalCommand::Retrieval(args)) => {
             runtime()?.block_on(eval_retrieval(&config, args))
+        }
+        Command::Eval(EvalCommand::Tagging(args)) => {
+            runtime()?.block_on(eval_tagging(&config, args))
         }
         Command::Pipeline(args) => {
             let embedder = Arc::new(Embedder::from_config(&config)?);
@@ -1027,6 +1076,65 @@ struct EvalRetrievalArgs {
     /// search.hybrid); the configured settings are the ones evaluated.
     #[arg(long)]
     tune_fusion: bool,
+}
+
+async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode> {
+    use signaldesk::enrich::taxonomy::Taxonomy;
+    use signaldesk::eval::tagging::{evaluate_knn, split_file, TaggingEvalOptions};
+    let TaggerKind::Knn = args.tagger;
+    let taxonomy = Taxonomy::load(&args.taxonomy)?;
+    // Missing splits fail now, not after a long ingest.
+    let train = split_file(&args.dataset, "train")?;
+    split_file(&args.dataset, "test")?;
+    let embedder = Arc::new(Embedder::from_config(config)?);
+    let store = AnyStore::from_config(&config.store, &config.data_dir.join("eval"))?;
+    let bar = Progress::new("eval: memory ingest", count_records(&train), "documents");
+    let options = TaggingEvalOptions {
+        tune: !args.no_tune,
+        objective: args.objective,
+        validation: args.validation,
+        limit: args.limit,
+    };
+    let report = evaluate_knn(
+        &store,
+        embedder,
+        config,
+        &args.dataset,
+        &taxonomy,
+        &options,
+        |n| bar.set_position(n as u64),
+    )
+    .await?;
+    bar.finish();
+    report
+        .write(&args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let c = &report.config;
+    outln!(
+        "tagging on {} ({} test documents, taxonomy {}): knn k={} threshold={:.2} weighting={}",
+        report.dataset,
+        c["test_documents"],
+        c["taxonomy"].as_str().unwrap_or("-"),
+        c["k"],
+        c["threshold"].as_f64().unwrap_or_default(),
+        c["weighting"].as_str().unwrap_or("-"),
+    );
+    if let Some(v) = c["validation_metrics"].as_object() {
+        outln!(
+            "  tuned on validation for {}: micro-F1 {:.4}, macro-F1 {:.4} (set enrich.knn.k and enrich.knn.threshold to use them)",
+            c["tune_objective"].as_str().unwrap_or("-"),
+            v["micro_f1"].as_f64().unwrap_or_default(),
+            v["macro_f1"].as_f64().unwrap_or_default()
+        );
+    }
+    for key in ["micro_precision", "micro_recall", "micro_f1", "macro_f1"] {
+        outln!(
+            "  {key:<16} {:.4}",
+            report.metrics.get(key).copied().unwrap_or(0.0)
+        );
+    }
+    outln!("report: {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn eval_retrieval(config: &Config, args: EvalRetrievalArgs) -> Result<ExitCode> {

@@ -51,6 +51,10 @@ pub struct Hit {
     pub end: usize,
     /// The chunk's text.
     pub text: String,
+    /// The item's other fields as ingested (`metadata` in the payload): labels of a labelled
+    /// memory, a desk, anything a caller filters or votes on.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, Value>,
 }
 
 impl Hit {
@@ -69,6 +73,11 @@ impl Hit {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
+            metadata: p
+                .get("metadata")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 }

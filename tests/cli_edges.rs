@@ -337,18 +337,20 @@ fn a_busy_embedded_store_is_explained_in_words() {
         .spawn()
         .unwrap();
     let _stdin = holder.stdin.take();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let message = loop {
-        let o = run(signaldesk(work.path()).args(["search", "bank"]));
-        if o.status.code() == Some(2) && stderr(&o).contains("in use") {
-            break stderr(&o);
-        }
+    // Wait until the holder has the store (its pid in the lock file) before asking: a search
+    // started earlier could take the lock first and turn the holder away instead.
+    let lock = work.path().join("data/edge/.signaldesk.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&lock).ok().as_deref() != Some(&holder.id().to_string()) {
         assert!(
             std::time::Instant::now() < deadline,
-            "the store was never busy"
+            "the holder never took the store"
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = run(signaldesk(work.path()).args(["search", "bank"]));
+    let message = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{message}");
     let _ = holder.kill();
     let _ = holder.wait();
     assert!(

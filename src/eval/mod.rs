@@ -7,6 +7,7 @@
 
 pub mod metrics;
 pub mod retrieval;
+pub mod tagging;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +23,10 @@ pub struct Report {
     pub config: Value,
     pub metrics: BTreeMap<String, f64>,
     pub per_item: BTreeMap<String, BTreeMap<String, f64>>,
+    /// What a suite reports beyond numbers per item: per-label tables, the labels behind each
+    /// item's counts.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub details: Value,
 }
 
 impl Report {

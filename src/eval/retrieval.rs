@@ -342,6 +342,7 @@ pub async fn evaluate<S: VectorStore>(
             config: Value::Object(config),
             metrics,
             per_item,
+            details: Value::Null,
         },
         runs,
     ))
