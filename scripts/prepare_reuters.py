@@ -15,7 +15,7 @@ from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
 src = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared/datasets/reuters21578_modapte"
-out = root / "golden-datasets/reuters21578"
+out = root / "golden-datasets/reuters21578/modapte90"
 
 cats = [l.split("\t")[0] for l in (src / "categories_apte90.tsv").read_text().splitlines()[1:] if l.strip()]
 names = {}

@@ -47,7 +47,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/pip" freeze 2>/dev/null | grep -q
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/openai-compat-requirements.txt
 fi
-cargo build --locked --bin signaldesk
+# The tests built it; building again here would recompile without the test-only features.
+[ -x "$target/debug/signaldesk" ] || cargo build --locked --bin signaldesk
 "$venv/bin/python" scripts/openai_compat.py --bin "$target/debug/signaldesk"
 
 step "done"

@@ -67,7 +67,7 @@ pub struct EnrichConfig {
 /// its cosine similarity; a label is kept when its share of the votes reaches `threshold`.
 /// `eval tagging` tunes both on a validation split of the training data and prints the values
 /// to set here.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KnnConfig {
     /// Neighbours that vote.
@@ -78,6 +78,9 @@ pub struct KnnConfig {
     pub min_labels: usize,
     /// How much a neighbour's vote weighs.
     pub weighting: KnnWeighting,
+    /// The labelled memory: a collection of items whose `labels` field lists their concept ids
+    /// (`signaldesk ingest train.jsonl --collection labelled-memory`).
+    pub memory: String,
 }
 
 /// A neighbour's vote weight.
@@ -100,6 +103,7 @@ impl Default for KnnConfig {
             threshold: 0.4,
             min_labels: 1,
             weighting: KnnWeighting::InverseDistance,
+            memory: "labelled-memory".into(),
         }
     }
 }

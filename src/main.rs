@@ -116,6 +116,13 @@ enum Command {
     /// Talk to the configured LLM, or serve the local one over the OpenAI protocol.
     #[command(subcommand)]
     Llm(LlmCommand),
+    /// Tag the items of a file by their nearest labelled neighbours; one JSON line per item.
+    ///
+    /// Each item ({"id", "title", "body"}, .jsonl[.gz] or .csv, "-" for stdin) is embedded and
+    /// tagged by the kNN tagger against the labelled memory collection (--memory, default
+    /// enrich.knn.memory: items ingested with a "labels" field). Output: {"id", "tags": [{"label",
+    /// "confidence", "source", "evidence"}], "lineage"}; speed on stderr. Settings: enrich.knn.
+    Tag(TagArgs),
     /// See and manage the collections of the configured store (store.backend).
     #[command(subcommand)]
     Collections(CollectionsCommand),
@@ -300,6 +307,27 @@ enum EvalCommand {
     /// enrich.knn. Writes micro/macro P/R/F1, per-label scores and per-item TP/FP/FN (JSON +
     /// markdown beside it).
     Tagging(EvalTaggingArgs),
+}
+
+#[derive(Args)]
+struct TagArgs {
+    /// Items to tag: .jsonl, .jsonl.gz or .csv; "-" reads JSONL from standard input.
+    file: PathBuf,
+    /// The labelled memory collection [default: enrich.knn.memory].
+    #[arg(long)]
+    memory: Option<String>,
+    /// Which tagger runs.
+    #[arg(long, value_enum, default_value = "knn")]
+    tagger: TaggerKind,
+    /// A taxonomy TSV: labels outside it are dropped, and its name@version goes in the lineage.
+    #[arg(long)]
+    taxonomy: Option<PathBuf>,
+    /// Output JSONL; "-" (the default) writes to stdout.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+    /// Print the closing summary as JSON on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -574,6 +602,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Llm(cmd) => runtime()?.block_on(llm_command(&config, cmd)),
         Command::Ingest(args) => runtime()?.block_on(ingest(&config, args)),
         Command::Collections(cmd) => runtime()?.block_on(collections(&config, cmd)),
+        Command::Tag(args) => runtime()?.block_on(tag(&config, args)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
         Command::Reindex(args) => runtime()?.block_on(reindex(&config, args)),
         Command::Eval(EvalCommand::Retrieval(args)) => {
@@ -1076,6 +1105,78 @@ struct EvalRetrievalArgs {
     /// search.hybrid); the configured settings are the ones evaluated.
     #[arg(long)]
     tune_fusion: bool,
+}
+
+async fn tag(config: &Config, args: TagArgs) -> Result<ExitCode> {
+    use signaldesk::enrich::knn::KnnTagger;
+    use signaldesk::enrich::tag_file::tag_file;
+    use signaldesk::enrich::taxonomy::Taxonomy;
+    let TaggerKind::Knn = args.tagger;
+    let taxonomy = args.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
+    let embedder = Embedder::from_config(config)?;
+    let store = configured_store(config)?;
+    let settings = config.enrich.knn.clone();
+    let memory = args.memory.unwrap_or_else(|| settings.memory.clone());
+    let searcher = Searcher::open(&store, &embedder, &memory, &config.search)
+        .await
+        .with_context(|| format!("the labelled memory {memory:?}"))?;
+    let lineage = serde_json::json!({
+        "tagger": "knn", "model": embedder.model_id(), "memory": memory,
+        "k": settings.k, "threshold": settings.threshold, "weighting": settings.weighting,
+        "taxonomy": taxonomy.as_ref().map(Taxonomy::id),
+        "tagged_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    let tagger = KnnTagger::new(searcher, settings);
+    let from_stdin = args.file == Path::new("-");
+    let spooled = from_stdin.then(|| SpooledStdin::new(config)).transpose()?;
+    let input = spooled
+        .as_ref()
+        .map_or(args.file.as_path(), |s| s.0.as_path());
+    let name = if from_stdin {
+        "<stdin>".to_string()
+    } else {
+        args.file.display().to_string()
+    };
+    let bar = Progress::new("tag", count_records(input), "items");
+    let mut out: Box<dyn Write> = if args.output == Path::new("-") {
+        Box::new(BufWriter::new(std::io::stdout().lock()))
+    } else {
+        Box::new(BufWriter::new(
+            std::fs::File::create(&args.output)
+                .with_context(|| format!("cannot create {}", args.output.display()))?,
+        ))
+    };
+    let limits = signaldesk::content::Limits {
+        max_body_bytes: config.ingest.max_body_bytes,
+    };
+    let summary = tag_file(
+        &tagger,
+        &embedder,
+        taxonomy.as_ref(),
+        input,
+        limits,
+        config.ingest.max_line_bytes,
+        &lineage,
+        &mut out,
+        |line, reason| bar.suspend(|| eprintln!("{name}:{line}: rejected: {reason}")),
+        |n| bar.set_position(n as u64),
+    )
+    .await?;
+    bar.finish();
+    drop(out);
+    if args.json {
+        eprintln!("{}", serde_json::to_string(&summary)?);
+    } else {
+        eprintln!(
+            "tag: read {}, tagged {}, rejected {} in {:.1} s ({:.1} items/s, {:.0} tokens/s, embedding included)",
+            summary.read, summary.tagged, summary.rejected, summary.seconds, summary.items_per_s, summary.tokens_per_s
+        );
+    }
+    Ok(if summary.rejected > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode> {

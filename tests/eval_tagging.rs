@@ -12,7 +12,7 @@ use serde_json::Value;
 #[test]
 fn knn_on_reuters_modapte_matches_the_sentence_transformers_reference() {
     let work = tempfile::tempdir().unwrap();
-    let data = common::root().join("golden-datasets/reuters21578");
+    let data = common::root().join("golden-datasets/reuters21578/modapte90");
     // Shared across runs in the build dir, like the SciFact tests' cache: embedding 10,789
     // documents takes minutes cold.
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reuters-embedding-cache");
@@ -44,4 +44,92 @@ fn knn_on_reuters_modapte_matches_the_sentence_transformers_reference() {
     assert_eq!(r["per_item"].as_object().unwrap().len(), 3019);
     assert_eq!(r["details"]["per_label"].as_object().unwrap().len(), 90);
     assert!(work.path().join("tagging.md").is_file());
+}
+
+fn gz_lines(path: &Path, n: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).unwrap();
+    std::io::BufReader::new(flate2::read::GzDecoder::new(file))
+        .lines()
+        .take(n)
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// `signaldesk tag` against a labelled memory ingested with `signaldesk ingest`: every item gets
+/// taxonomy labels with evidence and lineage, and they are mostly the gold ones.
+#[test]
+fn tag_labels_new_items_from_an_ingested_labelled_memory() {
+    let work = tempfile::tempdir().unwrap();
+    let data = common::root().join("golden-datasets/reuters21578/modapte90");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reuters-embedding-cache");
+    let train = work.path().join("train.jsonl");
+    std::fs::write(
+        &train,
+        gz_lines(&data.join("train.jsonl.gz"), 2000).join("\n"),
+    )
+    .unwrap();
+    let test_lines = gz_lines(&data.join("test.jsonl.gz"), 60);
+    let items = work.path().join("items.jsonl");
+    std::fs::write(&items, test_lines.join("\n")).unwrap();
+    let o = run(signaldesk(work.path())
+        .env("SIGNALDESK_CACHE_DIR", &cache)
+        .args([
+            "ingest",
+            "--chunking",
+            "off",
+            "--collection",
+            "labelled-memory",
+        ])
+        .arg(&train));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = work.path().join("tags.jsonl");
+    let o = run(signaldesk(work.path())
+        .env("SIGNALDESK_CACHE_DIR", &cache)
+        .arg("tag")
+        .arg(&items)
+        .arg("--taxonomy")
+        .arg(data.join("taxonomy.tsv"))
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tagged 60"), "{}", stderr(&o));
+    let taxonomy: Vec<String> = std::fs::read_to_string(data.join("taxonomy.tsv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    let tagged: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tagged.len(), 60);
+    let mut top_in_gold = 0;
+    for (t, line) in tagged.iter().zip(&test_lines) {
+        let gold: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(t["id"], gold["id"], "input order");
+        let tags = t["tags"].as_array().unwrap();
+        assert!(!tags.is_empty(), "{t}");
+        for tag in tags {
+            assert!(taxonomy.contains(&tag["label"].as_str().unwrap().to_string()));
+            assert_eq!(tag["source"], "knn");
+            assert!(!tag["evidence"].as_array().unwrap().is_empty());
+        }
+        assert!(t["lineage"]["taxonomy"]
+            .as_str()
+            .unwrap()
+            .starts_with("taxonomy@"));
+        assert_eq!(t["lineage"]["memory"], "labelled-memory");
+        top_in_gold += usize::from(
+            gold["labels"]
+                .as_array()
+                .unwrap()
+                .contains(&tags[0]["label"]),
+        );
+    }
+    // 2,000 memory documents are a small memory; most top labels are still right.
+    // Measured: 39 of 60 with this memory (48 with all 7,770 training documents).
+    assert!(top_in_gold >= 35, "{top_in_gold}/60 top labels in gold");
 }

@@ -42,8 +42,8 @@ impl<'a, S: VectorStore> KnnTagger<'a, S> {
     }
 
     /// The settings in force.
-    pub fn settings(&self) -> KnnConfig {
-        self.settings
+    pub fn settings(&self) -> &KnnConfig {
+        &self.settings
     }
 
     /// The `k` nearest memory items of each text, most similar first. An item of the memory
@@ -82,12 +82,12 @@ impl<'a, S: VectorStore> KnnTagger<'a, S> {
 
     /// Tags for each text, by the configured `k`, threshold and minimum.
     pub async fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<Tag>>, SearchError> {
-        let s = self.settings;
+        let s = &self.settings;
         Ok(self
             .neighbours(texts, None, s.k)
             .await?
             .iter()
-            .map(|n| vote(n, &s))
+            .map(|n| vote(n, s))
             .collect())
     }
 }
@@ -170,6 +170,7 @@ mod tests {
             threshold,
             min_labels,
             weighting: KnnWeighting::Similarity,
+            ..KnnConfig::default()
         }
     }
 

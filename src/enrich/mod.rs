@@ -9,6 +9,7 @@
 //! LLM, zero-shot and ensemble taggers, summaries and stored signals build on these.
 
 pub mod knn;
+pub mod tag_file;
 pub mod taxonomy;
 
 use serde::{Deserialize, Serialize};

@@ -283,7 +283,7 @@ pub fn tune(
             let settings = KnnConfig {
                 k,
                 threshold,
-                ..base
+                ..base.clone()
             };
             let predicted: Vec<Vec<String>> = neighbours
                 .iter()
@@ -348,9 +348,9 @@ pub async fn evaluate_knn<S: VectorStore>(
     let ingest_seconds = started.elapsed().as_secs_f64();
     let searcher = Searcher::open(store, &embedder, &memory, &config.search).await?;
     let labels: Vec<String> = taxonomy.concepts().iter().map(|c| c.id.clone()).collect();
-    let mut settings = config.enrich.knn;
+    let mut settings = config.enrich.knn.clone();
     let mut validation = None;
-    let tagger = KnnTagger::new(searcher, settings);
+    let tagger = KnnTagger::new(searcher, settings.clone());
     if options.tune {
         let picked = validation_split(&train, options.validation.min(train.len()), 0);
         let texts: Vec<&str> = picked.iter().map(|&i| train[i].text.as_str()).collect();
@@ -358,7 +358,13 @@ pub async fn evaluate_knn<S: VectorStore>(
         let gold: Vec<Vec<String>> = picked.iter().map(|&i| train[i].labels.clone()).collect();
         let max_k = *TUNE_K.iter().max().unwrap_or(&30);
         let neighbours = tagger.neighbours(&texts, Some(&ids), max_k).await?;
-        let (tuned, metrics) = tune(&neighbours, &gold, &labels, settings, options.objective);
+        let (tuned, metrics) = tune(
+            &neighbours,
+            &gold,
+            &labels,
+            settings.clone(),
+            options.objective,
+        );
         settings = tuned;
         validation = Some(metrics);
     }

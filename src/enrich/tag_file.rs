@@ -1,0 +1,108 @@
+//! `signaldesk tag`: tag every item of a file with the kNN tagger and write one JSON line per
+//! item (`{"id", "tags", "lineage"}`), in input order. Bad records are reported with their line
+//! and skipped; items are embedded and searched in groups, so throughput is the embedder's.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::knn::KnnTagger;
+use super::taxonomy::Taxonomy;
+use crate::content::Limits;
+use crate::embed::{EmbedError, Embedder};
+use crate::ingest::pipeline::{read_records, IngestError};
+use crate::search::SearchError;
+use crate::store::VectorStore;
+
+/// Items embedded and searched together.
+const GROUP: usize = 256;
+
+/// Errors that stop a tagging job (bad records do not).
+#[derive(Debug, thiserror::Error)]
+pub enum TagJobError {
+    #[error(transparent)]
+    Input(#[from] IngestError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Counts and speed of a tagging job.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct TagSummary {
+    /// Records read (rejected ones included).
+    pub read: usize,
+    pub tagged: usize,
+    pub rejected: usize,
+    /// Model tokens embedded (after truncation, special tokens included).
+    pub tokens: usize,
+    pub seconds: f64,
+    pub items_per_s: f64,
+    pub tokens_per_s: f64,
+}
+
+/// Tag the items of `path` (`.jsonl`, `.jsonl.gz`, `.csv`). `lineage` goes with every item's
+/// tags; labels outside `taxonomy` (when given) are dropped, so every label is a concept.
+#[allow(clippy::too_many_arguments)]
+pub async fn tag_file<S: VectorStore>(
+    tagger: &KnnTagger<'_, S>,
+    embedder: &Embedder,
+    taxonomy: Option<&Taxonomy>,
+    path: &Path,
+    limits: Limits,
+    max_line_bytes: usize,
+    lineage: &Value,
+    out: &mut impl Write,
+    mut on_reject: impl FnMut(usize, &str),
+    mut on_progress: impl FnMut(usize),
+) -> Result<TagSummary, TagJobError> {
+    let started = Instant::now();
+    let mut summary = TagSummary::default();
+    let mut records = read_records(path, limits, max_line_bytes)?;
+    loop {
+        let mut group = Vec::with_capacity(GROUP);
+        for r in records.by_ref() {
+            summary.read += 1;
+            match r? {
+                Ok(rec) => group.push(rec.item),
+                Err((line, reason)) => {
+                    summary.rejected += 1;
+                    on_reject(line, &reason);
+                }
+            }
+            if group.len() == GROUP {
+                break;
+            }
+        }
+        if group.is_empty() {
+            break;
+        }
+        let texts: Vec<String> = group.iter().map(|i| i.text()).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        summary.tokens += embedder.token_counts(&texts)?.iter().sum::<usize>();
+        let tags = tagger.tag(&texts).await?;
+        for (item, mut tags) in group.iter().zip(tags) {
+            if let Some(t) = taxonomy {
+                tags.retain(|tag| t.contains(&tag.label));
+            }
+            writeln!(
+                out,
+                "{}",
+                json!({"id": item.id, "tags": tags, "lineage": lineage})
+            )?;
+        }
+        summary.tagged += group.len();
+        on_progress(summary.read);
+    }
+    out.flush()?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    let per_s = |n: usize| n as f64 / summary.seconds.max(1e-9);
+    summary.items_per_s = per_s(summary.tagged);
+    summary.tokens_per_s = per_s(summary.tokens);
+    Ok(summary)
+}
