@@ -360,11 +360,14 @@ struct EvalTaggingArgs {
     output: PathBuf,
 }
 
-/// The taggers `eval tagging` can measure.
+/// The taggers `tag` runs and `eval tagging` measures.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum TaggerKind {
     /// Nearest labelled neighbours vote (enrich.knn).
     Knn,
+    /// The concepts nearest to the item by label and definition; needs --taxonomy
+    /// (enrich.zeroshot).
+    Zeroshot,
 }
 
 #[derive(Subcommand)]
@@ -1109,24 +1112,63 @@ struct EvalRetrievalArgs {
 
 async fn tag(config: &Config, args: TagArgs) -> Result<ExitCode> {
     use signaldesk::enrich::knn::KnnTagger;
-    use signaldesk::enrich::tag_file::tag_file;
     use signaldesk::enrich::taxonomy::Taxonomy;
-    let TaggerKind::Knn = args.tagger;
+    use signaldesk::enrich::zeroshot::{prepare_labels, ZeroShotTagger};
     let taxonomy = args.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
-    let embedder = Embedder::from_config(config)?;
+    let embedder = Arc::new(Embedder::from_config(config)?);
     let store = configured_store(config)?;
-    let settings = config.enrich.knn.clone();
-    let memory = args.memory.unwrap_or_else(|| settings.memory.clone());
-    let searcher = Searcher::open(&store, &embedder, &memory, &config.search)
-        .await
-        .with_context(|| format!("the labelled memory {memory:?}"))?;
-    let lineage = serde_json::json!({
-        "tagger": "knn", "model": embedder.model_id(), "memory": memory,
-        "k": settings.k, "threshold": settings.threshold, "weighting": settings.weighting,
-        "taxonomy": taxonomy.as_ref().map(Taxonomy::id),
-        "tagged_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
-    let tagger = KnnTagger::new(searcher, settings);
+    let tagged_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match args.tagger {
+        TaggerKind::Knn => {
+            let settings = config.enrich.knn.clone();
+            let memory = args
+                .memory
+                .clone()
+                .unwrap_or_else(|| settings.memory.clone());
+            let searcher = Searcher::open(&store, &embedder, &memory, &config.search)
+                .await
+                .with_context(|| format!("the labelled memory {memory:?}"))?;
+            let lineage = serde_json::json!({
+                "tagger": "knn", "model": embedder.model_id(), "memory": memory,
+                "k": settings.k, "threshold": settings.threshold, "weighting": settings.weighting,
+                "taxonomy": taxonomy.as_ref().map(Taxonomy::id), "tagged_at": tagged_at,
+            });
+            let tagger = KnnTagger::new(searcher, settings);
+            run_tag_file(
+                config,
+                &args,
+                &tagger,
+                &embedder,
+                taxonomy.as_ref(),
+                &lineage,
+            )
+            .await
+        }
+        TaggerKind::Zeroshot => {
+            let taxonomy = taxonomy.context("--tagger zeroshot needs --taxonomy FILE")?;
+            let collection = prepare_labels(&store, embedder.clone(), config, &taxonomy).await?;
+            let searcher = Searcher::open(&store, &embedder, &collection, &config.search).await?;
+            let settings = config.enrich.zeroshot.clone();
+            let lineage = serde_json::json!({
+                "tagger": "zeroshot", "model": embedder.model_id(), "labels": collection,
+                "threshold": settings.threshold, "max_labels": settings.max_labels,
+                "taxonomy": taxonomy.id(), "tagged_at": tagged_at,
+            });
+            let tagger = ZeroShotTagger::new(searcher, settings);
+            run_tag_file(config, &args, &tagger, &embedder, Some(&taxonomy), &lineage).await
+        }
+    }
+}
+
+/// `signaldesk tag`'s file loop and summary, for any tagger.
+async fn run_tag_file(
+    config: &Config,
+    args: &TagArgs,
+    tagger: &impl signaldesk::enrich::Tagger,
+    embedder: &Embedder,
+    taxonomy: Option<&signaldesk::enrich::taxonomy::Taxonomy>,
+    lineage: &serde_json::Value,
+) -> Result<ExitCode> {
     let from_stdin = args.file == Path::new("-");
     let spooled = from_stdin.then(|| SpooledStdin::new(config)).transpose()?;
     let input = spooled
@@ -1149,14 +1191,14 @@ async fn tag(config: &Config, args: TagArgs) -> Result<ExitCode> {
     let limits = signaldesk::content::Limits {
         max_body_bytes: config.ingest.max_body_bytes,
     };
-    let summary = tag_file(
-        &tagger,
-        &embedder,
-        taxonomy.as_ref(),
+    let summary = signaldesk::enrich::tag_file::tag_file(
+        tagger,
+        embedder,
+        taxonomy,
         input,
         limits,
         config.ingest.max_line_bytes,
-        &lineage,
+        lineage,
         &mut out,
         |line, reason| bar.suspend(|| eprintln!("{name}:{line}: rejected: {reason}")),
         |n| bar.set_position(n as u64),
@@ -1181,8 +1223,9 @@ async fn tag(config: &Config, args: TagArgs) -> Result<ExitCode> {
 
 async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode> {
     use signaldesk::enrich::taxonomy::Taxonomy;
-    use signaldesk::eval::tagging::{evaluate_knn, split_file, TaggingEvalOptions};
-    let TaggerKind::Knn = args.tagger;
+    use signaldesk::eval::tagging::{
+        evaluate_knn, evaluate_zeroshot, split_file, TaggingEvalOptions,
+    };
     let taxonomy = Taxonomy::load(&args.taxonomy)?;
     // Missing splits fail now, not after a long ingest.
     let train = split_file(&args.dataset, "train")?;
@@ -1196,33 +1239,50 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
         validation: args.validation,
         limit: args.limit,
     };
-    let report = evaluate_knn(
-        &store,
-        embedder,
-        config,
-        &args.dataset,
-        &taxonomy,
-        &options,
-        |n| bar.set_position(n as u64),
-    )
-    .await?;
+    let report = match args.tagger {
+        TaggerKind::Knn => {
+            evaluate_knn(
+                &store,
+                embedder,
+                config,
+                &args.dataset,
+                &taxonomy,
+                &options,
+                |n| bar.set_position(n as u64),
+            )
+            .await?
+        }
+        TaggerKind::Zeroshot => {
+            evaluate_zeroshot(&store, embedder, config, &args.dataset, &taxonomy, &options).await?
+        }
+    };
     bar.finish();
     report
         .write(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let c = &report.config;
+    let settings = match args.tagger {
+        TaggerKind::Knn => format!(
+            "knn k={} threshold={:.2} weighting={}",
+            c["k"],
+            c["threshold"].as_f64().unwrap_or_default(),
+            c["weighting"].as_str().unwrap_or("-")
+        ),
+        TaggerKind::Zeroshot => format!(
+            "zeroshot threshold={:.3} max_labels={}",
+            c["threshold"].as_f64().unwrap_or_default(),
+            c["max_labels"]
+        ),
+    };
     outln!(
-        "tagging on {} ({} test documents, taxonomy {}): knn k={} threshold={:.2} weighting={}",
+        "tagging on {} ({} test documents, taxonomy {}): {settings}",
         report.dataset,
         c["test_documents"],
         c["taxonomy"].as_str().unwrap_or("-"),
-        c["k"],
-        c["threshold"].as_f64().unwrap_or_default(),
-        c["weighting"].as_str().unwrap_or("-"),
     );
     if let Some(v) = c["validation_metrics"].as_object() {
         outln!(
-            "  tuned on validation for {}: micro-F1 {:.4}, macro-F1 {:.4} (set enrich.knn.k and enrich.knn.threshold to use them)",
+            "  tuned on validation for {}: micro-F1 {:.4}, macro-F1 {:.4} (set them in enrich.* to use them)",
             c["tune_objective"].as_str().unwrap_or("-"),
             v["micro_f1"].as_f64().unwrap_or_default(),
             v["macro_f1"].as_f64().unwrap_or_default()

@@ -133,3 +133,54 @@ fn tag_labels_new_items_from_an_ingested_labelled_memory() {
     // Measured: 39 of 60 with this memory (48 with all 7,770 training documents).
     assert!(top_in_gold >= 35, "{top_in_gold}/60 top labels in gold");
 }
+
+/// Zero-shot against IPTC Media Topics, as `signaldesk tag` runs it: every label is an active
+/// IPTC concept, and items about sport, economy and science land under the right top concepts.
+#[test]
+fn zeroshot_tags_against_iptc_media_topics() {
+    let work = tempfile::tempdir().unwrap();
+    let iptc = common::root().join("golden-datasets/iptc-mediatopics/mediatopics_en-GB.tsv");
+    let items = work.path().join("items.jsonl");
+    std::fs::write(
+        &items,
+        r#"{"id": "s", "title": "Cup final", "body": "The striker scored twice as the football club won the cup final in front of sixty thousand fans."}
+{"id": "e", "title": "Rates", "body": "The central bank raised interest rates to fight inflation; bond yields and the currency rose."}
+{"id": "h", "title": "Vaccine trial", "body": "A new vaccine cut hospital admissions in a clinical trial, doctors and health officials said."}
+"#,
+    )
+    .unwrap();
+    let out = work.path().join("tags.jsonl");
+    let o = run(signaldesk(work.path())
+        .args(["tag", "--tagger", "zeroshot", "--taxonomy"])
+        .arg(&iptc)
+        .arg(&items)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let tsv = std::fs::read_to_string(&iptc).unwrap();
+    let path_of = |qcode: &str| -> String {
+        tsv.lines()
+            .find(|l| l.starts_with(&format!("{qcode}\t")))
+            .map(|l| l.split('\t').nth(6).unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    let tagged: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let expect = [("s", "sport"), ("e", "economy"), ("h", "health")];
+    for (t, (id, top)) in tagged.iter().zip(expect) {
+        assert_eq!(t["id"], id);
+        let first = t["tags"][0]["label"].as_str().unwrap();
+        let path = path_of(first);
+        assert!(
+            path.starts_with(top),
+            "{id}: {first} is {path:?}, not under {top}"
+        );
+        assert!(t["lineage"]["taxonomy"]
+            .as_str()
+            .unwrap()
+            .starts_with("mediatopics_en-GB@"));
+    }
+}

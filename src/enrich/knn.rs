@@ -79,9 +79,15 @@ impl<'a, S: VectorStore> KnnTagger<'a, S> {
         }
         Ok(out)
     }
+}
+
+impl<S: VectorStore> super::Tagger for KnnTagger<'_, S> {
+    fn name(&self) -> &'static str {
+        "knn"
+    }
 
     /// Tags for each text, by the configured `k`, threshold and minimum.
-    pub async fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<Tag>>, SearchError> {
+    async fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<Tag>>, SearchError> {
         let s = &self.settings;
         Ok(self
             .neighbours(texts, None, s.k)

@@ -1,4 +1,4 @@
-//! `signaldesk tag`: tag every item of a file with the kNN tagger and write one JSON line per
+//! `signaldesk tag`: tag every item of a file with any [`Tagger`] and write one JSON line per
 //! item (`{"id", "tags", "lineage"}`), in input order. Bad records are reported with their line
 //! and skipped; items are embedded and searched in groups, so throughput is the embedder's.
 
@@ -8,13 +8,12 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::knn::KnnTagger;
 use super::taxonomy::Taxonomy;
+use super::Tagger;
 use crate::content::Limits;
 use crate::embed::{EmbedError, Embedder};
 use crate::ingest::pipeline::{read_records, IngestError};
 use crate::search::SearchError;
-use crate::store::VectorStore;
 
 /// Items embedded and searched together.
 const GROUP: usize = 256;
@@ -49,8 +48,8 @@ pub struct TagSummary {
 /// Tag the items of `path` (`.jsonl`, `.jsonl.gz`, `.csv`). `lineage` goes with every item's
 /// tags; labels outside `taxonomy` (when given) are dropped, so every label is a concept.
 #[allow(clippy::too_many_arguments)]
-pub async fn tag_file<S: VectorStore>(
-    tagger: &KnnTagger<'_, S>,
+pub async fn tag_file(
+    tagger: &impl Tagger,
     embedder: &Embedder,
     taxonomy: Option<&Taxonomy>,
     path: &Path,

@@ -19,10 +19,11 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use super::Report;
-use crate::config::{Config, KnnConfig};
+use crate::config::{Config, KnnConfig, ZeroShotConfig};
 use crate::embed::Embedder;
 use crate::enrich::knn::{vote, KnnTagger, Neighbour};
 use crate::enrich::taxonomy::{Taxonomy, TaxonomyError};
+use crate::enrich::zeroshot::{pick, ZeroShotTagger};
 use crate::ingest::pipeline::{ingest_file, IngestOptions};
 use crate::ingest::InputFile;
 use crate::search::{SearchError, Searcher};
@@ -259,7 +260,8 @@ pub enum TuneObjective {
 }
 
 impl TuneObjective {
-    fn of(self, metrics: &BTreeMap<String, f64>) -> f64 {
+    /// The value tuning maximises.
+    pub fn of(self, metrics: &BTreeMap<String, f64>) -> f64 {
         match self {
             Self::MicroF1 => metrics["micro_f1"],
             Self::MacroF1 => metrics["macro_f1"],
@@ -377,17 +379,50 @@ pub async fn evaluate_knn<S: VectorStore>(
         .iter()
         .map(|tags| tags.iter().map(|t| t.label.clone()).collect())
         .collect();
+    let config = json!({
+        "tagger": "knn",
+        "k": settings.k,
+        // As configured (0.4, not 0.4000000059604645).
+        "threshold": (f64::from(settings.threshold) * 1e4).round() / 1e4,
+        "min_labels": settings.min_labels,
+        "weighting": settings.weighting,
+        "tuned_on_validation": options.tune,
+        "tune_objective": options.tune.then_some(options.objective),
+        "validation_documents": if options.tune { options.validation.min(train.len()) } else { 0 },
+        "validation_metrics": validation,
+        "memory_collection": memory,
+        "memory_documents": ingested.read,
+        "memory_ingest_seconds": ingest_seconds,
+        "test_documents": test.len(),
+        "tag_seconds": tag_seconds,
+        "model": embedder.model_id(),
+        "taxonomy": taxonomy.id(),
+        "backend": store.backend(),
+        "search_exact": config.search.exact,
+    });
+    Ok(report(dataset, taxonomy, &test, &predicted, config))
+}
+
+/// The suite's report for `predicted` labels of the `test` items.
+fn report(
+    dataset: &Path,
+    taxonomy: &Taxonomy,
+    test: &[LabelledItem],
+    predicted: &[Vec<String>],
+    config: Value,
+) -> Report {
+    let labels: Vec<String> = taxonomy.concepts().iter().map(|c| c.id.clone()).collect();
     let gold: Vec<Vec<String>> = test.iter().map(|t| t.labels.clone()).collect();
-    let (mut metrics, per_label) = score(&gold, &predicted, &labels);
+    let (mut metrics, per_label) = score(&gold, predicted, &labels);
     if taxonomy.is_hierarchical() {
-        let (p, r, f) = hierarchical(&gold, &predicted, taxonomy);
+        let (p, r, f) = hierarchical(&gold, predicted, taxonomy);
         metrics.insert("hierarchical_precision".into(), p);
         metrics.insert("hierarchical_recall".into(), r);
         metrics.insert("hierarchical_f1".into(), f);
     }
     let mut per_item = BTreeMap::new();
     let mut items = serde_json::Map::new();
-    for ((item, p), g) in test.iter().zip(&predicted).zip(&gold) {
+    for ((item, p), g) in test.iter().zip(predicted).zip(&gold) {
         let p: BTreeSet<&String> = p.iter().collect();
         let g: BTreeSet<&String> = g.iter().collect();
         let tp: Vec<&&String> = p.intersection(&g).collect();
@@ -403,34 +438,97 @@ pub async fn evaluate_knn<S: VectorStore>(
         );
         items.insert(item.id.clone(), json!({"tp": tp, "fp": fp, "fn": fneg}));
     }
-    Ok(Report {
+    Report {
         suite: "tagging".into(),
         dataset: dataset.display().to_string(),
-        config: json!({
-            "tagger": "knn",
-            "k": settings.k,
-            // As configured (0.4, not 0.4000000059604645).
-            "threshold": (f64::from(settings.threshold) * 1e4).round() / 1e4,
-            "min_labels": settings.min_labels,
-            "weighting": settings.weighting,
-            "tuned_on_validation": options.tune,
-            "tune_objective": options.tune.then_some(options.objective),
-            "validation_documents": if options.tune { options.validation.min(train.len()) } else { 0 },
-            "validation_metrics": validation,
-            "memory_collection": memory,
-            "memory_documents": ingested.read,
-            "memory_ingest_seconds": ingest_seconds,
-            "test_documents": test.len(),
-            "tag_seconds": tag_seconds,
-            "model": embedder.model_id(),
-            "taxonomy": taxonomy.id(),
-            "backend": store.backend(),
-            "search_exact": config.search.exact,
-        }),
+        config,
         metrics,
         per_item,
         details: json!({"per_label": per_label, "items": items}),
-    })
+    }
+}
+
+/// Run the suite with the zero-shot tagger: no memory, only the taxonomy's own words. The
+/// threshold (and the most labels per item) are tuned on the validation split of train for
+/// `options.objective`, unless `options.tune` is off.
+pub async fn evaluate_zeroshot<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    config: &Config,
+    dataset: &Path,
+    taxonomy: &Taxonomy,
+    options: &TaggingEvalOptions,
+) -> Result<Report, TaggingEvalError> {
+    let train = read_labelled(&split_file(dataset, "train")?, taxonomy)?;
+    let mut test = read_labelled(&split_file(dataset, "test")?, taxonomy)?;
+    if let Some(n) = options.limit {
+        test.truncate(n);
+    }
+    let started = std::time::Instant::now();
+    let collection =
+        crate::enrich::zeroshot::prepare_labels(store, embedder.clone(), config, taxonomy).await?;
+    let labels_seconds = started.elapsed().as_secs_f64();
+    let searcher = Searcher::open(store, &embedder, &collection, &config.search).await?;
+    let mut settings = config.enrich.zeroshot.clone();
+    let tagger = ZeroShotTagger::new(searcher, settings.clone());
+    let labels: Vec<String> = taxonomy.concepts().iter().map(|c| c.id.clone()).collect();
+    let mut validation = None;
+    if options.tune {
+        let picked = validation_split(&train, options.validation.min(train.len()), 0);
+        let texts: Vec<&str> = picked.iter().map(|&i| train[i].text.as_str()).collect();
+        let gold: Vec<Vec<String>> = picked.iter().map(|&i| train[i].labels.clone()).collect();
+        let candidates = tagger.candidates(&texts).await?;
+        let mut best: Option<(f64, ZeroShotConfig, BTreeMap<String, f64>)> = None;
+        for max_labels in [1, 2, 3, 5] {
+            for step in 0..=20 {
+                let trial = ZeroShotConfig {
+                    threshold: 0.10 + 0.025 * step as f32,
+                    max_labels,
+                    ..settings.clone()
+                };
+                let predicted: Vec<Vec<String>> = candidates
+                    .iter()
+                    .map(|c| pick(c, &trial).into_iter().map(|t| t.label).collect())
+                    .collect();
+                let metrics = score(&gold, &predicted, &labels).0;
+                let value = options.objective.of(&metrics);
+                if best.as_ref().is_none_or(|b| value > b.0) {
+                    best = Some((value, trial, metrics));
+                }
+            }
+        }
+        if let Some((_, tuned, metrics)) = best {
+            settings = tuned;
+            validation = Some(metrics);
+        }
+    }
+    let texts: Vec<&str> = test.iter().map(|t| t.text.as_str()).collect();
+    let started = std::time::Instant::now();
+    let candidates = tagger.candidates(&texts).await?;
+    let predicted: Vec<Vec<String>> = candidates
+        .iter()
+        .map(|c| pick(c, &settings).into_iter().map(|t| t.label).collect())
+        .collect();
+    let tag_seconds = started.elapsed().as_secs_f64();
+    let config = json!({
+        "tagger": "zeroshot",
+        "threshold": (f64::from(settings.threshold) * 1e4).round() / 1e4,
+        "max_labels": settings.max_labels,
+        "min_labels": settings.min_labels,
+        "candidates": settings.candidates,
+        "tuned_on_validation": options.tune,
+        "tune_objective": options.tune.then_some(options.objective),
+        "validation_documents": if options.tune { options.validation.min(train.len()) } else { 0 },
+        "validation_metrics": validation,
+        "labels_collection": collection,
+        "labels_seconds": labels_seconds,
+        "test_documents": test.len(),
+        "tag_seconds": tag_seconds,
+        "model": embedder.model_id(),
+        "taxonomy": taxonomy.id(),
+        "backend": store.backend(),
+    });
+    Ok(report(dataset, taxonomy, &test, &predicted, config))
 }
 
 #[cfg(test)]
