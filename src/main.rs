@@ -892,6 +892,18 @@ async fn reindex(config: &Config, args: ReindexArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where a command writes its lines: a file, or standard output for "-".
+fn open_output(path: &Path) -> Result<Box<dyn Write>> {
+    Ok(if path == Path::new("-") {
+        Box::new(BufWriter::new(std::io::stdout().lock()))
+    } else {
+        Box::new(BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ))
+    })
+}
+
 /// Standard input copied to a file under the data dir (ingest reads its input twice: once to
 /// find the last record of each id, once to ingest), removed when dropped.
 struct SpooledStdin(PathBuf);
@@ -1180,14 +1192,7 @@ async fn run_tag_file(
         args.file.display().to_string()
     };
     let bar = Progress::new("tag", count_records(input), "items");
-    let mut out: Box<dyn Write> = if args.output == Path::new("-") {
-        Box::new(BufWriter::new(std::io::stdout().lock()))
-    } else {
-        Box::new(BufWriter::new(
-            std::fs::File::create(&args.output)
-                .with_context(|| format!("cannot create {}", args.output.display()))?,
-        ))
-    };
+    let mut out = open_output(&args.output)?;
     let limits = signaldesk::content::Limits {
         max_body_bytes: config.ingest.max_body_bytes,
     };
@@ -1386,14 +1391,7 @@ fn embed(config: &Config, args: EmbedArgs) -> Result<ExitCode> {
         (input.size > 0).then_some(input.size),
         "bytes read",
     );
-    let mut out: Box<dyn Write> = if args.output == Path::new("-") {
-        Box::new(BufWriter::new(std::io::stdout().lock()))
-    } else {
-        Box::new(BufWriter::new(
-            std::fs::File::create(&args.output)
-                .with_context(|| format!("cannot create {}", args.output.display()))?,
-        ))
-    };
+    let mut out = open_output(&args.output)?;
     let input_name = args.input.display().to_string();
     let summary = embed_file(
         &embedder,

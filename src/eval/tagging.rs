@@ -270,8 +270,28 @@ impl TuneObjective {
     }
 }
 
-/// The settings (k and threshold from the grid, the rest as given) with the best `objective`
-/// on `neighbours` of `gold` (ties: the first in grid order), and the validation metrics there.
+/// The trial whose predictions score best for `objective` against `gold` (ties: the first),
+/// and its metrics.
+pub fn grid_search<C>(
+    trials: impl IntoIterator<Item = C>,
+    predict: impl Fn(&C) -> Vec<Vec<String>>,
+    gold: &[Vec<String>],
+    labels: &[String],
+    objective: TuneObjective,
+) -> Option<(C, BTreeMap<String, f64>)> {
+    let mut best: Option<(f64, C, BTreeMap<String, f64>)> = None;
+    for trial in trials {
+        let metrics = score(gold, &predict(&trial), labels).0;
+        let value = objective.of(&metrics);
+        if best.as_ref().is_none_or(|b| value > b.0) {
+            best = Some((value, trial, metrics));
+        }
+    }
+    best.map(|(_, trial, metrics)| (trial, metrics))
+}
+
+/// The kNN settings (k and threshold from the grid, the rest as given) with the best
+/// `objective` on `neighbours` of `gold`, and the validation metrics there.
 pub fn tune(
     neighbours: &[Vec<Neighbour>],
     gold: &[Vec<String>],
@@ -279,27 +299,24 @@ pub fn tune(
     base: KnnConfig,
     objective: TuneObjective,
 ) -> (KnnConfig, BTreeMap<String, f64>) {
-    let mut best: Option<(f64, KnnConfig, BTreeMap<String, f64>)> = None;
-    for &k in TUNE_K {
-        for threshold in tune_thresholds() {
-            let settings = KnnConfig {
+    let trials = TUNE_K.iter().flat_map(|&k| {
+        let base = base.clone();
+        tune_thresholds()
+            .into_iter()
+            .map(move |threshold| KnnConfig {
                 k,
                 threshold,
                 ..base.clone()
-            };
-            let predicted: Vec<Vec<String>> = neighbours
-                .iter()
-                .map(|n| vote(n, &settings).into_iter().map(|t| t.label).collect())
-                .collect();
-            let metrics = score(gold, &predicted, labels).0;
-            let value = objective.of(&metrics);
-            if best.as_ref().is_none_or(|b| value > b.0) {
-                best = Some((value, settings, metrics));
-            }
-        }
-    }
-    let (_, settings, metrics) = best.unwrap_or((0.0, base, BTreeMap::new()));
-    (settings, metrics)
+            })
+    });
+    let predict = |settings: &KnnConfig| -> Vec<Vec<String>> {
+        neighbours
+            .iter()
+            .map(|n| vote(n, settings).into_iter().map(|t| t.label).collect())
+            .collect()
+    };
+    grid_search(trials, predict, gold, labels, objective)
+        .unwrap_or_else(|| (base.clone(), BTreeMap::new()))
 }
 
 /// How `eval tagging` runs the kNN tagger.
@@ -478,26 +495,22 @@ pub async fn evaluate_zeroshot<S: VectorStore>(
         let texts: Vec<&str> = picked.iter().map(|&i| train[i].text.as_str()).collect();
         let gold: Vec<Vec<String>> = picked.iter().map(|&i| train[i].labels.clone()).collect();
         let candidates = tagger.candidates(&texts).await?;
-        let mut best: Option<(f64, ZeroShotConfig, BTreeMap<String, f64>)> = None;
-        for max_labels in [1, 2, 3, 5] {
-            for step in 0..=20 {
-                let trial = ZeroShotConfig {
-                    threshold: 0.10 + 0.025 * step as f32,
-                    max_labels,
-                    ..settings.clone()
-                };
-                let predicted: Vec<Vec<String>> = candidates
-                    .iter()
-                    .map(|c| pick(c, &trial).into_iter().map(|t| t.label).collect())
-                    .collect();
-                let metrics = score(&gold, &predicted, &labels).0;
-                let value = options.objective.of(&metrics);
-                if best.as_ref().is_none_or(|b| value > b.0) {
-                    best = Some((value, trial, metrics));
-                }
-            }
-        }
-        if let Some((_, tuned, metrics)) = best {
+        let trials = [1, 2, 3, 5].into_iter().flat_map(|max_labels| {
+            let base = settings.clone();
+            (0..=20).map(move |step| ZeroShotConfig {
+                threshold: 0.10 + 0.025 * step as f32,
+                max_labels,
+                ..base.clone()
+            })
+        });
+        let predict = |trial: &ZeroShotConfig| -> Vec<Vec<String>> {
+            candidates
+                .iter()
+                .map(|c| pick(c, trial).into_iter().map(|t| t.label).collect())
+                .collect()
+        };
+        let best = grid_search(trials, predict, &gold, &labels, options.objective);
+        if let Some((tuned, metrics)) = best {
             settings = tuned;
             validation = Some(metrics);
         }

@@ -314,10 +314,7 @@ pub async fn ingest_file<S: VectorStore>(
                 summary.read += 1;
                 summary.rejected += 1;
                 on_reject(line, &reason);
-                if let Some(w) = rejects.as_mut() {
-                    let row = serde_json::json!({"file": path.display().to_string(), "line": line, "reason": reason});
-                    writeln!(w, "{row}").map_err(rejects_err)?;
-                }
+                write_reject(&mut rejects, path, line, &reason).map_err(rejects_err)?;
             }
         }
         if let Some(w) = rejects.as_mut() {
@@ -353,10 +350,7 @@ pub async fn ingest_file<S: VectorStore>(
                     summary.read += 1;
                     summary.rejected += 1;
                     on_reject(line, &reason);
-                    if let Some(w) = rejects.as_mut() {
-                        let row = serde_json::json!({"file": path.display().to_string(), "line": line, "reason": reason});
-                        writeln!(w, "{row}").map_err(rejects_err)?;
-                    }
+                    write_reject(&mut rejects, path, line, &reason).map_err(rejects_err)?;
                 }
             }
             if batch.len() >= options.batch_items {
@@ -396,6 +390,23 @@ pub async fn ingest_file<S: VectorStore>(
         w.flush().map_err(rejects_err)?;
     }
     Ok(summary)
+}
+
+/// One line of the rejects file, if there is one: `{"file", "line", "reason"}`.
+fn write_reject(
+    rejects: &mut Option<impl Write>,
+    path: &Path,
+    line: usize,
+    reason: &str,
+) -> std::io::Result<()> {
+    match rejects {
+        Some(w) => writeln!(
+            w,
+            "{}",
+            serde_json::json!({"file": path.display().to_string(), "line": line, "reason": reason})
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Split a batch into items to (re-)embed and count the unchanged ones. Returns the items to
