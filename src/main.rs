@@ -322,6 +322,13 @@ struct TagArgs {
     /// A taxonomy TSV: labels outside it are dropped, and its name@version goes in the lineage.
     #[arg(long)]
     taxonomy: Option<PathBuf>,
+    /// With a tree taxonomy: add every tag's ancestors (a child implies its parents).
+    #[arg(long, requires = "taxonomy")]
+    with_ancestors: bool,
+    /// With a tree taxonomy: replace tags deeper than N by their ancestor at depth N (1: the top
+    /// concepts); implies --with-ancestors.
+    #[arg(long, requires = "taxonomy", value_name = "N")]
+    max_depth: Option<usize>,
     /// Output JSONL; "-" (the default) writes to stdout.
     #[arg(long, short, default_value = "-")]
     output: PathBuf,
@@ -1193,17 +1200,21 @@ async fn run_tag_file(
     };
     let bar = Progress::new("tag", count_records(input), "items");
     let mut out = open_output(&args.output)?;
-    let limits = signaldesk::content::Limits {
-        max_body_bytes: config.ingest.max_body_bytes,
+    let options = signaldesk::enrich::tag_file::TagFileOptions {
+        taxonomy,
+        with_ancestors: args.with_ancestors,
+        max_depth: args.max_depth,
+        limits: signaldesk::content::Limits {
+            max_body_bytes: config.ingest.max_body_bytes,
+        },
+        max_line_bytes: config.ingest.max_line_bytes,
+        lineage: lineage.clone(),
     };
     let summary = signaldesk::enrich::tag_file::tag_file(
         tagger,
         embedder,
-        taxonomy,
         input,
-        limits,
-        config.ingest.max_line_bytes,
-        lineage,
+        &options,
         &mut out,
         |line, reason| bar.suspend(|| eprintln!("{name}:{line}: rejected: {reason}")),
         |n| bar.set_position(n as u64),

@@ -183,4 +183,39 @@ fn zeroshot_tags_against_iptc_media_topics() {
             .unwrap()
             .starts_with("mediatopics_en-GB@"));
     }
+    // Cut at the top level: every label is one of IPTC's 17 top concepts, each item's the one
+    // its best tag sits under.
+    let o = run(signaldesk(work.path())
+        .args([
+            "tag",
+            "--tagger",
+            "zeroshot",
+            "--max-depth",
+            "1",
+            "--taxonomy",
+        ])
+        .arg(&iptc)
+        .arg(&items)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let cut: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for ((t, full), (id, top)) in cut.iter().zip(&tagged).zip(expect) {
+        for tag in t["tags"].as_array().unwrap() {
+            let label = tag["label"].as_str().unwrap();
+            assert!(
+                !path_of(label).contains(" > "),
+                "{id}: {label} is not a top concept"
+            );
+        }
+        assert!(path_of(t["tags"][0]["label"].as_str().unwrap()).starts_with(top));
+        let best = full["tags"][0]["label"].as_str().unwrap();
+        assert!(
+            t["tags"][0]["evidence"][0].as_str().unwrap().contains(best) || path_of(best) == top
+        );
+    }
 }

@@ -45,24 +45,33 @@ pub struct TagSummary {
     pub tokens_per_s: f64,
 }
 
-/// Tag the items of `path` (`.jsonl`, `.jsonl.gz`, `.csv`). `lineage` goes with every item's
-/// tags; labels outside `taxonomy` (when given) are dropped, so every label is a concept.
-#[allow(clippy::too_many_arguments)]
+/// How `tag_file` reads its input and shapes its output.
+pub struct TagFileOptions<'a> {
+    /// Labels outside it are dropped, so every label is a concept.
+    pub taxonomy: Option<&'a Taxonomy>,
+    /// Add every tag's ancestors (see [`super::in_hierarchy`]).
+    pub with_ancestors: bool,
+    /// Cut tags below this depth to their ancestor at it.
+    pub max_depth: Option<usize>,
+    pub limits: Limits,
+    pub max_line_bytes: usize,
+    /// Written with every item's tags: tagger, model, settings, taxonomy, time.
+    pub lineage: Value,
+}
+
+/// Tag the items of `path` (`.jsonl`, `.jsonl.gz`, `.csv`).
 pub async fn tag_file(
     tagger: &impl Tagger,
     embedder: &Embedder,
-    taxonomy: Option<&Taxonomy>,
     path: &Path,
-    limits: Limits,
-    max_line_bytes: usize,
-    lineage: &Value,
+    options: &TagFileOptions<'_>,
     out: &mut impl Write,
     mut on_reject: impl FnMut(usize, &str),
     mut on_progress: impl FnMut(usize),
 ) -> Result<TagSummary, TagJobError> {
     let started = Instant::now();
     let mut summary = TagSummary::default();
-    let mut records = read_records(path, limits, max_line_bytes)?;
+    let mut records = read_records(path, options.limits, options.max_line_bytes)?;
     loop {
         let mut group = Vec::with_capacity(GROUP);
         for r in records.by_ref() {
@@ -86,13 +95,16 @@ pub async fn tag_file(
         summary.tokens += embedder.token_counts(&texts)?.iter().sum::<usize>();
         let tags = tagger.tag(&texts).await?;
         for (item, mut tags) in group.iter().zip(tags) {
-            if let Some(t) = taxonomy {
+            if let Some(t) = options.taxonomy {
                 tags.retain(|tag| t.contains(&tag.label));
+                if options.with_ancestors || options.max_depth.is_some() {
+                    tags = super::in_hierarchy(tags, t, options.max_depth);
+                }
             }
             writeln!(
                 out,
                 "{}",
-                json!({"id": item.id, "tags": tags, "lineage": lineage})
+                json!({"id": item.id, "tags": tags, "lineage": options.lineage})
             )?;
         }
         summary.tagged += group.len();
