@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use signaldesk::chunk::Chunker;
 use signaldesk::config::SearchMode;
 use signaldesk::embed::EmbedderOptions;
+use signaldesk::enrich::TaggerKind;
 use signaldesk::eval::retrieval::{
     evaluate, ingest_corpus, write_trec, BeirDataset, RetrievalEvalOptions,
 };
@@ -123,6 +124,12 @@ enum Command {
     /// enrich.knn.memory: items ingested with a "labels" field). Output: {"id", "tags": [{"label",
     /// "confidence", "source", "evidence"}], "lineage"}; speed on stderr. Settings: enrich.knn.
     Tag(TagArgs),
+    /// Tag the items already stored in a collection and keep the tags beside them.
+    ///
+    /// Each item is tagged (from its first chunk) by --tagger, and its chunks get `tags` (concept
+    /// ids, filterable: `search --filter tags=ID`), `tag_scores` and `tags_lineage` (tagger,
+    /// model, settings, taxonomy, time). --only-stale skips items whose lineage is current.
+    Enrich(EnrichArgs),
     /// See and manage the collections of the configured store (store.backend).
     #[command(subcommand)]
     Collections(CollectionsCommand),
@@ -310,6 +317,31 @@ enum EvalCommand {
 }
 
 #[derive(Args)]
+struct EnrichArgs {
+    /// Collection whose items are tagged [default: store.collection].
+    #[arg(long)]
+    collection: Option<String>,
+    /// Which tagger runs.
+    #[arg(long, value_enum, default_value = "knn")]
+    tagger: TaggerKind,
+    /// The labelled memory collection for knn [default: enrich.knn.memory].
+    #[arg(long)]
+    memory: Option<String>,
+    /// A taxonomy TSV (required for zeroshot); its name@version goes in the lineage.
+    #[arg(long)]
+    taxonomy: Option<PathBuf>,
+    /// Tag only items whose stored tags come from another tagger, model, setting or taxonomy.
+    #[arg(long)]
+    only_stale: bool,
+    /// Stop after N items.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct TagArgs {
     /// Items to tag: .jsonl, .jsonl.gz or .csv; "-" reads JSONL from standard input.
     file: PathBuf,
@@ -365,16 +397,6 @@ struct EvalTaggingArgs {
     /// Report path (JSON); the markdown summary goes beside it as <output>.md.
     #[arg(long)]
     output: PathBuf,
-}
-
-/// The taggers `tag` runs and `eval tagging` measures.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum TaggerKind {
-    /// Nearest labelled neighbours vote (enrich.knn).
-    Knn,
-    /// The concepts nearest to the item by label and definition; needs --taxonomy
-    /// (enrich.zeroshot).
-    Zeroshot,
 }
 
 #[derive(Subcommand)]
@@ -613,6 +635,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => runtime()?.block_on(ingest(&config, args)),
         Command::Collections(cmd) => runtime()?.block_on(collections(&config, cmd)),
         Command::Tag(args) => runtime()?.block_on(tag(&config, args)),
+        Command::Enrich(args) => runtime()?.block_on(enrich(&config, args)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
         Command::Reindex(args) => runtime()?.block_on(reindex(&config, args)),
         Command::Eval(EvalCommand::Retrieval(args)) => {
@@ -1130,53 +1153,74 @@ struct EvalRetrievalArgs {
 }
 
 async fn tag(config: &Config, args: TagArgs) -> Result<ExitCode> {
-    use signaldesk::enrich::knn::KnnTagger;
     use signaldesk::enrich::taxonomy::Taxonomy;
-    use signaldesk::enrich::zeroshot::{prepare_labels, ZeroShotTagger};
     let taxonomy = args.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
     let embedder = Arc::new(Embedder::from_config(config)?);
     let store = configured_store(config)?;
-    let tagged_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    match args.tagger {
-        TaggerKind::Knn => {
-            let settings = config.enrich.knn.clone();
-            let memory = args
-                .memory
-                .clone()
-                .unwrap_or_else(|| settings.memory.clone());
-            let searcher = Searcher::open(&store, &embedder, &memory, &config.search)
-                .await
-                .with_context(|| format!("the labelled memory {memory:?}"))?;
-            let lineage = serde_json::json!({
-                "tagger": "knn", "model": embedder.model_id(), "memory": memory,
-                "k": settings.k, "threshold": settings.threshold, "weighting": settings.weighting,
-                "taxonomy": taxonomy.as_ref().map(Taxonomy::id), "tagged_at": tagged_at,
-            });
-            let tagger = KnnTagger::new(searcher, settings);
-            run_tag_file(
-                config,
-                &args,
-                &tagger,
-                &embedder,
-                taxonomy.as_ref(),
-                &lineage,
-            )
-            .await
-        }
-        TaggerKind::Zeroshot => {
-            let taxonomy = taxonomy.context("--tagger zeroshot needs --taxonomy FILE")?;
-            let collection = prepare_labels(&store, embedder.clone(), config, &taxonomy).await?;
-            let searcher = Searcher::open(&store, &embedder, &collection, &config.search).await?;
-            let settings = config.enrich.zeroshot.clone();
-            let lineage = serde_json::json!({
-                "tagger": "zeroshot", "model": embedder.model_id(), "labels": collection,
-                "threshold": settings.threshold, "max_labels": settings.max_labels,
-                "taxonomy": taxonomy.id(), "tagged_at": tagged_at,
-            });
-            let tagger = ZeroShotTagger::new(searcher, settings);
-            run_tag_file(config, &args, &tagger, &embedder, Some(&taxonomy), &lineage).await
-        }
+    let (tagger, lineage) = signaldesk::enrich::open_tagger(
+        args.tagger,
+        &store,
+        &embedder,
+        config,
+        taxonomy.as_ref(),
+        args.memory.clone(),
+    )
+    .await?;
+    run_tag_file(
+        config,
+        &args,
+        &tagger,
+        &embedder,
+        taxonomy.as_ref(),
+        &lineage,
+    )
+    .await
+}
+
+async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
+    use signaldesk::enrich::signals::{enrich_collection, EnrichOptions};
+    use signaldesk::enrich::taxonomy::Taxonomy;
+    let taxonomy = args.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
+    let embedder = Arc::new(Embedder::from_config(config)?);
+    let store = configured_store(config)?;
+    let collection = args
+        .collection
+        .unwrap_or_else(|| config.store.collection.clone());
+    let total = store
+        .count(
+            &collection,
+            &Filter::parse_pairs(&["chunk_index=0".into()])?,
+        )
+        .await?;
+    let (tagger, lineage) = signaldesk::enrich::open_tagger(
+        args.tagger,
+        &store,
+        &embedder,
+        config,
+        taxonomy.as_ref(),
+        args.memory,
+    )
+    .await?;
+    let total = args.limit.map_or(total, |l| l.min(total));
+    let bar = Progress::new("enrich", Some(total as u64), "items");
+    let options = EnrichOptions {
+        only_stale: args.only_stale,
+        limit: args.limit,
+    };
+    let summary = enrich_collection(&store, &collection, &tagger, &lineage, &options, |n| {
+        bar.set_position(n as u64)
+    })
+    .await?;
+    bar.finish();
+    if args.json {
+        outln!("{}", serde_json::to_string(&summary)?);
+    } else {
+        eprintln!(
+            "enrich: {} items of {collection:?}: tagged {}, already current {} in {:.1} s ({:.1} items/s)",
+            summary.items, summary.tagged, summary.fresh, summary.seconds, summary.items_per_s
+        );
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `signaldesk tag`'s file loop and summary, for any tagger.

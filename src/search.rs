@@ -55,6 +55,9 @@ pub struct Hit {
     /// memory, a desk, anything a caller filters or votes on.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub metadata: serde_json::Map<String, Value>,
+    /// The item's tags, as `signaldesk enrich` stored them (concept ids).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl Hit {
@@ -77,6 +80,15 @@ impl Hit {
                 .get("metadata")
                 .and_then(Value::as_object)
                 .cloned()
+                .unwrap_or_default(),
+            tags: p
+                .get("tags")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }

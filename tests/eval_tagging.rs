@@ -219,3 +219,71 @@ fn zeroshot_tags_against_iptc_media_topics() {
         );
     }
 }
+
+/// `signaldesk enrich` tags stored items in place: `tags` become filterable at once, lineage is
+/// kept, and `--only-stale` leaves current items alone until a setting changes.
+#[test]
+fn enrich_stores_tags_beside_the_items_and_reruns_only_what_is_stale() {
+    let work = tempfile::tempdir().unwrap();
+    let iptc = common::root().join("golden-datasets/iptc-mediatopics/mediatopics_en-GB.tsv");
+    let items = work.path().join("items.jsonl");
+    std::fs::write(
+        &items,
+        r#"{"id": "s", "title": "Cup final", "body": "The striker scored twice as the football club won the cup final in front of sixty thousand fans."}
+{"id": "e", "title": "Rates", "body": "The central bank raised interest rates to fight inflation; bond yields and the currency rose."}
+"#,
+    )
+    .unwrap();
+    let o = run(signaldesk(work.path()).arg("ingest").arg(&items));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let enrich = |extra: &[&str], env: &[(&str, &str)]| -> Value {
+        let mut cmd = signaldesk(work.path());
+        cmd.args(["enrich", "--tagger", "zeroshot", "--json", "--taxonomy"])
+            .arg(&iptc)
+            .args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = run(&mut cmd);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let first = enrich(&[], &[]);
+    assert_eq!(
+        (first["items"].as_u64(), first["tagged"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let again = enrich(&["--only-stale"], &[]);
+    assert_eq!(
+        (again["tagged"].as_u64(), again["fresh"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let changed = enrich(
+        &["--only-stale"],
+        &[("SIGNALDESK_ENRICH__ZEROSHOT__MAX_LABELS", "1")],
+    );
+    assert_eq!(changed["tagged"], 2, "a new setting makes every item stale");
+
+    // The stored tags: on search hits, and filterable.
+    let o = run(signaldesk(work.path()).args(["search", "--json", "football cup final"]));
+    let hits: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let top = &hits[0];
+    assert_eq!(top["id"], "s");
+    let tag = top["tags"][0].as_str().unwrap().to_string();
+    assert!(tag.starts_with("medtop:"), "{top}");
+    let o = run(signaldesk(work.path()).args([
+        "search",
+        "--json",
+        "news",
+        "--filter",
+        &format!("tags={tag}"),
+    ]));
+    let hits: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<&str> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["s"]);
+}

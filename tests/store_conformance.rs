@@ -148,6 +148,52 @@ async fn conformance<S: VectorStore>(store: &S) {
     let by_source = Filter::parse_pairs(&["source=bbc".into()]).unwrap();
     assert_eq!(store.count(name, &by_source).await.unwrap(), 2);
 
+    // Signals: fields merged into every chunk of one item, the rest of its payload kept, other
+    // items untouched, and the indexed `tags` field filterable at once.
+    let mut fields = Map::new();
+    fields.insert("tags".into(), serde_json::json!(["economy", "rates"]));
+    fields.insert("tags_lineage".into(), serde_json::json!({"tagger": "knn"}));
+    store.set_item_fields(name, "a", fields).await.unwrap();
+    let a = store
+        .get(name, &[("a".into(), 0), ("a".into(), 1)])
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 2);
+    for chunk in &a {
+        assert_eq!(
+            chunk.payload["tags"],
+            serde_json::json!(["economy", "rates"])
+        );
+        assert_eq!(chunk.payload["tags_lineage"]["tagger"], "knn");
+        assert_eq!(chunk.payload["source"], "reuters", "other keys kept");
+    }
+    let tagged = Filter::parse_pairs(&["tags=rates".into()]).unwrap();
+    assert_eq!(store.count(name, &tagged).await.unwrap(), 2);
+    let mut replaced = Map::new();
+    replaced.insert("tags".into(), serde_json::json!(["economy"]));
+    store.set_item_fields(name, "a", replaced).await.unwrap();
+    assert_eq!(
+        store.count(name, &tagged).await.unwrap(),
+        0,
+        "a key is replaced whole"
+    );
+    assert_eq!(
+        store
+            .count(
+                name,
+                &Filter::parse_pairs(&["tags=economy".into()]).unwrap()
+            )
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        store
+            .set_item_fields("no-such-collection", "a", Map::new())
+            .await,
+        Err(StoreError::NoCollection(_))
+    ));
+
     // Wrong dimension is refused with both numbers.
     let mut bad = corpus(&bm25).remove(0);
     bad.dense = vec![1.0; 3];

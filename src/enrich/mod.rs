@@ -12,13 +12,20 @@
 //! build on these.
 
 pub mod knn;
+pub mod signals;
 pub mod tag_file;
 pub mod taxonomy;
 pub mod zeroshot;
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-use crate::search::SearchError;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::embed::Embedder;
+use crate::search::{SearchError, Searcher};
+use crate::store::VectorStore;
 
 /// A way of tagging items against a taxonomy: kNN over a labelled memory, zero-shot against the
 /// taxonomy's own words. `signaldesk tag` and the evals run any of them alike.
@@ -28,6 +35,106 @@ pub trait Tagger {
     fn name(&self) -> &'static str;
     /// Tags for each text, in order, most confident first.
     async fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<Tag>>, SearchError>;
+}
+
+/// Which tagger runs (`--tagger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TaggerKind {
+    /// Nearest labelled neighbours vote (enrich.knn).
+    Knn,
+    /// The concepts nearest to the item by label and definition; needs a taxonomy
+    /// (enrich.zeroshot).
+    Zeroshot,
+}
+
+/// Either tagger, chosen at run time.
+pub enum AnyTagger<'a, S> {
+    Knn(knn::KnnTagger<'a, S>),
+    ZeroShot(zeroshot::ZeroShotTagger<'a, S>),
+}
+
+impl<S: VectorStore> Tagger for AnyTagger<'_, S> {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Knn(t) => t.name(),
+            Self::ZeroShot(t) => t.name(),
+        }
+    }
+
+    async fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<Tag>>, SearchError> {
+        match self {
+            Self::Knn(t) => t.tag(texts).await,
+            Self::ZeroShot(t) => t.tag(texts).await,
+        }
+    }
+}
+
+/// Why a tagger could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TaggerSetupError {
+    #[error("the zero-shot tagger needs a taxonomy (--taxonomy FILE)")]
+    NeedsTaxonomy,
+    #[error("the labelled memory {collection:?}: {source}")]
+    Memory {
+        collection: String,
+        source: SearchError,
+    },
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::pipeline::IngestError),
+}
+
+/// The tagger `kind` as configured, and the lineage its tags carry (tagger, model, settings,
+/// memory or labels collection, taxonomy id@version, time). `memory` overrides
+/// `enrich.knn.memory`.
+pub async fn open_tagger<'a, S: VectorStore>(
+    kind: TaggerKind,
+    store: &'a S,
+    embedder: &'a Arc<Embedder>,
+    config: &Config,
+    taxonomy: Option<&taxonomy::Taxonomy>,
+    memory: Option<String>,
+) -> Result<(AnyTagger<'a, S>, Value), TaggerSetupError> {
+    let tagged_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match kind {
+        TaggerKind::Knn => {
+            let settings = config.enrich.knn.clone();
+            let memory = memory.unwrap_or_else(|| settings.memory.clone());
+            let searcher = Searcher::open(store, embedder, &memory, &config.search)
+                .await
+                .map_err(|source| TaggerSetupError::Memory {
+                    collection: memory.clone(),
+                    source,
+                })?;
+            let lineage = json!({
+                "tagger": "knn", "model": embedder.model_id(), "memory": memory,
+                "k": settings.k, "threshold": settings.threshold, "weighting": settings.weighting,
+                "taxonomy": taxonomy.map(taxonomy::Taxonomy::id), "tagged_at": tagged_at,
+            });
+            Ok((
+                AnyTagger::Knn(knn::KnnTagger::new(searcher, settings)),
+                lineage,
+            ))
+        }
+        TaggerKind::Zeroshot => {
+            let taxonomy = taxonomy.ok_or(TaggerSetupError::NeedsTaxonomy)?;
+            let labels =
+                zeroshot::prepare_labels(store, embedder.clone(), config, taxonomy).await?;
+            let searcher = Searcher::open(store, embedder, &labels, &config.search).await?;
+            let settings = config.enrich.zeroshot.clone();
+            let lineage = json!({
+                "tagger": "zeroshot", "model": embedder.model_id(), "labels": labels,
+                "threshold": settings.threshold, "max_labels": settings.max_labels,
+                "taxonomy": taxonomy.id(), "tagged_at": tagged_at,
+            });
+            Ok((
+                AnyTagger::ZeroShot(zeroshot::ZeroShotTagger::new(searcher, settings)),
+                lineage,
+            ))
+        }
+    }
 }
 
 /// One label given to an item, with what it rests on.

@@ -180,6 +180,7 @@ mod tests {
             end: 0,
             text: String::new(),
             metadata: Default::default(),
+            tags: Vec::new(),
         }
     }
 

@@ -123,6 +123,14 @@ impl VectorStore for AnyStore {
     async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
         forward!(self, s => s.set_alias(alias, collection))
     }
+    async fn set_item_fields(
+        &self,
+        collection: &str,
+        content_id: &str,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        forward!(self, s => s.set_item_fields(collection, content_id, fields))
+    }
     async fn list_collections(&self) -> Result<Vec<String>, StoreError> {
         forward!(self, s => s.list_collections())
     }

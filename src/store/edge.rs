@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use qdrant_edge::{
     CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldIndexOperations, Fusion, JsonPath,
-    Modifier, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest,
-    SearchParams, SparseVector, UpdateOperation, Vector, VectorInternal, Vectors,
-    WithPayloadInterface, WithVector,
+    Modifier, NamedQuery, PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest,
+    ScoringQuery, ScrollRequest, SearchParams, SetPayloadOp, SparseVector, UpdateOperation, Vector,
+    VectorInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 
@@ -445,6 +445,24 @@ impl VectorStore for EdgeStore {
             UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(edge_filter(
                 &filter,
             )?)),
+        )
+    }
+
+    async fn set_item_fields(
+        &self,
+        collection: &str,
+        content_id: &str,
+        fields: serde_json::Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        let shard = self.existing(collection)?;
+        self.write(
+            &shard,
+            UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
+                payload: qdrant_edge::Payload(fields),
+                points: None,
+                filter: Some(edge_filter(&Filter::content(content_id))?),
+                key: None,
+            })),
         )
     }
 

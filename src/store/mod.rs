@@ -478,6 +478,14 @@ pub trait VectorStore {
     async fn drop_collection(&self, name: &str) -> Result<(), StoreError>;
     /// Insert or overwrite points, as one operation.
     async fn upsert(&self, collection: &str, points: Vec<ChunkPoint>) -> Result<(), StoreError>;
+    /// Merge `fields` into the payload of every chunk of item `content_id`, other keys kept: how
+    /// enrichment stores its signals (tags, their scores and lineage) beside the content.
+    async fn set_item_fields(
+        &self,
+        collection: &str,
+        content_id: &str,
+        fields: serde_json::Map<String, Value>,
+    ) -> Result<(), StoreError>;
     /// Delete the chunks of `content_id` whose index is at least `from_index` (0: all).
     async fn delete_content(
         &self,

@@ -13,7 +13,7 @@ use qdrant_client::qdrant::{
     CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder, FieldType,
     Filter as QFilter, GetPointsBuilder, Modifier, NamedVectors, PointId, PointStruct,
     PrefetchQueryBuilder, Query, QueryBatchPointsBuilder, QueryPointsBuilder, Range, Rrf,
-    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
+    ScrollPointsBuilder, SearchParamsBuilder, SetPayloadPointsBuilder, SparseVectorParamsBuilder,
     SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
     VectorsConfigBuilder,
 };
@@ -764,6 +764,24 @@ impl VectorStore for QdrantStore {
             self.client.delete_points(
                 DeletePointsBuilder::new(collection)
                     .points(qdrant_filter(&filter)?)
+                    .wait(true),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_item_fields(
+        &self,
+        collection: &str,
+        content_id: &str,
+        fields: Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        self.call(
+            Some(collection),
+            self.client.set_payload(
+                SetPayloadPointsBuilder::new(collection, Payload::from(fields))
+                    .points_selector(qdrant_filter(&Filter::content(content_id))?)
                     .wait(true),
             ),
         )

@@ -1,0 +1,130 @@
+//! `signaldesk enrich`: tag the items already in a collection and store the tags beside them.
+//!
+//! Each item's first chunk (its title and the start of its body: what the embedding model reads
+//! of a whole item) is tagged by any [`Tagger`]; the result is written into the payload of every
+//! chunk of the item: `tags` (concept ids, an indexed field, so `search --filter tags=...`
+//! works at once), `tag_scores` (confidence, source, evidence per tag) and `tags_lineage` (tagger,
+//! model, settings, taxonomy id@version, time). With `only_stale`, items whose stored lineage
+//! equals the current one (time aside) are skipped, so a rerun touches only what a new model,
+//! taxonomy or setting changed.
+
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::Tagger;
+use crate::search::SearchError;
+use crate::store::{Filter, StoreError, VectorStore};
+
+/// Items read and tagged per step.
+const PAGE: usize = 256;
+
+/// Errors that stop an enrichment run.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrichError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+}
+
+/// How `enrich_collection` runs.
+#[derive(Debug, Clone, Default)]
+pub struct EnrichOptions {
+    /// Skip items whose stored lineage equals the current one.
+    pub only_stale: bool,
+    /// Stop after this many items (tagged or skipped).
+    pub limit: Option<usize>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct EnrichSummary {
+    /// Items looked at.
+    pub items: usize,
+    pub tagged: usize,
+    /// Items left alone because their tags were already current.
+    pub fresh: usize,
+    pub seconds: f64,
+    pub items_per_s: f64,
+}
+
+/// The lineage without its timestamp: what decides whether stored tags are current.
+fn lineage_key(lineage: &Value) -> Value {
+    let mut key = lineage.clone();
+    if let Some(o) = key.as_object_mut() {
+        o.remove("tagged_at");
+    }
+    key
+}
+
+/// Tag every item of `collection` with `tagger` and store the tags with `lineage`.
+pub async fn enrich_collection<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    tagger: &impl Tagger,
+    lineage: &Value,
+    options: &EnrichOptions,
+    mut on_progress: impl FnMut(usize),
+) -> Result<EnrichSummary, EnrichError> {
+    let started = Instant::now();
+    let current = lineage_key(lineage);
+    let firsts = Filter::parse_pairs(&["chunk_index=0".into()])?;
+    let mut summary = EnrichSummary::default();
+    let mut offset = None;
+    loop {
+        let room = options
+            .limit
+            .map_or(PAGE, |l| l.saturating_sub(summary.items).min(PAGE));
+        if room == 0 {
+            break;
+        }
+        let (page, next) = store.scroll(collection, &firsts, offset, room).await?;
+        let mut todo = Vec::new();
+        for chunk in &page {
+            summary.items += 1;
+            let stored = chunk.payload.get("tags_lineage").map(lineage_key);
+            if options.only_stale && stored.as_ref() == Some(&current) {
+                summary.fresh += 1;
+            } else {
+                todo.push(chunk);
+            }
+        }
+        let texts: Vec<&str> = todo
+            .iter()
+            .map(|c| c.payload.get("text").and_then(Value::as_str).unwrap_or(""))
+            .collect();
+        // An item with no text left to read gets no tags rather than stopping the run.
+        let readable: Vec<usize> = (0..texts.len())
+            .filter(|&i| !texts[i].trim().is_empty())
+            .collect();
+        let tagged = tagger
+            .tag(&readable.iter().map(|&i| texts[i]).collect::<Vec<_>>())
+            .await?;
+        let mut tags_of = vec![Vec::new(); texts.len()];
+        for (i, tags) in readable.into_iter().zip(tagged) {
+            tags_of[i] = tags;
+        }
+        for (chunk, tags) in todo.iter().zip(tags_of) {
+            let mut fields = Map::new();
+            fields.insert(
+                "tags".into(),
+                json!(tags.iter().map(|t| t.label.as_str()).collect::<Vec<_>>()),
+            );
+            fields.insert("tag_scores".into(), json!(tags));
+            fields.insert("tags_lineage".into(), lineage.clone());
+            store
+                .set_item_fields(collection, &chunk.content_id, fields)
+                .await?;
+            summary.tagged += 1;
+        }
+        on_progress(summary.items);
+        match next {
+            Some(n) if !page.is_empty() => offset = Some(n),
+            _ => break,
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.items_per_s = summary.items as f64 / summary.seconds.max(1e-9);
+    Ok(summary)
+}
