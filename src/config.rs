@@ -263,6 +263,9 @@ pub struct SearchConfig {
     pub mode: SearchMode,
     /// Score every chunk (brute force) instead of using the HNSW index: exact, slower at scale.
     pub exact: bool,
+    /// HNSW candidates examined per dense query (Qdrant's `hnsw_ef`): higher trades speed for
+    /// recall; 0 (the default) leaves it to the store (the index's `ef_construct`).
+    pub hnsw_ef: usize,
     pub hybrid: HybridConfig,
 }
 
@@ -271,6 +274,7 @@ impl Default for SearchConfig {
         Self {
             mode: SearchMode::Hybrid,
             exact: false,
+            hnsw_ef: 0,
             hybrid: HybridConfig::default(),
         }
     }
@@ -458,6 +462,20 @@ pub struct StoreConfig {
     pub replication_factor: u32,
     /// Copies that must apply a write before it is acknowledged (at most `replication_factor`).
     pub write_consistency_factor: u32,
+    /// Vector quantization of new collections: `int8` keeps a 4x smaller scalar-quantized copy of
+    /// the dense vectors in RAM for the HNSW search (results rescored with the full vectors).
+    pub quantization: Quantization,
+}
+
+/// How new collections quantize their dense vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    /// Full f32 vectors only.
+    #[default]
+    None,
+    /// Scalar int8 quantization (Qdrant's `scalar`, quantile 0.99, always in RAM).
+    Int8,
 }
 
 impl Default for StoreConfig {
@@ -470,6 +488,7 @@ impl Default for StoreConfig {
             shards: 1,
             replication_factor: 1,
             write_consistency_factor: 1,
+            quantization: Quantization::None,
         }
     }
 }

@@ -229,6 +229,7 @@ impl<'a, S: VectorStore> Searcher<'a, S> {
             filter: filter.clone(),
             limit,
             exact: self.settings.exact,
+            hnsw_ef: (self.settings.hnsw_ef > 0).then_some(self.settings.hnsw_ef),
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::qdrant::{self, QdrantServer, ServerOptions};
 use serde_json::{json, Map, Value};
+use signaldesk::config::Quantization;
 use signaldesk::embed::bm25::Bm25Encoder;
 use signaldesk::store::{
     ChunkPoint, ChunkQuery, CollectionSpec, Condition, EdgeStore, Filter, QdrantStore,
@@ -224,6 +225,7 @@ async fn conformance<S: VectorStore>(store: &S) {
         filter,
         limit: 3,
         exact: true,
+        hnsw_ef: None,
     };
     let hits = store
         .query(
@@ -441,6 +443,13 @@ async fn qdrant_server_conforms() {
     };
     let server = QdrantServer::start(&bin, ServerOptions::default());
     conformance(&QdrantStore::connect(&server.url(), None, Duration::from_secs(30)).unwrap()).await;
+    // The same with int8 quantization of new collections.
+    conformance(
+        &QdrantStore::connect(&server.url(), None, Duration::from_secs(30))
+            .unwrap()
+            .with_quantization(Quantization::Int8),
+    )
+    .await;
 }
 
 /// With an API key: the suite passes with the right key, and a wrong or missing key, a REST
@@ -530,6 +539,18 @@ async fn qdrant_server_keeps_acknowledged_writes_across_a_sigkill() {
 async fn edge_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     conformance(&EdgeStore::new(dir.path()).unwrap()).await;
+}
+
+/// `store.quantization = "int8"` changes how vectors are kept, never what the store answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_store_with_int8_quantization_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(
+        &EdgeStore::new(dir.path())
+            .unwrap()
+            .with_quantization(Quantization::Int8),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

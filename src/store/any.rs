@@ -26,7 +26,9 @@ impl AnyStore {
     /// connects to `config.url` with the API key from `QDRANT_API_KEY` if set.
     pub fn from_config(config: &StoreConfig, edge_root: &Path) -> Result<Self, StoreError> {
         match config.backend {
-            StoreBackend::Edge => Ok(Self::Edge(EdgeStore::new(edge_root)?)),
+            StoreBackend::Edge => Ok(Self::Edge(
+                EdgeStore::new(edge_root)?.with_quantization(config.quantization),
+            )),
             StoreBackend::Qdrant => Ok(Self::Qdrant(
                 QdrantStore::connect(
                     &config.url,
@@ -39,7 +41,8 @@ impl AnyStore {
                     shards: config.shards,
                     replication_factor: config.replication_factor,
                     write_consistency_factor: config.write_consistency_factor,
-                }),
+                })
+                .with_quantization(config.quantization),
             )),
         }
     }

@@ -21,6 +21,8 @@ use qdrant_edge::{
 };
 use serde_json::Value;
 
+use crate::config::Quantization;
+
 use super::{
     meta_point_id, point_id, ChunkPoint, ChunkQuery, CollectionSpec, Filter, QueryVectors,
     ScoredChunk, StoreError, StoredChunk, VectorStore, BM25, DENSE, INDEXED_FIELDS,
@@ -38,9 +40,20 @@ pub struct EdgeStore {
     aliases: Mutex<HashMap<String, String>>,
     /// Held for each write + flush: see the module docs.
     writes: Mutex<()>,
+    /// Quantization of the collections this store creates.
+    quantization: Quantization,
     /// An exclusive lock on `root/.signaldesk.lock` for the store's lifetime: an embedded store
     /// is one process at a time, and a second one is told so in words (not a WAL error).
     _lock: std::fs::File,
+}
+
+/// Qdrant's scalar int8 quantization, as `store.quantization = "int8"` asks. Built from its
+/// JSON form: qdrant-edge 0.7.2 does not re-export the `ScalarQuantization` wrapper.
+fn int8() -> Result<qdrant_edge::QuantizationConfig, StoreError> {
+    serde_json::from_value(serde_json::json!(
+        {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": true}}
+    ))
+    .map_err(err)
 }
 
 /// Lock `root` for this process, or say which process has it.
@@ -87,6 +100,12 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EdgeStore {
+    /// The same store, creating new collections with `quantization`.
+    pub fn with_quantization(mut self, quantization: Quantization) -> Self {
+        self.quantization = quantization;
+        self
+    }
+
     /// A store whose collections live in `root/<collection>/`. A corrupt alias table is an
     /// error, never ignored: ignoring it would silently point names at the wrong collections.
     pub fn new(root: &Path) -> Result<Self, StoreError> {
@@ -107,6 +126,7 @@ impl EdgeStore {
             shards: Mutex::new(HashMap::new()),
             aliases: Mutex::new(aliases),
             writes: Mutex::new(()),
+            quantization: Quantization::None,
             _lock: lock,
         })
     }
@@ -195,10 +215,14 @@ impl EdgeStore {
         let dir = self.dir(&spec.name)?;
         std::fs::create_dir_all(&dir).map_err(err)?;
         let config = EdgeConfigBuilder::new()
-            .vector(
-                DENSE,
-                EdgeVectorParamsBuilder::new(spec.dimension, Distance::Cosine).build(),
-            )
+            .vector(DENSE, {
+                let params = EdgeVectorParamsBuilder::new(spec.dimension, Distance::Cosine);
+                match self.quantization {
+                    Quantization::None => params,
+                    Quantization::Int8 => params.quantization_config(int8()?),
+                }
+                .build()
+            })
             .sparse_vector(
                 BM25,
                 EdgeSparseVectorParamsBuilder::new()
@@ -494,6 +518,7 @@ impl VectorStore for EdgeStore {
         let filter = edge_filter(&query.filter)?;
         let params = Some(SearchParams {
             exact: query.exact,
+            hnsw_ef: query.hnsw_ef,
             ..Default::default()
         });
         let dense_query = |v: &Vec<f32>| -> Result<ScoringQuery, StoreError> {

@@ -458,6 +458,8 @@ pub struct ChunkQuery {
     pub limit: usize,
     /// Exact (brute-force) dense search instead of the HNSW index.
     pub exact: bool,
+    /// HNSW candidates per query (`None`: the store's default).
+    pub hnsw_ef: Option<usize>,
 }
 
 /// Operations every backend provides; the conformance suite (`tests/store_conformance.rs`)

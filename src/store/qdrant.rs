@@ -12,12 +12,14 @@ use qdrant_client::qdrant::{
     point_id::PointIdOptions, Condition as QCondition, CountPointsBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder, FieldType,
     Filter as QFilter, GetPointsBuilder, Modifier, NamedVectors, PointId, PointStruct,
-    PrefetchQueryBuilder, Query, QueryBatchPointsBuilder, QueryPointsBuilder, Range, Rrf,
-    ScrollPointsBuilder, SearchParamsBuilder, SetPayloadPointsBuilder, SparseVectorParamsBuilder,
-    SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
-    VectorsConfigBuilder,
+    PrefetchQueryBuilder, QuantizationType, Query, QueryBatchPointsBuilder, QueryPointsBuilder,
+    Range, Rrf, ScalarQuantizationBuilder, ScrollPointsBuilder, SearchParamsBuilder,
+    SetPayloadPointsBuilder, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
+    UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
+
+use crate::config::Quantization;
 use serde_json::{Map, Value};
 
 use super::{
@@ -60,6 +62,8 @@ pub struct QdrantStore {
     /// The deadline of one store call, qdrant-client's own retry included.
     timeout: Duration,
     layout: CollectionLayout,
+    /// Quantization of the collections this store creates.
+    quantization: Quantization,
     /// Dimension by collection name, read once from the metadata point: every upsert and query
     /// checks it, and it cannot change while the name points at the same collection.
     dimensions: std::sync::Mutex<std::collections::HashMap<String, usize>>,
@@ -135,8 +139,15 @@ impl QdrantStore {
             api_key,
             timeout,
             layout: CollectionLayout::default(),
+            quantization: Quantization::None,
             dimensions: Default::default(),
         })
+    }
+
+    /// The same client, creating new collections with `quantization`.
+    pub fn with_quantization(mut self, quantization: Quantization) -> Self {
+        self.quantization = quantization;
+        self
     }
 
     /// The same client, creating new collections with `layout` (shards and replicas).
@@ -278,13 +289,21 @@ impl QdrantStore {
 
     async fn create(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
         let mut vectors = VectorsConfigBuilder::default();
-        vectors.add_named_vector_params(
-            DENSE,
-            VectorParamsBuilder::new(
+        vectors.add_named_vector_params(DENSE, {
+            let params = VectorParamsBuilder::new(
                 spec.dimension as u64,
                 qdrant_client::qdrant::Distance::Cosine,
-            ),
-        );
+            );
+            match self.quantization {
+                Quantization::None => params,
+                Quantization::Int8 => params.quantization_config(
+                    ScalarQuantizationBuilder::default()
+                        .r#type(QuantizationType::Int8.into())
+                        .quantile(0.99)
+                        .always_ram(true),
+                ),
+            }
+        });
         let mut sparse = SparseVectorsConfigBuilder::default();
         sparse.add_named_vector_params(
             BM25,
@@ -465,7 +484,10 @@ impl QdrantStore {
         query: &ChunkQuery,
     ) -> Result<qdrant_client::qdrant::QueryPoints, StoreError> {
         let filter = qdrant_filter(&query.filter)?;
-        let params = SearchParamsBuilder::default().exact(query.exact);
+        let mut params = SearchParamsBuilder::default().exact(query.exact);
+        if let Some(ef) = query.hnsw_ef {
+            params = params.hnsw_ef(ef as u64);
+        }
         let dim_check = |v: &Vec<f32>, dim: usize| {
             super::check_dimension(|| "the query vector".into(), dim, v.len())
         };
