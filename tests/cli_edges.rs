@@ -18,6 +18,20 @@ const ITEMS: &str = r#"{"id": "a", "title": "Rates", "body": "The central bank r
 {"id": "c", "title": "Telescope", "body": "A new telescope mapped distant galaxies."}
 "#;
 
+/// The ids of a JSONL file's lines, in order.
+fn ids_in(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 /// A work dir with ITEMS ingested into the default collection.
 fn ingested() -> tempfile::TempDir {
     let work = tempfile::tempdir().unwrap();
@@ -125,17 +139,7 @@ fn a_byte_order_mark_does_not_cost_the_first_record() {
         .arg("-o")
         .arg(&out));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let ids: Vec<String> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(ids_in(&out), ["a", "b", "c"]);
     let o = run(signaldesk(work.path())
         .args(["ingest", "--json"])
         .arg(&input));
@@ -421,15 +425,5 @@ fn embed_reads_stdin_like_ingest() {
     }
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let ids: Vec<String> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(ids_in(&out), ["a", "b", "c"]);
 }
