@@ -37,6 +37,13 @@ pub async fn prepare_labels<S: VectorStore>(
             |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "-",
         );
+    // The name carries the taxonomy's version: a collection already holding every active
+    // concept is this taxonomy's, so nothing is read, spooled or checked again.
+    let active = taxonomy.concepts().iter().filter(|c| c.active).count();
+    let firsts = Filter::parse_pairs(&["chunk_index=0".into()])?;
+    if store.count(&collection, &firsts).await.ok() == Some(active) {
+        return Ok(collection);
+    }
     let spool =
         SpooledConcepts::write(config, taxonomy).map_err(|source| IngestError::Rejects {
             path: config.data_dir.clone(),
