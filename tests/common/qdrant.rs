@@ -193,7 +193,12 @@ impl QdrantServer {
                 self.child = None;
                 return Err(format!("qdrant exited ({status}): {}", self.log_tail()));
             }
-            if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
+            // REST can answer before the gRPC port listens (seen after a restart in CI): ready
+            // means both.
+            let grpc = ("127.0.0.1", self.grpc_port);
+            if self.get("/readyz").is_some_and(|(code, _)| code == 200)
+                && TcpStream::connect(grpc).is_ok()
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
