@@ -117,6 +117,15 @@ impl VectorStore for AnyStore {
     ) -> Result<(Vec<StoredChunk>, Option<String>), StoreError> {
         forward!(self, s => s.scroll(collection, filter, offset, limit))
     }
+    async fn scroll_vectors(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        offset: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<(StoredChunk, Vec<f32>)>, Option<String>), StoreError> {
+        forward!(self, s => s.scroll_vectors(collection, filter, offset, limit))
+    }
     async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError> {
         forward!(self, s => s.count(collection, filter))
     }

@@ -17,7 +17,7 @@ use qdrant_edge::{
     Modifier, NamedQuery, PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId,
     PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest,
     ScoringQuery, ScrollRequest, SearchParams, SetPayloadOp, SparseVector, UpdateOperation, Vector,
-    VectorInternal, Vectors, WithPayloadInterface, WithVector,
+    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 
@@ -203,6 +203,38 @@ impl EdgeStore {
         let shard = Arc::new(EdgeShard::load(&dir, None).map_err(err)?);
         shards.insert(name.to_string(), shard.clone());
         Ok(Some(shard))
+    }
+
+    /// One page of records, with the dense vectors when asked.
+    fn scroll_records(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        offset: Option<String>,
+        limit: usize,
+        with_vector: bool,
+    ) -> Result<(Vec<qdrant_edge::Record>, Option<String>), StoreError> {
+        let shard = self.existing(collection)?;
+        let request = ScrollRequest {
+            offset: offset.as_deref().map(parse_point_id).transpose()?,
+            limit: Some(limit.max(1)),
+            filter: Some(edge_filter(filter)?),
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: if with_vector {
+                WithVector::Selector(vec![DENSE.into()])
+            } else {
+                WithVector::Bool(false)
+            },
+            order_by: None,
+        };
+        let (records, next) = shard.scroll(request).map_err(err)?;
+        Ok((
+            records,
+            next.map(|id| match id {
+                PointId::Uuid(u) => u.to_string(),
+                PointId::NumId(n) => n.to_string(),
+            }),
+        ))
     }
 
     fn existing(&self, name: &str) -> Result<Arc<EdgeShard>, StoreError> {
@@ -593,26 +625,37 @@ impl VectorStore for EdgeStore {
         offset: Option<String>,
         limit: usize,
     ) -> Result<(Vec<StoredChunk>, Option<String>), StoreError> {
-        let shard = self.existing(collection)?;
-        let request = ScrollRequest {
-            offset: offset.as_deref().map(parse_point_id).transpose()?,
-            limit: Some(limit.max(1)),
-            filter: Some(edge_filter(filter)?),
-            with_payload: Some(WithPayloadInterface::Bool(true)),
-            with_vector: WithVector::Bool(false),
-            order_by: None,
-        };
-        let (records, next) = shard.scroll(request).map_err(err)?;
+        let (records, next) = self.scroll_records(collection, filter, offset, limit, false)?;
         Ok((
             records
                 .into_iter()
                 .map(|r| to_chunk(r.id, r.payload))
                 .collect(),
-            next.map(|id| match id {
-                PointId::Uuid(u) => u.to_string(),
-                PointId::NumId(n) => n.to_string(),
-            }),
+            next,
         ))
+    }
+
+    async fn scroll_vectors(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        offset: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<(StoredChunk, Vec<f32>)>, Option<String>), StoreError> {
+        let (records, next) = self.scroll_records(collection, filter, offset, limit, true)?;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let vector = match r.vector {
+                Some(VectorStructInternal::Named(mut named)) => match named.remove(DENSE) {
+                    Some(VectorInternal::Dense(v)) => v,
+                    _ => Vec::new(),
+                },
+                Some(VectorStructInternal::Single(v)) => v,
+                _ => Vec::new(),
+            };
+            out.push((to_chunk(r.id, r.payload), vector));
+        }
+        Ok((out, next))
     }
 
     async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError> {

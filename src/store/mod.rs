@@ -528,6 +528,15 @@ pub trait VectorStore {
         offset: Option<String>,
         limit: usize,
     ) -> Result<(Vec<StoredChunk>, Option<String>), StoreError>;
+    /// Like [`Self::scroll`], with each chunk's dense vector: what a model trained on stored
+    /// items (the ensemble tagger's head) reads instead of embedding the items again.
+    async fn scroll_vectors(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        offset: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<(StoredChunk, Vec<f32>)>, Option<String>), StoreError>;
     /// Chunks matching `filter` (the metadata point is never counted).
     async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError>;
     /// The physical collection `name` refers to: the alias's target, or `name` itself.

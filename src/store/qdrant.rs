@@ -647,6 +647,42 @@ fn qdrant_filter(filter: &Filter) -> Result<QFilter, StoreError> {
     })
 }
 
+impl QdrantStore {
+    /// One page of points, with the dense vectors when asked.
+    async fn scroll_points(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        offset: Option<String>,
+        limit: usize,
+        with_vectors: bool,
+    ) -> Result<(Vec<qdrant_client::qdrant::RetrievedPoint>, Option<String>), StoreError> {
+        let mut request = ScrollPointsBuilder::new(collection)
+            .filter(qdrant_filter(filter)?)
+            .limit(limit.max(1) as u32)
+            .with_payload(true);
+        if with_vectors {
+            request = request.with_vectors(qdrant_client::qdrant::VectorsSelector {
+                names: vec![DENSE.to_string()],
+            });
+        }
+        if let Some(o) = offset {
+            let id = match o.parse::<u64>() {
+                Ok(n) => PointId::from(n),
+                Err(_) => PointId::from(o),
+            };
+            request = request.offset(id);
+        }
+        let response = self
+            .call(Some(collection), self.client.scroll(request))
+            .await?;
+        Ok((
+            response.result,
+            response.next_page_offset.map(|id| id_string(Some(id))),
+        ))
+    }
+}
+
 impl VectorStore for QdrantStore {
     fn backend(&self) -> &'static str {
         BACKEND
@@ -884,28 +920,43 @@ impl VectorStore for QdrantStore {
         offset: Option<String>,
         limit: usize,
     ) -> Result<(Vec<StoredChunk>, Option<String>), StoreError> {
-        let mut request = ScrollPointsBuilder::new(collection)
-            .filter(qdrant_filter(filter)?)
-            .limit(limit.max(1) as u32)
-            .with_payload(true);
-        if let Some(o) = offset {
-            let id = match o.parse::<u64>() {
-                Ok(n) => PointId::from(n),
-                Err(_) => PointId::from(o),
-            };
-            request = request.offset(id);
-        }
-        let response = self
-            .call(Some(collection), self.client.scroll(request))
+        let (points, next) = self
+            .scroll_points(collection, filter, offset, limit, false)
             .await?;
         Ok((
-            response
-                .result
+            points
                 .into_iter()
                 .map(|p| to_chunk(p.id, p.payload))
                 .collect(),
-            response.next_page_offset.map(|id| id_string(Some(id))),
+            next,
         ))
+    }
+
+    async fn scroll_vectors(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        offset: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<(StoredChunk, Vec<f32>)>, Option<String>), StoreError> {
+        use qdrant_client::qdrant::{vector_output, vectors_output::VectorsOptions};
+        let (points, next) = self
+            .scroll_points(collection, filter, offset, limit, true)
+            .await?;
+        let mut out = Vec::with_capacity(points.len());
+        for p in points {
+            let output = match p.vectors.and_then(|v| v.vectors_options) {
+                Some(VectorsOptions::Vectors(mut named)) => named.vectors.remove(DENSE),
+                Some(VectorsOptions::Vector(v)) => Some(v),
+                None => None,
+            };
+            let vector = match output.map(|o| o.into_vector()) {
+                Some(vector_output::Vector::Dense(d)) => d.data,
+                _ => Vec::new(),
+            };
+            out.push((to_chunk(p.id, p.payload), vector));
+        }
+        Ok((out, next))
     }
 
     async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError> {
