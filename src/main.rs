@@ -1284,7 +1284,7 @@ async fn run_tag_file(
 async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode> {
     use signaldesk::enrich::taxonomy::Taxonomy;
     use signaldesk::eval::tagging::{
-        evaluate_knn, evaluate_zeroshot, split_file, TaggingEvalOptions,
+        evaluate_ensemble, evaluate_knn, evaluate_zeroshot, split_file, TaggingEvalOptions,
     };
     let taxonomy = Taxonomy::load(&args.taxonomy)?;
     // Missing splits fail now, not after a long ingest.
@@ -1315,6 +1315,18 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
         TaggerKind::Zeroshot => {
             evaluate_zeroshot(&store, embedder, config, &args.dataset, &taxonomy, &options).await?
         }
+        TaggerKind::Ensemble => {
+            evaluate_ensemble(
+                &store,
+                embedder,
+                config,
+                &args.dataset,
+                &taxonomy,
+                &options,
+                |n| bar.set_position(n as u64),
+            )
+            .await?
+        }
     };
     bar.finish();
     report
@@ -1332,6 +1344,13 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
             "zeroshot threshold={:.3} max_labels={}",
             c["threshold"].as_f64().unwrap_or_default(),
             c["max_labels"]
+        ),
+        TaggerKind::Ensemble => format!(
+            "ensemble head_weight={:.2} knn_weight={:.2} threshold={:.3} (knn k={})",
+            c["head_weight"].as_f64().unwrap_or_default(),
+            c["knn_weight"].as_f64().unwrap_or_default(),
+            c["threshold"].as_f64().unwrap_or_default(),
+            c["k"]
         ),
     };
     outln!(

@@ -149,6 +149,11 @@ impl<'a, S: VectorStore> Searcher<'a, S> {
         &self.settings
     }
 
+    /// The embedder queries go through.
+    pub fn embedder(&self) -> &'a Embedder {
+        self.embedder
+    }
+
     /// The collection's stored spec.
     pub fn spec(&self) -> &CollectionSpec {
         &self.spec
@@ -187,6 +192,22 @@ impl<'a, S: VectorStore> Searcher<'a, S> {
             SearchMode::Bm25 => vec![Vec::new(); queries.len()],
             _ => self.embedder.embed(queries)?,
         };
+        self.search_embedded(queries, dense, mode, filter, k).await
+    }
+
+    /// [`Self::search_many`] for queries already embedded by this searcher's embedder (`dense`,
+    /// one per query; empty in BM25 mode): for callers that need the vectors themselves too.
+    pub async fn search_embedded(
+        &self,
+        queries: &[&str],
+        dense: Vec<Vec<f32>>,
+        mode: SearchMode,
+        filter: &Filter,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, SearchError> {
+        if k == 0 {
+            return Err(SearchError::ZeroK);
+        }
         let mut vectors = Vec::with_capacity(queries.len());
         for (query, dense) in queries.iter().zip(dense) {
             vectors.push(match mode {

@@ -46,6 +46,11 @@ impl<'a, S: VectorStore> KnnTagger<'a, S> {
         &self.settings
     }
 
+    /// The embedder the memory was built with.
+    pub fn embedder(&self) -> &'a crate::embed::Embedder {
+        self.searcher.embedder()
+    }
+
     /// The `k` nearest memory items of each text, most similar first. An item of the memory
     /// never counts as its own neighbour when its id is passed in `ids` (leave-one-out, for
     /// tuning on the memory's own items).
@@ -55,29 +60,44 @@ impl<'a, S: VectorStore> KnnTagger<'a, S> {
         ids: Option<&[&str]>,
         k: usize,
     ) -> Result<Vec<Vec<Neighbour>>, SearchError> {
-        let extra = usize::from(ids.is_some());
         let mut out = Vec::with_capacity(texts.len());
         for (start, slice) in (0..texts.len()).step_by(BATCH).zip(texts.chunks(BATCH)) {
-            let hits = self
-                .searcher
-                .search_many(slice, SearchMode::Dense, &Filter::default(), k + extra)
-                .await?;
-            for (i, hits) in hits.into_iter().enumerate() {
-                let own = ids.map(|ids| ids[start + i]);
-                out.push(
-                    hits.into_iter()
-                        .filter(|h| Some(h.id.as_str()) != own)
-                        .take(k)
-                        .map(|h| Neighbour {
-                            labels: labels_of(&h.metadata),
-                            id: h.id,
-                            similarity: h.score,
-                        })
-                        .collect(),
-                );
-            }
+            let vectors = self.searcher.embedder().embed(slice)?;
+            let ids = ids.map(|ids| &ids[start..start + slice.len()]);
+            out.extend(self.neighbours_embedded(slice, vectors, ids, k).await?);
         }
         Ok(out)
+    }
+
+    /// [`Self::neighbours`] of texts already embedded (`vectors`, one per text).
+    pub async fn neighbours_embedded(
+        &self,
+        texts: &[&str],
+        vectors: Vec<Vec<f32>>,
+        ids: Option<&[&str]>,
+        k: usize,
+    ) -> Result<Vec<Vec<Neighbour>>, SearchError> {
+        let extra = usize::from(ids.is_some());
+        let hits = self
+            .searcher
+            .search_embedded(texts, vectors, SearchMode::Dense, &Filter::default(), k + extra)
+            .await?;
+        Ok(hits
+            .into_iter()
+            .enumerate()
+            .map(|(i, hits)| {
+                let own = ids.map(|ids| ids[i]);
+                hits.into_iter()
+                    .filter(|h| Some(h.id.as_str()) != own)
+                    .take(k)
+                    .map(|h| Neighbour {
+                        labels: labels_of(&h.metadata),
+                        id: h.id,
+                        similarity: h.score,
+                    })
+                    .collect()
+            })
+            .collect())
     }
 }
 
@@ -99,7 +119,7 @@ impl<S: VectorStore> super::Tagger for KnnTagger<'_, S> {
 }
 
 /// The `labels` of a memory item's metadata (strings; anything else is ignored).
-fn labels_of(metadata: &serde_json::Map<String, Value>) -> Vec<String> {
+pub(crate) fn labels_of(metadata: &serde_json::Map<String, Value>) -> Vec<String> {
     metadata
         .get("labels")
         .and_then(Value::as_array)

@@ -7,10 +7,13 @@
 //! - [`zeroshot`]: for taxonomies without labelled items: the concepts nearest to an item, from
 //!   a collection of the taxonomy's own labels and definitions.
 //!
-//! Built so far: the taxonomy, the kNN and zero-shot taggers with their eval (`signaldesk eval
-//! tagging`) and `signaldesk tag`. The LLM and ensemble taggers, summaries and stored signals
-//! build on these.
+//! - [`head`] and [`ensemble`]: a linear head trained in-process on the memory's stored vectors,
+//!   averaged with kNN's votes.
+//!
+//! `signaldesk tag`, `signaldesk enrich` and `signaldesk eval tagging` run any of them.
 
+pub mod ensemble;
+pub mod head;
 pub mod knn;
 pub mod signals;
 pub mod tag_file;
@@ -46,12 +49,16 @@ pub enum TaggerKind {
     /// The concepts nearest to the item by label and definition; needs a taxonomy
     /// (enrich.zeroshot).
     Zeroshot,
+    /// kNN's votes averaged with a linear head trained on the labelled memory
+    /// (enrich.ensemble, enrich.head).
+    Ensemble,
 }
 
 /// Either tagger, chosen at run time.
 pub enum AnyTagger<'a, S> {
     Knn(knn::KnnTagger<'a, S>),
     ZeroShot(zeroshot::ZeroShotTagger<'a, S>),
+    Ensemble(ensemble::EnsembleTagger<'a, S>),
 }
 
 impl<S: VectorStore> Tagger for AnyTagger<'_, S> {
@@ -59,6 +66,7 @@ impl<S: VectorStore> Tagger for AnyTagger<'_, S> {
         match self {
             Self::Knn(t) => t.name(),
             Self::ZeroShot(t) => t.name(),
+            Self::Ensemble(t) => t.name(),
         }
     }
 
@@ -66,6 +74,7 @@ impl<S: VectorStore> Tagger for AnyTagger<'_, S> {
         match self {
             Self::Knn(t) => t.tag(texts).await,
             Self::ZeroShot(t) => t.tag(texts).await,
+            Self::Ensemble(t) => t.tag(texts).await,
         }
     }
 }
@@ -84,6 +93,11 @@ pub enum TaggerSetupError {
     Search(#[from] SearchError),
     #[error(transparent)]
     Ingest(#[from] crate::ingest::pipeline::IngestError),
+    #[error("the ensemble's head on {collection:?}: {source}")]
+    Head {
+        collection: String,
+        source: ensemble::EnsembleError,
+    },
 }
 
 /// The tagger `kind` as configured, and the lineage its tags carry (tagger, model, settings,
@@ -98,16 +112,20 @@ pub async fn open_tagger<'a, S: VectorStore>(
     memory: Option<String>,
 ) -> Result<(AnyTagger<'a, S>, Value), TaggerSetupError> {
     let tagged_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let open_memory = |memory: Option<String>| async {
+        let memory = memory.unwrap_or_else(|| config.enrich.knn.memory.clone());
+        Searcher::open(store, embedder, &memory, &config.search)
+            .await
+            .map(|searcher| (searcher, memory.clone()))
+            .map_err(|source| TaggerSetupError::Memory {
+                collection: memory,
+                source,
+            })
+    };
     match kind {
         TaggerKind::Knn => {
             let settings = config.enrich.knn.clone();
-            let memory = memory.unwrap_or_else(|| settings.memory.clone());
-            let searcher = Searcher::open(store, embedder, &memory, &config.search)
-                .await
-                .map_err(|source| TaggerSetupError::Memory {
-                    collection: memory.clone(),
-                    source,
-                })?;
+            let (searcher, memory) = open_memory(memory).await?;
             let lineage = json!({
                 "tagger": "knn", "model": embedder.model_id(), "memory": memory,
                 "k": settings.k, "threshold": settings.threshold, "weighting": settings.weighting,
@@ -115,6 +133,37 @@ pub async fn open_tagger<'a, S: VectorStore>(
             });
             Ok((
                 AnyTagger::Knn(knn::KnnTagger::new(searcher, settings)),
+                lineage,
+            ))
+        }
+        TaggerKind::Ensemble => {
+            let (searcher, memory) = open_memory(memory).await?;
+            let head = ensemble::train_head(
+                store,
+                &memory,
+                &Default::default(),
+                &config.enrich.head,
+            )
+            .await
+            .map_err(|source| TaggerSetupError::Head {
+                collection: memory.clone(),
+                source,
+            })?;
+            let knn = config.enrich.knn.clone();
+            let settings = config.enrich.ensemble.clone();
+            let lineage = json!({
+                "tagger": "ensemble", "model": embedder.model_id(), "memory": memory,
+                "k": knn.k, "weighting": knn.weighting,
+                "head_weight": settings.head_weight, "knn_weight": settings.knn_weight,
+                "threshold": settings.threshold, "head": config.enrich.head,
+                "taxonomy": taxonomy.map(taxonomy::Taxonomy::id), "tagged_at": tagged_at,
+            });
+            Ok((
+                AnyTagger::Ensemble(ensemble::EnsembleTagger::new(
+                    knn::KnnTagger::new(searcher, knn),
+                    head,
+                    settings,
+                )),
                 lineage,
             ))
         }

@@ -19,8 +19,9 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use super::Report;
-use crate::config::{Config, KnnConfig, ZeroShotConfig};
+use crate::config::{Config, EnsembleConfig, KnnConfig, ZeroShotConfig};
 use crate::embed::Embedder;
+use crate::enrich::ensemble::{self, combine, train_head, EnsembleTagger, Signals};
 use crate::enrich::knn::{vote, KnnTagger, Neighbour};
 use crate::enrich::taxonomy::{Taxonomy, TaxonomyError};
 use crate::enrich::zeroshot::{pick, ZeroShotTagger};
@@ -42,6 +43,10 @@ pub enum TaggingEvalError {
     Ingest(#[from] crate::ingest::pipeline::IngestError),
     #[error(transparent)]
     Search(#[from] SearchError),
+    #[error(transparent)]
+    Ensemble(#[from] ensemble::EnsembleError),
+    #[error(transparent)]
+    Embed(#[from] crate::embed::EmbedError),
 }
 
 /// One labelled document.
@@ -347,24 +352,8 @@ pub async fn evaluate_knn<S: VectorStore>(
     if let Some(n) = options.limit {
         test.truncate(n);
     }
-    let name = dataset
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dataset".into());
-    let memory = format!("memory-{name}");
-    // Whole documents (truncated at the model's limit), one point each: a neighbour is an item.
-    let ingest_options = IngestOptions::from_config(config, &memory, None);
-    let started = std::time::Instant::now();
-    let ingested = ingest_file(
-        store,
-        embedder.clone(),
-        &train_path,
-        &ingest_options,
-        |_, _| {},
-        on_progress,
-    )
-    .await?;
-    let ingest_seconds = started.elapsed().as_secs_f64();
+    let (memory, ingested, ingest_seconds) =
+        ingest_memory(store, &embedder, config, dataset, &train_path, on_progress).await?;
     let searcher = Searcher::open(store, &embedder, &memory, &config.search).await?;
     let labels: Vec<String> = taxonomy.concepts().iter().map(|c| c.id.clone()).collect();
     let mut settings = config.enrich.knn.clone();
@@ -408,7 +397,146 @@ pub async fn evaluate_knn<S: VectorStore>(
         "validation_documents": if options.tune { options.validation.min(train.len()) } else { 0 },
         "validation_metrics": validation,
         "memory_collection": memory,
-        "memory_documents": ingested.read,
+        "memory_documents": ingested,
+        "memory_ingest_seconds": ingest_seconds,
+        "test_documents": test.len(),
+        "tag_seconds": tag_seconds,
+        "model": embedder.model_id(),
+        "taxonomy": taxonomy.id(),
+        "backend": store.backend(),
+        "search_exact": config.search.exact,
+    });
+    Ok(report(dataset, taxonomy, &test, &predicted, config))
+}
+
+/// Ingest `train_path` into the dataset's labelled memory collection (the `ingest` code, whole
+/// documents truncated at the model's limit, one point each: a neighbour is an item). Returns
+/// the collection, the documents read and the seconds it took.
+async fn ingest_memory<S: VectorStore>(
+    store: &S,
+    embedder: &Arc<Embedder>,
+    config: &Config,
+    dataset: &Path,
+    train_path: &Path,
+    on_progress: impl FnMut(usize),
+) -> Result<(String, usize, f64), TaggingEvalError> {
+    let name = dataset
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    let memory = format!("memory-{name}");
+    let ingest_options = IngestOptions::from_config(config, &memory, None);
+    let started = std::time::Instant::now();
+    let ingested = ingest_file(
+        store,
+        embedder.clone(),
+        train_path,
+        &ingest_options,
+        |_, _| {},
+        on_progress,
+    )
+    .await?;
+    Ok((memory, ingested.read, started.elapsed().as_secs_f64()))
+}
+
+/// Run the suite with the ensemble tagger: kNN over the memory and a head trained on the
+/// memory's stored vectors. With `options.tune`, the head is trained without the validation
+/// split, the ensemble's weight and threshold are chosen on it (kNN leave-one-out, k and
+/// weighting from `enrich.knn`), and the head is trained again on all of train for test.
+pub async fn evaluate_ensemble<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    config: &Config,
+    dataset: &Path,
+    taxonomy: &Taxonomy,
+    options: &TaggingEvalOptions,
+    on_progress: impl FnMut(usize),
+) -> Result<Report, TaggingEvalError> {
+    let train_path = split_file(dataset, "train")?;
+    let train = read_labelled(&train_path, taxonomy)?;
+    let mut test = read_labelled(&split_file(dataset, "test")?, taxonomy)?;
+    if let Some(n) = options.limit {
+        test.truncate(n);
+    }
+    let (memory, ingested, ingest_seconds) =
+        ingest_memory(store, &embedder, config, dataset, &train_path, on_progress).await?;
+    let searcher = Searcher::open(store, &embedder, &memory, &config.search).await?;
+    let labels: Vec<String> = taxonomy.concepts().iter().map(|c| c.id.clone()).collect();
+    let knn_settings = config.enrich.knn.clone();
+    let knn = KnnTagger::new(searcher, knn_settings.clone());
+    let mut settings = config.enrich.ensemble.clone();
+    let mut validation = None;
+    let mut head_seconds = 0.0;
+    if options.tune {
+        let picked = validation_split(&train, options.validation.min(train.len()), 0);
+        let texts: Vec<&str> = picked.iter().map(|&i| train[i].text.as_str()).collect();
+        let ids: Vec<&str> = picked.iter().map(|&i| train[i].id.as_str()).collect();
+        let gold: Vec<Vec<String>> = picked.iter().map(|&i| train[i].labels.clone()).collect();
+        let exclude = ids.iter().map(|s| s.to_string()).collect();
+        let started = std::time::Instant::now();
+        let head = train_head(store, &memory, &exclude, &config.enrich.head).await?;
+        head_seconds += started.elapsed().as_secs_f64();
+        let vectors = embedder.embed(&texts)?;
+        let neighbours = knn
+            .neighbours_embedded(&texts, vectors.clone(), Some(&ids), knn_settings.k)
+            .await?;
+        let signals: Vec<Signals> = neighbours
+            .iter()
+            .zip(&vectors)
+            .map(|(n, v)| ensemble::signals(n, v, &head, &knn_settings))
+            .collect();
+        let trials = (0..=10).flat_map(|w| {
+            let base = settings.clone();
+            (0..=16).map(move |t| EnsembleConfig {
+                head_weight: w as f32 / 10.0,
+                knn_weight: 1.0 - w as f32 / 10.0,
+                threshold: 0.20 + 0.025 * t as f32,
+                ..base.clone()
+            })
+        });
+        let predict = |trial: &EnsembleConfig| -> Vec<Vec<String>> {
+            signals
+                .iter()
+                .map(|s| combine(s, trial).into_iter().map(|t| t.label).collect())
+                .collect()
+        };
+        if let Some((tuned, metrics)) =
+            grid_search(trials, predict, &gold, &labels, options.objective)
+        {
+            settings = tuned;
+            validation = Some(metrics);
+        }
+    }
+    let started = std::time::Instant::now();
+    let head = train_head(store, &memory, &Default::default(), &config.enrich.head).await?;
+    head_seconds += started.elapsed().as_secs_f64();
+    let tagger = EnsembleTagger::new(knn, head, settings.clone());
+    let texts: Vec<&str> = test.iter().map(|t| t.text.as_str()).collect();
+    let started = std::time::Instant::now();
+    let predicted: Vec<Vec<String>> = tagger
+        .signals(&texts)
+        .await?
+        .iter()
+        .map(|s| combine(s, &settings).into_iter().map(|t| t.label).collect())
+        .collect();
+    let tag_seconds = started.elapsed().as_secs_f64();
+    let round = |x: f32| (f64::from(x) * 1e4).round() / 1e4;
+    let config = json!({
+        "tagger": "ensemble",
+        "head_weight": round(settings.head_weight),
+        "knn_weight": round(settings.knn_weight),
+        "threshold": round(settings.threshold),
+        "min_labels": settings.min_labels,
+        "k": knn_settings.k,
+        "weighting": knn_settings.weighting,
+        "head": config.enrich.head,
+        "head_train_seconds": head_seconds,
+        "tuned_on_validation": options.tune,
+        "tune_objective": options.tune.then_some(options.objective),
+        "validation_documents": if options.tune { options.validation.min(train.len()) } else { 0 },
+        "validation_metrics": validation,
+        "memory_collection": memory,
+        "memory_documents": ingested,
         "memory_ingest_seconds": ingest_seconds,
         "test_documents": test.len(),
         "tag_seconds": tag_seconds,
