@@ -317,16 +317,22 @@ async fn conformance<S: VectorStore>(store: &S) {
     // Scroll with vectors returns each chunk's dense vector (unit length: cosine collections
     // store normalised vectors).
     let (page, _) = store
-        .scroll_vectors(name, &Filter::parse_pairs(&["source=bbc".into()]).unwrap(), None, 10)
+        .scroll_vectors(
+            name,
+            &Filter::parse_pairs(&["source=bbc".into()]).unwrap(),
+            None,
+            10,
+        )
         .await
         .unwrap();
-    let mut got: Vec<(String, Vec<f32>)> = page
-        .into_iter()
-        .map(|(c, v)| (c.content_id, v))
-        .collect();
+    let mut got: Vec<(String, Vec<f32>)> =
+        page.into_iter().map(|(c, v)| (c.content_id, v)).collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(got.len(), 2, "{got:?}");
-    let expected = [("b", [0.0, 1.0, 0.0, 0.0]), ("d", [0.70710677, 0.70710677, 0.0, 0.0])];
+    let expected = [
+        ("b", [0.0, 1.0, 0.0, 0.0]),
+        ("d", [0.70710677, 0.70710677, 0.0, 0.0]),
+    ];
     for ((id, v), (want_id, want)) in got.iter().zip(expected) {
         assert_eq!(id, want_id);
         assert_eq!(v.len(), DIM, "{id}: {v:?}");

@@ -80,7 +80,13 @@ impl<'a, S: VectorStore> KnnTagger<'a, S> {
         let extra = usize::from(ids.is_some());
         let hits = self
             .searcher
-            .search_embedded(texts, vectors, SearchMode::Dense, &Filter::default(), k + extra)
+            .search_embedded(
+                texts,
+                vectors,
+                SearchMode::Dense,
+                &Filter::default(),
+                k + extra,
+            )
             .await?;
         Ok(hits
             .into_iter()

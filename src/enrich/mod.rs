@@ -138,17 +138,13 @@ pub async fn open_tagger<'a, S: VectorStore>(
         }
         TaggerKind::Ensemble => {
             let (searcher, memory) = open_memory(memory).await?;
-            let head = ensemble::train_head(
-                store,
-                &memory,
-                &Default::default(),
-                &config.enrich.head,
-            )
-            .await
-            .map_err(|source| TaggerSetupError::Head {
-                collection: memory.clone(),
-                source,
-            })?;
+            let head =
+                ensemble::train_head(store, &memory, &Default::default(), &config.enrich.head)
+                    .await
+                    .map_err(|source| TaggerSetupError::Head {
+                        collection: memory.clone(),
+                        source,
+                    })?;
             let knn = config.enrich.knn.clone();
             let settings = config.enrich.ensemble.clone();
             let lineage = json!({
