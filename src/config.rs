@@ -47,6 +47,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where rebuildable caches live (embeddings, LLM responses, downloaded wheels).
     pub cache_dir: PathBuf,
+    /// The versioned prompt templates (`tag.v2.md`, `summarize.v1.md`).
+    pub prompts_dir: PathBuf,
     pub embed: EmbedConfig,
     pub chunk: ChunkConfig,
     pub ingest: IngestConfig,
@@ -64,6 +66,42 @@ pub struct EnrichConfig {
     pub zeroshot: ZeroShotConfig,
     pub head: HeadConfig,
     pub ensemble: EnsembleConfig,
+    pub llm: LlmTagConfig,
+}
+
+/// The LLM tagger: the model picks labels from candidates retrieved for the item (kNN's votes
+/// and the taxonomy's nearest concepts), with labelled neighbours as examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmTagConfig {
+    /// Version of `prompts/tag.vN.md`.
+    pub prompt_version: u32,
+    /// Most candidate labels offered (the schema's enum is exactly them).
+    pub candidates: usize,
+    /// Labelled neighbours shown as examples.
+    pub examples: usize,
+    /// Most labels the model may pick.
+    pub max_labels: usize,
+    /// Budget of the rendered prompt, in LLM tokens (the item's text is cut to fit).
+    pub max_prompt_tokens: usize,
+    /// Most tokens of the answer.
+    pub max_answer_tokens: usize,
+    /// Items whose LLM call is in flight at once (`--concurrency`).
+    pub concurrency: usize,
+}
+
+impl Default for LlmTagConfig {
+    fn default() -> Self {
+        Self {
+            prompt_version: 2,
+            candidates: 10,
+            examples: 3,
+            max_labels: 3,
+            max_prompt_tokens: 1000,
+            max_answer_tokens: 64,
+            concurrency: 8,
+        }
+    }
 }
 
 /// The ensemble's linear head: one logistic output per label over the item's embedding, trained
@@ -106,6 +144,10 @@ pub struct EnsembleConfig {
     pub head_weight: f32,
     /// Weight of the kNN vote share (`enrich.knn` gives k and the weighting).
     pub knn_weight: f32,
+    /// Weight of the LLM's pick (1 for a picked label, 0 otherwise); 0 leaves the LLM out
+    /// (no calls). When a call fails after its retries, the item is tagged by the others and
+    /// marked with a `fallback_reason`.
+    pub llm_weight: f32,
     /// Smallest combined score to keep a label.
     pub threshold: f32,
     /// Labels every item gets at least (the best-scored), even below the threshold.
@@ -118,6 +160,7 @@ impl Default for EnsembleConfig {
         Self {
             head_weight: 0.5,
             knn_weight: 0.5,
+            llm_weight: 0.0,
             threshold: 0.45,
             min_labels: 1,
         }
@@ -436,6 +479,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             models_dir: PathBuf::from("models"),
+            prompts_dir: PathBuf::from("prompts"),
             data_dir: PathBuf::from("data"),
             cache_dir: PathBuf::from(".cache"),
             embed: EmbedConfig::default(),

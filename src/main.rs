@@ -324,6 +324,8 @@ struct EnrichArgs {
     /// Which tagger runs.
     #[arg(long, value_enum, default_value = "knn")]
     tagger: TaggerKind,
+    #[command(flatten)]
+    llm: LlmTagArgs,
     /// The labelled memory collection for knn [default: enrich.knn.memory].
     #[arg(long)]
     memory: Option<String>,
@@ -351,6 +353,8 @@ struct TagArgs {
     /// Which tagger runs.
     #[arg(long, value_enum, default_value = "knn")]
     tagger: TaggerKind,
+    #[command(flatten)]
+    llm: LlmTagArgs,
     /// A taxonomy TSV: labels outside it are dropped, and its name@version goes in the lineage.
     #[arg(long)]
     taxonomy: Option<PathBuf>,
@@ -382,6 +386,8 @@ struct EvalTaggingArgs {
     /// Which tagger is evaluated.
     #[arg(long, value_enum, default_value = "knn")]
     tagger: TaggerKind,
+    #[command(flatten)]
+    llm: LlmTagArgs,
     /// Evaluate only the first N test documents.
     #[arg(long)]
     limit: Option<usize>,
@@ -1152,11 +1158,53 @@ struct EvalRetrievalArgs {
     tune_fusion: bool,
 }
 
+/// Dollars spent on LLM calls so far in this process (`llm.prices`).
+fn llm_cost() -> f64 {
+    signaldesk::llm::accounting::snapshot()
+        .values()
+        .map(|t| t.cost_usd)
+        .sum()
+}
+
+/// How taggers that call an LLM (`llm`, `ensemble` with enrich.ensemble.llm_weight > 0) reach it.
+#[derive(Debug, Clone, clap::Args)]
+struct LlmTagArgs {
+    /// Which LLM answers (default: llm.provider; auto = the server at llm.base_url if set, else
+    /// the local model).
+    #[arg(long, value_enum)]
+    provider: Option<signaldesk::llm::LlmProvider>,
+    /// LLM calls in flight at once [default: enrich.llm.concurrency].
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+/// The LLM client a tagger of `kind` needs (none for taggers that do not call one), and the
+/// config with `--concurrency` applied.
+fn tagger_llm(
+    config: &Config,
+    kind: TaggerKind,
+    args: &LlmTagArgs,
+) -> Result<(Config, Option<signaldesk::llm::AnyLlm>)> {
+    let mut config = config.clone();
+    if let Some(n) = args.concurrency {
+        anyhow::ensure!(n > 0, "--concurrency must be at least 1");
+        config.enrich.llm.concurrency = n;
+        config.llm.concurrency = config.llm.concurrency.max(n);
+    }
+    if !kind.calls_llm(&config) {
+        return Ok((config, None));
+    }
+    let llm = signaldesk::llm::AnyLlm::from_config(&config, args.provider, None)?;
+    Ok((config, Some(llm)))
+}
+
 async fn tag(config: &Config, args: TagArgs) -> Result<ExitCode> {
     use signaldesk::enrich::taxonomy::Taxonomy;
     let taxonomy = args.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
     let embedder = Arc::new(Embedder::from_config(config)?);
     let store = configured_store(config)?;
+    let (config, llm) = tagger_llm(config, args.tagger, &args.llm)?;
+    let config = &config;
     let (tagger, lineage) = signaldesk::enrich::open_tagger(
         args.tagger,
         &store,
@@ -1164,6 +1212,7 @@ async fn tag(config: &Config, args: TagArgs) -> Result<ExitCode> {
         config,
         taxonomy.as_ref(),
         args.memory.clone(),
+        llm.as_ref(),
     )
     .await?;
     run_tag_file(
@@ -1192,6 +1241,8 @@ async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
             &Filter::parse_pairs(&["chunk_index=0".into()])?,
         )
         .await?;
+    let (config, llm) = tagger_llm(config, args.tagger, &args.llm)?;
+    let config = &config;
     let (tagger, lineage) = signaldesk::enrich::open_tagger(
         args.tagger,
         &store,
@@ -1199,6 +1250,7 @@ async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
         config,
         taxonomy.as_ref(),
         args.memory,
+        llm.as_ref(),
     )
     .await?;
     let total = args.limit.map_or(total, |l| l.min(total));
@@ -1219,6 +1271,12 @@ async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
             "enrich: {} items of {collection:?}: tagged {}, already current {} in {:.1} s ({:.1} items/s)",
             summary.items, summary.tagged, summary.fresh, summary.seconds, summary.items_per_s
         );
+        if summary.prompt_tokens + summary.completion_tokens > 0 || summary.fallbacks > 0 {
+            eprintln!(
+                "enrich: LLM {} prompt + {} completion tokens, ${:.4}; {} items fell back to the other signals",
+                summary.prompt_tokens, summary.completion_tokens, llm_cost(), summary.fallbacks
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1254,7 +1312,8 @@ async fn run_tag_file(
         max_line_bytes: config.ingest.max_line_bytes,
         lineage: lineage.clone(),
     };
-    let summary = signaldesk::enrich::tag_file::tag_file(
+    let spent_before = llm_cost();
+    let mut summary = signaldesk::enrich::tag_file::tag_file(
         tagger,
         embedder,
         input,
@@ -1264,6 +1323,7 @@ async fn run_tag_file(
         |n| bar.set_position(n as u64),
     )
     .await?;
+    summary.cost_usd = llm_cost() - spent_before;
     bar.finish();
     drop(out);
     if args.json {
@@ -1273,6 +1333,12 @@ async fn run_tag_file(
             "tag: read {}, tagged {}, rejected {} in {:.1} s ({:.1} items/s, {:.0} tokens/s, embedding included)",
             summary.read, summary.tagged, summary.rejected, summary.seconds, summary.items_per_s, summary.tokens_per_s
         );
+        if summary.prompt_tokens + summary.completion_tokens > 0 || summary.fallbacks > 0 {
+            eprintln!(
+                "tag: LLM {} prompt + {} completion tokens, ${:.4}; {} items fell back to the other signals",
+                summary.prompt_tokens, summary.completion_tokens, summary.cost_usd, summary.fallbacks
+            );
+        }
     }
     Ok(if summary.rejected > 0 {
         ExitCode::from(1)
@@ -1284,7 +1350,8 @@ async fn run_tag_file(
 async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode> {
     use signaldesk::enrich::taxonomy::Taxonomy;
     use signaldesk::eval::tagging::{
-        evaluate_ensemble, evaluate_knn, evaluate_zeroshot, split_file, TaggingEvalOptions,
+        evaluate_ensemble, evaluate_knn, evaluate_llm, evaluate_zeroshot, split_file,
+        TaggingEvalOptions,
     };
     let taxonomy = Taxonomy::load(&args.taxonomy)?;
     // Missing splits fail now, not after a long ingest.
@@ -1315,6 +1382,21 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
         TaggerKind::Zeroshot => {
             evaluate_zeroshot(&store, embedder, config, &args.dataset, &taxonomy, &options).await?
         }
+        TaggerKind::Llm => {
+            let (config, llm) = tagger_llm(config, args.tagger, &args.llm)?;
+            let llm = llm.context("the llm tagger needs an LLM")?;
+            evaluate_llm(
+                &store,
+                embedder,
+                &config,
+                &args.dataset,
+                &taxonomy,
+                &options,
+                &llm,
+                |n| bar.set_position(n as u64),
+            )
+            .await?
+        }
         TaggerKind::Ensemble => {
             evaluate_ensemble(
                 &store,
@@ -1344,6 +1426,14 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
             "zeroshot threshold={:.3} max_labels={}",
             c["threshold"].as_f64().unwrap_or_default(),
             c["max_labels"]
+        ),
+        TaggerKind::Llm => format!(
+            "llm {} via {} (candidates from knn k={}; {} of {} items fell back to knn)",
+            c["llm_model"].as_str().unwrap_or("-"),
+            c["prompt"].as_str().unwrap_or("-"),
+            c["k"],
+            c["fallbacks"],
+            c["test_documents"]
         ),
         TaggerKind::Ensemble => format!(
             "ensemble head_weight={:.2} knn_weight={:.2} threshold={:.3} (knn k={})",

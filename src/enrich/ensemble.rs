@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::head::{HeadError, LinearHead};
 use super::knn::{labels_of, vote, KnnTagger, Neighbour};
-use super::Tag;
+use super::llm_tagger::LlmParts;
+use super::{Tag, Tagged};
 use crate::config::{EnsembleConfig, HeadConfig, KnnConfig};
 use crate::search::SearchError;
 use crate::store::{Filter, StoreError, VectorStore};
@@ -74,6 +75,8 @@ pub struct Signals {
     pub knn: BTreeMap<String, (f32, Vec<String>)>,
     /// label → probability.
     pub head: BTreeMap<String, f32>,
+    /// The labels the LLM picked, when it was consulted and answered.
+    pub llm: Option<Vec<String>>,
 }
 
 /// The signals for one item from its neighbours and embedding.
@@ -99,6 +102,7 @@ pub fn signals(
             .cloned()
             .zip(head.probabilities(vector))
             .collect(),
+        llm: None,
     }
 }
 
@@ -106,12 +110,22 @@ pub fn signals(
 /// kNN's share, kept at the threshold or above, the best `min_labels` always. Most confident
 /// first; ties by label id.
 pub fn combine(signals: &Signals, settings: &EnsembleConfig) -> Vec<Tag> {
-    let total = settings.head_weight + settings.knn_weight;
+    let llm_weight = if signals.llm.is_some() {
+        settings.llm_weight
+    } else {
+        0.0
+    };
+    let total = settings.head_weight + settings.knn_weight + llm_weight;
     if total <= 0.0 {
         return Vec::new();
     }
-    let labels: std::collections::BTreeSet<&String> =
-        signals.knn.keys().chain(signals.head.keys()).collect();
+    let picked: &[String] = signals.llm.as_deref().unwrap_or(&[]);
+    let labels: std::collections::BTreeSet<&String> = signals
+        .knn
+        .keys()
+        .chain(signals.head.keys())
+        .chain(picked)
+        .collect();
     let mut tags: Vec<Tag> = labels
         .into_iter()
         .map(|label| {
@@ -122,10 +136,17 @@ pub fn combine(signals: &Signals, settings: &EnsembleConfig) -> Vec<Tag> {
                 .map(|(s, v)| (*s, v.as_slice()))
                 .unwrap_or((0.0, &[]));
             let mut evidence = vec![format!("head {p:.3}"), format!("knn {share:.3}")];
+            let llm = if picked.contains(label) { 1.0 } else { 0.0 };
+            if signals.llm.is_some() {
+                evidence.push(format!("llm {llm:.0}"));
+            }
             evidence.extend(voters.iter().cloned());
             Tag {
                 label: label.clone(),
-                confidence: (settings.head_weight * p + settings.knn_weight * share) / total,
+                confidence: (settings.head_weight * p
+                    + settings.knn_weight * share
+                    + llm_weight * llm)
+                    / total,
                 source: "ensemble".into(),
                 evidence,
             }
@@ -150,6 +171,7 @@ pub struct EnsembleTagger<'a, S> {
     knn: KnnTagger<'a, S>,
     head: LinearHead,
     settings: EnsembleConfig,
+    llm: Option<LlmParts<'a, S>>,
 }
 
 impl<'a, S: VectorStore> EnsembleTagger<'a, S> {
@@ -159,13 +181,28 @@ impl<'a, S: VectorStore> EnsembleTagger<'a, S> {
             knn,
             head,
             settings,
+            llm: None,
         }
     }
 
-    /// Each text's signals, with its embedding computed once for both.
+    /// The same ensemble consulting an LLM too (its picks weigh `llm_weight`).
+    pub fn with_llm(mut self, llm: Option<LlmParts<'a, S>>) -> Self {
+        self.llm = llm;
+        self
+    }
+
+    /// Each text's signals, with its embedding computed once for both; without the LLM.
     pub async fn signals(&self, texts: &[&str]) -> Result<Vec<Signals>, SearchError> {
+        Ok(self.signals_and_neighbours(texts).await?.0)
+    }
+
+    async fn signals_and_neighbours(
+        &self,
+        texts: &[&str],
+    ) -> Result<(Vec<Signals>, Vec<Vec<Neighbour>>), SearchError> {
         let knn = self.knn.settings();
         let mut out = Vec::with_capacity(texts.len());
+        let mut all = Vec::with_capacity(texts.len());
         for slice in texts.chunks(BATCH) {
             let vectors = self.knn.embedder().embed(slice)?;
             let neighbours = self
@@ -178,8 +215,9 @@ impl<'a, S: VectorStore> EnsembleTagger<'a, S> {
                     .zip(&vectors)
                     .map(|(n, v)| signals(n, v, &self.head, knn)),
             );
+            all.extend(neighbours);
         }
-        Ok(out)
+        Ok((out, all))
     }
 }
 
@@ -190,10 +228,36 @@ impl<S: VectorStore> super::Tagger for EnsembleTagger<'_, S> {
 
     async fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<Tag>>, SearchError> {
         Ok(self
-            .signals(texts)
+            .tag_items(texts)
             .await?
+            .into_iter()
+            .map(|t| t.tags)
+            .collect())
+    }
+
+    async fn tag_items(&self, texts: &[&str]) -> Result<Vec<Tagged>, SearchError> {
+        let (mut signals, neighbours) = self.signals_and_neighbours(texts).await?;
+        let mut outcomes = vec![(None, crate::llm::Usage::default()); texts.len()];
+        if let Some(llm) = self.llm.as_ref().filter(|_| self.settings.llm_weight > 0.0) {
+            let picks = llm.picks(texts, &neighbours).await?;
+            for ((s, outcome), pick) in signals.iter_mut().zip(&mut outcomes).zip(picks) {
+                match pick {
+                    Ok(pick) => {
+                        outcome.1 = pick.usage;
+                        s.llm = Some(pick.labels);
+                    }
+                    Err(reason) => outcome.0 = Some(reason),
+                }
+            }
+        }
+        Ok(signals
             .iter()
-            .map(|s| combine(s, &self.settings))
+            .zip(outcomes)
+            .map(|(s, (fallback_reason, usage))| Tagged {
+                tags: combine(s, &self.settings),
+                fallback_reason,
+                usage,
+            })
             .collect())
     }
 }
@@ -214,10 +278,12 @@ mod tests {
                 ("acq".to_string(), 0.6),
                 ("grain".to_string(), 0.1),
             ]),
+            llm: None,
         };
         let settings = EnsembleConfig {
             head_weight: 0.75,
             knn_weight: 0.25,
+            llm_weight: 0.5,
             threshold: 0.5,
             min_labels: 1,
         };
@@ -243,5 +309,23 @@ mod tests {
             ..settings
         };
         assert_eq!(combine(&signals, &head_only)[0].label, "acq");
+        // The LLM's pick counts when it answered: grain (0.075·... + 0.5) / 1.5.
+        let with_llm = Signals {
+            llm: Some(vec!["grain".to_string()]),
+            ..signals.clone()
+        };
+        let tags = combine(
+            &with_llm,
+            &EnsembleConfig {
+                threshold: 0.3,
+                ..strict
+            },
+        );
+        let grain = tags.iter().find(|t| t.label == "grain").unwrap();
+        assert!(
+            (grain.confidence - (0.075 + 0.5) / 1.5).abs() < 1e-6,
+            "{tags:?}"
+        );
+        assert_eq!(grain.evidence[2], "llm 1");
     }
 }

@@ -24,6 +24,8 @@ pub struct Neighbour {
     /// Cosine similarity to the item.
     pub similarity: f32,
     pub labels: Vec<String>,
+    /// Its title (else its text's first line): what an LLM prompt shows as an example.
+    pub title: String,
 }
 
 /// Queries per store round trip: memory stays flat for any number of items.
@@ -98,6 +100,10 @@ impl<'a, S: VectorStore> KnnTagger<'a, S> {
                     .take(k)
                     .map(|h| Neighbour {
                         labels: labels_of(&h.metadata),
+                        title: h
+                            .title
+                            .clone()
+                            .unwrap_or_else(|| h.text.lines().next().unwrap_or("").to_string()),
                         id: h.id,
                         similarity: h.score,
                     })
@@ -193,6 +199,7 @@ mod tests {
             id: id.into(),
             similarity,
             labels: labels.iter().map(|l| l.to_string()).collect(),
+            title: String::new(),
         }
     }
 

@@ -15,6 +15,7 @@
 pub mod ensemble;
 pub mod head;
 pub mod knn;
+pub mod llm_tagger;
 pub mod signals;
 pub mod tag_file;
 pub mod taxonomy;
@@ -27,6 +28,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::embed::Embedder;
+use crate::llm::LlmClient;
 use crate::search::{SearchError, Searcher};
 use crate::store::VectorStore;
 
@@ -38,6 +40,31 @@ pub trait Tagger {
     fn name(&self) -> &'static str;
     /// Tags for each text, in order, most confident first.
     async fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<Tag>>, SearchError>;
+    /// [`Self::tag`] with what each item cost and whether a fallback tagged it (taggers that
+    /// call an LLM say; the others cost nothing and never fall back).
+    async fn tag_items(&self, texts: &[&str]) -> Result<Vec<Tagged>, SearchError> {
+        Ok(self
+            .tag(texts)
+            .await?
+            .into_iter()
+            .map(|tags| Tagged {
+                tags,
+                ..Tagged::default()
+            })
+            .collect())
+    }
+}
+
+/// One item's tags with how they came about.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tagged {
+    pub tags: Vec<Tag>,
+    /// Why the LLM's answer is missing (it failed after its retries); the tags then come from
+    /// the other signals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// LLM tokens spent on the item.
+    pub usage: crate::llm::Usage,
 }
 
 /// Which tagger runs (`--tagger`).
@@ -49,9 +76,23 @@ pub enum TaggerKind {
     /// The concepts nearest to the item by label and definition; needs a taxonomy
     /// (enrich.zeroshot).
     Zeroshot,
-    /// kNN's votes averaged with a linear head trained on the labelled memory
-    /// (enrich.ensemble, enrich.head).
+    /// kNN's votes averaged with a linear head trained on the labelled memory, and the LLM's
+    /// picks when enrich.ensemble.llm_weight > 0 (enrich.ensemble, enrich.head, enrich.llm).
     Ensemble,
+    /// The LLM picks among candidates retrieved for the item (kNN's votes, the taxonomy's
+    /// nearest concepts), with labelled neighbours as examples (enrich.llm, llm.*).
+    Llm,
+}
+
+impl TaggerKind {
+    /// Whether this tagger calls an LLM under `config`.
+    pub fn calls_llm(self, config: &Config) -> bool {
+        match self {
+            Self::Llm => true,
+            Self::Ensemble => config.enrich.ensemble.llm_weight > 0.0,
+            Self::Knn | Self::Zeroshot => false,
+        }
+    }
 }
 
 /// Either tagger, chosen at run time.
@@ -59,6 +100,7 @@ pub enum AnyTagger<'a, S> {
     Knn(knn::KnnTagger<'a, S>),
     ZeroShot(zeroshot::ZeroShotTagger<'a, S>),
     Ensemble(ensemble::EnsembleTagger<'a, S>),
+    Llm(llm_tagger::LlmTagger<'a, S>),
 }
 
 impl<S: VectorStore> Tagger for AnyTagger<'_, S> {
@@ -67,6 +109,7 @@ impl<S: VectorStore> Tagger for AnyTagger<'_, S> {
             Self::Knn(t) => t.name(),
             Self::ZeroShot(t) => t.name(),
             Self::Ensemble(t) => t.name(),
+            Self::Llm(t) => t.name(),
         }
     }
 
@@ -75,6 +118,16 @@ impl<S: VectorStore> Tagger for AnyTagger<'_, S> {
             Self::Knn(t) => t.tag(texts).await,
             Self::ZeroShot(t) => t.tag(texts).await,
             Self::Ensemble(t) => t.tag(texts).await,
+            Self::Llm(t) => t.tag(texts).await,
+        }
+    }
+
+    async fn tag_items(&self, texts: &[&str]) -> Result<Vec<Tagged>, SearchError> {
+        match self {
+            Self::Knn(t) => t.tag_items(texts).await,
+            Self::ZeroShot(t) => t.tag_items(texts).await,
+            Self::Ensemble(t) => t.tag_items(texts).await,
+            Self::Llm(t) => t.tag_items(texts).await,
         }
     }
 }
@@ -93,6 +146,10 @@ pub enum TaggerSetupError {
     Search(#[from] SearchError),
     #[error(transparent)]
     Ingest(#[from] crate::ingest::pipeline::IngestError),
+    #[error("the {tagger} tagger calls an LLM: {0}", tagger = "llm")]
+    NeedsLlm(String),
+    #[error(transparent)]
+    Prompt(#[from] crate::prompts::PromptError),
     #[error("the ensemble's head on {collection:?}: {source}")]
     Head {
         collection: String,
@@ -108,9 +165,46 @@ pub async fn open_tagger<'a, S: VectorStore>(
     store: &'a S,
     embedder: &'a Arc<Embedder>,
     config: &Config,
-    taxonomy: Option<&taxonomy::Taxonomy>,
+    taxonomy: Option<&'a taxonomy::Taxonomy>,
     memory: Option<String>,
+    llm: Option<&'a crate::llm::AnyLlm>,
 ) -> Result<(AnyTagger<'a, S>, Value), TaggerSetupError> {
+    // The LLM side, when this tagger calls one: the labeller and the taxonomy's concepts.
+    let llm_parts = || async {
+        let llm = llm.ok_or_else(|| {
+            TaggerSetupError::NeedsLlm("no LLM client was configured for it".into())
+        })?;
+        let labeller = llm_tagger::LlmLabeller::new(
+            llm,
+            &config.prompts_dir,
+            taxonomy,
+            config.enrich.llm.clone(),
+        )?;
+        let concepts = match taxonomy {
+            Some(t) => {
+                let labels = zeroshot::prepare_labels(store, embedder.clone(), config, t).await?;
+                let searcher = Searcher::open(store, embedder, &labels, &config.search).await?;
+                Some(zeroshot::ZeroShotTagger::new(
+                    searcher,
+                    crate::config::ZeroShotConfig {
+                        candidates: config.enrich.llm.candidates,
+                        ..config.enrich.zeroshot.clone()
+                    },
+                ))
+            }
+            None => None,
+        };
+        Ok::<_, TaggerSetupError>(llm_tagger::LlmParts { labeller, concepts })
+    };
+    let llm_lineage = |parts: &llm_tagger::LlmParts<'a, S>| {
+        json!({
+            "provider": parts.labeller.llm().provider(),
+            "model": parts.labeller.llm().model(),
+            "prompt": parts.labeller.prompt_reference(),
+            "candidates": config.enrich.llm.candidates,
+            "examples": config.enrich.llm.examples,
+        })
+    };
     let tagged_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let open_memory = |memory: Option<String>| async {
         let memory = memory.unwrap_or_else(|| config.enrich.knn.memory.clone());
@@ -147,18 +241,44 @@ pub async fn open_tagger<'a, S: VectorStore>(
                     })?;
             let knn = config.enrich.knn.clone();
             let settings = config.enrich.ensemble.clone();
+            let parts = if kind.calls_llm(config) {
+                Some(llm_parts().await?)
+            } else {
+                None
+            };
             let lineage = json!({
                 "tagger": "ensemble", "model": embedder.model_id(), "memory": memory,
                 "k": knn.k, "weighting": knn.weighting,
                 "head_weight": settings.head_weight, "knn_weight": settings.knn_weight,
+                "llm_weight": settings.llm_weight, "llm": parts.as_ref().map(llm_lineage),
                 "threshold": settings.threshold, "head": config.enrich.head,
                 "taxonomy": taxonomy.map(taxonomy::Taxonomy::id), "tagged_at": tagged_at,
             });
             Ok((
-                AnyTagger::Ensemble(ensemble::EnsembleTagger::new(
+                AnyTagger::Ensemble(
+                    ensemble::EnsembleTagger::new(
+                        knn::KnnTagger::new(searcher, knn),
+                        head,
+                        settings,
+                    )
+                    .with_llm(parts),
+                ),
+                lineage,
+            ))
+        }
+        TaggerKind::Llm => {
+            let (searcher, memory) = open_memory(memory).await?;
+            let knn = config.enrich.knn.clone();
+            let parts = llm_parts().await?;
+            let lineage = json!({
+                "tagger": "llm", "model": embedder.model_id(), "memory": memory,
+                "k": knn.k, "llm": llm_lineage(&parts), "fallback": "knn",
+                "taxonomy": taxonomy.map(taxonomy::Taxonomy::id), "tagged_at": tagged_at,
+            });
+            Ok((
+                AnyTagger::Llm(llm_tagger::LlmTagger::new(
                     knn::KnnTagger::new(searcher, knn),
-                    head,
-                    settings,
+                    parts,
                 )),
                 lineage,
             ))

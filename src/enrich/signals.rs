@@ -47,6 +47,11 @@ pub struct EnrichSummary {
     pub fresh: usize,
     pub seconds: f64,
     pub items_per_s: f64,
+    /// LLM tokens spent (taggers that call one).
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Items the LLM failed on, tagged by the other signals (`tags_fallback_reason` stored).
+    pub fallbacks: usize,
 }
 
 /// The lineage without its timestamp: what decides whether stored tags are current.
@@ -99,14 +104,20 @@ pub async fn enrich_collection<S: VectorStore>(
             .filter(|&i| !texts[i].trim().is_empty())
             .collect();
         let tagged = tagger
-            .tag(&readable.iter().map(|&i| texts[i]).collect::<Vec<_>>())
+            .tag_items(&readable.iter().map(|&i| texts[i]).collect::<Vec<_>>())
             .await?;
-        let mut tags_of = vec![Vec::new(); texts.len()];
-        for (i, tags) in readable.into_iter().zip(tagged) {
-            tags_of[i] = tags;
+        let mut tags_of = vec![super::Tagged::default(); texts.len()];
+        for (i, t) in readable.into_iter().zip(tagged) {
+            tags_of[i] = t;
         }
-        for (chunk, tags) in todo.iter().zip(tags_of) {
+        for (chunk, tagged) in todo.iter().zip(tags_of) {
+            let tags = tagged.tags;
+            summary.prompt_tokens += tagged.usage.prompt_tokens;
+            summary.completion_tokens += tagged.usage.completion_tokens;
             let mut fields = Map::new();
+            // A fallback is stored as such (and cleared when a later run gets the LLM's answer).
+            summary.fallbacks += usize::from(tagged.fallback_reason.is_some());
+            fields.insert("tags_fallback_reason".into(), json!(tagged.fallback_reason));
             fields.insert(
                 "tags".into(),
                 json!(tags.iter().map(|t| t.label.as_str()).collect::<Vec<_>>()),

@@ -43,6 +43,13 @@ pub struct TagSummary {
     pub seconds: f64,
     pub items_per_s: f64,
     pub tokens_per_s: f64,
+    /// LLM tokens spent (taggers that call one).
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Items the LLM failed on, tagged by the other signals (`fallback_reason` on their line).
+    pub fallbacks: usize,
+    /// What the LLM calls cost, by `llm.prices` (0 for local models and cache hits).
+    pub cost_usd: f64,
 }
 
 /// How `tag_file` reads its input and shapes its output.
@@ -93,19 +100,23 @@ pub async fn tag_file(
         let texts: Vec<String> = group.iter().map(|i| i.text()).collect();
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         summary.tokens += embedder.token_counts(&texts)?.iter().sum::<usize>();
-        let tags = tagger.tag(&texts).await?;
-        for (item, mut tags) in group.iter().zip(tags) {
+        let tagged = tagger.tag_items(&texts).await?;
+        for (item, tagged) in group.iter().zip(tagged) {
+            let mut tags = tagged.tags;
+            summary.prompt_tokens += tagged.usage.prompt_tokens;
+            summary.completion_tokens += tagged.usage.completion_tokens;
+            summary.fallbacks += usize::from(tagged.fallback_reason.is_some());
             if let Some(t) = options.taxonomy {
                 tags.retain(|tag| t.contains(&tag.label));
                 if options.with_ancestors || options.max_depth.is_some() {
                     tags = super::in_hierarchy(tags, t, options.max_depth);
                 }
             }
-            writeln!(
-                out,
-                "{}",
-                json!({"id": item.id, "tags": tags, "lineage": options.lineage})
-            )?;
+            let mut line = json!({"id": item.id, "tags": tags, "lineage": options.lineage});
+            if let Some(reason) = tagged.fallback_reason {
+                line["fallback_reason"] = json!(reason);
+            }
+            writeln!(out, "{line}")?;
         }
         summary.tagged += group.len();
         on_progress(summary.read);

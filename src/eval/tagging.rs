@@ -47,6 +47,8 @@ pub enum TaggingEvalError {
     Ensemble(#[from] ensemble::EnsembleError),
     #[error(transparent)]
     Embed(#[from] crate::embed::EmbedError),
+    #[error("{0}")]
+    Tagger(String),
 }
 
 /// One labelled document.
@@ -544,6 +546,77 @@ pub async fn evaluate_ensemble<S: VectorStore>(
         "taxonomy": taxonomy.id(),
         "backend": store.backend(),
         "search_exact": config.search.exact,
+    });
+    Ok(report(dataset, taxonomy, &test, &predicted, config))
+}
+
+/// Run the suite with the `llm` tagger over the dataset's memory: what [`crate::enrich::open_tagger`]
+/// builds for `signaldesk tag --tagger llm`, on the first `options.limit` test documents (every
+/// call costs). Reports how many items fell back to kNN and the tokens spent.
+#[allow(clippy::too_many_arguments)]
+pub async fn evaluate_llm<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    config: &Config,
+    dataset: &Path,
+    taxonomy: &Taxonomy,
+    options: &TaggingEvalOptions,
+    llm: &crate::llm::AnyLlm,
+    on_progress: impl FnMut(usize),
+) -> Result<Report, TaggingEvalError> {
+    use crate::enrich::Tagger;
+    use crate::llm::LlmClient;
+    let train_path = split_file(dataset, "train")?;
+    let mut test = read_labelled(&split_file(dataset, "test")?, taxonomy)?;
+    if let Some(n) = options.limit {
+        test.truncate(n);
+    }
+    let (memory, ingested, ingest_seconds) =
+        ingest_memory(store, &embedder, config, dataset, &train_path, on_progress).await?;
+    let (tagger, lineage) = crate::enrich::open_tagger(
+        crate::enrich::TaggerKind::Llm,
+        store,
+        &embedder,
+        config,
+        Some(taxonomy),
+        Some(memory.clone()),
+        Some(llm),
+    )
+    .await
+    .map_err(|e| TaggingEvalError::Tagger(e.to_string()))?;
+    let texts: Vec<&str> = test.iter().map(|t| t.text.as_str()).collect();
+    let started = std::time::Instant::now();
+    let tagged = tagger.tag_items(&texts).await?;
+    let tag_seconds = started.elapsed().as_secs_f64();
+    let predicted: Vec<Vec<String>> = tagged
+        .iter()
+        .map(|t| t.tags.iter().map(|t| t.label.clone()).collect())
+        .collect();
+    let fallbacks: Vec<&str> = tagged
+        .iter()
+        .filter_map(|t| t.fallback_reason.as_deref())
+        .collect();
+    let config = json!({
+        "tagger": "llm",
+        "k": config.enrich.knn.k,
+        "llm_provider": llm.provider(),
+        "llm_model": llm.model(),
+        "prompt": lineage["llm"]["prompt"],
+        "candidates": config.enrich.llm.candidates,
+        "examples": config.enrich.llm.examples,
+        "concurrency": config.enrich.llm.concurrency,
+        "fallbacks": fallbacks.len(),
+        "fallback_reasons": fallbacks.iter().take(5).collect::<Vec<_>>(),
+        "prompt_tokens": tagged.iter().map(|t| t.usage.prompt_tokens).sum::<usize>(),
+        "completion_tokens": tagged.iter().map(|t| t.usage.completion_tokens).sum::<usize>(),
+        "memory_collection": memory,
+        "memory_documents": ingested,
+        "memory_ingest_seconds": ingest_seconds,
+        "test_documents": test.len(),
+        "tag_seconds": tag_seconds,
+        "model": embedder.model_id(),
+        "taxonomy": taxonomy.id(),
+        "backend": store.backend(),
     });
     Ok(report(dataset, taxonomy, &test, &predicted, config))
 }

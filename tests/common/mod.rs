@@ -41,6 +41,7 @@ pub fn signaldesk(work: &Path) -> Command {
     cmd.current_dir(work)
         .env_remove("SIGNALDESK_CONFIG")
         .env("SIGNALDESK_MODELS_DIR", root().join("models"))
+        .env("SIGNALDESK_PROMPTS_DIR", root().join("prompts"))
         .env("SIGNALDESK_CACHE_DIR", work.join("cache"))
         .env("SIGNALDESK_DATA_DIR", work.join("data"));
     cmd

@@ -1,0 +1,265 @@
+//! The LLM tagger as users run it (`signaldesk tag`/`enrich --tagger llm`) against a scripted
+//! OpenAI-compatible server on 127.0.0.1: concurrency bounds the wall time, and faults end with
+//! every item tagged (by the LLM or by the marked kNN fallback), none lost or duplicated.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{run, signaldesk, stderr};
+use serde_json::{json, Value};
+
+/// How the scripted server answers call number `n` (from 0).
+#[derive(Clone, Copy)]
+enum Script {
+    /// Every call, after this delay: the first candidate.
+    Delay(Duration),
+    /// 30% of calls fail, mixed: 429, 500, hang, invalid JSON, off-schema JSON.
+    Faulty,
+}
+
+/// A threaded HTTP/1.1 server answering chat completions by `script`.
+fn scripted_server(script: Script) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.to_ascii_lowercase();
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let request: Value = serde_json::from_slice(&body).unwrap();
+                    let first = request["response_format"]["json_schema"]["schema"]["properties"]
+                        ["labels"]["items"]["enum"][0]
+                        .as_str()
+                        .unwrap_or("none")
+                        .to_string();
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let good = json!({"labels": [first]}).to_string();
+                    let (status, content) = match script {
+                        Script::Delay(d) => {
+                            std::thread::sleep(d);
+                            (200, good)
+                        }
+                        Script::Faulty => match n % 10 {
+                            0 => (429, String::new()),
+                            1 => (500, String::new()),
+                            2 => match (n / 10) % 3 {
+                                0 => {
+                                    // Hang: hold the connection, never answer.
+                                    std::thread::sleep(Duration::from_secs(30));
+                                    return;
+                                }
+                                1 => (200, "{\"labels\": [".to_string()),
+                                _ => (200, json!({"labels": ["not-a-label"]}).to_string()),
+                            },
+                            _ => (200, good),
+                        },
+                    };
+                    let payload = if status == 200 {
+                        json!({"id": "x", "object": "chat.completion", "model": "scripted",
+                               "choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": content}}],
+                               "usage": {"prompt_tokens": 100, "completion_tokens": 5}})
+                        .to_string()
+                    } else {
+                        json!({"error": {"message": "scripted failure"}}).to_string()
+                    };
+                    let out = format!(
+                        "HTTP/1.1 {status} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 0\r\n\r\n{payload}",
+                        payload.len()
+                    );
+                    if stream.write_all(out.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, calls)
+}
+
+fn gz_lines(path: &Path, skip: usize, n: usize) -> Vec<String> {
+    let file = std::fs::File::open(path).unwrap();
+    BufReader::new(flate2::read::GzDecoder::new(file))
+        .lines()
+        .skip(skip)
+        .take(n)
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A work dir with a 300-document labelled memory from Reuters' training split.
+fn with_memory() -> (tempfile::TempDir, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let data = common::root().join("golden-datasets/reuters21578/modapte90");
+    let train = work.path().join("train.jsonl");
+    std::fs::write(
+        &train,
+        gz_lines(&data.join("train.jsonl.gz"), 0, 300).join("\n"),
+    )
+    .unwrap();
+    let o = run(signaldesk(work.path())
+        .args([
+            "ingest",
+            "--chunking",
+            "off",
+            "--collection",
+            "labelled-memory",
+        ])
+        .arg(&train));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    (work, data)
+}
+
+fn llm_env(cmd: &mut std::process::Command, url: &str) {
+    cmd.env("SIGNALDESK_LLM__PROVIDER", "openai")
+        .env("SIGNALDESK_LLM__BASE_URL", url)
+        .env("SIGNALDESK_LLM__MODEL", "scripted")
+        .env("SIGNALDESK_LLM__CACHE", "off");
+}
+
+/// 200 stored items, every call answered in 200 ms, 8 at a time: 200 × 0.2 / 8 = 5 s of calls;
+/// the run must stay within 1.5× that.
+#[test]
+fn two_hundred_stored_items_at_concurrency_eight_take_about_a_fifth_of_the_serial_time() {
+    let (work, data) = with_memory();
+    let items = work.path().join("items.jsonl");
+    std::fs::write(
+        &items,
+        gz_lines(&data.join("test.jsonl.gz"), 0, 200).join("\n"),
+    )
+    .unwrap();
+    let o = run(signaldesk(work.path())
+        .args(["ingest", "--collection", "news"])
+        .arg(&items));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (url, calls) = scripted_server(Script::Delay(Duration::from_millis(200)));
+    let mut cmd = signaldesk(work.path());
+    llm_env(&mut cmd, &url);
+    let o = run(cmd.args([
+        "enrich",
+        "--collection",
+        "news",
+        "--tagger",
+        "llm",
+        "--concurrency",
+        "8",
+        "--json",
+    ]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["tagged"], 200, "{summary}");
+    assert_eq!(summary["fallbacks"], 0, "{summary}");
+    assert_eq!(summary["prompt_tokens"], 200 * 100, "{summary}");
+    assert_eq!(calls.load(Ordering::SeqCst), 200);
+    let seconds = summary["seconds"].as_f64().unwrap();
+    eprintln!("200 items, 200 ms calls, concurrency 8: {seconds:.2} s");
+    assert!(
+        seconds <= 7.5,
+        "{seconds} s for 200 calls of 200 ms at concurrency 8"
+    );
+}
+
+/// 1,000 items against a server failing 30% of calls in five ways: every item comes out once,
+/// in order, tagged, each label a taxonomy concept; failures are marked with their reason.
+#[test]
+fn a_server_failing_thirty_percent_of_calls_loses_no_item() {
+    let (work, data) = with_memory();
+    let lines = gz_lines(&data.join("test.jsonl.gz"), 0, 1000);
+    let items = work.path().join("items.jsonl");
+    std::fs::write(&items, lines.join("\n")).unwrap();
+    let (url, calls) = scripted_server(Script::Faulty);
+    let out = work.path().join("tags.jsonl");
+    let mut cmd = signaldesk(work.path());
+    llm_env(&mut cmd, &url);
+    let started = std::time::Instant::now();
+    let o = run(cmd
+        .env("SIGNALDESK_LLM__TIMEOUT_S", "1")
+        .env("SIGNALDESK_LLM__MAX_ATTEMPTS", "3")
+        .env("SIGNALDESK_LLM__MAX_RETRY_TIME_S", "3")
+        .args([
+            "tag",
+            "--tagger",
+            "llm",
+            "--concurrency",
+            "16",
+            "--json",
+            "--taxonomy",
+        ])
+        .arg(data.join("taxonomy.tsv"))
+        .arg(&items)
+        .arg("-o")
+        .arg(&out));
+    let elapsed = started.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let summary: Value = serde_json::from_str(stderr(&o).lines().last().unwrap()).unwrap();
+    let concepts: Vec<String> = std::fs::read_to_string(data.join("taxonomy.tsv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    let tagged: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tagged.len(), 1000, "every item once");
+    let mut fallbacks = 0;
+    for (t, line) in tagged.iter().zip(&lines) {
+        let item: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(t["id"], item["id"], "input order, no duplicates");
+        let tags = t["tags"].as_array().unwrap();
+        assert!(!tags.is_empty(), "{t}");
+        for tag in tags {
+            assert!(
+                concepts.contains(&tag["label"].as_str().unwrap().to_string()),
+                "{t}"
+            );
+        }
+        if let Some(reason) = t["fallback_reason"].as_str() {
+            fallbacks += 1;
+            assert!(!reason.is_empty());
+            assert_eq!(tags[0]["source"], "knn", "{t}");
+        } else {
+            assert_eq!(tags[0]["source"], "llm", "{t}");
+        }
+    }
+    assert_eq!(summary["fallbacks"], fallbacks, "{summary}");
+    // Most items get the LLM's answer after retries; 30% of first attempts fail.
+    assert!(fallbacks < 300, "{fallbacks} fallbacks");
+    eprintln!(
+        "1,000 items, 30% faulty calls: {} calls, {fallbacks} fallbacks, {:.1} s",
+        calls.load(Ordering::SeqCst),
+        elapsed.as_secs_f64()
+    );
+    assert!(calls.load(Ordering::SeqCst) > 1000, "failures were retried");
+    assert!(elapsed < Duration::from_secs(300), "{elapsed:?}");
+}
