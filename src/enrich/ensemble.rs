@@ -126,7 +126,7 @@ pub fn combine(signals: &Signals, settings: &EnsembleConfig) -> Vec<Tag> {
         .chain(signals.head.keys())
         .chain(picked)
         .collect();
-    let mut tags: Vec<Tag> = labels
+    let tags: Vec<Tag> = labels
         .into_iter()
         .map(|label| {
             let p = signals.head.get(label).copied().unwrap_or(0.0);
@@ -152,18 +152,7 @@ pub fn combine(signals: &Signals, settings: &EnsembleConfig) -> Vec<Tag> {
             }
         })
         .collect();
-    tags.sort_by(|a, b| {
-        b.confidence
-            .total_cmp(&a.confidence)
-            .then_with(|| a.label.cmp(&b.label))
-    });
-    let keep = tags
-        .iter()
-        .filter(|t| t.confidence >= settings.threshold)
-        .count()
-        .max(settings.min_labels.min(tags.len()));
-    tags.truncate(keep);
-    tags
+    super::keep_confident(tags, settings.threshold, settings.min_labels)
 }
 
 /// Tags items with kNN over the labelled memory and the head trained on it.

@@ -167,7 +167,7 @@ pub fn vote(neighbours: &[Neighbour], settings: &KnnConfig) -> Vec<Tag> {
             v.1.push(n.id.clone());
         }
     }
-    let mut tags: Vec<Tag> = votes
+    let tags: Vec<Tag> = votes
         .into_iter()
         .map(|(label, (weight, evidence))| Tag {
             label: label.to_string(),
@@ -176,18 +176,7 @@ pub fn vote(neighbours: &[Neighbour], settings: &KnnConfig) -> Vec<Tag> {
             evidence,
         })
         .collect();
-    tags.sort_by(|a, b| {
-        b.confidence
-            .total_cmp(&a.confidence)
-            .then_with(|| a.label.cmp(&b.label))
-    });
-    let keep = tags
-        .iter()
-        .filter(|t| t.confidence >= settings.threshold)
-        .count()
-        .max(settings.min_labels.min(tags.len()));
-    tags.truncate(keep);
-    tags
+    super::keep_confident(tags, settings.threshold, settings.min_labels)
 }
 
 #[cfg(test)]

@@ -315,6 +315,23 @@ pub struct Tag {
     pub evidence: Vec<String>,
 }
 
+/// `tags` most confident first (ties by label id, so results are stable), cut to those at
+/// `threshold` or above but never fewer than `min_labels`: the rule every tagger applies last.
+pub fn keep_confident(mut tags: Vec<Tag>, threshold: f32, min_labels: usize) -> Vec<Tag> {
+    tags.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then_with(|| a.label.cmp(&b.label))
+    });
+    let keep = tags
+        .iter()
+        .filter(|t| t.confidence >= threshold)
+        .count()
+        .max(min_labels.min(tags.len()));
+    tags.truncate(keep);
+    tags
+}
+
 /// Tags in a tree taxonomy as the tree says: each tag's ancestors are implied (with the best
 /// confidence of the tags that imply them, and those tags as evidence), and, with `max_depth`,
 /// tags below that depth are replaced by their ancestor at it (depth 1: the top concepts). Labels

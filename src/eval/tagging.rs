@@ -326,6 +326,33 @@ pub fn tune(
         .unwrap_or_else(|| (base.clone(), BTreeMap::new()))
 }
 
+/// A dataset's splits as the suite reads them: train, and test cut to `limit`.
+struct Splits {
+    train_path: PathBuf,
+    train: Vec<LabelledItem>,
+    test: Vec<LabelledItem>,
+}
+
+impl Splits {
+    fn read(
+        dataset: &Path,
+        taxonomy: &Taxonomy,
+        limit: Option<usize>,
+    ) -> Result<Self, TaggingEvalError> {
+        let train_path = split_file(dataset, "train")?;
+        let train = read_labelled(&train_path, taxonomy)?;
+        let mut test = read_labelled(&split_file(dataset, "test")?, taxonomy)?;
+        if let Some(n) = limit {
+            test.truncate(n);
+        }
+        Ok(Self {
+            train_path,
+            train,
+            test,
+        })
+    }
+}
+
 /// How `eval tagging` runs the kNN tagger.
 pub struct TaggingEvalOptions {
     /// Tune `k` and the threshold on the validation split (else take `enrich.knn`).
@@ -348,12 +375,11 @@ pub async fn evaluate_knn<S: VectorStore>(
     options: &TaggingEvalOptions,
     on_progress: impl FnMut(usize),
 ) -> Result<Report, TaggingEvalError> {
-    let train_path = split_file(dataset, "train")?;
-    let train = read_labelled(&train_path, taxonomy)?;
-    let mut test = read_labelled(&split_file(dataset, "test")?, taxonomy)?;
-    if let Some(n) = options.limit {
-        test.truncate(n);
-    }
+    let Splits {
+        train_path,
+        train,
+        test,
+    } = Splits::read(dataset, taxonomy, options.limit)?;
     let (memory, ingested, ingest_seconds) =
         ingest_memory(store, &embedder, config, dataset, &train_path, on_progress).await?;
     let searcher = Searcher::open(store, &embedder, &memory, &config.search).await?;
@@ -454,12 +480,11 @@ pub async fn evaluate_ensemble<S: VectorStore>(
     options: &TaggingEvalOptions,
     on_progress: impl FnMut(usize),
 ) -> Result<Report, TaggingEvalError> {
-    let train_path = split_file(dataset, "train")?;
-    let train = read_labelled(&train_path, taxonomy)?;
-    let mut test = read_labelled(&split_file(dataset, "test")?, taxonomy)?;
-    if let Some(n) = options.limit {
-        test.truncate(n);
-    }
+    let Splits {
+        train_path,
+        train,
+        test,
+    } = Splits::read(dataset, taxonomy, options.limit)?;
     let (memory, ingested, ingest_seconds) =
         ingest_memory(store, &embedder, config, dataset, &train_path, on_progress).await?;
     let searcher = Searcher::open(store, &embedder, &memory, &config.search).await?;
@@ -566,11 +591,9 @@ pub async fn evaluate_llm<S: VectorStore>(
 ) -> Result<Report, TaggingEvalError> {
     use crate::enrich::Tagger;
     use crate::llm::LlmClient;
-    let train_path = split_file(dataset, "train")?;
-    let mut test = read_labelled(&split_file(dataset, "test")?, taxonomy)?;
-    if let Some(n) = options.limit {
-        test.truncate(n);
-    }
+    let Splits {
+        train_path, test, ..
+    } = Splits::read(dataset, taxonomy, options.limit)?;
     let (memory, ingested, ingest_seconds) =
         ingest_memory(store, &embedder, config, dataset, &train_path, on_progress).await?;
     let (tagger, lineage) = crate::enrich::open_tagger(
@@ -677,11 +700,7 @@ pub async fn evaluate_zeroshot<S: VectorStore>(
     taxonomy: &Taxonomy,
     options: &TaggingEvalOptions,
 ) -> Result<Report, TaggingEvalError> {
-    let train = read_labelled(&split_file(dataset, "train")?, taxonomy)?;
-    let mut test = read_labelled(&split_file(dataset, "test")?, taxonomy)?;
-    if let Some(n) = options.limit {
-        test.truncate(n);
-    }
+    let Splits { train, test, .. } = Splits::read(dataset, taxonomy, options.limit)?;
     let started = std::time::Instant::now();
     let collection =
         crate::enrich::zeroshot::prepare_labels(store, embedder.clone(), config, taxonomy).await?;
