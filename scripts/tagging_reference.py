@@ -8,8 +8,9 @@ scoring 0) and writes a report in the eval's format, so the two stand side by si
     pip install -r scripts/tagging-reference-requirements.txt
     python3 scripts/tagging_reference.py DATASET_DIR TAXONOMY.tsv --output report.json
 
-Text = title + "\n" + body, as signaldesk reads it. scikit-learn defaults (TfidfVectorizer(),
-LinearSVC(C=1)), a label where the decision function is positive.
+Text = title + "\n" + body, as signaldesk reads it. TfidfVectorizer(sublinear_tf=True, min_df=2,
+stop_words="english") and one-vs-rest LinearSVC(C=1), a label where the decision function is
+positive: the protocol of the enrichment issue's reference (0.863 micro-F1, 0.413 macro-F1).
 """
 import argparse
 import csv
@@ -64,7 +65,7 @@ def main():
     train, test = read(os.path.join(args.dataset, "train")), read(os.path.join(args.dataset, "test"))
     mlb = MultiLabelBinarizer(classes=labels)
     y = mlb.fit_transform([[l for l in r["labels"] if l in known] for r in train])
-    vectorizer = TfidfVectorizer()
+    vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2, stop_words="english")
     x_train = vectorizer.fit_transform([text_of(r) for r in train])
     x_test = vectorizer.transform([text_of(r) for r in test])
     present = y.sum(axis=0) > 0
