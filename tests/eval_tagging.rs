@@ -351,3 +351,53 @@ fn enrich_stores_tags_beside_the_items_and_reruns_only_what_is_stale() {
         .collect();
     assert_eq!(ids, ["s"]);
 }
+
+/// The bundled IAB Content Taxonomy 3.1 loads as a tree (704 categories under 37 roots) and the
+/// zero-shot tagger, cut at depth 1, puts a football story under Sports and a baking recipe
+/// under Food & Drink.
+#[test]
+fn zeroshot_tags_against_the_iab_content_taxonomy() {
+    let work = tempfile::tempdir().unwrap();
+    let iab = common::root().join("golden-datasets/iab-content-taxonomy/content_taxonomy_3.1.tsv");
+    let tsv = std::fs::read_to_string(&iab).unwrap();
+    let rows: Vec<Vec<&str>> = tsv
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 704);
+    assert_eq!(rows.iter().filter(|r| r[2].is_empty()).count(), 37);
+    let items = work.path().join("items.jsonl");
+    std::fs::write(
+        &items,
+        r#"{"id": "s", "title": "Cup final", "body": "The striker scored twice as the football club won the cup final in front of sixty thousand fans."}
+{"id": "f", "title": "Sourdough at home", "body": "A recipe for baking sourdough bread: flour, water, salt and a starter, with tips on proofing and oven temperature."}
+"#,
+    )
+    .unwrap();
+    let out = work.path().join("tags.jsonl");
+    let o = run(signaldesk(work.path())
+        .args([
+            "tag",
+            "--tagger",
+            "zeroshot",
+            "--max-depth",
+            "1",
+            "--taxonomy",
+        ])
+        .arg(&iab)
+        .arg(&items)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let tops: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["tags"][0]["label"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // 483 Sports, 210 Food & Drink.
+    assert_eq!(tops, ["483", "210"]);
+}
