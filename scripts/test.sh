@@ -51,4 +51,17 @@ fi
 [ -x "$target/debug/signaldesk" ] || cargo build --locked --bin signaldesk
 "$venv/bin/python" scripts/openai_compat.py --bin "$target/debug/signaldesk"
 
+step "ROUGE against the rouge-score package on FRANK"
+# signaldesk's ROUGE must agree with Google's rouge-score within 0.001 on every FRANK summary.
+venv="$target/rouge-venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/pip" freeze 2>/dev/null | grep -qx "rouge_score==0.1.2"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/rouge-agreement-requirements.txt
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+SIGNALDESK_DATA_DIR="$work/data" SIGNALDESK_CACHE_DIR="$target/tmp/frank-embedding-cache" \
+  "$target/debug/signaldesk" eval summaries --dataset golden-datasets/frank --output "$work/summaries.json" >/dev/null
+"$venv/bin/python" scripts/rouge_agreement.py "$work/summaries.json"
+
 step "done"

@@ -67,6 +67,26 @@ pub struct EnrichConfig {
     pub head: HeadConfig,
     pub ensemble: EnsembleConfig,
     pub llm: LlmTagConfig,
+    pub summary: SummaryConfig,
+}
+
+/// Summaries: their word limits (the editorial format).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SummaryConfig {
+    /// Longest summary, in words.
+    pub max_words: usize,
+    /// Longest standfirst (the one-line teaser under a headline), in words.
+    pub standfirst_words: usize,
+}
+
+impl Default for SummaryConfig {
+    fn default() -> Self {
+        Self {
+            max_words: 60,
+            standfirst_words: 25,
+        }
+    }
 }
 
 /// The LLM tagger: the model picks labels from candidates retrieved for the item (kNN's votes

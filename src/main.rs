@@ -314,6 +314,27 @@ enum EvalCommand {
     /// enrich.knn. Writes micro/macro P/R/F1, per-label scores and per-item TP/FP/FN (JSON +
     /// markdown beside it).
     Tagging(EvalTaggingArgs),
+    /// Summary quality on FRANK (frank_articles.jsonl[.gz]: CNN/DailyMail and XSum articles
+    /// with reference summaries).
+    ///
+    /// Summarizes every article with lead-3 and the extractive summarizer (the most central
+    /// sentences by embedding, within enrich.summary.max_words) and writes ROUGE-1/2/L F1 per
+    /// summarizer and source (rouge-score's rules, Porter stemming), mean lengths and the share
+    /// within the word limit, with every summary kept for checking (JSON + markdown beside it).
+    Summaries(EvalSummariesArgs),
+}
+
+#[derive(Args)]
+struct EvalSummariesArgs {
+    /// Dataset directory holding frank_articles.jsonl[.gz].
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Summarize only the first N articles of each source.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Report path (JSON; markdown written beside it).
+    #[arg(long, short)]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -650,6 +671,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(EvalCommand::Tagging(args)) => {
             runtime()?.block_on(eval_tagging(&config, args))
         }
+        Command::Eval(EvalCommand::Summaries(args)) => eval_summaries(&config, args),
         Command::Pipeline(args) => {
             let embedder = Arc::new(Embedder::from_config(&config)?);
             let mut report = pipeline::run(&embedder, &args.sample)?;
@@ -1461,6 +1483,58 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
         outln!(
             "  {key:<16} {:.4}",
             report.metrics.get(key).copied().unwrap_or(0.0)
+        );
+    }
+    outln!("report: {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_summaries(config: &Config, args: EvalSummariesArgs) -> Result<ExitCode> {
+    use signaldesk::eval::summaries::{evaluate, read_articles, SummariesEvalOptions};
+    let total = read_articles(&args.dataset)?.len();
+    let embedder = Embedder::from_config(config)?;
+    let bar = Progress::new("eval: summaries", Some(total as u64), "articles");
+    let options = SummariesEvalOptions {
+        max_words: config.enrich.summary.max_words,
+        limit: args.limit,
+    };
+    let report = evaluate(&embedder, &args.dataset, &options, |n| {
+        bar.set_position(n as u64)
+    })?;
+    bar.finish();
+    report
+        .write(&args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let m = &report.metrics;
+    outln!(
+        "summaries on {} ({} articles): ROUGE F1 (1 / 2 / L), mean words, within {} words",
+        report.dataset,
+        report.config["articles"],
+        options.max_words
+    );
+    for system in ["extractive", "lead3"] {
+        for source in ["cnndm", "xsum"] {
+            let key = |k: &str| {
+                m.get(&format!("{system}.{source}.{k}"))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            outln!(
+                "  {system:<10} {source:<6} {:.4} / {:.4} / {:.4}",
+                key("rouge1"),
+                key("rouge2"),
+                key("rougeL")
+            );
+        }
+        outln!(
+            "  {system:<10} words {:.1}, within limit {:.1}%",
+            m.get(&format!("{system}.mean_words"))
+                .copied()
+                .unwrap_or(0.0),
+            100.0
+                * m.get(&format!("{system}.within_limit"))
+                    .copied()
+                    .unwrap_or(0.0)
         );
     }
     outln!("report: {}", args.output.display());

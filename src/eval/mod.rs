@@ -6,7 +6,10 @@
 //! query (or document, or user), what a paired significance test needs.
 
 pub mod metrics;
+pub mod porter;
 pub mod retrieval;
+pub mod rouge;
+pub mod summaries;
 pub mod tagging;
 
 use std::collections::BTreeMap;
