@@ -78,6 +78,13 @@ pub struct SummaryConfig {
     pub max_words: usize,
     /// Longest standfirst (the one-line teaser under a headline), in words.
     pub standfirst_words: usize,
+    /// Version of `prompts/summarize.vN.md`.
+    pub prompt_version: u32,
+    /// Budget of one rendered prompt, in LLM tokens: a longer item is summarized in parts
+    /// (map), then from the parts' summaries (reduce).
+    pub max_prompt_tokens: usize,
+    /// Most tokens of one answer.
+    pub max_answer_tokens: usize,
 }
 
 impl Default for SummaryConfig {
@@ -85,6 +92,9 @@ impl Default for SummaryConfig {
         Self {
             max_words: 60,
             standfirst_words: 25,
+            prompt_version: 2,
+            max_prompt_tokens: 1500,
+            max_answer_tokens: 256,
         }
     }
 }

@@ -332,6 +332,12 @@ struct EvalSummariesArgs {
     /// Summarize only the first N articles of each source.
     #[arg(long)]
     limit: Option<usize>,
+    /// Evaluate the LLM summarizer too (prompts/summarize.vN.md; llm.* picks the model).
+    #[arg(long)]
+    llm: bool,
+    /// Which LLM answers with --llm (default: llm.provider).
+    #[arg(long, value_enum)]
+    provider: Option<signaldesk::llm::LlmProvider>,
     /// Report path (JSON; markdown written beside it).
     #[arg(long, short)]
     output: PathBuf,
@@ -671,7 +677,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(EvalCommand::Tagging(args)) => {
             runtime()?.block_on(eval_tagging(&config, args))
         }
-        Command::Eval(EvalCommand::Summaries(args)) => eval_summaries(&config, args),
+        Command::Eval(EvalCommand::Summaries(args)) => {
+            runtime()?.block_on(eval_summaries(&config, args))
+        }
         Command::Pipeline(args) => {
             let embedder = Arc::new(Embedder::from_config(&config)?);
             let mut report = pipeline::run(&embedder, &args.sample)?;
@@ -1489,18 +1497,49 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval_summaries(config: &Config, args: EvalSummariesArgs) -> Result<ExitCode> {
+async fn eval_summaries(config: &Config, args: EvalSummariesArgs) -> Result<ExitCode> {
+    use signaldesk::enrich::summarizer::Summarizer;
     use signaldesk::eval::summaries::{evaluate, read_articles, SummariesEvalOptions};
-    let total = read_articles(&args.dataset)?.len();
+    let articles = read_articles(&args.dataset)?;
+    let total = match args.limit {
+        Some(n) => ["cnndm", "xsum"]
+            .iter()
+            .map(|s| articles.iter().filter(|a| a.source == *s).count().min(n))
+            .sum(),
+        None => articles.len(),
+    };
     let embedder = Embedder::from_config(config)?;
+    let llm = if args.llm {
+        Some(signaldesk::llm::AnyLlm::from_config(
+            config,
+            args.provider,
+            None,
+        )?)
+    } else {
+        None
+    };
+    let summarizer = match &llm {
+        Some(llm) => Some(Summarizer::new(
+            llm,
+            &embedder,
+            &config.prompts_dir,
+            config.enrich.summary.clone(),
+        )?),
+        None => None,
+    };
     let bar = Progress::new("eval: summaries", Some(total as u64), "articles");
     let options = SummariesEvalOptions {
         max_words: config.enrich.summary.max_words,
         limit: args.limit,
     };
-    let report = evaluate(&embedder, &args.dataset, &options, |n| {
-        bar.set_position(n as u64)
-    })?;
+    let report = evaluate(
+        &embedder,
+        &args.dataset,
+        &options,
+        summarizer.as_ref(),
+        |n| bar.set_position(n as u64),
+    )
+    .await?;
     bar.finish();
     report
         .write(&args.output)
@@ -1512,7 +1551,12 @@ fn eval_summaries(config: &Config, args: EvalSummariesArgs) -> Result<ExitCode> 
         report.config["articles"],
         options.max_words
     );
-    for system in ["extractive", "lead3"] {
+    let systems: &[&str] = if args.llm {
+        &["llm", "extractive", "lead3"]
+    } else {
+        &["extractive", "lead3"]
+    };
+    for &system in systems {
         for source in ["cnndm", "xsum"] {
             let key = |k: &str| {
                 m.get(&format!("{system}.{source}.{k}"))
@@ -1535,6 +1579,16 @@ fn eval_summaries(config: &Config, args: EvalSummariesArgs) -> Result<ExitCode> 
                 * m.get(&format!("{system}.within_limit"))
                     .copied()
                     .unwrap_or(0.0)
+        );
+    }
+    if args.llm {
+        outln!(
+            "  llm: within limits as generated {:.1}%, {} fallbacks to extractive, {} map-reduced, {} prompt + {} completion tokens",
+            100.0 * m.get("llm.within_limit_as_generated").copied().unwrap_or(0.0),
+            m.get("llm.fallbacks").copied().unwrap_or(0.0),
+            m.get("llm.map_reduced").copied().unwrap_or(0.0),
+            m.get("llm.prompt_tokens").copied().unwrap_or(0.0),
+            m.get("llm.completion_tokens").copied().unwrap_or(0.0)
         );
     }
     outln!("report: {}", args.output.display());

@@ -4,104 +4,46 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::scripted_llm::{self, Reply};
 use common::{run, signaldesk, stderr};
 use serde_json::{json, Value};
 
-/// How the scripted server answers call number `n` (from 0).
-#[derive(Clone, Copy)]
-enum Script {
-    /// Every call, after this delay: the first candidate.
-    Delay(Duration),
-    /// 30% of calls fail, mixed: 429, 500, hang, invalid JSON, off-schema JSON.
-    Faulty,
+/// The first candidate label of a tagging request.
+fn first_candidate(request: &Value) -> String {
+    request["response_format"]["json_schema"]["schema"]["properties"]["labels"]["items"]["enum"][0]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
 }
 
-/// A threaded HTTP/1.1 server answering chat completions by `script`.
-fn scripted_server(script: Script) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let counter = counter.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.to_ascii_lowercase();
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    let request: Value = serde_json::from_slice(&body).unwrap();
-                    let first = request["response_format"]["json_schema"]["schema"]["properties"]
-                        ["labels"]["items"]["enum"][0]
-                        .as_str()
-                        .unwrap_or("none")
-                        .to_string();
-                    let n = counter.fetch_add(1, Ordering::SeqCst);
-                    let good = json!({"labels": [first]}).to_string();
-                    let (status, content) = match script {
-                        Script::Delay(d) => {
-                            std::thread::sleep(d);
-                            (200, good)
-                        }
-                        Script::Faulty => match n % 10 {
-                            0 => (429, String::new()),
-                            1 => (500, String::new()),
-                            2 => match (n / 10) % 3 {
-                                0 => {
-                                    // Hang: hold the connection, never answer.
-                                    std::thread::sleep(Duration::from_secs(30));
-                                    return;
-                                }
-                                1 => (200, "{\"labels\": [".to_string()),
-                                _ => (200, json!({"labels": ["not-a-label"]}).to_string()),
-                            },
-                            _ => (200, good),
-                        },
-                    };
-                    let payload = if status == 200 {
-                        json!({"id": "x", "object": "chat.completion", "model": "scripted",
-                               "choices": [{"index": 0, "finish_reason": "stop",
-                                            "message": {"role": "assistant", "content": content}}],
-                               "usage": {"prompt_tokens": 100, "completion_tokens": 5}})
-                        .to_string()
-                    } else {
-                        json!({"error": {"message": "scripted failure"}}).to_string()
-                    };
-                    let out = format!(
-                        "HTTP/1.1 {status} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 0\r\n\r\n{payload}",
-                        payload.len()
-                    );
-                    if stream.write_all(out.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, calls)
+fn good(request: &Value) -> Reply {
+    Reply::Answer {
+        status: 200,
+        content: json!({"labels": [first_candidate(request)]}).to_string(),
+    }
+}
+
+/// 30% of calls fail, mixed: 429, 500, hang, invalid JSON, off-schema JSON.
+fn faulty(n: usize, request: &Value) -> Reply {
+    let answer = |status: u16, content: &str| Reply::Answer {
+        status,
+        content: content.to_string(),
+    };
+    match n % 10 {
+        0 => answer(429, ""),
+        1 => answer(500, ""),
+        2 => match (n / 10) % 3 {
+            0 => Reply::Hang,
+            1 => answer(200, "{\"labels\": ["),
+            _ => answer(200, &json!({"labels": ["not-a-label"]}).to_string()),
+        },
+        _ => good(request),
+    }
 }
 
 fn gz_lines(path: &Path, skip: usize, n: usize) -> Vec<String> {
@@ -170,7 +112,10 @@ fn two_hundred_stored_items_at_concurrency_eight_take_about_a_fifth_of_the_seria
         .args(["ingest", "--collection", "news"])
         .arg(&items));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let (url, calls) = scripted_server(Script::Delay(Duration::from_millis(200)));
+    let (url, calls) = scripted_llm::start(|_, request| {
+        std::thread::sleep(Duration::from_millis(200));
+        good(request)
+    });
     let mut cmd = signaldesk(work.path());
     llm_env(&mut cmd, &url);
     let o = run(cmd.args([
@@ -206,7 +151,7 @@ fn a_server_failing_thirty_percent_of_calls_loses_no_item() {
     let lines = gz_lines(&data.join("test.jsonl.gz"), 0, 1000);
     let items = work.path().join("items.jsonl");
     std::fs::write(&items, lines.join("\n")).unwrap();
-    let (url, calls) = scripted_server(Script::Faulty);
+    let (url, calls) = scripted_llm::start(faulty);
     let out = work.path().join("tags.jsonl");
     let mut cmd = signaldesk(work.path());
     llm_env(&mut cmd, &url);

@@ -56,3 +56,81 @@ fn lead3_reproduces_the_reference_rouge_and_extractive_summaries_fit_their_limit
         assert!(first[k].is_string(), "{first}");
     }
 }
+
+/// The LLM summarizer through the real client against a scripted server: answers over the word
+/// limit are cut and counted, failed calls fall back to the extractive summary, marked.
+#[test]
+fn llm_summaries_are_cut_to_their_limits_and_failures_fall_back_to_extraction() {
+    use common::scripted_llm::{self, Reply};
+    let work = tempfile::tempdir().unwrap();
+    let data = common::root().join("golden-datasets/frank");
+    // 70 words in 209 characters: within the schema's 360-character cap, over the 60-word limit.
+    let long = vec!["ok"; 70].join(" ") + ".";
+    let (url, calls) = scripted_llm::start(move |n, request| {
+        assert_eq!(
+            request["response_format"]["json_schema"]["name"], "summary",
+            "{request}"
+        );
+        if n % 3 == 0 {
+            Reply::Answer {
+                status: 500,
+                content: String::new(),
+            }
+        } else {
+            Reply::Answer {
+                status: 200,
+                content: serde_json::json!({"summary": long, "standfirst": "A short line."})
+                    .to_string(),
+            }
+        }
+    });
+    let report = work.path().join("summaries.json");
+    let o = run(signaldesk(work.path())
+        .env(
+            "SIGNALDESK_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("frank-embedding-cache"),
+        )
+        .env("SIGNALDESK_LLM__PROVIDER", "openai")
+        .env("SIGNALDESK_LLM__BASE_URL", &url)
+        .env("SIGNALDESK_LLM__MODEL", "scripted")
+        .env("SIGNALDESK_LLM__CACHE", "off")
+        .env("SIGNALDESK_LLM__MAX_ATTEMPTS", "1")
+        .args(["eval", "summaries", "--llm", "--limit", "3", "--dataset"])
+        .arg(&data)
+        .arg("--output")
+        .arg(&report));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let m = |k: &str| r["metrics"][k].as_f64().unwrap_or_else(|| panic!("no {k}"));
+    assert_eq!(r["per_item"].as_object().unwrap().len(), 6);
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 6);
+    assert_eq!(m("llm.within_limit"), 1.0, "cut to the limit");
+    let summaries = r["details"]["summaries"].as_object().unwrap();
+    let fallbacks: Vec<&Value> = summaries
+        .values()
+        .filter(|s| s.get("llm_fallback_reason").is_some())
+        .collect();
+    assert!(!fallbacks.is_empty());
+    assert_eq!(m("llm.fallbacks"), fallbacks.len() as f64);
+    for s in &fallbacks {
+        assert_eq!(
+            s["llm"], s["extractive"],
+            "the fallback is the extractive summary"
+        );
+    }
+    let answered = 6 - fallbacks.len();
+    assert!(answered > 0);
+    // Every answer the model gave was over the limit.
+    assert!((m("llm.within_limit_as_generated") - fallbacks.len() as f64 / 6.0).abs() < 1e-9);
+    for s in summaries
+        .values()
+        .filter(|s| s.get("llm_fallback_reason").is_none())
+    {
+        assert_eq!(
+            s["llm"].as_str().unwrap().split_whitespace().count(),
+            60,
+            "{s}"
+        );
+        assert_eq!(s["llm_standfirst"], "A short line.");
+    }
+}

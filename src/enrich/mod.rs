@@ -17,6 +17,7 @@ pub mod head;
 pub mod knn;
 pub mod llm_tagger;
 pub mod signals;
+pub mod summarizer;
 pub mod summary;
 pub mod tag_file;
 pub mod taxonomy;

@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use super::rouge::{self, Rouge};
 use super::Report;
 use crate::embed::{EmbedError, Embedder};
+use crate::enrich::summarizer::Summarizer;
 use crate::enrich::summary::{extractive, lead};
+use crate::llm::LlmClient;
 
 /// Why the summaries suite could not run.
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +91,13 @@ pub struct SummariesEvalOptions {
     pub limit: Option<usize>,
 }
 
-/// Run the suite: lead-3 and the extractive summarizer on every article.
-pub fn evaluate(
+/// Run the suite: lead-3 and the extractive summarizer on every article, and the LLM
+/// summarizer too when one is given.
+pub async fn evaluate<L: LlmClient>(
     embedder: &Embedder,
     dataset: &Path,
     options: &SummariesEvalOptions,
+    llm: Option<&Summarizer<'_, L>>,
     mut on_progress: impl FnMut(usize),
 ) -> Result<Report, SummariesEvalError> {
     let mut articles = read_articles(dataset)?;
@@ -111,11 +115,30 @@ pub fn evaluate(
     let mut lengths: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut per_item = BTreeMap::new();
     let mut summaries = serde_json::Map::new();
+    let (mut llm_over, mut llm_fallbacks, mut llm_parts) = (0usize, 0usize, 0usize);
+    let mut llm_usage = crate::llm::Usage::default();
     for (done, a) in articles.iter().enumerate() {
         let lead3 = lead(&a.text, 3);
         let extracted = extractive(embedder, &a.text, options.max_words)?;
         let mut item = BTreeMap::new();
-        for (system, summary) in [("lead3", &lead3), ("extractive", &extracted)] {
+        let mut systems = vec![("lead3", lead3.clone()), ("extractive", extracted.clone())];
+        let mut record = json!({"source": a.source, "reference": a.reference, "lead3": lead3, "extractive": extracted});
+        if let Some(summarizer) = llm {
+            let s = summarizer.summarize(&a.id, "", &a.text).await;
+            llm_over += usize::from(s.over_limit);
+            llm_fallbacks += usize::from(s.fallback_reason.is_some());
+            llm_parts += usize::from(s.parts > 0);
+            llm_usage.prompt_tokens += s.usage.prompt_tokens;
+            llm_usage.completion_tokens += s.usage.completion_tokens;
+            record["llm"] = json!(s.summary);
+            record["llm_standfirst"] = json!(s.standfirst);
+            if let Some(reason) = &s.fallback_reason {
+                record["llm_fallback_reason"] = json!(reason);
+            }
+            systems.push(("llm", s.summary));
+        }
+        for (system, summary) in &systems {
+            let system: &str = system;
             let r = rouge::score(summary, &a.reference);
             for (name, s) in [
                 ("rouge1", r.rouge1),
@@ -136,10 +159,7 @@ pub fn evaluate(
                 .push(summary.split_whitespace().count());
         }
         per_item.insert(a.id.clone(), item);
-        summaries.insert(
-            a.id.clone(),
-            json!({"source": a.source, "reference": a.reference, "lead3": lead3, "extractive": extracted}),
-        );
+        summaries.insert(a.id.clone(), record);
         on_progress(done + 1);
     }
     let mut metrics = BTreeMap::new();
@@ -160,6 +180,21 @@ pub fn evaluate(
             l.iter().filter(|&&n| n <= options.max_words).count() as f64 / l.len().max(1) as f64,
         );
     }
+    if llm.is_some() {
+        let n = articles.len().max(1) as f64;
+        // The model's own answers within both limits (before any cut), and the fallbacks.
+        metrics.insert(
+            "llm.within_limit_as_generated".into(),
+            1.0 - llm_over as f64 / n,
+        );
+        metrics.insert("llm.fallbacks".into(), llm_fallbacks as f64);
+        metrics.insert("llm.map_reduced".into(), llm_parts as f64);
+        metrics.insert("llm.prompt_tokens".into(), llm_usage.prompt_tokens as f64);
+        metrics.insert(
+            "llm.completion_tokens".into(),
+            llm_usage.completion_tokens as f64,
+        );
+    }
     let config = json!({
         "summarizers": {"extractive": format!("most central sentences by embedding, at most {} words", options.max_words),
                         "lead3": "first three sentences"},
@@ -168,6 +203,7 @@ pub fn evaluate(
         "limit_per_source": options.limit,
         "rouge": "F1, rouge-score rules: lowercase, [^a-z0-9] to spaces, Porter stemming of tokens over 3 characters; rougeL over the whole text",
         "model": embedder.model_id(),
+        "llm": llm.map(|s| json!({"provider": s.llm().provider(), "model": s.llm().model(), "prompt": s.prompt_reference()})),
         "seconds": started.elapsed().as_secs_f64(),
     });
     Ok(Report {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod qdrant;
+pub mod scripted_llm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,276 @@
+//! The LLM summarizer: a summary (≤ `enrich.summary.max_words`) and a standfirst
+//! (≤ `standfirst_words`) from `prompts/summarize.vN.md`, as schema-constrained JSON.
+//!
+//! An item whose prompt would exceed `enrich.summary.max_prompt_tokens` is map-reduced: its
+//! sentences are grouped into parts that fit, each part is summarized, and the final answer is
+//! written from the parts' summaries. When a call fails after the client's retries, the
+//! extractive summarizer answers instead and the result says so (`fallback_reason`). Answers
+//! over their word limit are cut at the last whole sentence that fits (else at the limit) and
+//! counted (`over_limit`), so the reported share within limits is the model's own.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::summary::{extractive, sentences};
+use crate::chunk::{count_llm_tokens, LlmEncoding};
+use crate::config::SummaryConfig;
+use crate::embed::Embedder;
+use crate::llm::{ChatRequest, LlmClient, Message, Usage};
+use crate::prompts::{Prompt, PromptError};
+
+/// One item's summaries and how they came about.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub summary: String,
+    pub standfirst: String,
+    /// `llm` or `extractive`.
+    pub source: String,
+    /// Why the LLM's answer is missing, when the extractive summarizer answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// The model's answer was over a word limit and was cut.
+    pub over_limit: bool,
+    /// Parts summarized first (0: the item fit in one prompt).
+    pub parts: usize,
+    pub usage: Usage,
+}
+
+fn words(s: &str) -> usize {
+    s.split_whitespace().count()
+}
+
+/// `text` within `max_words`: whole sentences while they fit, else the first words.
+fn cut(text: &str, max_words: usize) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut used = 0;
+    for s in sentences(text) {
+        let n = words(s);
+        if used + n > max_words {
+            break;
+        }
+        out.push(s);
+        used += n;
+    }
+    if out.is_empty() {
+        text.split_whitespace()
+            .take(max_words)
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        out.join(" ")
+    }
+}
+
+/// Summarizes with an LLM, falling back to extraction.
+pub struct Summarizer<'a, L> {
+    llm: &'a L,
+    embedder: &'a Embedder,
+    prompt: Prompt,
+    settings: SummaryConfig,
+}
+
+impl<'a, L: LlmClient> Summarizer<'a, L> {
+    /// A summarizer with `prompts/summarize.v{enrich.summary.prompt_version}.md`.
+    pub fn new(
+        llm: &'a L,
+        embedder: &'a Embedder,
+        prompts_dir: &Path,
+        settings: SummaryConfig,
+    ) -> Result<Self, PromptError> {
+        let prompt = Prompt::load_version(prompts_dir, "summarize", settings.prompt_version)?;
+        Ok(Self {
+            llm,
+            embedder,
+            prompt,
+            settings,
+        })
+    }
+
+    /// `id@version` of the prompt, for lineage.
+    pub fn prompt_reference(&self) -> String {
+        self.prompt.reference()
+    }
+
+    /// The LLM in use.
+    pub fn llm(&self) -> &'a L {
+        self.llm
+    }
+
+    fn values(&self, title: &str, body: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("max_words".into(), self.settings.max_words.to_string()),
+            (
+                "standfirst_words".into(),
+                self.settings.standfirst_words.to_string(),
+            ),
+            ("title".into(), title.to_string()),
+            ("body".into(), body.to_string()),
+        ])
+    }
+
+    async fn ask(
+        &self,
+        id: &str,
+        title: &str,
+        body: &str,
+        usage: &mut Usage,
+    ) -> Result<(String, String), String> {
+        let rendered = self
+            .prompt
+            .render_within(&self.values(title, body), self.settings.max_prompt_tokens)
+            .map_err(|e| e.to_string())?;
+        // Six characters a word (English averages about 5.7 with its space): the schema keeps
+        // answers near their limits and within max_answer_tokens; the word limits themselves
+        // are checked after.
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "summary": {"type": "string", "minLength": 1,
+                            "maxLength": self.settings.max_words * 6},
+                "standfirst": {"type": "string", "minLength": 1,
+                               "maxLength": self.settings.standfirst_words * 6},
+            },
+            "required": ["summary", "standfirst"], "additionalProperties": false,
+        });
+        let mut request = ChatRequest::new(vec![Message::user(rendered)]).with_schema(schema);
+        request.schema_name = "summary".into();
+        request.sampling.max_tokens = self.settings.max_answer_tokens;
+        request.context.prompt = Some(self.prompt.reference());
+        request.context.item = Some(id.to_string());
+        let answer = self
+            .llm
+            .chat(&request)
+            .await
+            .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())?;
+        usage.prompt_tokens += answer.usage.prompt_tokens;
+        usage.completion_tokens += answer.usage.completion_tokens;
+        let field = |k: &str| {
+            answer
+                .json
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(|v| v.as_str())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("the answer has no {k}"))
+        };
+        Ok((field("summary")?, field("standfirst")?))
+    }
+
+    /// Parts of `body` whose prompts fit the budget (sentences grouped in order).
+    fn parts(&self, title: &str, body: &str) -> Vec<String> {
+        let overhead = self
+            .prompt
+            .render(&self.values(title, ""))
+            .map(|p| count_llm_tokens(&p, LlmEncoding::O200kBase))
+            .unwrap_or(0);
+        let room = self
+            .settings
+            .max_prompt_tokens
+            .saturating_sub(overhead + 16)
+            .max(64);
+        let mut parts = Vec::new();
+        let mut current = String::new();
+        let mut used = 0;
+        for s in sentences(body) {
+            let n = count_llm_tokens(s, LlmEncoding::O200kBase) + 1;
+            if used + n > room && !current.is_empty() {
+                parts.push(std::mem::take(&mut current));
+                used = 0;
+            }
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(s);
+            used += n;
+        }
+        if !current.is_empty() {
+            parts.push(current);
+        }
+        parts
+    }
+
+    /// Summarize one item; never fails (the extractive summarizer answers when the LLM cannot).
+    pub async fn summarize(&self, id: &str, title: &str, body: &str) -> Summary {
+        let mut usage = Usage::default();
+        let whole = self.prompt.render(&self.values(title, body));
+        let fits = whole
+            .as_ref()
+            .map(|p| count_llm_tokens(p, LlmEncoding::O200kBase) <= self.settings.max_prompt_tokens)
+            .unwrap_or(true);
+        let (answer, parts) = if fits {
+            (self.ask(id, title, body, &mut usage).await, 0)
+        } else {
+            let parts = self.parts(title, body);
+            let mut partials = Vec::with_capacity(parts.len());
+            let mut failed = None;
+            for (i, part) in parts.iter().enumerate() {
+                match self
+                    .ask(&format!("{id}#part{i}"), title, part, &mut usage)
+                    .await
+                {
+                    Ok((summary, _)) => partials.push(summary),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let answer = match failed {
+                Some(e) => Err(e),
+                None => self.ask(id, title, &partials.join("\n"), &mut usage).await,
+            };
+            (answer, parts.len())
+        };
+        match answer {
+            Ok((summary, standfirst)) => {
+                let over = words(&summary) > self.settings.max_words
+                    || words(&standfirst) > self.settings.standfirst_words;
+                Summary {
+                    summary: cut(&summary, self.settings.max_words),
+                    standfirst: cut(&standfirst, self.settings.standfirst_words),
+                    source: "llm".into(),
+                    fallback_reason: None,
+                    over_limit: over,
+                    parts,
+                    usage,
+                }
+            }
+            Err(reason) => {
+                let text = if title.is_empty() {
+                    body.to_string()
+                } else {
+                    format!("{title}\n{body}")
+                };
+                let summary =
+                    extractive(self.embedder, &text, self.settings.max_words).unwrap_or_default();
+                let standfirst = extractive(self.embedder, &text, self.settings.standfirst_words)
+                    .unwrap_or_default();
+                Summary {
+                    summary,
+                    standfirst,
+                    source: "extractive".into(),
+                    fallback_reason: Some(reason),
+                    over_limit: false,
+                    parts,
+                    usage,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn over_long_answers_are_cut_at_sentences() {
+        assert_eq!(cut("One two three. Four five six.", 4), "One two three.");
+        assert_eq!(cut("One two three four five.", 3), "One two three");
+        assert_eq!(cut("Short.", 10), "Short.");
+    }
+}
