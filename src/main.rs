@@ -359,9 +359,14 @@ struct EnrichArgs {
     /// A taxonomy TSV (required for zeroshot); its name@version goes in the lineage.
     #[arg(long)]
     taxonomy: Option<PathBuf>,
-    /// Tag only items whose stored tags come from another tagger, model, setting or taxonomy.
+    /// Tag only items whose stored tags come from another tagger, model, setting or taxonomy
+    /// (and, with --summaries, summarize only items whose summaries are not current).
     #[arg(long)]
     only_stale: bool,
+    /// Also write each item's summary and standfirst (the LLM summarizer, prompts/summarize.vN.md;
+    /// the extractive summary when a call fails, marked), after tagging.
+    #[arg(long)]
+    summaries: bool,
     /// Stop after N items.
     #[arg(long)]
     limit: Option<usize>,
@@ -1188,6 +1193,63 @@ struct EvalRetrievalArgs {
     tune_fusion: bool,
 }
 
+/// `enrich --summaries`: summarize the stored items and keep the summaries beside them.
+async fn summarize_stored(
+    config: &Config,
+    store: &AnyStore,
+    embedder: &Embedder,
+    collection: &str,
+    args: &EnrichArgs,
+    total: usize,
+) -> Result<()> {
+    use signaldesk::enrich::signals::{summarize_collection, EnrichOptions};
+    use signaldesk::enrich::summarizer::Summarizer;
+    use signaldesk::llm::LlmClient;
+    let mut config = config.clone();
+    if let Some(n) = args.llm.concurrency {
+        config.llm.concurrency = config.llm.concurrency.max(n);
+    }
+    let llm = signaldesk::llm::AnyLlm::from_config(&config, args.llm.provider, None)?;
+    let summarizer = Summarizer::new(
+        &llm,
+        embedder,
+        &config.prompts_dir,
+        config.enrich.summary.clone(),
+    )?;
+    let lineage = serde_json::json!({
+        "summarizer": "llm", "provider": llm.provider(), "model": llm.model(),
+        "prompt": summarizer.prompt_reference(), "fallback": "extractive",
+        "max_words": config.enrich.summary.max_words,
+        "standfirst_words": config.enrich.summary.standfirst_words,
+        "summarized_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    let bar = Progress::new("summaries", Some(total as u64), "items");
+    let options = EnrichOptions {
+        only_stale: args.only_stale,
+        limit: args.limit,
+    };
+    let spent_before = llm_cost();
+    let s = summarize_collection(
+        store,
+        collection,
+        &summarizer,
+        &lineage,
+        &options,
+        args.llm
+            .concurrency
+            .unwrap_or(config.enrich.llm.concurrency),
+        |n| bar.set_position(n as u64),
+    )
+    .await?;
+    bar.finish();
+    eprintln!(
+        "enrich: summarized {} of {} items ({} already current) in {:.1} s; {} fell back to extraction, {} cut to their word limits; LLM {} prompt + {} completion tokens, ${:.4}",
+        s.summarized, s.items, s.fresh, s.seconds, s.fallbacks, s.over_limit,
+        s.prompt_tokens, s.completion_tokens, llm_cost() - spent_before
+    );
+    Ok(())
+}
+
 /// Dollars spent on LLM calls so far in this process (`llm.prices`).
 fn llm_cost() -> f64 {
     signaldesk::llm::accounting::snapshot()
@@ -1264,6 +1326,7 @@ async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
     let store = configured_store(config)?;
     let collection = args
         .collection
+        .clone()
         .unwrap_or_else(|| config.store.collection.clone());
     let total = store
         .count(
@@ -1279,7 +1342,7 @@ async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
         &embedder,
         config,
         taxonomy.as_ref(),
-        args.memory,
+        args.memory.clone(),
         llm.as_ref(),
     )
     .await?;
@@ -1294,6 +1357,9 @@ async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
     })
     .await?;
     bar.finish();
+    if args.summaries {
+        summarize_stored(config, &store, &embedder, &collection, &args, total).await?;
+    }
     if args.json {
         outln!("{}", serde_json::to_string(&summary)?);
     } else {

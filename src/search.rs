@@ -58,6 +58,11 @@ pub struct Hit {
     /// The item's tags, as `signaldesk enrich` stored them (concept ids).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The item's summary and standfirst, as `signaldesk enrich --summaries` stored them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standfirst: Option<String>,
 }
 
 impl Hit {
@@ -90,6 +95,11 @@ impl Hit {
                         .collect()
                 })
                 .unwrap_or_default(),
+            summary: p.get("summary").and_then(Value::as_str).map(str::to_string),
+            standfirst: p
+                .get("standfirst")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         }
     }
 }

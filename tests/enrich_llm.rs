@@ -285,3 +285,101 @@ fn attacks_in_the_body_change_few_ensemble_labels() {
     assert!(changed <= 3, "{changed}/30 items changed labels");
     assert_eq!(named, 0, "an attack's named label was adopted");
 }
+
+/// `enrich --summaries` against a scripted server: every stored item gets a summary and a
+/// standfirst in its payload, a failed call leaves the extractive summary marked, and a second
+/// run with --only-stale summarizes nothing.
+#[test]
+fn enrich_summaries_stores_summaries_and_marks_fallbacks() {
+    let work = tempfile::tempdir().unwrap();
+    let data = common::root().join("golden-datasets/reuters21578/modapte90");
+    let items = work.path().join("items.jsonl");
+    std::fs::write(
+        &items,
+        gz_lines(&data.join("test.jsonl.gz"), 0, 12).join("\n"),
+    )
+    .unwrap();
+    let o = run(signaldesk(work.path())
+        .env("SIGNALDESK_CACHE_DIR", shared_cache())
+        .args(["ingest", "--collection", "news"])
+        .arg(&items));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (url, calls) = scripted_llm::start(|n, request| {
+        // Only summary requests: the zero-shot tagger calls no LLM.
+        assert_eq!(request["response_format"]["json_schema"]["name"], "summary");
+        if n % 4 == 0 {
+            Reply::Answer {
+                status: 500,
+                content: String::new(),
+            }
+        } else {
+            Reply::Answer {
+                status: 200,
+                content: json!({"summary": "Prices rose. Traders said so.", "standfirst": "Prices rose."})
+                    .to_string(),
+            }
+        }
+    });
+    let enrich = |extra: &[&str]| {
+        let mut cmd = signaldesk(work.path());
+        llm_env(&mut cmd, &url);
+        run(cmd
+            .env("SIGNALDESK_CACHE_DIR", shared_cache())
+            .env("SIGNALDESK_LLM__MAX_ATTEMPTS", "1")
+            .args([
+                "enrich",
+                "--collection",
+                "news",
+                "--tagger",
+                "zeroshot",
+                "--summaries",
+            ])
+            .arg("--taxonomy")
+            .arg(data.join("taxonomy.tsv"))
+            .args(extra))
+    };
+    let o = enrich(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("summarized 12 of 12 items"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 12);
+    // Read the payloads back through search.
+    let o = run(signaldesk(work.path())
+        .env("SIGNALDESK_CACHE_DIR", shared_cache())
+        .args([
+            "search",
+            "--collection",
+            "news",
+            "--json",
+            "-k",
+            "12",
+            "oil prices",
+        ]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let hits: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(hits.len(), 12, "{hits:?}");
+    let by_llm = hits
+        .iter()
+        .filter(|h| h["summary"] == "Prices rose. Traders said so.")
+        .count();
+    // Calls 0, 4 and 8 failed: those items keep the extractive summary.
+    assert_eq!(by_llm, 9, "{hits:?}");
+    for h in &hits {
+        assert!(!h["summary"].as_str().unwrap_or_default().is_empty(), "{h}");
+        assert!(
+            !h["standfirst"].as_str().unwrap_or_default().is_empty(),
+            "{h}"
+        );
+    }
+    let o = enrich(&["--only-stale"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("summarized 0 of 12 items (12 already current)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 12, "no new calls");
+}

@@ -26,6 +26,8 @@ pub enum EnrichError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Search(#[from] SearchError),
+    #[error("reading stored items: {0}")]
+    Items(String),
 }
 
 /// How `enrich_collection` runs.
@@ -59,6 +61,7 @@ fn lineage_key(lineage: &Value) -> Value {
     let mut key = lineage.clone();
     if let Some(o) = key.as_object_mut() {
         o.remove("tagged_at");
+        o.remove("summarized_at");
     }
     key
 }
@@ -137,5 +140,93 @@ pub async fn enrich_collection<S: VectorStore>(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     summary.items_per_s = summary.items as f64 / summary.seconds.max(1e-9);
+    Ok(summary)
+}
+
+/// What a summaries run did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SummarizeSummary {
+    /// Items looked at.
+    pub items: usize,
+    pub summarized: usize,
+    /// Items left alone because their summaries were already current.
+    pub fresh: usize,
+    /// Items the LLM failed on, summarized by extraction (`summary_fallback_reason` stored).
+    pub fallbacks: usize,
+    /// LLM answers over a word limit (cut before storing).
+    pub over_limit: usize,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub seconds: f64,
+}
+
+/// Summarize every item of `collection` and store `summary`, `standfirst`, `summary_source`,
+/// `summary_fallback_reason` and `summary_lineage` beside it (every chunk), `concurrency` items
+/// at a time. Items are rebuilt whole from their chunks first.
+pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
+    store: &S,
+    collection: &str,
+    summarizer: &super::summarizer::Summarizer<'_, L>,
+    lineage: &Value,
+    options: &EnrichOptions,
+    concurrency: usize,
+    mut on_progress: impl FnMut(usize),
+) -> Result<SummarizeSummary, EnrichError> {
+    use futures_util::stream::{self, StreamExt};
+    let started = Instant::now();
+    let current = lineage_key(lineage);
+    let firsts = Filter::parse_pairs(&["chunk_index=0".into()])?;
+    let mut summary = SummarizeSummary::default();
+    let mut offset = None;
+    loop {
+        let room = options
+            .limit
+            .map_or(PAGE, |l| l.saturating_sub(summary.items).min(PAGE));
+        if room == 0 {
+            break;
+        }
+        let (page, next) = store.scroll(collection, &firsts, offset, room).await?;
+        let mut todo = Vec::new();
+        for chunk in &page {
+            summary.items += 1;
+            let stored = chunk.payload.get("summary_lineage").map(lineage_key);
+            if options.only_stale && stored.as_ref() == Some(&current) {
+                summary.fresh += 1;
+            } else {
+                todo.push(chunk.clone());
+            }
+        }
+        let items = crate::ingest::reindex::read_items(store, collection, todo)
+            .await
+            .map_err(|e| EnrichError::Items(e.to_string()))?;
+        let results: Vec<_> = stream::iter(
+            items
+                .iter()
+                .map(|(item, _)| summarizer.summarize(&item.id, &item.title, &item.body)),
+        )
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+        for ((item, _), s) in items.iter().zip(results) {
+            summary.fallbacks += usize::from(s.fallback_reason.is_some());
+            summary.over_limit += usize::from(s.over_limit);
+            summary.prompt_tokens += s.usage.prompt_tokens;
+            summary.completion_tokens += s.usage.completion_tokens;
+            let mut fields = Map::new();
+            fields.insert("summary".into(), json!(s.summary));
+            fields.insert("standfirst".into(), json!(s.standfirst));
+            fields.insert("summary_source".into(), json!(s.source));
+            fields.insert("summary_fallback_reason".into(), json!(s.fallback_reason));
+            fields.insert("summary_lineage".into(), lineage.clone());
+            store.set_item_fields(collection, &item.id, fields).await?;
+            summary.summarized += 1;
+        }
+        on_progress(summary.items);
+        match next {
+            Some(n) if !page.is_empty() => offset = Some(n),
+            _ => break,
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -188,6 +188,8 @@ mod tests {
             text: String::new(),
             metadata: Default::default(),
             tags: Vec::new(),
+            summary: None,
+            standfirst: None,
         }
     }
 

@@ -160,7 +160,7 @@ pub async fn reindex<S: VectorStore>(
 
 /// Rebuild the items whose first chunks are `firsts`: their text from all their chunk spans,
 /// their fields from the payload. Returns each item with its extra (non-ingest) payload.
-async fn read_items<S: VectorStore>(
+pub(crate) async fn read_items<S: VectorStore>(
     store: &S,
     collection: &str,
     firsts: Vec<StoredChunk>,
