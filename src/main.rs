@@ -1227,6 +1227,7 @@ async fn summarize_stored(
     let options = EnrichOptions {
         only_stale: args.only_stale,
         limit: args.limit,
+        price: llm_price(&config, Some(&llm)),
     };
     let spent_before = llm_cost();
     let s = summarize_collection(
@@ -1248,6 +1249,17 @@ async fn summarize_stored(
         s.prompt_tokens, s.completion_tokens, llm_cost() - spent_before
     );
     Ok(())
+}
+
+/// The configured price of a remote LLM (`llm.prices[llm.model]`); local models cost nothing.
+fn llm_price(
+    config: &Config,
+    llm: Option<&signaldesk::llm::AnyLlm>,
+) -> Option<signaldesk::config::Price> {
+    match llm? {
+        signaldesk::llm::AnyLlm::OpenAi(_) => config.llm.prices.get(&config.llm.model).copied(),
+        signaldesk::llm::AnyLlm::Local(_) => None,
+    }
 }
 
 /// Dollars spent on LLM calls so far in this process (`llm.prices`).
@@ -1351,6 +1363,7 @@ async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
     let options = EnrichOptions {
         only_stale: args.only_stale,
         limit: args.limit,
+        price: llm_price(config, llm.as_ref()),
     };
     let summary = enrich_collection(&store, &collection, &tagger, &lineage, &options, |n| {
         bar.set_position(n as u64)

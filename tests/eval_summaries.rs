@@ -64,7 +64,7 @@ fn llm_summaries_are_cut_to_their_limits_and_failures_fall_back_to_extraction() 
     use common::scripted_llm::{self, Reply};
     let work = tempfile::tempdir().unwrap();
     let data = common::root().join("golden-datasets/frank");
-    // 70 words in 209 characters: within the schema's 300-character cap, over the 60-word limit.
+    // 70 words in 209 characters: within the schema's 240-character cap, over the 60-word limit.
     let long = vec!["ok"; 70].join(" ") + ".";
     let (url, calls) = scripted_llm::start(move |n, request| {
         assert_eq!(

@@ -37,6 +37,17 @@ pub struct EnrichOptions {
     pub only_stale: bool,
     /// Stop after this many items (tagged or skipped).
     pub limit: Option<usize>,
+    /// The LLM's price (`llm.prices`), for each item's stored cost; none for local models.
+    pub price: Option<crate::config::Price>,
+}
+
+/// An item's LLM spend as stored beside its signals.
+fn usage_field(usage: crate::llm::Usage, price: Option<crate::config::Price>) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cost_usd": price.map_or(0.0, |p| p.cost(usage.prompt_tokens, usage.completion_tokens)),
+    })
 }
 
 /// What a run did.
@@ -121,6 +132,10 @@ pub async fn enrich_collection<S: VectorStore>(
             // A fallback is stored as such (and cleared when a later run gets the LLM's answer).
             summary.fallbacks += usize::from(tagged.fallback_reason.is_some());
             fields.insert("tags_fallback_reason".into(), json!(tagged.fallback_reason));
+            fields.insert(
+                "tags_usage".into(),
+                usage_field(tagged.usage, options.price),
+            );
             fields.insert(
                 "tags".into(),
                 json!(tags.iter().map(|t| t.label.as_str()).collect::<Vec<_>>()),
@@ -218,6 +233,7 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
             fields.insert("summary_source".into(), json!(s.source));
             fields.insert("summary_fallback_reason".into(), json!(s.fallback_reason));
             fields.insert("summary_lineage".into(), lineage.clone());
+            fields.insert("summary_usage".into(), usage_field(s.usage, options.price));
             store.set_item_fields(collection, &item.id, fields).await?;
             summary.summarized += 1;
         }
