@@ -134,3 +134,65 @@ fn llm_summaries_are_cut_to_their_limits_and_failures_fall_back_to_extraction() 
         assert_eq!(s["llm_standfirst"], "A short line.");
     }
 }
+
+/// An article longer than the prompt budget is summarized in parts, then from the parts'
+/// summaries (map-reduce): more calls than articles, each part's request names its part.
+#[test]
+fn long_articles_are_map_reduced_within_the_prompt_budget() {
+    use common::scripted_llm::{self, Reply};
+    use std::sync::{Arc, Mutex};
+    let work = tempfile::tempdir().unwrap();
+    let data = common::root().join("golden-datasets/frank");
+    let prompts = Arc::new(Mutex::new(Vec::new()));
+    let seen = prompts.clone();
+    let (url, calls) = scripted_llm::start(move |_, request| {
+        let text = request["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        seen.lock().unwrap().push(text);
+        Reply::Answer {
+            status: 200,
+            content: serde_json::json!({"summary": "A part in brief.", "standfirst": "Brief."})
+                .to_string(),
+        }
+    });
+    let report = work.path().join("summaries.json");
+    let o = run(signaldesk(work.path())
+        .env(
+            "SIGNALDESK_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("frank-embedding-cache"),
+        )
+        .env("SIGNALDESK_LLM__PROVIDER", "openai")
+        .env("SIGNALDESK_LLM__BASE_URL", &url)
+        .env("SIGNALDESK_LLM__MODEL", "scripted")
+        .env("SIGNALDESK_LLM__CACHE", "off")
+        .env("SIGNALDESK_ENRICH__SUMMARY__MAX_PROMPT_TOKENS", "400")
+        .args(["eval", "summaries", "--llm", "--limit", "1", "--dataset"])
+        .arg(&data)
+        .arg("--output")
+        .arg(&report));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        r["metrics"]["llm.map_reduced"].as_f64().unwrap() >= 1.0,
+        "{}",
+        r["metrics"]
+    );
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) > 2,
+        "parts, then the whole"
+    );
+    // The reduce step summarizes the parts' summaries.
+    assert!(prompts
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| p.contains("A part in brief.")));
+    for p in prompts.lock().unwrap().iter() {
+        assert!(
+            signaldesk::chunk::count_llm_tokens(p, signaldesk::chunk::LlmEncoding::O200kBase)
+                <= 400
+        );
+    }
+}
