@@ -77,6 +77,74 @@ fn lineage_key(lineage: &Value) -> Value {
     key
 }
 
+/// Pages through the first chunks of a collection's items, up to `limit` items, handing out
+/// those whose stored `lineage_field` differs from the current lineage (all of them unless
+/// `only_stale`). Counts the items looked at and those already current.
+struct StalePages<'a> {
+    collection: &'a str,
+    lineage_field: &'static str,
+    current: Value,
+    firsts: Filter,
+    options: &'a EnrichOptions,
+    offset: Option<String>,
+    done: bool,
+    items: usize,
+    fresh: usize,
+}
+
+impl<'a> StalePages<'a> {
+    fn new(
+        collection: &'a str,
+        lineage_field: &'static str,
+        lineage: &Value,
+        options: &'a EnrichOptions,
+    ) -> Result<Self, EnrichError> {
+        Ok(Self {
+            collection,
+            lineage_field,
+            current: lineage_key(lineage),
+            firsts: Filter::parse_pairs(&["chunk_index=0".into()])?,
+            options,
+            offset: None,
+            done: false,
+            items: 0,
+            fresh: 0,
+        })
+    }
+
+    /// The stale first chunks of the next page; `None` once every item (or `limit`) is seen.
+    async fn next<S: VectorStore>(
+        &mut self,
+        store: &S,
+    ) -> Result<Option<Vec<crate::store::StoredChunk>>, EnrichError> {
+        let room = self
+            .options
+            .limit
+            .map_or(PAGE, |l| l.saturating_sub(self.items).min(PAGE));
+        if self.done || room == 0 {
+            return Ok(None);
+        }
+        let (page, next) = store
+            .scroll(self.collection, &self.firsts, self.offset.take(), room)
+            .await?;
+        match next {
+            Some(n) if !page.is_empty() => self.offset = Some(n),
+            _ => self.done = true,
+        }
+        let mut todo = Vec::with_capacity(page.len());
+        for chunk in page {
+            self.items += 1;
+            let stored = chunk.payload.get(self.lineage_field).map(lineage_key);
+            if self.options.only_stale && stored.as_ref() == Some(&self.current) {
+                self.fresh += 1;
+            } else {
+                todo.push(chunk);
+            }
+        }
+        Ok(Some(todo))
+    }
+}
+
 /// Tag every item of `collection` with `tagger` and store the tags with `lineage`.
 pub async fn enrich_collection<S: VectorStore>(
     store: &S,
@@ -87,28 +155,9 @@ pub async fn enrich_collection<S: VectorStore>(
     mut on_progress: impl FnMut(usize),
 ) -> Result<EnrichSummary, EnrichError> {
     let started = Instant::now();
-    let current = lineage_key(lineage);
-    let firsts = Filter::parse_pairs(&["chunk_index=0".into()])?;
+    let mut pages = StalePages::new(collection, "tags_lineage", lineage, options)?;
     let mut summary = EnrichSummary::default();
-    let mut offset = None;
-    loop {
-        let room = options
-            .limit
-            .map_or(PAGE, |l| l.saturating_sub(summary.items).min(PAGE));
-        if room == 0 {
-            break;
-        }
-        let (page, next) = store.scroll(collection, &firsts, offset, room).await?;
-        let mut todo = Vec::new();
-        for chunk in &page {
-            summary.items += 1;
-            let stored = chunk.payload.get("tags_lineage").map(lineage_key);
-            if options.only_stale && stored.as_ref() == Some(&current) {
-                summary.fresh += 1;
-            } else {
-                todo.push(chunk);
-            }
-        }
+    while let Some(todo) = pages.next(store).await? {
         let texts: Vec<&str> = todo
             .iter()
             .map(|c| c.payload.get("text").and_then(Value::as_str).unwrap_or(""))
@@ -147,12 +196,10 @@ pub async fn enrich_collection<S: VectorStore>(
                 .await?;
             summary.tagged += 1;
         }
-        on_progress(summary.items);
-        match next {
-            Some(n) if !page.is_empty() => offset = Some(n),
-            _ => break,
-        }
+        on_progress(pages.items);
     }
+    summary.items = pages.items;
+    summary.fresh = pages.fresh;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.items_per_s = summary.items as f64 / summary.seconds.max(1e-9);
     Ok(summary)
@@ -189,28 +236,9 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
 ) -> Result<SummarizeSummary, EnrichError> {
     use futures_util::stream::{self, StreamExt};
     let started = Instant::now();
-    let current = lineage_key(lineage);
-    let firsts = Filter::parse_pairs(&["chunk_index=0".into()])?;
+    let mut pages = StalePages::new(collection, "summary_lineage", lineage, options)?;
     let mut summary = SummarizeSummary::default();
-    let mut offset = None;
-    loop {
-        let room = options
-            .limit
-            .map_or(PAGE, |l| l.saturating_sub(summary.items).min(PAGE));
-        if room == 0 {
-            break;
-        }
-        let (page, next) = store.scroll(collection, &firsts, offset, room).await?;
-        let mut todo = Vec::new();
-        for chunk in &page {
-            summary.items += 1;
-            let stored = chunk.payload.get("summary_lineage").map(lineage_key);
-            if options.only_stale && stored.as_ref() == Some(&current) {
-                summary.fresh += 1;
-            } else {
-                todo.push(chunk.clone());
-            }
-        }
+    while let Some(todo) = pages.next(store).await? {
         let items = crate::ingest::reindex::read_items(store, collection, todo)
             .await
             .map_err(|e| EnrichError::Items(e.to_string()))?;
@@ -237,12 +265,10 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
             store.set_item_fields(collection, &item.id, fields).await?;
             summary.summarized += 1;
         }
-        on_progress(summary.items);
-        match next {
-            Some(n) if !page.is_empty() => offset = Some(n),
-            _ => break,
-        }
+        on_progress(pages.items);
     }
+    summary.items = pages.items;
+    summary.fresh = pages.fresh;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
