@@ -56,6 +56,117 @@ pub struct Config {
     pub search: SearchConfig,
     pub llm: LlmConfig,
     pub enrich: EnrichConfig,
+    pub rank: RankConfig,
+}
+
+/// Recommendation: how interactions become candidates, features, a learned blend and a ranked,
+/// re-ranked list (`signaldesk recommend`, `rank train`, `eval recommend`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankConfig {
+    /// The content collection recommended from (empty: `store.collection`).
+    pub collection: String,
+    /// A `rating` event at or above this value is a positive; below it the item is only "seen".
+    pub positive_rating: f64,
+    /// Weight of each event type in a user's profile and in co-occurrence and popularity counts
+    /// (`rating` events use 1 when positive); an event type not listed weighs 0 (seen only).
+    pub event_weights: std::collections::BTreeMap<String, f64>,
+    /// Half-life, in days before the user's latest event, of an engagement's weight in the
+    /// user's dense and tag profiles.
+    pub profile_half_life_days: f64,
+    /// Half-life, in days before "now", of an engagement's weight in trending popularity (a
+    /// feature, and the popularity source's order when set); none: plain counts.
+    pub popularity_half_life_days: Option<f64>,
+    /// Half-life of freshness, in days since an item's `published_at`.
+    pub freshness_half_life_days: f64,
+    /// Candidates taken from each source before merging.
+    pub candidates_per_source: usize,
+    /// Co-occurring items kept per item (the strongest, by cosine-normalised count).
+    pub cooccurrence_neighbours: usize,
+    /// A user's most recent engagements that seed co-occurrence candidates.
+    pub cooccurrence_history: usize,
+    /// Numeric payload fields (top level or `metadata.KEY`) added as features, missing = 0.
+    pub numeric_fields: Vec<String>,
+    /// The learned blend written by `rank train` (relative paths are under `data_dir`).
+    pub model: PathBuf,
+    /// Business objectives, diversity and hard filters applied after the blend.
+    pub objectives: ObjectivesConfig,
+    /// Experiments and their variants (relative paths are taken as given, from the working
+    /// directory); re-read when the file changes, so a ramp needs no restart.
+    pub experiments: PathBuf,
+    /// Where every recommendation is logged as an exposure (JSONL; under `data_dir`).
+    pub exposures: PathBuf,
+    /// A click counts for an exposure when the user engages with a shown item within this
+    /// many hours after it.
+    pub attribution_window_hours: f64,
+}
+
+impl Default for RankConfig {
+    fn default() -> Self {
+        let event_weights = [("view", 0.5), ("click", 1.0), ("like", 2.0), ("share", 2.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        Self {
+            collection: String::new(),
+            positive_rating: 4.0,
+            event_weights,
+            profile_half_life_days: 180.0,
+            popularity_half_life_days: None,
+            freshness_half_life_days: 3650.0,
+            candidates_per_source: 200,
+            cooccurrence_neighbours: 100,
+            cooccurrence_history: 50,
+            numeric_fields: Vec::new(),
+            model: PathBuf::from("rank/blend.json"),
+            objectives: ObjectivesConfig::default(),
+            experiments: PathBuf::from("experiments.toml"),
+            exposures: PathBuf::from("exposures.jsonl"),
+            attribution_window_hours: 24.0,
+        }
+    }
+}
+
+/// What the re-ranking stage does after the learned blend: business rules, diversity and hard
+/// filters. Each item's response says what every objective added or took away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectivesConfig {
+    /// Maximal marginal relevance: weight on relevance, 1 = no diversity.
+    pub mmr_lambda: f32,
+    /// Added to the score of items whose payload field equals a value.
+    pub boosts: Vec<Boost>,
+    /// Items published more than this many days before now are demoted (none when absent).
+    pub demote_older_than_days: Option<f64>,
+    /// Taken from a demoted item's score.
+    pub demote_by: f32,
+    /// At most this many items from one `source` in a list (none when absent).
+    pub max_per_source: Option<usize>,
+    /// Items carrying any of these tags are never recommended.
+    pub excluded_tags: Vec<String>,
+}
+
+impl Default for ObjectivesConfig {
+    fn default() -> Self {
+        Self {
+            mmr_lambda: 1.0,
+            boosts: Vec::new(),
+            demote_older_than_days: None,
+            demote_by: 0.1,
+            max_per_source: None,
+            excluded_tags: Vec::new(),
+        }
+    }
+}
+
+/// A business boost: `field` (`content_type`, `source`, or any payload key) equal to `value`
+/// adds `by` to the item's score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boost {
+    pub field: String,
+    pub value: String,
+    pub by: f32,
 }
 
 /// Enrichment: how content is tagged against a taxonomy.
@@ -519,6 +630,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             llm: LlmConfig::default(),
             enrich: EnrichConfig::default(),
+            rank: RankConfig::default(),
         }
     }
 }

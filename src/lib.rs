@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod llm;
 pub mod pipeline;
 pub mod prompts;
+pub mod rank;
 pub mod search;
 pub mod store;
 

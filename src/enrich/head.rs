@@ -37,7 +37,7 @@ pub struct LinearHead {
 
 /// Numerically stable mean binary cross-entropy of `logits` against 0/1 `targets`:
 /// max(x, 0) - x·y + ln(1 + e^-|x|).
-fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     let softplus = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
     (logits.relu()? - (logits * targets)?)?
         .add(&softplus)?

@@ -1,0 +1,213 @@
+//! Candidate sources: each proposes items for one user from one kind of evidence. The
+//! recommender merges their lists, drops duplicates and what the user has seen, and leaves the
+//! ordering to the learned blend.
+
+use std::collections::HashMap;
+
+use super::catalogue::Catalogue;
+use super::signals::{decayed, InteractionSignals, UserHistory};
+use super::RankError;
+use crate::config::RankConfig;
+use crate::store::{ChunkQuery, Filter, QueryVectors, VectorStore};
+
+/// What the sources know about the user a list is for.
+#[derive(Debug, Clone, Default)]
+pub struct UserContext {
+    /// Positive engagements and seen items (empty for a cold start).
+    pub history: UserHistory,
+    /// Recency- and weight-decayed mean of engaged items' vectors, unit length.
+    pub profile: Option<Vec<f32>>,
+    /// Tag → decayed weight over engaged items' tags, unit length.
+    pub tag_profile: HashMap<String, f32>,
+    /// Co-occurrence score of every item co-engaged with the user's history.
+    pub cooccurrence: HashMap<usize, f32>,
+    /// The seed of a "more like this" list.
+    pub seed: Option<usize>,
+    /// The time decays are measured from.
+    pub now: i64,
+}
+
+impl UserContext {
+    /// Build the context of `history` (its profiles and co-occurrence scores).
+    pub fn new(
+        history: UserHistory,
+        catalogue: &Catalogue,
+        signals: &InteractionSignals,
+        settings: &RankConfig,
+        now: i64,
+    ) -> Self {
+        let reference = history.last_seen;
+        let mut profile = vec![0f32; catalogue.dim()];
+        let mut tags: HashMap<String, f32> = HashMap::new();
+        let mut cooccurrence: HashMap<usize, f32> = HashMap::new();
+        let recent = match settings.cooccurrence_history {
+            0 => history.engaged.len(),
+            n => n.min(history.engaged.len()),
+        };
+        for (k, &(i, w, t)) in history.engaged.iter().enumerate() {
+            let w = decayed(w, t, reference, settings.profile_half_life_days);
+            for (p, v) in profile.iter_mut().zip(catalogue.vector(i)) {
+                *p += w * v;
+            }
+            for (tag, confidence) in &catalogue.items[i].tags {
+                *tags.entry(tag.clone()).or_default() += w * confidence;
+            }
+            if k >= history.engaged.len() - recent {
+                for &(j, s) in &signals.cooccurring[i] {
+                    *cooccurrence.entry(j).or_default() += w * s;
+                }
+            }
+        }
+        let norm = profile.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let profile = (norm > 0.0).then(|| profile.iter().map(|x| x / norm).collect());
+        let tag_norm = tags.values().map(|x| x * x).sum::<f32>().sqrt();
+        if tag_norm > 0.0 {
+            tags.values_mut().for_each(|x| *x /= tag_norm);
+        }
+        Self {
+            history,
+            profile,
+            tag_profile: tags,
+            cooccurrence,
+            seed: None,
+            now,
+        }
+    }
+}
+
+/// One way of proposing items.
+#[allow(async_fn_in_trait)]
+pub trait CandidateSource {
+    /// The source's name in responses and reports.
+    fn name(&self) -> &'static str;
+    /// Up to `n` unseen items for the user, best first, with the source's own score.
+    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError>;
+}
+
+/// The most engaged-with items (trending when `rank.popularity_half_life_days` is set).
+pub struct Popularity<'a> {
+    pub signals: &'a InteractionSignals,
+    pub decayed: bool,
+}
+
+impl CandidateSource for Popularity<'_> {
+    fn name(&self) -> &'static str {
+        "popularity"
+    }
+    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError> {
+        let (order, scores) = if self.decayed {
+            (&self.signals.by_trending, &self.signals.trending)
+        } else {
+            (&self.signals.by_popularity, &self.signals.popularity)
+        };
+        Ok(order
+            .iter()
+            .filter(|i| !user.history.seen.contains(i) && user.seed != Some(**i))
+            .take(n)
+            .map(|&i| (i, scores[i]))
+            .collect())
+    }
+}
+
+/// Items engaged with by the same users as the user's own engagements.
+pub struct CoOccurrence;
+
+impl CandidateSource for CoOccurrence {
+    fn name(&self) -> &'static str {
+        "cooccurrence"
+    }
+    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError> {
+        Ok(top_n(
+            user.cooccurrence
+                .iter()
+                .filter(|(i, _)| !user.history.seen.contains(i) && user.seed != Some(**i))
+                .map(|(&i, &s)| (i, s)),
+            n,
+        ))
+    }
+}
+
+/// The items nearest the user's profile vector, searched in the vector store.
+pub struct Dense<'a, S> {
+    pub store: &'a S,
+    pub collection: &'a str,
+    pub catalogue: &'a Catalogue,
+}
+
+impl<S: VectorStore> CandidateSource for Dense<'_, S> {
+    fn name(&self) -> &'static str {
+        "dense"
+    }
+    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError> {
+        let Some(profile) = &user.profile else {
+            return Ok(Vec::new());
+        };
+        nearest(self.store, self.collection, self.catalogue, profile, user, n).await
+    }
+}
+
+/// "More like this": the items nearest a seed item's vector.
+pub struct MoreLikeThis<'a, S> {
+    pub store: &'a S,
+    pub collection: &'a str,
+    pub catalogue: &'a Catalogue,
+}
+
+impl<S: VectorStore> CandidateSource for MoreLikeThis<'_, S> {
+    fn name(&self) -> &'static str {
+        "more_like_this"
+    }
+    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError> {
+        let Some(seed) = user.seed else {
+            return Ok(Vec::new());
+        };
+        let vector = self.catalogue.vector(seed).to_vec();
+        nearest(self.store, self.collection, self.catalogue, &vector, user, n).await
+    }
+}
+
+/// The store's nearest items to `vector`, unseen, best chunk per item. The store has no
+/// "not these ids" condition, so the query asks for enough extra to cover the seen items.
+async fn nearest<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    catalogue: &Catalogue,
+    vector: &[f32],
+    user: &UserContext,
+    n: usize,
+) -> Result<Vec<(usize, f32)>, RankError> {
+    let query = ChunkQuery {
+        vectors: QueryVectors::Dense(vector.to_vec()),
+        filter: Filter::default(),
+        limit: (n + user.history.seen.len() + 1).min(catalogue.len().max(1) * 4),
+        exact: false,
+        hnsw_ef: None,
+    };
+    let hits = store.query(collection, &query).await?;
+    let mut out: Vec<(usize, f32)> = Vec::with_capacity(n);
+    for hit in hits {
+        let Some(i) = catalogue.position(&hit.chunk.content_id) else {
+            continue;
+        };
+        if user.history.seen.contains(&i) || user.seed == Some(i) || out.iter().any(|(j, _)| *j == i) {
+            continue;
+        }
+        out.push((i, hit.score));
+        if out.len() == n {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The `n` highest-scoring pairs, best first (ties by position, so lists are stable).
+pub fn top_n(scores: impl Iterator<Item = (usize, f32)>, n: usize) -> Vec<(usize, f32)> {
+    let mut v: Vec<(usize, f32)> = scores.collect();
+    let cmp = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if v.len() > n {
+        v.select_nth_unstable_by(n, cmp);
+        v.truncate(n);
+    }
+    v.sort_by(cmp);
+    v
+}

@@ -1,0 +1,157 @@
+//! Recommendation: interactions → candidates → features → learned blend → objectives, with
+//! experiments on top. Reads content (vectors, enrichment's tags) from the store; nothing
+//! upstream reads from here.
+
+pub mod blend;
+pub mod candidates;
+pub mod catalogue;
+pub mod experiments;
+pub mod interactions;
+pub mod recommender;
+pub mod rerank;
+pub mod signals;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use blend::{BlendModel, TrainSettings};
+use catalogue::Catalogue;
+use interactions::Interaction;
+use recommender::Recommender;
+use signals::InteractionSignals;
+
+use crate::config::RankConfig;
+use crate::store::{StoreError, VectorStore};
+
+/// Why ranking could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RankError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("interaction store: {0}")]
+    Store(String),
+    #[error(transparent)]
+    VectorStore(#[from] StoreError),
+    #[error("collection {0:?} holds no items to recommend (ingest content first)")]
+    EmptyCatalogue(String),
+    #[error("item {0:?} is not in the catalogue")]
+    UnknownItem(String),
+    #[error("the blend ranker needs a trained model (run `signaldesk rank train`)")]
+    NoModel,
+    #[error("training the blend: {0}")]
+    Training(String),
+    #[error("training the blend: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("experiments: {0}")]
+    Experiments(String),
+}
+
+/// A temporal split of a log: per user with at least `min_positives` positives, the last
+/// `max(1, round(0.2·n))` positives by (timestamp, item id) are held out, and that user's events
+/// from the first held-out one on are left out of the training side.
+#[derive(Debug, Clone, Default)]
+pub struct TemporalSplit {
+    pub train: Vec<Interaction>,
+    /// Held-out items per user.
+    pub held_out: BTreeMap<String, Vec<String>>,
+}
+
+/// Item ids compare as numbers when both are integers (MovieLens' ids), else as text.
+fn item_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<i64>(), b.parse::<i64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
+/// Split `events` as [`TemporalSplit`] says (the eval's split, and `rank train`'s inner one).
+pub fn temporal_split(events: &[Interaction], settings: &RankConfig, min_positives: usize) -> TemporalSplit {
+    let mut positives: BTreeMap<&str, Vec<(i64, &str)>> = BTreeMap::new();
+    for x in events {
+        if x.weight(settings) > 0.0 {
+            positives.entry(&x.user).or_default().push((x.timestamp, &x.item));
+        }
+    }
+    let mut cutoff: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut held_out = BTreeMap::new();
+    for (user, mut p) in positives {
+        if p.len() < min_positives {
+            continue;
+        }
+        p.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| item_order(a.1, b.1)));
+        let k = ((0.2 * p.len() as f64 + 0.5).floor() as usize).max(1);
+        let test = &p[p.len() - k..];
+        cutoff.insert(user, test[0].0);
+        held_out.insert(user.to_string(), test.iter().map(|t| t.1.to_string()).collect());
+    }
+    let train = events
+        .iter()
+        .filter(|x| cutoff.get(x.user.as_str()).is_none_or(|&c| x.timestamp < c))
+        .cloned()
+        .collect();
+    TemporalSplit { train, held_out }
+}
+
+/// Learn the blend from `events` alone: an inner temporal split of them gives each user's
+/// later positives as clicks, and the candidates the recommender proposes from the earlier
+/// part (with their features) as examples. `drop_features` leaves features out (the ablation).
+pub async fn train_blend<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    catalogue: &Catalogue,
+    events: &[Interaction],
+    settings: &RankConfig,
+    drop_features: &[&str],
+    mut on_progress: impl FnMut(usize, usize),
+) -> Result<BlendModel, RankError> {
+    let split = temporal_split(events, settings, 5);
+    let signals = InteractionSignals::build(&split.train, catalogue, settings);
+    let recommender = Recommender {
+        store,
+        collection: collection.to_string(),
+        catalogue: catalogue.clone(),
+        signals,
+        settings: settings.clone(),
+    };
+    let names = recommender.feature_names();
+    let keep: Vec<usize> = (0..names.len())
+        .filter(|&j| !drop_features.contains(&names[j].as_str()))
+        .collect();
+    let mut examples = Vec::new();
+    let mut positives = 0usize;
+    let mut reachable = 0usize;
+    for (done, (user, held)) in split.held_out.iter().enumerate() {
+        let ctx = recommender.context(user, None, None)?;
+        let held: Vec<usize> = held.iter().filter_map(|i| catalogue.position(i)).collect();
+        for c in recommender.candidates(&ctx).await? {
+            let clicked = held.contains(&c.item);
+            positives += usize::from(clicked);
+            examples.push((keep.iter().map(|&j| c.features[j]).collect(), clicked));
+        }
+        reachable += held.len();
+        on_progress(done + 1, split.held_out.len());
+    }
+    let features: Vec<String> = keep.iter().map(|&j| names[j].clone()).collect();
+    let training = json!({
+        "split": "inner temporal: last 20% of each user's positives (users with >= 5), from the training interactions only",
+        "users": split.held_out.len(),
+        "examples": examples.len(),
+        "positives": positives,
+        "held_out_positives": reachable,
+        "candidates_per_source": settings.candidates_per_source,
+        "dropped_features": drop_features,
+    });
+    BlendModel::train(&features, &examples, TrainSettings::default(), training)
+}

@@ -1,0 +1,293 @@
+//! One user's list: candidates from every source, merged; features; the learned blend (or a
+//! single source, for baselines and control variants); then the objectives.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::blend::BlendModel;
+use super::candidates::{CandidateSource, CoOccurrence, Dense, MoreLikeThis, Popularity, UserContext};
+use super::catalogue::{dot, numeric_field, Catalogue};
+use super::rerank::{rerank, Scored};
+use super::signals::InteractionSignals;
+use super::RankError;
+use crate::config::{ObjectivesConfig, RankConfig};
+use crate::store::VectorStore;
+
+const DAY: f64 = 86_400.0;
+
+/// How a list is ordered before the objectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RankerKind {
+    /// The learned blend over every source's candidates.
+    Blend,
+    /// Most engaged-with items.
+    Popularity,
+    /// Items co-engaged with the user's own.
+    Cooccurrence,
+    /// Items nearest the user's profile vector.
+    Dense,
+}
+
+impl RankerKind {
+    /// Every kind, in report order.
+    pub const ALL: [RankerKind; 4] = [Self::Popularity, Self::Cooccurrence, Self::Dense, Self::Blend];
+
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Blend => "blend",
+            Self::Popularity => "popularity",
+            Self::Cooccurrence => "cooccurrence",
+            Self::Dense => "dense",
+        }
+    }
+}
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct RecommendRequest<'m> {
+    pub user: String,
+    pub k: usize,
+    /// A "more like this" seed item.
+    pub seed: Option<String>,
+    pub ranker: RankerKind,
+    /// The blend (required for [`RankerKind::Blend`]).
+    pub model: Option<&'m BlendModel>,
+    pub objectives: ObjectivesConfig,
+    /// Decays and embargoes are measured at this time (default: the log's latest event).
+    pub now: Option<i64>,
+}
+
+/// A candidate with its features, before scoring.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub item: usize,
+    /// The sources that proposed it.
+    pub sources: Vec<&'static str>,
+    /// Values in [`Recommender::feature_names`] order.
+    pub features: Vec<f32>,
+}
+
+/// One recommended item, with why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommended {
+    pub id: String,
+    pub title: String,
+    pub score: f32,
+    pub sources: Vec<&'static str>,
+    pub features: BTreeMap<String, f32>,
+    /// The blend's per-feature logit shares, then what each objective added.
+    pub contributions: BTreeMap<String, f32>,
+}
+
+/// A catalogue, the signals of an interaction log, and the store the dense sources search.
+pub struct Recommender<'a, S> {
+    pub store: &'a S,
+    pub collection: String,
+    pub catalogue: Catalogue,
+    pub signals: InteractionSignals,
+    pub settings: RankConfig,
+}
+
+impl<'a, S: VectorStore> Recommender<'a, S> {
+    /// Every feature the recommender computes, in order: the fixed ones, then
+    /// `rank.numeric_fields`.
+    pub fn feature_names(&self) -> Vec<String> {
+        ["dense", "tag_overlap", "cooccurrence", "popularity", "trending", "freshness"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.settings.numeric_fields.iter().cloned())
+            .collect()
+    }
+
+    /// The context of `user` (profiles, co-occurrence) at `now`, with an optional seed.
+    pub fn context(&self, user: &str, seed: Option<&str>, now: Option<i64>) -> Result<UserContext, RankError> {
+        let history = self.signals.history(user).cloned().unwrap_or_default();
+        let mut ctx = UserContext::new(
+            history,
+            &self.catalogue,
+            &self.signals,
+            &self.settings,
+            now.unwrap_or(self.signals.now),
+        );
+        if let Some(seed) = seed {
+            ctx.seed = Some(
+                self.catalogue
+                    .position(seed)
+                    .ok_or_else(|| RankError::UnknownItem(seed.to_string()))?,
+            );
+        }
+        Ok(ctx)
+    }
+
+    /// Merged, de-duplicated candidates of every source (the seed's neighbours replace the
+    /// profile's when there is a seed), with features.
+    pub async fn candidates(&self, ctx: &UserContext) -> Result<Vec<Candidate>, RankError> {
+        let n = self.settings.candidates_per_source;
+        let mut lists = vec![
+            (CoOccurrence.name(), CoOccurrence.candidates(ctx, n).await?),
+            (
+                "popularity",
+                Popularity {
+                    signals: &self.signals,
+                    decayed: self.settings.popularity_half_life_days.is_some(),
+                }
+                .candidates(ctx, n)
+                .await?,
+            ),
+        ];
+        if ctx.seed.is_some() {
+            let source = MoreLikeThis {
+                store: self.store,
+                collection: &self.collection,
+                catalogue: &self.catalogue,
+            };
+            lists.push((source.name(), source.candidates(ctx, n).await?));
+        } else {
+            let source = Dense {
+                store: self.store,
+                collection: &self.collection,
+                catalogue: &self.catalogue,
+            };
+            lists.push((source.name(), source.candidates(ctx, n).await?));
+        }
+        let mut at: HashMap<usize, usize> = HashMap::new();
+        let mut out: Vec<Candidate> = Vec::new();
+        for (name, list) in lists {
+            for (item, _) in list {
+                match at.get(&item) {
+                    Some(&k) => out[k].sources.push(name),
+                    None => {
+                        at.insert(item, out.len());
+                        out.push(Candidate {
+                            item,
+                            sources: vec![name],
+                            features: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+        for c in &mut out {
+            c.features = self.features(ctx, c.item);
+        }
+        Ok(out)
+    }
+
+    /// Item `i`'s features for the user of `ctx`.
+    pub fn features(&self, ctx: &UserContext, i: usize) -> Vec<f32> {
+        let item = &self.catalogue.items[i];
+        let anchor = match ctx.seed {
+            Some(seed) => Some(self.catalogue.vector(seed)),
+            None => ctx.profile.as_deref(),
+        };
+        let dense = anchor.map_or(0.0, |p| dot(p, self.catalogue.vector(i)));
+        let tag_norm = item.tags.iter().map(|(_, c)| c * c).sum::<f32>().sqrt();
+        let tag_overlap = if tag_norm > 0.0 {
+            item.tags
+                .iter()
+                .map(|(t, c)| c * ctx.tag_profile.get(t).copied().unwrap_or(0.0))
+                .sum::<f32>()
+                / tag_norm
+        } else {
+            0.0
+        };
+        let max_cooc = ctx.cooccurrence.values().copied().fold(0f32, f32::max);
+        let cooc = ctx.cooccurrence.get(&i).copied().unwrap_or(0.0) / max_cooc.max(1e-9);
+        let top = |v: &[f32], order: &[usize]| order.first().map_or(1.0, |&j| v[j]).max(1e-9);
+        let popularity = (1.0 + self.signals.popularity[i]).ln()
+            / (1.0 + top(&self.signals.popularity, &self.signals.by_popularity)).ln().max(1e-9);
+        let trending = self.signals.trending[i] / top(&self.signals.trending, &self.signals.by_trending);
+        let freshness = item.published.map_or(0.0, |p| {
+            let age = (ctx.now - p).max(0) as f64 / DAY;
+            0.5f64.powf(age / self.settings.freshness_half_life_days.max(1e-9)) as f32
+        });
+        let mut f = vec![dense, tag_overlap, cooc, popularity, trending, freshness];
+        for name in &self.settings.numeric_fields {
+            f.push(numeric_field(&item.payload, name).unwrap_or(0.0) as f32);
+        }
+        f
+    }
+
+    /// The candidates scored by `ranker` (before the objectives), with each score's parts.
+    pub fn score(
+        &self,
+        candidates: &[Candidate],
+        ranker: RankerKind,
+        model: Option<&BlendModel>,
+    ) -> Result<Vec<Scored>, RankError> {
+        let names = self.feature_names();
+        let single = |name: &str| names.iter().position(|n| n == name).expect("a fixed feature");
+        let columns: Option<Vec<usize>> = match (ranker, model) {
+            (RankerKind::Blend, None) => return Err(RankError::NoModel),
+            (RankerKind::Blend, Some(m)) => Some(
+                m.features
+                    .iter()
+                    .map(|f| {
+                        names.iter().position(|n| n == f).ok_or_else(|| {
+                            RankError::Parse(format!(
+                                "the model uses feature {f:?}, which this configuration does not compute (rank.numeric_fields?)"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => None,
+        };
+        Ok(candidates
+            .iter()
+            .filter(|c| ranker == RankerKind::Blend || c.sources.contains(&ranker.name()))
+            .map(|c| {
+                let mut contributions = BTreeMap::new();
+                let score = match (&columns, model) {
+                    (Some(cols), Some(m)) => {
+                        let x: Vec<f32> = cols.iter().map(|&j| c.features[j]).collect();
+                        for (name, part) in m.features.iter().zip(m.contributions(&x)) {
+                            contributions.insert(format!("blend:{name}"), part);
+                        }
+                        m.probability(&x)
+                    }
+                    _ => c.features[single(match ranker {
+                        RankerKind::Popularity if self.settings.popularity_half_life_days.is_some() => "trending",
+                        RankerKind::Popularity => "popularity",
+                        RankerKind::Cooccurrence => "cooccurrence",
+                        _ => "dense",
+                    })],
+                };
+                contributions.insert("relevance".into(), score);
+                Scored {
+                    item: c.item,
+                    score,
+                    contributions,
+                }
+            })
+            .collect())
+    }
+
+    /// The top `k` for one request, with features and each objective's part.
+    pub async fn recommend(&self, request: &RecommendRequest<'_>) -> Result<Vec<Recommended>, RankError> {
+        let ctx = self.context(&request.user, request.seed.as_deref(), request.now)?;
+        let candidates = self.candidates(&ctx).await?;
+        let scored = self.score(&candidates, request.ranker, request.model)?;
+        let ranked = rerank(scored, &self.catalogue, &request.objectives, ctx.now, request.k);
+        let names = self.feature_names();
+        let by_item: HashMap<usize, &Candidate> = candidates.iter().map(|c| (c.item, c)).collect();
+        Ok(ranked
+            .into_iter()
+            .map(|s| {
+                let c = by_item[&s.item];
+                let item = &self.catalogue.items[s.item];
+                Recommended {
+                    id: item.id.clone(),
+                    title: item.title.clone(),
+                    score: s.score,
+                    sources: c.sources.clone(),
+                    features: names.iter().cloned().zip(c.features.iter().copied()).collect(),
+                    contributions: s.contributions,
+                }
+            })
+            .collect())
+    }
+}
