@@ -81,9 +81,11 @@ pub struct RankConfig {
     pub freshness_half_life_days: f64,
     /// Candidates taken from each source before merging.
     pub candidates_per_source: usize,
-    /// Co-occurring items kept per item (the strongest, by cosine-normalised count).
+    /// Co-occurring items kept per item (the strongest, by cosine-normalised count; 300 keeps
+    /// MovieLens' co-occurrence within 0.001 nDCG@10 of keeping all).
     pub cooccurrence_neighbours: usize,
-    /// A user's most recent engagements that seed co-occurrence candidates.
+    /// A user's most recent engagements that seed co-occurrence candidates (0: all of them;
+    /// on MovieLens all gives co-occurrence nDCG@10 0.110, the latest 50 only 0.100).
     pub cooccurrence_history: usize,
     /// Numeric payload fields (top level or `metadata.KEY`) added as features, missing = 0.
     pub numeric_fields: Vec<String>,
@@ -115,8 +117,8 @@ impl Default for RankConfig {
             popularity_half_life_days: None,
             freshness_half_life_days: 3650.0,
             candidates_per_source: 200,
-            cooccurrence_neighbours: 100,
-            cooccurrence_history: 50,
+            cooccurrence_neighbours: 300,
+            cooccurrence_history: 0,
             numeric_fields: Vec::new(),
             model: PathBuf::from("rank/blend.json"),
             objectives: ObjectivesConfig::default(),

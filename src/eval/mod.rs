@@ -6,7 +6,9 @@
 //! query (or document, or user), what a paired significance test needs.
 
 pub mod metrics;
+pub mod plot;
 pub mod porter;
+pub mod recommend;
 pub mod retrieval;
 pub mod rouge;
 pub mod summaries;
@@ -30,6 +32,10 @@ pub struct Report {
     /// item's counts.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub details: Value,
+    /// Suite-specific top-level sections (the recommendation report's `rankers`, `references`,
+    /// `diversity_sweep`, `ablation`).
+    #[serde(flatten, default)]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl Report {

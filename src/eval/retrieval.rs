@@ -343,6 +343,7 @@ pub async fn evaluate<S: VectorStore>(
             metrics,
             per_item,
             details: Value::Null,
+            extra: Default::default(),
         },
         runs,
     ))

@@ -213,6 +213,7 @@ pub async fn evaluate<L: LlmClient>(
         metrics,
         per_item,
         details: json!({"summaries": summaries}),
+        extra: Default::default(),
     })
 }
 

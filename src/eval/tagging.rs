@@ -686,6 +686,7 @@ fn report(
         metrics,
         per_item,
         details: json!({"per_label": per_label, "items": items}),
+        extra: Default::default(),
     }
 }
 

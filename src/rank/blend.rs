@@ -136,10 +136,11 @@ impl BlendModel {
             .collect()
     }
 
-    /// The click probability of a candidate with features `x` (in [`Self::features`] order).
-    pub fn probability(&self, x: &[f32]) -> f32 {
-        let z = self.bias + self.contributions(x).iter().sum::<f32>();
-        1.0 / (1.0 + (-z).exp())
+    /// A candidate's score for features `x` (in [`Self::features`] order): the logit, bias plus
+    /// [`Self::contributions`]. Trained pairwise, it orders one user's candidates; it is not a
+    /// calibrated click probability (and a logit keeps re-ranking's score scale linear).
+    pub fn score(&self, x: &[f32]) -> f32 {
+        self.bias + self.contributions(x).iter().sum::<f32>()
     }
 
     /// Read a model file.
@@ -199,7 +200,7 @@ mod tests {
         let names = vec!["a".to_string(), "b".to_string()];
         let model = BlendModel::train(&names, &examples, TrainSettings::default(), Value::Null).unwrap();
         assert!(model.weights[0] > 1.0 && model.weights[1].abs() < 0.3 * model.weights[0], "{model:?}");
-        assert!(model.probability(&[0.9, 5.0]) > model.probability(&[0.1, 5.0]));
+        assert!(model.score(&[0.9, 5.0]) > model.score(&[0.1, 5.0]));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.json");
         model.save(&path).unwrap();

@@ -129,16 +129,34 @@ pub async fn train_blend<S: VectorStore>(
     let keep: Vec<usize> = (0..names.len())
         .filter(|&j| !drop_features.contains(&names[j].as_str()))
         .collect();
+    // Pairwise examples (a RankNet-style logistic loss on feature differences): each held-out
+    // positive against up to PAIRS_PER_POSITIVE of the same user's other candidates, both ways
+    // round. Only the order within one user's list matters, so users with long or short
+    // histories weigh alike; pointwise examples let popularity's between-user effects dominate
+    // (measured: blend nDCG@10 0.1045 pointwise against a co-occurrence alone of 0.1096).
+    use rand::seq::IndexedRandom;
+    use rand::SeedableRng;
+    const PAIRS_PER_POSITIVE: usize = 20;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut examples = Vec::new();
     let mut positives = 0usize;
     let mut reachable = 0usize;
     for (done, (user, held)) in split.held_out.iter().enumerate() {
         let ctx = recommender.context(user, None, None)?;
         let held: Vec<usize> = held.iter().filter_map(|i| catalogue.position(i)).collect();
-        for c in recommender.candidates(&ctx).await? {
-            let clicked = held.contains(&c.item);
-            positives += usize::from(clicked);
-            examples.push((keep.iter().map(|&j| c.features[j]).collect(), clicked));
+        let (pos, neg): (Vec<_>, Vec<_>) = recommender
+            .candidates(&ctx)
+            .await?
+            .into_iter()
+            .map(|c| (held.contains(&c.item), keep.iter().map(|&j| c.features[j]).collect::<Vec<f32>>()))
+            .partition(|(clicked, _)| *clicked);
+        positives += pos.len();
+        for (_, p) in &pos {
+            for (_, n) in neg.choose_multiple(&mut rng, PAIRS_PER_POSITIVE) {
+                let diff: Vec<f32> = p.iter().zip(n).map(|(a, b)| a - b).collect();
+                examples.push((diff.iter().map(|d| -d).collect(), false));
+                examples.push((diff, true));
+            }
         }
         reachable += held.len();
         on_progress(done + 1, split.held_out.len());
@@ -147,6 +165,8 @@ pub async fn train_blend<S: VectorStore>(
     let training = json!({
         "split": "inner temporal: last 20% of each user's positives (users with >= 5), from the training interactions only",
         "users": split.held_out.len(),
+        "objective": "pairwise logistic (positive minus negative candidate features)",
+        "pairs_per_positive": PAIRS_PER_POSITIVE,
         "examples": examples.len(),
         "positives": positives,
         "held_out_positives": reachable,

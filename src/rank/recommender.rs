@@ -247,7 +247,7 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                         for (name, part) in m.features.iter().zip(m.contributions(&x)) {
                             contributions.insert(format!("blend:{name}"), part);
                         }
-                        m.probability(&x)
+                        m.score(&x)
                     }
                     _ => c.features[single(match ranker {
                         RankerKind::Popularity if self.settings.popularity_half_life_days.is_some() => "trending",

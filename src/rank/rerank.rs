@@ -17,7 +17,7 @@ const DAY: f64 = 86_400.0;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
     pub item: usize,
-    /// The score so far (the blend's probability, then objectives added).
+    /// The score so far (the ranker's, then what objectives added).
     pub score: f32,
     /// What each stage added (`relevance` first).
     pub contributions: BTreeMap<String, f32>,

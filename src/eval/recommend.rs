@@ -1,0 +1,410 @@
+//! The recommendation suite on MovieLens (ml-latest-small): the product's chain end to end.
+//! Movies are ingested as content (title + genres), tagged by enrichment's zero-shot tagger
+//! against the IAB Content Taxonomy, read back as the recommender's catalogue; ratings become
+//! interactions; a per-user temporal split holds out each user's latest positives; the blend is
+//! trained on the training side only (its own inner split), and every ranker is scored on the
+//! held-out positives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use super::metrics::{mrr_at, ndcg_at, precision_at, recall_at, Judgments};
+use super::Report;
+use crate::config::{ObjectivesConfig, RankConfig};
+use crate::embed::Embedder;
+use crate::enrich::signals::{enrich_collection, EnrichOptions};
+use crate::enrich::taxonomy::Taxonomy;
+use crate::enrich::{open_tagger, TaggerKind};
+use crate::ingest::pipeline::{ingest_file, IngestOptions};
+use crate::rank::blend::BlendModel;
+use crate::rank::catalogue::{dot, Catalogue};
+use crate::rank::experiments::ExperimentsFile;
+use crate::rank::interactions::read_file;
+use crate::rank::recommender::{RankerKind, Recommender};
+use crate::rank::rerank::rerank;
+use crate::rank::signals::InteractionSignals;
+use crate::rank::{temporal_split, train_blend};
+use crate::store::VectorStore;
+use crate::Config;
+
+/// Why the suite could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RecommendEvalError {
+    #[error("{0}")]
+    Dataset(String),
+    #[error(transparent)]
+    Rank(#[from] crate::rank::RankError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::pipeline::IngestError),
+    #[error(transparent)]
+    Taxonomy(#[from] crate::enrich::taxonomy::TaxonomyError),
+    #[error(transparent)]
+    Tagger(#[from] crate::enrich::TaggerSetupError),
+    #[error(transparent)]
+    Enrich(#[from] crate::enrich::signals::EnrichError),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How the suite runs.
+#[derive(Debug, Clone)]
+pub struct RecommendEvalOptions {
+    /// The IAB taxonomy movies are tagged against.
+    pub taxonomy: PathBuf,
+    /// Variants of `rank.experiments` to score beside the four rankers.
+    pub variants: Vec<String>,
+    /// MMR λ values for the diversity sweep.
+    pub lambdas: Vec<f32>,
+    /// Only this many test users (a quick run); all by default.
+    pub limit_users: Option<usize>,
+}
+
+/// Cut-offs the report gives.
+const K: usize = 10;
+const K_RECALL: usize = 50;
+
+/// Write the movies as content items (title + genres; `published_at` from the title's year).
+fn movies_as_items(dataset: &Path, out: &Path) -> Result<usize, RecommendEvalError> {
+    let path = dataset.join("movies.csv");
+    let mut reader = csv::Reader::from_path(&path)
+        .map_err(|e| RecommendEvalError::Dataset(format!("{}: {e}", path.display())))?;
+    let mut lines = String::new();
+    let mut n = 0;
+    for record in reader.records() {
+        let r = record.map_err(|e| RecommendEvalError::Dataset(format!("{}: {e}", path.display())))?;
+        let (id, title, genres) = (&r[0], &r[1], &r[2]);
+        let genres = if genres == "(no genres listed)" { String::new() } else { genres.replace('|', ", ") };
+        let mut item = Map::new();
+        item.insert("id".into(), json!(id));
+        item.insert("title".into(), json!(title));
+        item.insert("body".into(), json!(genres));
+        item.insert("content_type".into(), json!("other"));
+        item.insert("metadata".into(), json!({"kind": "movie"}));
+        item.insert("source".into(), json!("movielens"));
+        let year = title
+            .trim_end()
+            .strip_suffix(')')
+            .and_then(|t| t.rsplit_once('('))
+            .and_then(|(_, y)| y.trim().parse::<u32>().ok())
+            .filter(|y| (1870..2100).contains(y));
+        if let Some(y) = year {
+            item.insert("published_at".into(), json!(format!("{y}-01-01")));
+        }
+        lines.push_str(&Value::Object(item).to_string());
+        lines.push('\n');
+        n += 1;
+    }
+    std::fs::write(out, lines).map_err(|source| RecommendEvalError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    Ok(n)
+}
+
+/// Mean pairwise 1 − cosine within a list.
+fn diversity(catalogue: &Catalogue, items: &[usize]) -> f64 {
+    let mut sum = 0.0;
+    let mut pairs = 0;
+    for a in 0..items.len() {
+        for b in a + 1..items.len() {
+            sum += 1.0 - f64::from(dot(catalogue.vector(items[a]), catalogue.vector(items[b])));
+            pairs += 1;
+        }
+    }
+    if pairs == 0 { 0.0 } else { sum / pairs as f64 }
+}
+
+/// Accumulates one ranker's metrics over users.
+#[derive(Default)]
+struct Scores {
+    sums: BTreeMap<String, f64>,
+    users: usize,
+    covered: BTreeSet<usize>,
+}
+
+impl Scores {
+    fn add(&mut self, catalogue: &Catalogue, list: &[usize], judgments: &Judgments) -> BTreeMap<String, f64> {
+        let ids: Vec<&str> = list.iter().map(|&i| catalogue.items[i].id.as_str()).collect();
+        let top: Vec<usize> = list.iter().take(K).copied().collect();
+        self.covered.extend(&top);
+        let m = BTreeMap::from([
+            ("ndcg@10".to_string(), ndcg_at(&ids, judgments, K)),
+            ("precision@10".to_string(), precision_at(&ids, judgments, K)),
+            ("recall@10".to_string(), recall_at(&ids, judgments, K)),
+            ("recall@50".to_string(), recall_at(&ids, judgments, K_RECALL)),
+            ("mrr".to_string(), mrr_at(&ids, judgments, ids.len().max(1))),
+            ("diversity".to_string(), diversity(catalogue, &top)),
+        ]);
+        for (k, v) in &m {
+            *self.sums.entry(k.clone()).or_default() += v;
+        }
+        self.users += 1;
+        m
+    }
+
+    fn metrics(&self, catalogue: &Catalogue) -> BTreeMap<String, f64> {
+        let mut out: BTreeMap<String, f64> = self
+            .sums
+            .iter()
+            .map(|(k, v)| (k.clone(), v / self.users.max(1) as f64))
+            .collect();
+        out.insert("coverage".into(), self.covered.len() as f64 / catalogue.len().max(1) as f64);
+        out
+    }
+}
+
+/// Run the suite.
+pub async fn evaluate<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    config: &Config,
+    dataset: &Path,
+    options: &RecommendEvalOptions,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<(Report, Vec<(f32, f64, f64)>), RecommendEvalError> {
+    let settings: RankConfig = config.rank.clone();
+    let started = std::time::Instant::now();
+    // 1. Movies as content, through ingest.
+    // The movies as an ingest file, in the cache (rebuildable; ingest skips unchanged items).
+    let work = config.cache_dir.join("eval");
+    std::fs::create_dir_all(&work).map_err(|source| RecommendEvalError::Write {
+        path: work.clone(),
+        source,
+    })?;
+    let items_path = work.join("movielens-movies.jsonl");
+    let movies = movies_as_items(dataset, &items_path)?;
+    let collection = "movielens-movies";
+    let ingest_options = IngestOptions::from_config(config, collection, None);
+    let mut first_reject = None;
+    let ingested = ingest_file(
+        store,
+        embedder.clone(),
+        &items_path,
+        &ingest_options,
+        |line, reason| {
+            first_reject.get_or_insert_with(|| format!("line {line}: {reason}"));
+        },
+        |n| progress("ingest", n, movies),
+    )
+    .await?;
+    if ingested.rejected > 0 {
+        return Err(RecommendEvalError::Dataset(format!(
+            "{} movies rejected by ingest, the first at {}",
+            ingested.rejected,
+            first_reject.unwrap_or_default()
+        )));
+    }
+    let ingest_seconds = started.elapsed().as_secs_f64();
+    // The name is an alias of the model's physical collection.
+    let physical = store.resolve(collection).await.map_err(crate::rank::RankError::from)?;
+    let collection = physical.as_str();
+    // 2. Tags from enrichment (zero-shot against IAB); current tags are kept.
+    let taxonomy = Taxonomy::load(&options.taxonomy)?;
+    let (tagger, lineage) = open_tagger(
+        TaggerKind::Zeroshot,
+        store,
+        &embedder,
+        config,
+        Some(&taxonomy),
+        None,
+        None,
+    )
+    .await?;
+    let tagged_at = std::time::Instant::now();
+    let enrich = enrich_collection(
+        store,
+        collection,
+        &tagger,
+        &lineage,
+        &EnrichOptions {
+            only_stale: true,
+            ..EnrichOptions::default()
+        },
+        |n| progress("tag", n, movies),
+    )
+    .await?;
+    let tag_seconds = tagged_at.elapsed().as_secs_f64();
+    // 3. The catalogue as the recommender reads it, and the interactions.
+    let catalogue = Catalogue::load(store, collection).await?;
+    let tagged_items = catalogue.items.iter().filter(|i| !i.tags.is_empty()).count();
+    let (events, rejects) = read_file(&dataset.join("ratings.csv"))?;
+    if !rejects.is_empty() {
+        return Err(RecommendEvalError::Dataset(format!(
+            "ratings.csv: {} lines rejected, the first at line {}: {}",
+            rejects.len(),
+            rejects[0].line,
+            rejects[0].reason
+        )));
+    }
+    let split = temporal_split(&events, &settings, 5);
+    // 4. The blend, from the training side only, with and without the tag feature.
+    let trained_at = std::time::Instant::now();
+    let model = train_blend(store, collection, &catalogue, &split.train, &settings, &[], |d, n| {
+        progress("train", d, n)
+    })
+    .await?;
+    let ablated = train_blend(store, collection, &catalogue, &split.train, &settings, &["tag_overlap"], |d, n| {
+        progress("train (no tags)", d, n)
+    })
+    .await?;
+    let train_seconds = trained_at.elapsed().as_secs_f64();
+    let experiments = if options.variants.is_empty() {
+        ExperimentsFile::default()
+    } else {
+        let text = std::fs::read_to_string(&settings.experiments).map_err(|e| {
+            RecommendEvalError::Dataset(format!("{}: {e}", settings.experiments.display()))
+        })?;
+        ExperimentsFile::parse(&text, &settings.experiments.display().to_string())?
+    };
+    let mut variant_runs = Vec::new();
+    for name in &options.variants {
+        let v = experiments
+            .experiments
+            .iter()
+            .find_map(|x| x.variant(name))
+            .ok_or_else(|| RecommendEvalError::Dataset(format!("no variant {name:?} in {}", settings.experiments.display())))?;
+        let model = match &v.model {
+            Some(p) => Some(BlendModel::load(p)?),
+            None => None,
+        };
+        variant_runs.push((name.clone(), v.ranker.unwrap_or(RankerKind::Blend), model, v.objectives(&settings.objectives)));
+    }
+    // 5. Every ranker on every test user.
+    let signals = InteractionSignals::build(&split.train, &catalogue, &settings);
+    let recommender = Recommender {
+        store,
+        collection: collection.to_string(),
+        catalogue,
+        signals,
+        settings: settings.clone(),
+    };
+    let catalogue = &recommender.catalogue;
+    let plain = ObjectivesConfig {
+        mmr_lambda: 1.0,
+        ..settings.objectives.clone()
+    };
+    let users: Vec<(&String, &Vec<String>)> = split
+        .held_out
+        .iter()
+        .take(options.limit_users.unwrap_or(usize::MAX))
+        .collect();
+    let mut rankers: BTreeMap<String, Scores> = BTreeMap::new();
+    let mut sweep: BTreeMap<String, Scores> = BTreeMap::new();
+    let mut per_item: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let scored_at = std::time::Instant::now();
+    for (done, (user, held)) in users.iter().enumerate() {
+        let judgments: Judgments = held.iter().map(|i| (i.clone(), 1)).collect();
+        let ctx = recommender.context(user, None, None)?;
+        let candidates = recommender.candidates(&ctx).await?;
+        let mut row = BTreeMap::new();
+        let mut runs: Vec<(String, RankerKind, Option<&BlendModel>, &ObjectivesConfig, usize)> = RankerKind::ALL
+            .iter()
+            .map(|&r| (r.name().to_string(), r, Some(&model), &plain, K_RECALL))
+            .collect();
+        runs.push(("blend_without_tags".into(), RankerKind::Blend, Some(&ablated), &plain, K_RECALL));
+        for (name, ranker, m, objectives, _) in &variant_runs.iter().map(|(n, r, m, o)| (format!("variant:{n}"), *r, m.as_ref().or(Some(&model)), o, K_RECALL)).collect::<Vec<_>>() {
+            runs.push((name.clone(), *ranker, *m, objectives, K_RECALL));
+        }
+        for (name, ranker, m, objectives, k) in runs {
+            let scored = recommender.score(&candidates, ranker, m)?;
+            let list: Vec<usize> = rerank(scored, catalogue, objectives, ctx.now, k).iter().map(|s| s.item).collect();
+            let m = rankers.entry(name.clone()).or_default().add(catalogue, &list, &judgments);
+            for (metric, v) in m {
+                row.insert(format!("{name}.{metric}"), v);
+            }
+        }
+        for &lambda in &options.lambdas {
+            let objectives = ObjectivesConfig {
+                mmr_lambda: lambda,
+                ..settings.objectives.clone()
+            };
+            let scored = recommender.score(&candidates, RankerKind::Blend, Some(&model))?;
+            let list: Vec<usize> = rerank(scored, catalogue, &objectives, ctx.now, K).iter().map(|s| s.item).collect();
+            sweep.entry(format!("{lambda}")).or_default().add(catalogue, &list, &judgments);
+        }
+        per_item.insert((*user).clone(), row);
+        progress("score", done + 1, users.len());
+    }
+    let score_seconds = scored_at.elapsed().as_secs_f64();
+    let table = |name: &str| rankers.get(name).map(|s| s.metrics(catalogue)).unwrap_or_default();
+    let mut metrics = BTreeMap::new();
+    for r in RankerKind::ALL {
+        for (k, v) in table(r.name()) {
+            metrics.insert(format!("{}.{k}", r.name()), v);
+        }
+    }
+    let rankers_json: Map<String, Value> = RankerKind::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), json!(table(r.name()))))
+        .collect();
+    let variants_json: Map<String, Value> = options
+        .variants
+        .iter()
+        .map(|n| (n.clone(), json!(table(&format!("variant:{n}")))))
+        .collect();
+    let mut sweep_points = Vec::new();
+    let sweep_json: Vec<Value> = options
+        .lambdas
+        .iter()
+        .map(|&l| {
+            let m = sweep[&format!("{l}")].metrics(catalogue);
+            sweep_points.push((l, m["ndcg@10"], m["diversity"]));
+            json!({"lambda": l, "ndcg@10": m["ndcg@10"], "diversity": m["diversity"], "coverage": m["coverage"]})
+        })
+        .collect();
+    let references = std::fs::read_to_string(dataset.join("references.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .unwrap_or(json!({}));
+    let mut extra = Map::new();
+    extra.insert("rankers".into(), Value::Object(rankers_json));
+    extra.insert("references".into(), references);
+    extra.insert("diversity_sweep".into(), json!(sweep_json));
+    extra.insert(
+        "ablation".into(),
+        json!({
+            "blend": table("blend"),
+            "blend_without_tags": table("blend_without_tags"),
+            "ndcg@10_change": table("blend").get("ndcg@10").copied().unwrap_or(0.0)
+                - table("blend_without_tags").get("ndcg@10").copied().unwrap_or(0.0),
+        }),
+    );
+    if !variants_json.is_empty() {
+        extra.insert("variants".into(), Value::Object(variants_json));
+    }
+    let config_json = json!({
+        "split": "per user with >= 5 positives (rating >= 4): the last max(1, floor(0.2n + 0.5)) positives by (timestamp, movie id) are test; that user's events from the first test event on are left out of training",
+        "item_text": "title + genres (tags.csv unused)",
+        "test_users": users.len(),
+        "training_interactions": split.train.len(),
+        "movies": movies,
+        "tagged_movies": tagged_items,
+        "tagger": "zeroshot",
+        "taxonomy": taxonomy.id(),
+        "tagging": enrich,
+        "model": embedder.model_id(),
+        "blend_model": {"version": model.version, "features": model.features, "weights": model.weights, "training": model.training},
+        "blend_without_tags_model": {"version": ablated.version, "features": ablated.features, "weights": ablated.weights},
+        "rank": settings,
+        "k": K,
+        "backend": store.backend(),
+        "seconds": {"ingest": ingest_seconds, "tag": tag_seconds, "train": train_seconds, "score": score_seconds},
+    });
+    let report = Report {
+        suite: "recommend".into(),
+        dataset: dataset.display().to_string(),
+        config: config_json,
+        metrics,
+        per_item,
+        details: Value::Null,
+        extra,
+    };
+    Ok((report, sweep_points))
+}
+
