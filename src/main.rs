@@ -133,6 +133,98 @@ enum Command {
     /// See and manage the collections of the configured store (store.backend).
     #[command(subcommand)]
     Collections(CollectionsCommand),
+    /// The interaction log (views, clicks, likes, ratings) recommendations learn from.
+    #[command(subcommand)]
+    Interactions(InteractionsCommand),
+    /// Train the recommender's learned blend.
+    #[command(subcommand)]
+    Rank(RankCommand),
+    /// Recommend items of the collection (rank.collection, else store.collection) to a user.
+    ///
+    /// Candidates come from co-occurrence, popularity and the user's profile vector (or, with
+    /// --seed, the items nearest that item); the trained blend (rank.model) orders them, then
+    /// rank.objectives apply (boosts, demotions, per-source cap, MMR diversity, embargo and
+    /// excluded-tag filters). Each item shows its features and every objective's contribution.
+    /// With --experiment, the user's variant (hash of user and the experiment's salt) decides
+    /// ranker, model and objectives. Every list is logged as an exposure (rank.exposures).
+    Recommend(RecommendArgs),
+    /// Controlled experiments (rank.experiments, experiments.toml).
+    #[command(subcommand)]
+    Experiments(ExperimentsCommand),
+}
+
+#[derive(Subcommand)]
+enum InteractionsCommand {
+    /// Add interactions from a file to the log (data_dir/interactions.redb, redb).
+    ///
+    /// CSV with a header or JSONL; fields user, item, event (view, click, like, rating, ...),
+    /// value (a rating's stars), timestamp (Unix seconds, RFC 3339 or YYYY-MM-DD). MovieLens'
+    /// userId, movieId, rating, timestamp load as they are. Re-ingesting adds nothing twice. Bad
+    /// lines go to stderr and the rejects file with their line and reason; the run then exits 1.
+    Ingest {
+        /// The file (.csv or .jsonl).
+        file: PathBuf,
+        /// Where rejected lines go (JSONL: line, reason).
+        #[arg(long, default_value = "interactions-rejects.jsonl")]
+        rejects: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RankCommand {
+    /// Learn the blend from the interaction log alone and save it (rank.model, versioned).
+    ///
+    /// An inner temporal split of the log (each user's latest 20% of positives, users with at
+    /// least 5) gives clicks; the candidates the recommender proposes from the earlier part are
+    /// the examples, trained pairwise (logistic loss on feature differences).
+    Train {
+        /// Leave these features out (e.g. tag_overlap).
+        #[arg(long, value_delimiter = ',')]
+        drop_features: Vec<String>,
+        /// Write the model here instead of rank.model.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct RecommendArgs {
+    /// The user to recommend to.
+    #[arg(long)]
+    user: String,
+    /// Items to return.
+    #[arg(long, short, default_value_t = 10)]
+    k: usize,
+    /// "More like this": recommend around this item instead of the user's profile.
+    #[arg(long)]
+    seed: Option<String>,
+    /// Serve through this experiment's variants.
+    #[arg(long)]
+    experiment: Option<String>,
+    /// Rank with this instead of the blend (ignored inside an experiment).
+    #[arg(long, value_enum)]
+    ranker: Option<signaldesk::rank::recommender::RankerKind>,
+    /// Print JSON (items with features and contributions) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ExperimentsCommand {
+    /// Per-variant exposures, clicks, CTR with a 95% interval, the difference to control with
+    /// its interval, and a sample-ratio-mismatch check, from the exposure log joined with later
+    /// interactions (a click: a positive engagement with a shown item within
+    /// rank.attribution_window_hours).
+    Report {
+        /// Only this experiment.
+        #[arg(long)]
+        experiment: Option<String>,
+        /// The exposure log (default rank.exposures).
+        #[arg(long)]
+        exposures: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -516,6 +608,27 @@ struct EmbedArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Warm, in-process recommend latency on MovieLens: p50/p99/mean over --calls calls with
+    /// users taken in turn (the blend ranker, rank.* as configured, no exposure logging).
+    ///
+    /// Prepares as `eval recommend` does (movies ingested and tagged in data_dir/eval, skipped
+    /// when current), trains the blend on all ratings, then times `recommend` end to end.
+    Recommend {
+        /// Dataset directory with movies.csv and ratings.csv.
+        #[arg(long, default_value = "golden-datasets/movielens")]
+        dataset: PathBuf,
+        #[arg(
+            long,
+            default_value = "golden-datasets/iab-content-taxonomy/content_taxonomy_3.1.tsv"
+        )]
+        taxonomy: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        calls: usize,
+        #[arg(long, short, default_value_t = 10)]
+        k: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Embedding throughput: docs/s and tokens/s (input ids after truncation, special tokens
     /// included, padding excluded), without the embedding cache.
     Embed {
@@ -710,6 +823,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Llm(cmd) => runtime()?.block_on(llm_command(&config, cmd)),
         Command::Ingest(args) => runtime()?.block_on(ingest(&config, args)),
         Command::Collections(cmd) => runtime()?.block_on(collections(&config, cmd)),
+        Command::Interactions(InteractionsCommand::Ingest { file, rejects }) => {
+            interactions_ingest(&config, &file, &rejects)
+        }
+        Command::Rank(RankCommand::Train {
+            drop_features,
+            output,
+        }) => runtime()?.block_on(rank_train(&config, &drop_features, output)),
+        Command::Recommend(args) => runtime()?.block_on(recommend(&config, args)),
+        Command::Experiments(ExperimentsCommand::Report {
+            experiment,
+            exposures,
+            json,
+        }) => experiments_report(&config, experiment, exposures, json),
+        Command::Bench(BenchCommand::Recommend {
+            dataset,
+            taxonomy,
+            calls,
+            k,
+            json,
+        }) => runtime()?.block_on(bench_recommend(&config, &dataset, &taxonomy, calls, k, json)),
         Command::Tag(args) => runtime()?.block_on(tag(&config, args)),
         Command::Enrich(args) => runtime()?.block_on(enrich(&config, args)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
@@ -1614,6 +1747,218 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
         );
     }
     outln!("report: {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn interactions_ingest(config: &Config, file: &Path, rejects_path: &Path) -> Result<ExitCode> {
+    use signaldesk::rank::interactions::{read_file, InteractionStore};
+    use signaldesk::rank::service::RankPaths;
+    let (events, rejects) = read_file(file)?;
+    let store = InteractionStore::open(&RankPaths::of(config).interactions)?;
+    let mut added = 0;
+    for batch in events.chunks(10_000) {
+        added += store.append(batch)?;
+    }
+    if !rejects.is_empty() {
+        let mut out = BufWriter::new(std::fs::File::create(rejects_path).with_context(|| {
+            format!("cannot write {}", rejects_path.display())
+        })?);
+        for r in &rejects {
+            eprintln!("{}:{}: {}", file.display(), r.line, r.reason);
+            writeln!(out, "{}", serde_json::json!({"file": file, "line": r.line, "reason": r.reason}))?;
+        }
+        out.flush()?;
+    }
+    outln!(
+        "{} interactions read, {added} new, {} already in the log, {} rejected{} ({})",
+        events.len(),
+        events.len() - added,
+        rejects.len(),
+        if rejects.is_empty() { String::new() } else { format!(" (see {})", rejects_path.display()) },
+        store.path().display()
+    );
+    Ok(if rejects.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn rank_train(config: &Config, drop: &[String], output: Option<PathBuf>) -> Result<ExitCode> {
+    use signaldesk::rank::catalogue::Catalogue;
+    use signaldesk::rank::interactions::InteractionStore;
+    use signaldesk::rank::service::{collection_name, RankPaths};
+    let paths = RankPaths::of(config);
+    let store = configured_store(config)?;
+    let collection = store.resolve(&collection_name(config)).await?;
+    let catalogue = Catalogue::load(&store, &collection).await?;
+    let events = InteractionStore::open(&paths.interactions)?.all()?;
+    anyhow::ensure!(!events.is_empty(), "the interaction log is empty: run `signaldesk interactions ingest FILE` first");
+    let bar = Progress::new("rank train", None, "users");
+    let drop: Vec<&str> = drop.iter().map(String::as_str).collect();
+    let model = signaldesk::rank::train_blend(&store, &collection, &catalogue, &events, &config.rank, &drop, |d, _| {
+        bar.set_position(d as u64)
+    })
+    .await?;
+    bar.finish();
+    let path = output.unwrap_or(paths.model);
+    model.save(&path)?;
+    outln!("blend {} trained on {} ({} items, {} interactions): {}", model.version, collection, catalogue.len(), events.len(), model.training);
+    for (f, w) in model.features.iter().zip(&model.weights) {
+        outln!("  {f:<14} {w:+.4}");
+    }
+    outln!("saved: {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn recommend(config: &Config, args: RecommendArgs) -> Result<ExitCode> {
+    use signaldesk::rank::service::RecommendService;
+    let store = configured_store(config)?;
+    let service = RecommendService::open(&store, config, true).await?;
+    let served = service
+        .recommend(&args.user, args.k, args.seed.as_deref(), args.experiment.as_deref(), args.ranker, None)
+        .await?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&served)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let arm = served
+        .assignment
+        .as_ref()
+        .map(|a| format!(", experiment {} variant {}", a.experiment, a.served))
+        .unwrap_or_default();
+    outln!(
+        "{} for user {} (ranker {}{}{arm}):",
+        served.items.len(),
+        served.user,
+        served.ranker.name(),
+        served.model_version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
+    );
+    for (rank, item) in served.items.iter().enumerate() {
+        let parts: Vec<String> = item
+            .contributions
+            .iter()
+            .filter(|(k, _)| *k != "relevance")
+            .map(|(k, v)| format!("{k} {v:+.3}"))
+            .collect();
+        outln!("{:>3}. {:<12} {:>8.4}  {}  [{}]", rank + 1, item.id, item.score, item.title, item.sources.join("+"));
+        outln!("     {}", parts.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn experiments_report(config: &Config, only: Option<String>, exposures: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    use signaldesk::rank::experiments::{read_exposures, readout, ExperimentsFile};
+    use signaldesk::rank::interactions::InteractionStore;
+    use signaldesk::rank::service::RankPaths;
+    let paths = RankPaths::of(config);
+    let text = std::fs::read_to_string(&paths.experiments)
+        .with_context(|| format!("cannot read {}", paths.experiments.display()))?;
+    let file = ExperimentsFile::parse(&text, &paths.experiments.display().to_string())?;
+    let exposures = read_exposures(&exposures.unwrap_or(paths.exposures))?;
+    let interactions = InteractionStore::open(&paths.interactions)?.all()?;
+    let readouts: Vec<_> = file
+        .experiments
+        .iter()
+        .filter(|x| only.as_ref().is_none_or(|n| *n == x.name))
+        .map(|x| readout(x, &exposures, &interactions, &config.rank))
+        .collect();
+    anyhow::ensure!(!readouts.is_empty(), "no such experiment in {}", paths.experiments.display());
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&readouts)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &readouts {
+        outln!("experiment {} (control {}):", r.experiment, r.control);
+        outln!("  {:<12} {:>9} {:>7} {:>7} {:>8} {:>19} {:>9} {:>21}", "variant", "exposures", "users", "clicks", "CTR", "95% CI", "diff", "95% CI");
+        for a in &r.arms {
+            let diff = a.diff.map(|d| format!("{d:+.4}")).unwrap_or("-".into());
+            let ci = match (a.diff_low, a.diff_high) {
+                (Some(l), Some(h)) => format!("[{l:+.4}, {h:+.4}]"),
+                _ => "-".into(),
+            };
+            outln!(
+                "  {:<12} {:>9} {:>7} {:>7} {:>8.4} {:>19} {:>9} {:>21}",
+                a.variant, a.exposures, a.users, a.clicks, a.ctr,
+                format!("[{:.4}, {:.4}]", a.ctr_low, a.ctr_high), diff, ci
+            );
+        }
+        outln!(
+            "  sample ratio: chi2 {:.2}, p {:.4}{}",
+            r.srm_chi2,
+            r.srm_p,
+            if r.srm { "  MISMATCH: users are not split as allocated; do not trust the differences" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_recommend(config: &Config, dataset: &Path, taxonomy: &Path, calls: usize, k: usize, json: bool) -> Result<ExitCode> {
+    use signaldesk::eval::recommend::prepare;
+    use signaldesk::rank::recommender::{RankerKind, RecommendRequest, Recommender};
+    use signaldesk::rank::signals::InteractionSignals;
+    anyhow::ensure!(calls >= 1, "--calls must be at least 1");
+    let embedder = Arc::new(Embedder::from_config(config)?);
+    let store = AnyStore::from_config(&config.store, &config.data_dir.join("eval"))?;
+    let prepared = prepare(&store, embedder, config, dataset, taxonomy, |_, _, _| {}).await?;
+    let model = signaldesk::rank::train_blend(&store, &prepared.collection, &prepared.catalogue, &prepared.events, &config.rank, &[], |_, _| {}).await?;
+    let signals = InteractionSignals::build(&prepared.events, &prepared.catalogue, &config.rank);
+    let mut users: Vec<String> = signals.users.keys().cloned().collect();
+    users.sort();
+    let recommender = Recommender {
+        store: &store,
+        collection: prepared.collection.clone(),
+        catalogue: prepared.catalogue,
+        signals,
+        settings: config.rank.clone(),
+    };
+    let mut request = RecommendRequest {
+        user: String::new(),
+        k,
+        seed: None,
+        ranker: RankerKind::Blend,
+        model: Some(&model),
+        objectives: config.rank.objectives.clone(),
+        now: None,
+    };
+    // Warm-up: one pass over the users, not timed.
+    for u in users.iter().take(50) {
+        request.user = u.clone();
+        recommender.recommend(&request).await?;
+    }
+    let bar = Progress::new("bench recommend", Some(calls as u64), "calls");
+    let mut millis = Vec::with_capacity(calls);
+    let started = std::time::Instant::now();
+    for i in 0..calls {
+        request.user = users[(i * 7919) % users.len()].clone();
+        let t = std::time::Instant::now();
+        let list = recommender.recommend(&request).await?;
+        millis.push(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(!list.is_empty(), "no recommendations for user {}", request.user);
+        bar.set_position(i as u64 + 1);
+    }
+    bar.finish();
+    let total = started.elapsed().as_secs_f64();
+    millis.sort_by(f64::total_cmp);
+    let pct = |p: f64| millis[((p * millis.len() as f64).ceil() as usize).clamp(1, millis.len()) - 1];
+    let report = serde_json::json!({
+        "calls": calls,
+        "users": users.len(),
+        "items": recommender.catalogue.len(),
+        "k": k,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": millis[millis.len() - 1],
+        "mean_ms": millis.iter().sum::<f64>() / millis.len() as f64,
+        "calls_per_s": calls as f64 / total,
+        "backend": store.backend(),
+        "model": model.version,
+    });
+    if json {
+        outln!("{report}");
+    } else {
+        outln!(
+            "recommend, k = {k}, {} items, {} users, {calls} calls: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms, mean {:.2} ms ({:.0} calls/s, one at a time)",
+            report["items"], report["users"], pct(0.5), pct(0.9), pct(0.99), report["max_ms"].as_f64().unwrap_or(0.0), report["mean_ms"].as_f64().unwrap_or(0.0), report["calls_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -261,6 +261,7 @@ impl<'a, S: VectorStore> Searcher<'a, S> {
             limit,
             exact: self.settings.exact,
             hnsw_ef: (self.settings.hnsw_ef > 0).then_some(self.settings.hnsw_ef),
+            payload_fields: None,
         }
     }
 

@@ -159,16 +159,30 @@ impl Scores {
     }
 }
 
-/// Run the suite.
-pub async fn evaluate<S: VectorStore>(
+/// The MovieLens catalogue in the store, as the product builds it: movies ingested as content
+/// and tagged by enrichment's zero-shot tagger; then read back with the ratings.
+pub struct Prepared {
+    /// The physical collection holding the movies.
+    pub collection: String,
+    pub catalogue: Catalogue,
+    /// Every rating as an interaction.
+    pub events: Vec<crate::rank::interactions::Interaction>,
+    pub taxonomy: Taxonomy,
+    /// What tagging did (items tagged, kept).
+    pub tagging: crate::enrich::signals::EnrichSummary,
+    pub ingest_seconds: f64,
+    pub tag_seconds: f64,
+}
+
+/// Ingest and tag the movies of `dataset` (both skip what is current) and read the ratings.
+pub async fn prepare<S: VectorStore>(
     store: &S,
     embedder: Arc<Embedder>,
     config: &Config,
     dataset: &Path,
-    options: &RecommendEvalOptions,
+    taxonomy: &Path,
     mut progress: impl FnMut(&str, usize, usize),
-) -> Result<(Report, Vec<(f32, f64, f64)>), RecommendEvalError> {
-    let settings: RankConfig = config.rank.clone();
+) -> Result<Prepared, RecommendEvalError> {
     let started = std::time::Instant::now();
     // 1. Movies as content, through ingest.
     // The movies as an ingest file, in the cache (rebuildable; ingest skips unchanged items).
@@ -205,7 +219,7 @@ pub async fn evaluate<S: VectorStore>(
     let physical = store.resolve(collection).await.map_err(crate::rank::RankError::from)?;
     let collection = physical.as_str();
     // 2. Tags from enrichment (zero-shot against IAB); current tags are kept.
-    let taxonomy = Taxonomy::load(&options.taxonomy)?;
+    let taxonomy = Taxonomy::load(taxonomy)?;
     let (tagger, lineage) = open_tagger(
         TaggerKind::Zeroshot,
         store,
@@ -232,7 +246,6 @@ pub async fn evaluate<S: VectorStore>(
     let tag_seconds = tagged_at.elapsed().as_secs_f64();
     // 3. The catalogue as the recommender reads it, and the interactions.
     let catalogue = Catalogue::load(store, collection).await?;
-    let tagged_items = catalogue.items.iter().filter(|i| !i.tags.is_empty()).count();
     let (events, rejects) = read_file(&dataset.join("ratings.csv"))?;
     if !rejects.is_empty() {
         return Err(RecommendEvalError::Dataset(format!(
@@ -242,6 +255,39 @@ pub async fn evaluate<S: VectorStore>(
             rejects[0].reason
         )));
     }
+    Ok(Prepared {
+        collection: collection.to_string(),
+        catalogue,
+        events,
+        taxonomy,
+        tagging: enrich,
+        ingest_seconds,
+        tag_seconds,
+    })
+}
+
+/// Run the suite.
+pub async fn evaluate<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    config: &Config,
+    dataset: &Path,
+    options: &RecommendEvalOptions,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<(Report, Vec<(f32, f64, f64)>), RecommendEvalError> {
+    let settings: RankConfig = config.rank.clone();
+    let Prepared {
+        collection,
+        catalogue,
+        events,
+        taxonomy,
+        tagging: enrich,
+        ingest_seconds,
+        tag_seconds,
+    } = prepare(store, embedder.clone(), config, dataset, &options.taxonomy, &mut progress).await?;
+    let collection = collection.as_str();
+    let tagged_items = catalogue.items.iter().filter(|i| !i.tags.is_empty()).count();
+    let movies = catalogue.len();
     let split = temporal_split(&events, &settings, 5);
     // 4. The blend, from the training side only, with and without the tag feature.
     let trained_at = std::time::Instant::now();

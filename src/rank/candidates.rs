@@ -19,8 +19,13 @@ pub struct UserContext {
     pub profile: Option<Vec<f32>>,
     /// Tag → decayed weight over engaged items' tags, unit length.
     pub tag_profile: HashMap<String, f32>,
-    /// Co-occurrence score of every item co-engaged with the user's history.
-    pub cooccurrence: HashMap<usize, f32>,
+    /// Co-occurrence score of every item (dense, by catalogue position: a heavy user's history
+    /// touches most of the catalogue, and a flat array beats a hash map several times there).
+    pub cooccurrence: Vec<f32>,
+    /// The positions with a non-zero co-occurrence score.
+    pub cooccurring: Vec<usize>,
+    /// The largest of those scores (features divide by it, so they compare across users).
+    pub max_cooccurrence: f32,
     /// The seed of a "more like this" list.
     pub seed: Option<usize>,
     /// The time decays are measured from.
@@ -39,7 +44,8 @@ impl UserContext {
         let reference = history.last_seen;
         let mut profile = vec![0f32; catalogue.dim()];
         let mut tags: HashMap<String, f32> = HashMap::new();
-        let mut cooccurrence: HashMap<usize, f32> = HashMap::new();
+        let mut cooccurrence = vec![0f32; catalogue.len()];
+        let mut cooccurring = Vec::new();
         let recent = match settings.cooccurrence_history {
             0 => history.engaged.len(),
             n => n.min(history.engaged.len()),
@@ -54,7 +60,10 @@ impl UserContext {
             }
             if k >= history.engaged.len() - recent {
                 for &(j, s) in &signals.cooccurring[i] {
-                    *cooccurrence.entry(j).or_default() += w * s;
+                    if cooccurrence[j] == 0.0 {
+                        cooccurring.push(j);
+                    }
+                    cooccurrence[j] += w * s;
                 }
             }
         }
@@ -64,11 +73,14 @@ impl UserContext {
         if tag_norm > 0.0 {
             tags.values_mut().for_each(|x| *x /= tag_norm);
         }
+        let max_cooccurrence = cooccurrence.iter().copied().fold(0f32, f32::max);
         Self {
             history,
             profile,
             tag_profile: tags,
             cooccurrence,
+            cooccurring,
+            max_cooccurrence,
             seed: None,
             now,
         }
@@ -118,10 +130,10 @@ impl CandidateSource for CoOccurrence {
     }
     async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError> {
         Ok(top_n(
-            user.cooccurrence
+            user.cooccurring
                 .iter()
-                .filter(|(i, _)| !user.history.seen.contains(i) && user.seed != Some(**i))
-                .map(|(&i, &s)| (i, s)),
+                .filter(|i| !user.history.seen.contains(i) && user.seed != Some(**i))
+                .map(|&i| (i, user.cooccurrence[i])),
             n,
         ))
     }
@@ -182,6 +194,8 @@ async fn nearest<S: VectorStore>(
         limit: (n + user.history.seen.len() + 1).min(catalogue.len().max(1) * 4),
         exact: false,
         hnsw_ef: None,
+        // Ids only: a heavy user's query returns thousands of hits.
+        payload_fields: Some(Vec::new()),
     };
     let hits = store.query(collection, &query).await?;
     let mut out: Vec<(usize, f32)> = Vec::with_capacity(n);

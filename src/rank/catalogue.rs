@@ -70,8 +70,9 @@ impl Catalogue {
         if sums.is_empty() {
             return Err(RankError::EmptyCatalogue(collection.to_string()));
         }
-        // Stable order whatever the backend's scroll order: by id.
-        sums.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        // Stable order whatever the backend's scroll order: by id (numerically for numeric
+        // ids), which is also how equal scores are ordered.
+        sums.sort_by(|a, b| super::item_order(&a.0 .0, &b.0 .0));
         let mut catalogue = Self::default();
         for (StoredParts(id, payload), vector) in sums {
             catalogue.push(item_from_payload(id, payload), vector)?;

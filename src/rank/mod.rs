@@ -9,6 +9,7 @@ pub mod experiments;
 pub mod interactions;
 pub mod recommender;
 pub mod rerank;
+pub mod service;
 pub mod signals;
 
 use std::collections::BTreeMap;
@@ -69,7 +70,7 @@ pub struct TemporalSplit {
 }
 
 /// Item ids compare as numbers when both are integers (MovieLens' ids), else as text.
-fn item_order(a: &str, b: &str) -> std::cmp::Ordering {
+pub fn item_order(a: &str, b: &str) -> std::cmp::Ordering {
     match (a.parse::<i64>(), b.parse::<i64>()) {
         (Ok(x), Ok(y)) => x.cmp(&y),
         _ => a.cmp(b),

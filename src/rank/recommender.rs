@@ -194,8 +194,7 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
         } else {
             0.0
         };
-        let max_cooc = ctx.cooccurrence.values().copied().fold(0f32, f32::max);
-        let cooc = ctx.cooccurrence.get(&i).copied().unwrap_or(0.0) / max_cooc.max(1e-9);
+        let cooc = ctx.cooccurrence.get(i).copied().unwrap_or(0.0) / ctx.max_cooccurrence.max(1e-9);
         let top = |v: &[f32], order: &[usize]| order.first().map_or(1.0, |&j| v[j]).max(1e-9);
         let popularity = (1.0 + self.signals.popularity[i]).ln()
             / (1.0 + top(&self.signals.popularity, &self.signals.by_popularity)).ln().max(1e-9);

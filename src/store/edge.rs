@@ -606,7 +606,14 @@ impl VectorStore for EdgeStore {
             offset: 0,
             params,
             with_vector: WithVector::Bool(false),
-            with_payload: WithPayloadInterface::Bool(true),
+            with_payload: match &query.payload_fields {
+                None => WithPayloadInterface::Bool(true),
+                Some(fields) => WithPayloadInterface::Fields(
+                    super::payload_keys(fields)
+                        .map(|f| f.parse::<JsonPath>().map_err(|_| err(format!("bad payload field {f:?}"))))
+                        .collect::<Result<_, _>>()?,
+                ),
+            },
         };
         let hits = shard.query(request).map_err(err)?;
         Ok(hits

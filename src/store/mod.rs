@@ -460,6 +460,16 @@ pub struct ChunkQuery {
     pub exact: bool,
     /// HNSW candidates per query (`None`: the store's default).
     pub hnsw_ef: Option<usize>,
+    /// Return only these payload keys (`content_id` and `chunk_index` always); `None`: the
+    /// whole payload. A recommender asking for thousands of ids reads a fraction of the bytes.
+    pub payload_fields: Option<Vec<String>>,
+}
+
+/// The payload keys a query with `payload_fields` returns: those and the chunk's ids.
+pub(crate) fn payload_keys(fields: &[String]) -> impl Iterator<Item = &str> {
+    ["content_id", "chunk_index"]
+        .into_iter()
+        .chain(fields.iter().map(String::as_str).filter(|f| *f != "content_id" && *f != "chunk_index"))
 }
 
 /// Operations every backend provides; the conformance suite (`tests/store_conformance.rs`)

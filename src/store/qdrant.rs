@@ -491,10 +491,18 @@ impl QdrantStore {
         let dim_check = |v: &Vec<f32>, dim: usize| {
             super::check_dimension(|| "the query vector".into(), dim, v.len())
         };
+        use qdrant_client::qdrant::with_payload_selector::SelectorOptions;
+        let payload: SelectorOptions = match &query.payload_fields {
+            None => SelectorOptions::Enable(true),
+            Some(fields) => qdrant_client::qdrant::PayloadIncludeSelector::new(
+                super::payload_keys(fields).map(str::to_string).collect::<Vec<_>>(),
+            )
+            .into(),
+        };
         let mut request = QueryPointsBuilder::new(collection)
             .filter(filter.clone())
             .limit(query.limit as u64)
-            .with_payload(true)
+            .with_payload(payload)
             .params(params.clone());
         match &query.vectors {
             QueryVectors::Dense(v) => {

@@ -1,0 +1,178 @@
+//! Serving recommendations: the recommender, the trained blend, live experiments and the
+//! exposure log together, so the CLI and the HTTP API serve one way.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::blend::BlendModel;
+use super::catalogue::Catalogue;
+use super::experiments::{Assignment, Exposure, ExposureLog, LiveExperiments};
+use super::interactions::InteractionStore;
+use super::recommender::{RankerKind, RecommendRequest, Recommended, Recommender};
+use super::signals::InteractionSignals;
+use super::RankError;
+use crate::store::VectorStore;
+use crate::Config;
+
+/// Where rank's files live for a configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankPaths {
+    pub interactions: PathBuf,
+    pub model: PathBuf,
+    pub exposures: PathBuf,
+    pub experiments: PathBuf,
+}
+
+impl RankPaths {
+    /// `data_dir/interactions.redb`; `rank.model` and `rank.exposures` under `data_dir` when
+    /// relative; `rank.experiments` as given.
+    pub fn of(config: &Config) -> Self {
+        let under = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { config.data_dir.join(p) };
+        Self {
+            interactions: config.data_dir.join("interactions.redb"),
+            model: under(&config.rank.model),
+            exposures: under(&config.rank.exposures),
+            experiments: config.rank.experiments.clone(),
+        }
+    }
+}
+
+/// The collection recommended from: `rank.collection`, else `store.collection`.
+pub fn collection_name(config: &Config) -> String {
+    if config.rank.collection.is_empty() {
+        config.store.collection.clone()
+    } else {
+        config.rank.collection.clone()
+    }
+}
+
+/// One served list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Served {
+    pub user: String,
+    pub exposure_id: String,
+    pub ranker: RankerKind,
+    pub model_version: Option<String>,
+    pub assignment: Option<Assignment>,
+    pub items: Vec<Recommended>,
+}
+
+/// A warm recommender with its model, experiments and exposure log.
+pub struct RecommendService<'a, S> {
+    pub recommender: Recommender<'a, S>,
+    pub model: Option<Arc<BlendModel>>,
+    experiments: LiveExperiments,
+    exposures: Option<ExposureLog>,
+    variant_models: Mutex<HashMap<PathBuf, Arc<BlendModel>>>,
+}
+
+impl<'a, S: VectorStore> RecommendService<'a, S> {
+    /// Load the catalogue from the store and the log, the model if trained, and open the
+    /// exposure log (none: exposures are not logged).
+    pub async fn open(store: &'a S, config: &Config, log_exposures: bool) -> Result<Self, RankError> {
+        let paths = RankPaths::of(config);
+        let collection = store.resolve(&collection_name(config)).await?;
+        let catalogue = Catalogue::load(store, &collection).await?;
+        let events = InteractionStore::open(&paths.interactions)?.all()?;
+        let signals = InteractionSignals::build(&events, &catalogue, &config.rank);
+        let model = if paths.model.exists() {
+            Some(Arc::new(BlendModel::load(&paths.model)?))
+        } else {
+            None
+        };
+        Ok(Self {
+            recommender: Recommender {
+                store,
+                collection,
+                catalogue,
+                signals,
+                settings: config.rank.clone(),
+            },
+            model,
+            experiments: LiveExperiments::new(&paths.experiments),
+            exposures: if log_exposures { Some(ExposureLog::open(&paths.exposures)?) } else { None },
+            variant_models: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn variant_model(&self, path: &Path) -> Result<Arc<BlendModel>, RankError> {
+        let mut cache = self.variant_models.lock().expect("model cache lock");
+        if let Some(m) = cache.get(path) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(BlendModel::load(path)?);
+        cache.insert(path.to_path_buf(), m.clone());
+        Ok(m)
+    }
+
+    /// Top `k` for `user`: in `experiment` (when given and on), the variant's ranker, model and
+    /// objectives; otherwise `ranker` (default: the blend when a model is trained, else
+    /// popularity). The list is logged as an exposure.
+    pub async fn recommend(
+        &self,
+        user: &str,
+        k: usize,
+        seed: Option<&str>,
+        experiment: Option<&str>,
+        ranker: Option<RankerKind>,
+        now: Option<i64>,
+    ) -> Result<Served, RankError> {
+        let settings = &self.recommender.settings;
+        let experiments = self.experiments.current()?;
+        let mut objectives = settings.objectives.clone();
+        let mut model = self.model.clone();
+        let mut kind = ranker.unwrap_or(if model.is_some() { RankerKind::Blend } else { RankerKind::Popularity });
+        let mut assignment = None;
+        if let Some(name) = experiment {
+            let x = experiments
+                .get(name)
+                .ok_or_else(|| RankError::Experiments(format!("no experiment {name:?}")))?;
+            if let Some(a) = x.assign(user) {
+                let v = x.variant(&a.served).expect("served variants exist");
+                objectives = v.objectives(&objectives);
+                kind = v.ranker.unwrap_or(RankerKind::Blend);
+                if let Some(path) = &v.model {
+                    model = Some(self.variant_model(path)?);
+                }
+                assignment = Some(a);
+            }
+        }
+        let request = RecommendRequest {
+            user: user.to_string(),
+            k,
+            seed: seed.map(str::to_string),
+            ranker: kind,
+            model: model.as_deref(),
+            objectives,
+            now,
+        };
+        let items = self.recommender.recommend(&request).await?;
+        let served = Served {
+            user: user.to_string(),
+            exposure_id: uuid::Uuid::new_v4().to_string(),
+            ranker: kind,
+            model_version: (kind == RankerKind::Blend).then(|| model.as_ref().map(|m| m.version.clone())).flatten(),
+            assignment,
+            items,
+        };
+        if let Some(log) = &self.exposures {
+            log.write(&Exposure {
+                id: served.exposure_id.clone(),
+                timestamp: chrono::Utc::now().timestamp(),
+                user: user.to_string(),
+                experiment: served.assignment.as_ref().map(|a| a.experiment.clone()),
+                variant: served.assignment.as_ref().map(|a| a.served.clone()),
+                assigned: served.assignment.as_ref().map(|a| a.assigned.clone()),
+                ranker: kind,
+                model_version: served.model_version.clone(),
+                items: served.items.iter().map(|i| i.id.clone()).collect(),
+                scores: served.items.iter().map(|i| i.score).collect(),
+                features: served.items.iter().map(|i| i.features.clone()).collect(),
+            })?;
+        }
+        Ok(served)
+    }
+}
