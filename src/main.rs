@@ -842,7 +842,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             calls,
             k,
             json,
-        }) => runtime()?.block_on(bench_recommend(&config, &dataset, &taxonomy, calls, k, json)),
+        }) => runtime()?.block_on(bench_recommend(
+            &config, &dataset, &taxonomy, calls, k, json,
+        )),
         Command::Tag(args) => runtime()?.block_on(tag(&config, args)),
         Command::Enrich(args) => runtime()?.block_on(enrich(&config, args)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
@@ -1760,12 +1762,17 @@ fn interactions_ingest(config: &Config, file: &Path, rejects_path: &Path) -> Res
         added += store.append(batch)?;
     }
     if !rejects.is_empty() {
-        let mut out = BufWriter::new(std::fs::File::create(rejects_path).with_context(|| {
-            format!("cannot write {}", rejects_path.display())
-        })?);
+        let mut out = BufWriter::new(
+            std::fs::File::create(rejects_path)
+                .with_context(|| format!("cannot write {}", rejects_path.display()))?,
+        );
         for r in &rejects {
             eprintln!("{}:{}: {}", file.display(), r.line, r.reason);
-            writeln!(out, "{}", serde_json::json!({"file": file, "line": r.line, "reason": r.reason}))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"file": file, "line": r.line, "reason": r.reason})
+            )?;
         }
         out.flush()?;
     }
@@ -1774,10 +1781,18 @@ fn interactions_ingest(config: &Config, file: &Path, rejects_path: &Path) -> Res
         events.len(),
         events.len() - added,
         rejects.len(),
-        if rejects.is_empty() { String::new() } else { format!(" (see {})", rejects_path.display()) },
+        if rejects.is_empty() {
+            String::new()
+        } else {
+            format!(" (see {})", rejects_path.display())
+        },
         store.path().display()
     );
-    Ok(if rejects.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if rejects.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn rank_train(config: &Config, drop: &[String], output: Option<PathBuf>) -> Result<ExitCode> {
@@ -1789,17 +1804,33 @@ async fn rank_train(config: &Config, drop: &[String], output: Option<PathBuf>) -
     let collection = store.resolve(&collection_name(config)).await?;
     let catalogue = Catalogue::load(&store, &collection).await?;
     let events = InteractionStore::open(&paths.interactions)?.all()?;
-    anyhow::ensure!(!events.is_empty(), "the interaction log is empty: run `signaldesk interactions ingest FILE` first");
+    anyhow::ensure!(
+        !events.is_empty(),
+        "the interaction log is empty: run `signaldesk interactions ingest FILE` first"
+    );
     let bar = Progress::new("rank train", None, "users");
     let drop: Vec<&str> = drop.iter().map(String::as_str).collect();
-    let model = signaldesk::rank::train_blend(&store, &collection, &catalogue, &events, &config.rank, &drop, |d, _| {
-        bar.set_position(d as u64)
-    })
+    let model = signaldesk::rank::train_blend(
+        &store,
+        &collection,
+        &catalogue,
+        &events,
+        &config.rank,
+        &drop,
+        |d, _| bar.set_position(d as u64),
+    )
     .await?;
     bar.finish();
     let path = output.unwrap_or(paths.model);
     model.save(&path)?;
-    outln!("blend {} trained on {} ({} items, {} interactions): {}", model.version, collection, catalogue.len(), events.len(), model.training);
+    outln!(
+        "blend {} trained on {} ({} items, {} interactions): {}",
+        model.version,
+        collection,
+        catalogue.len(),
+        events.len(),
+        model.training
+    );
     for (f, w) in model.features.iter().zip(&model.weights) {
         outln!("  {f:<14} {w:+.4}");
     }
@@ -1812,7 +1843,14 @@ async fn recommend(config: &Config, args: RecommendArgs) -> Result<ExitCode> {
     let store = configured_store(config)?;
     let service = RecommendService::open(&store, config, true).await?;
     let served = service
-        .recommend(&args.user, args.k, args.seed.as_deref(), args.experiment.as_deref(), args.ranker, None)
+        .recommend(
+            &args.user,
+            args.k,
+            args.seed.as_deref(),
+            args.experiment.as_deref(),
+            args.ranker,
+            None,
+        )
         .await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&served)?);
@@ -1828,7 +1866,11 @@ async fn recommend(config: &Config, args: RecommendArgs) -> Result<ExitCode> {
         served.items.len(),
         served.user,
         served.ranker.name(),
-        served.model_version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
+        served
+            .model_version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default()
     );
     for (rank, item) in served.items.iter().enumerate() {
         let parts: Vec<String> = item
@@ -1837,13 +1879,25 @@ async fn recommend(config: &Config, args: RecommendArgs) -> Result<ExitCode> {
             .filter(|(k, _)| *k != "relevance")
             .map(|(k, v)| format!("{k} {v:+.3}"))
             .collect();
-        outln!("{:>3}. {:<12} {:>8.4}  {}  [{}]", rank + 1, item.id, item.score, item.title, item.sources.join("+"));
+        outln!(
+            "{:>3}. {:<12} {:>8.4}  {}  [{}]",
+            rank + 1,
+            item.id,
+            item.score,
+            item.title,
+            item.sources.join("+")
+        );
         outln!("     {}", parts.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn experiments_report(config: &Config, only: Option<String>, exposures: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+fn experiments_report(
+    config: &Config,
+    only: Option<String>,
+    exposures: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
     use signaldesk::rank::experiments::{read_exposures, readout, ExperimentsFile};
     use signaldesk::rank::interactions::InteractionStore;
     use signaldesk::rank::service::RankPaths;
@@ -1859,14 +1913,28 @@ fn experiments_report(config: &Config, only: Option<String>, exposures: Option<P
         .filter(|x| only.as_ref().is_none_or(|n| *n == x.name))
         .map(|x| readout(x, &exposures, &interactions, &config.rank))
         .collect();
-    anyhow::ensure!(!readouts.is_empty(), "no such experiment in {}", paths.experiments.display());
+    anyhow::ensure!(
+        !readouts.is_empty(),
+        "no such experiment in {}",
+        paths.experiments.display()
+    );
     if json {
         outln!("{}", serde_json::to_string_pretty(&readouts)?);
         return Ok(ExitCode::SUCCESS);
     }
     for r in &readouts {
         outln!("experiment {} (control {}):", r.experiment, r.control);
-        outln!("  {:<12} {:>9} {:>7} {:>7} {:>8} {:>19} {:>9} {:>21}", "variant", "exposures", "users", "clicks", "CTR", "95% CI", "diff", "95% CI");
+        outln!(
+            "  {:<12} {:>9} {:>7} {:>7} {:>8} {:>19} {:>9} {:>21}",
+            "variant",
+            "exposures",
+            "users",
+            "clicks",
+            "CTR",
+            "95% CI",
+            "diff",
+            "95% CI"
+        );
         for a in &r.arms {
             let diff = a.diff.map(|d| format!("{d:+.4}")).unwrap_or("-".into());
             let ci = match (a.diff_low, a.diff_high) {
@@ -1875,21 +1943,38 @@ fn experiments_report(config: &Config, only: Option<String>, exposures: Option<P
             };
             outln!(
                 "  {:<12} {:>9} {:>7} {:>7} {:>8.4} {:>19} {:>9} {:>21}",
-                a.variant, a.exposures, a.users, a.clicks, a.ctr,
-                format!("[{:.4}, {:.4}]", a.ctr_low, a.ctr_high), diff, ci
+                a.variant,
+                a.exposures,
+                a.users,
+                a.clicks,
+                a.ctr,
+                format!("[{:.4}, {:.4}]", a.ctr_low, a.ctr_high),
+                diff,
+                ci
             );
         }
         outln!(
             "  sample ratio: chi2 {:.2}, p {:.4}{}",
             r.srm_chi2,
             r.srm_p,
-            if r.srm { "  MISMATCH: users are not split as allocated; do not trust the differences" } else { "" }
+            if r.srm {
+                "  MISMATCH: users are not split as allocated; do not trust the differences"
+            } else {
+                ""
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bench_recommend(config: &Config, dataset: &Path, taxonomy: &Path, calls: usize, k: usize, json: bool) -> Result<ExitCode> {
+async fn bench_recommend(
+    config: &Config,
+    dataset: &Path,
+    taxonomy: &Path,
+    calls: usize,
+    k: usize,
+    json: bool,
+) -> Result<ExitCode> {
     use signaldesk::eval::recommend::prepare;
     use signaldesk::rank::recommender::{RankerKind, RecommendRequest, Recommender};
     use signaldesk::rank::signals::InteractionSignals;
@@ -1897,7 +1982,16 @@ async fn bench_recommend(config: &Config, dataset: &Path, taxonomy: &Path, calls
     let embedder = Arc::new(Embedder::from_config(config)?);
     let store = AnyStore::from_config(&config.store, &config.data_dir.join("eval"))?;
     let prepared = prepare(&store, embedder, config, dataset, taxonomy, |_, _, _| {}).await?;
-    let model = signaldesk::rank::train_blend(&store, &prepared.collection, &prepared.catalogue, &prepared.events, &config.rank, &[], |_, _| {}).await?;
+    let model = signaldesk::rank::train_blend(
+        &store,
+        &prepared.collection,
+        &prepared.catalogue,
+        &prepared.events,
+        &config.rank,
+        &[],
+        |_, _| {},
+    )
+    .await?;
     let signals = InteractionSignals::build(&prepared.events, &prepared.catalogue, &config.rank);
     let mut users: Vec<String> = signals.users.keys().cloned().collect();
     users.sort();
@@ -1930,13 +2024,18 @@ async fn bench_recommend(config: &Config, dataset: &Path, taxonomy: &Path, calls
         let t = std::time::Instant::now();
         let list = recommender.recommend(&request).await?;
         millis.push(t.elapsed().as_secs_f64() * 1e3);
-        anyhow::ensure!(!list.is_empty(), "no recommendations for user {}", request.user);
+        anyhow::ensure!(
+            !list.is_empty(),
+            "no recommendations for user {}",
+            request.user
+        );
         bar.set_position(i as u64 + 1);
     }
     bar.finish();
     let total = started.elapsed().as_secs_f64();
     millis.sort_by(f64::total_cmp);
-    let pct = |p: f64| millis[((p * millis.len() as f64).ceil() as usize).clamp(1, millis.len()) - 1];
+    let pct =
+        |p: f64| millis[((p * millis.len() as f64).ceil() as usize).clamp(1, millis.len()) - 1];
     let report = serde_json::json!({
         "calls": calls,
         "users": users.len(),
@@ -1977,21 +2076,32 @@ async fn eval_recommend(config: &Config, args: EvalRecommendArgs) -> Result<Exit
         limit_users: args.limit_users,
     };
     let mut bar: Option<(String, Progress)> = None;
-    let (mut report, sweep) = evaluate(&store, embedder, config, &args.dataset, &options, |stage, done, total| {
-        if bar.as_ref().is_none_or(|(s, _)| s != stage) {
-            bar = Some((stage.to_string(), Progress::new(&format!("eval: {stage}"), Some(total as u64), "")));
-        }
-        if let Some((_, b)) = &bar {
-            b.set_position(done as u64);
-        }
-    })
+    let (mut report, sweep) = evaluate(
+        &store,
+        embedder,
+        config,
+        &args.dataset,
+        &options,
+        |stage, done, total| {
+            if bar.as_ref().is_none_or(|(s, _)| s != stage) {
+                bar = Some((
+                    stage.to_string(),
+                    Progress::new(&format!("eval: {stage}"), Some(total as u64), ""),
+                ));
+            }
+            if let Some((_, b)) = &bar {
+                b.set_position(done as u64);
+            }
+        },
+    )
     .await?;
     drop(bar);
     let plot = plot_path(&args.output);
     signaldesk::eval::plot::diversity_sweep(&sweep, &plot)?;
-    report
-        .extra
-        .insert("diversity_plot".into(), serde_json::json!(plot.display().to_string()));
+    report.extra.insert(
+        "diversity_plot".into(),
+        serde_json::json!(plot.display().to_string()),
+    );
     report.write(&args.output)?;
     let c = &report.config;
     outln!(
@@ -2001,26 +2111,56 @@ async fn eval_recommend(config: &Config, args: EvalRecommendArgs) -> Result<Exit
         c["movies"],
         c["tagged_movies"]
     );
-    outln!("  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "ranker", "nDCG@10", "P@10", "R@10", "R@50", "MRR", "cover", "divers");
-    let rankers = report.extra["rankers"].as_object().cloned().unwrap_or_default();
+    outln!(
+        "  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "ranker",
+        "nDCG@10",
+        "P@10",
+        "R@10",
+        "R@50",
+        "MRR",
+        "cover",
+        "divers"
+    );
+    let rankers = report.extra["rankers"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let ablation = &report.extra["ablation"]["blend_without_tags"];
-    for (name, m) in rankers.iter().map(|(k, v)| (k.as_str(), v)).chain([("blend, no tags", ablation)]) {
+    for (name, m) in rankers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .chain([("blend, no tags", ablation)])
+    {
         let g = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
         outln!(
             "  {name:<14} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
-            g("ndcg@10"), g("precision@10"), g("recall@10"), g("recall@50"), g("mrr"), g("coverage"), g("diversity")
+            g("ndcg@10"),
+            g("precision@10"),
+            g("recall@10"),
+            g("recall@50"),
+            g("mrr"),
+            g("coverage"),
+            g("diversity")
         );
     }
     for (lambda, ndcg, diversity) in &sweep {
         outln!("  λ = {lambda:<5} nDCG@10 {ndcg:.4}  diversity {diversity:.4}");
     }
-    outln!("report: {} (plot {})", args.output.display(), plot.display());
+    outln!(
+        "report: {} (plot {})",
+        args.output.display(),
+        plot.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// `report.json` → `report-diversity.png`.
 fn plot_path(output: &Path) -> PathBuf {
-    let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     output.with_file_name(format!("{stem}-diversity.png"))
 }
 

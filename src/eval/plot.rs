@@ -17,7 +17,9 @@ struct Canvas {
 
 impl Canvas {
     fn new() -> Self {
-        Self { px: vec![255; W * H * 3] }
+        Self {
+            px: vec![255; W * H * 3],
+        }
     }
 
     fn set(&mut self, x: i64, y: i64, rgb: [u8; 3]) {
@@ -55,7 +57,11 @@ impl Canvas {
                 for c in 0..5 {
                     if bits & (1 << (4 - c)) != 0 {
                         for (ox, oy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                            self.set(x + k as i64 * 12 + c * 2 + ox, y + r as i64 * 2 + oy, [0, 0, 0]);
+                            self.set(
+                                x + k as i64 * 12 + c * 2 + ox,
+                                y + r as i64 * 2 + oy,
+                                [0, 0, 0],
+                            );
                         }
                     }
                 }
@@ -152,7 +158,9 @@ pub fn diversity_sweep(points: &[(f32, f64, f64)], path: &Path) -> std::io::Resu
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
-    writer.write_image_data(&c.px).map_err(std::io::Error::other)?;
+    writer
+        .write_image_data(&c.px)
+        .map_err(std::io::Error::other)?;
     writer.finish().map_err(std::io::Error::other)
 }
 

@@ -42,7 +42,7 @@ pub enum RecommendEvalError {
     #[error(transparent)]
     Taxonomy(#[from] crate::enrich::taxonomy::TaxonomyError),
     #[error(transparent)]
-    Tagger(#[from] crate::enrich::TaggerSetupError),
+    Tagger(#[from] Box<crate::enrich::TaggerSetupError>),
     #[error(transparent)]
     Enrich(#[from] crate::enrich::signals::EnrichError),
     #[error("cannot write {}: {source}", path.display())]
@@ -77,9 +77,14 @@ fn movies_as_items(dataset: &Path, out: &Path) -> Result<usize, RecommendEvalErr
     let mut lines = String::new();
     let mut n = 0;
     for record in reader.records() {
-        let r = record.map_err(|e| RecommendEvalError::Dataset(format!("{}: {e}", path.display())))?;
+        let r =
+            record.map_err(|e| RecommendEvalError::Dataset(format!("{}: {e}", path.display())))?;
         let (id, title, genres) = (&r[0], &r[1], &r[2]);
-        let genres = if genres == "(no genres listed)" { String::new() } else { genres.replace('|', ", ") };
+        let genres = if genres == "(no genres listed)" {
+            String::new()
+        } else {
+            genres.replace('|', ", ")
+        };
         let mut item = Map::new();
         item.insert("id".into(), json!(id));
         item.insert("title".into(), json!(title));
@@ -117,7 +122,11 @@ fn diversity(catalogue: &Catalogue, items: &[usize]) -> f64 {
             pairs += 1;
         }
     }
-    if pairs == 0 { 0.0 } else { sum / pairs as f64 }
+    if pairs == 0 {
+        0.0
+    } else {
+        sum / pairs as f64
+    }
 }
 
 /// Accumulates one ranker's metrics over users.
@@ -129,15 +138,26 @@ struct Scores {
 }
 
 impl Scores {
-    fn add(&mut self, catalogue: &Catalogue, list: &[usize], judgments: &Judgments) -> BTreeMap<String, f64> {
-        let ids: Vec<&str> = list.iter().map(|&i| catalogue.items[i].id.as_str()).collect();
+    fn add(
+        &mut self,
+        catalogue: &Catalogue,
+        list: &[usize],
+        judgments: &Judgments,
+    ) -> BTreeMap<String, f64> {
+        let ids: Vec<&str> = list
+            .iter()
+            .map(|&i| catalogue.items[i].id.as_str())
+            .collect();
         let top: Vec<usize> = list.iter().take(K).copied().collect();
         self.covered.extend(&top);
         let m = BTreeMap::from([
             ("ndcg@10".to_string(), ndcg_at(&ids, judgments, K)),
             ("precision@10".to_string(), precision_at(&ids, judgments, K)),
             ("recall@10".to_string(), recall_at(&ids, judgments, K)),
-            ("recall@50".to_string(), recall_at(&ids, judgments, K_RECALL)),
+            (
+                "recall@50".to_string(),
+                recall_at(&ids, judgments, K_RECALL),
+            ),
             ("mrr".to_string(), mrr_at(&ids, judgments, ids.len().max(1))),
             ("diversity".to_string(), diversity(catalogue, &top)),
         ]);
@@ -154,7 +174,10 @@ impl Scores {
             .iter()
             .map(|(k, v)| (k.clone(), v / self.users.max(1) as f64))
             .collect();
-        out.insert("coverage".into(), self.covered.len() as f64 / catalogue.len().max(1) as f64);
+        out.insert(
+            "coverage".into(),
+            self.covered.len() as f64 / catalogue.len().max(1) as f64,
+        );
         out
     }
 }
@@ -216,7 +239,10 @@ pub async fn prepare<S: VectorStore>(
     }
     let ingest_seconds = started.elapsed().as_secs_f64();
     // The name is an alias of the model's physical collection.
-    let physical = store.resolve(collection).await.map_err(crate::rank::RankError::from)?;
+    let physical = store
+        .resolve(collection)
+        .await
+        .map_err(crate::rank::RankError::from)?;
     let collection = physical.as_str();
     // 2. Tags from enrichment (zero-shot against IAB); current tags are kept.
     let taxonomy = Taxonomy::load(taxonomy)?;
@@ -229,7 +255,8 @@ pub async fn prepare<S: VectorStore>(
         None,
         None,
     )
-    .await?;
+    .await
+    .map_err(Box::new)?;
     let tagged_at = std::time::Instant::now();
     let enrich = enrich_collection(
         store,
@@ -284,20 +311,44 @@ pub async fn evaluate<S: VectorStore>(
         tagging: enrich,
         ingest_seconds,
         tag_seconds,
-    } = prepare(store, embedder.clone(), config, dataset, &options.taxonomy, &mut progress).await?;
+    } = prepare(
+        store,
+        embedder.clone(),
+        config,
+        dataset,
+        &options.taxonomy,
+        &mut progress,
+    )
+    .await?;
     let collection = collection.as_str();
-    let tagged_items = catalogue.items.iter().filter(|i| !i.tags.is_empty()).count();
+    let tagged_items = catalogue
+        .items
+        .iter()
+        .filter(|i| !i.tags.is_empty())
+        .count();
     let movies = catalogue.len();
     let split = temporal_split(&events, &settings, 5);
     // 4. The blend, from the training side only, with and without the tag feature.
     let trained_at = std::time::Instant::now();
-    let model = train_blend(store, collection, &catalogue, &split.train, &settings, &[], |d, n| {
-        progress("train", d, n)
-    })
+    let model = train_blend(
+        store,
+        collection,
+        &catalogue,
+        &split.train,
+        &settings,
+        &[],
+        |d, n| progress("train", d, n),
+    )
     .await?;
-    let ablated = train_blend(store, collection, &catalogue, &split.train, &settings, &["tag_overlap"], |d, n| {
-        progress("train (no tags)", d, n)
-    })
+    let ablated = train_blend(
+        store,
+        collection,
+        &catalogue,
+        &split.train,
+        &settings,
+        &["tag_overlap"],
+        |d, n| progress("train (no tags)", d, n),
+    )
     .await?;
     let train_seconds = trained_at.elapsed().as_secs_f64();
     let experiments = if options.variants.is_empty() {
@@ -314,12 +365,22 @@ pub async fn evaluate<S: VectorStore>(
             .experiments
             .iter()
             .find_map(|x| x.variant(name))
-            .ok_or_else(|| RecommendEvalError::Dataset(format!("no variant {name:?} in {}", settings.experiments.display())))?;
+            .ok_or_else(|| {
+                RecommendEvalError::Dataset(format!(
+                    "no variant {name:?} in {}",
+                    settings.experiments.display()
+                ))
+            })?;
         let model = match &v.model {
             Some(p) => Some(BlendModel::load(p)?),
             None => None,
         };
-        variant_runs.push((name.clone(), v.ranker.unwrap_or(RankerKind::Blend), model, v.objectives(&settings.objectives)));
+        variant_runs.push((
+            name.clone(),
+            v.ranker.unwrap_or(RankerKind::Blend),
+            model,
+            v.objectives(&settings.objectives),
+        ));
     }
     // 5. Every ranker on every test user.
     let signals = InteractionSignals::build(&split.train, &catalogue, &settings);
@@ -349,18 +410,48 @@ pub async fn evaluate<S: VectorStore>(
         let ctx = recommender.context(user, None, None)?;
         let candidates = recommender.candidates(&ctx).await?;
         let mut row = BTreeMap::new();
-        let mut runs: Vec<(String, RankerKind, Option<&BlendModel>, &ObjectivesConfig, usize)> = RankerKind::ALL
+        let mut runs: Vec<(
+            String,
+            RankerKind,
+            Option<&BlendModel>,
+            &ObjectivesConfig,
+            usize,
+        )> = RankerKind::ALL
             .iter()
             .map(|&r| (r.name().to_string(), r, Some(&model), &plain, K_RECALL))
             .collect();
-        runs.push(("blend_without_tags".into(), RankerKind::Blend, Some(&ablated), &plain, K_RECALL));
-        for (name, ranker, m, objectives, _) in &variant_runs.iter().map(|(n, r, m, o)| (format!("variant:{n}"), *r, m.as_ref().or(Some(&model)), o, K_RECALL)).collect::<Vec<_>>() {
+        runs.push((
+            "blend_without_tags".into(),
+            RankerKind::Blend,
+            Some(&ablated),
+            &plain,
+            K_RECALL,
+        ));
+        for (name, ranker, m, objectives, _) in &variant_runs
+            .iter()
+            .map(|(n, r, m, o)| {
+                (
+                    format!("variant:{n}"),
+                    *r,
+                    m.as_ref().or(Some(&model)),
+                    o,
+                    K_RECALL,
+                )
+            })
+            .collect::<Vec<_>>()
+        {
             runs.push((name.clone(), *ranker, *m, objectives, K_RECALL));
         }
         for (name, ranker, m, objectives, k) in runs {
             let scored = recommender.score(&candidates, ranker, m)?;
-            let list: Vec<usize> = rerank(scored, catalogue, objectives, ctx.now, k).iter().map(|s| s.item).collect();
-            let m = rankers.entry(name.clone()).or_default().add(catalogue, &list, &judgments);
+            let list: Vec<usize> = rerank(scored, catalogue, objectives, ctx.now, k)
+                .iter()
+                .map(|s| s.item)
+                .collect();
+            let m = rankers
+                .entry(name.clone())
+                .or_default()
+                .add(catalogue, &list, &judgments);
             for (metric, v) in m {
                 row.insert(format!("{name}.{metric}"), v);
             }
@@ -371,14 +462,25 @@ pub async fn evaluate<S: VectorStore>(
                 ..settings.objectives.clone()
             };
             let scored = recommender.score(&candidates, RankerKind::Blend, Some(&model))?;
-            let list: Vec<usize> = rerank(scored, catalogue, &objectives, ctx.now, K).iter().map(|s| s.item).collect();
-            sweep.entry(format!("{lambda}")).or_default().add(catalogue, &list, &judgments);
+            let list: Vec<usize> = rerank(scored, catalogue, &objectives, ctx.now, K)
+                .iter()
+                .map(|s| s.item)
+                .collect();
+            sweep
+                .entry(format!("{lambda}"))
+                .or_default()
+                .add(catalogue, &list, &judgments);
         }
         per_item.insert((*user).clone(), row);
         progress("score", done + 1, users.len());
     }
     let score_seconds = scored_at.elapsed().as_secs_f64();
-    let table = |name: &str| rankers.get(name).map(|s| s.metrics(catalogue)).unwrap_or_default();
+    let table = |name: &str| {
+        rankers
+            .get(name)
+            .map(|s| s.metrics(catalogue))
+            .unwrap_or_default()
+    };
     let mut metrics = BTreeMap::new();
     for r in RankerKind::ALL {
         for (k, v) in table(r.name()) {
@@ -453,4 +555,3 @@ pub async fn evaluate<S: VectorStore>(
     };
     Ok((report, sweep_points))
 }
-

@@ -116,7 +116,10 @@ impl BlendModel {
         for f in features {
             hash.update(f.as_bytes());
         }
-        let version: String = hash.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let version: String = hash.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(Self {
             format: FORMAT.into(),
             version,
@@ -198,8 +201,12 @@ mod tests {
             })
             .collect();
         let names = vec!["a".to_string(), "b".to_string()];
-        let model = BlendModel::train(&names, &examples, TrainSettings::default(), Value::Null).unwrap();
-        assert!(model.weights[0] > 1.0 && model.weights[1].abs() < 0.3 * model.weights[0], "{model:?}");
+        let model =
+            BlendModel::train(&names, &examples, TrainSettings::default(), Value::Null).unwrap();
+        assert!(
+            model.weights[0] > 1.0 && model.weights[1].abs() < 0.3 * model.weights[0],
+            "{model:?}"
+        );
         assert!(model.score(&[0.9, 5.0]) > model.score(&[0.1, 5.0]));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.json");

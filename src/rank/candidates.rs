@@ -93,7 +93,11 @@ pub trait CandidateSource {
     /// The source's name in responses and reports.
     fn name(&self) -> &'static str;
     /// Up to `n` unseen items for the user, best first, with the source's own score.
-    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError>;
+    async fn candidates(
+        &self,
+        user: &UserContext,
+        n: usize,
+    ) -> Result<Vec<(usize, f32)>, RankError>;
 }
 
 /// The most engaged-with items (trending when `rank.popularity_half_life_days` is set).
@@ -106,7 +110,11 @@ impl CandidateSource for Popularity<'_> {
     fn name(&self) -> &'static str {
         "popularity"
     }
-    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError> {
+    async fn candidates(
+        &self,
+        user: &UserContext,
+        n: usize,
+    ) -> Result<Vec<(usize, f32)>, RankError> {
         let (order, scores) = if self.decayed {
             (&self.signals.by_trending, &self.signals.trending)
         } else {
@@ -128,7 +136,11 @@ impl CandidateSource for CoOccurrence {
     fn name(&self) -> &'static str {
         "cooccurrence"
     }
-    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError> {
+    async fn candidates(
+        &self,
+        user: &UserContext,
+        n: usize,
+    ) -> Result<Vec<(usize, f32)>, RankError> {
         Ok(top_n(
             user.cooccurring
                 .iter()
@@ -150,11 +162,23 @@ impl<S: VectorStore> CandidateSource for Dense<'_, S> {
     fn name(&self) -> &'static str {
         "dense"
     }
-    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError> {
+    async fn candidates(
+        &self,
+        user: &UserContext,
+        n: usize,
+    ) -> Result<Vec<(usize, f32)>, RankError> {
         let Some(profile) = &user.profile else {
             return Ok(Vec::new());
         };
-        nearest(self.store, self.collection, self.catalogue, profile, user, n).await
+        nearest(
+            self.store,
+            self.collection,
+            self.catalogue,
+            profile,
+            user,
+            n,
+        )
+        .await
     }
 }
 
@@ -169,12 +193,24 @@ impl<S: VectorStore> CandidateSource for MoreLikeThis<'_, S> {
     fn name(&self) -> &'static str {
         "more_like_this"
     }
-    async fn candidates(&self, user: &UserContext, n: usize) -> Result<Vec<(usize, f32)>, RankError> {
+    async fn candidates(
+        &self,
+        user: &UserContext,
+        n: usize,
+    ) -> Result<Vec<(usize, f32)>, RankError> {
         let Some(seed) = user.seed else {
             return Ok(Vec::new());
         };
         let vector = self.catalogue.vector(seed).to_vec();
-        nearest(self.store, self.collection, self.catalogue, &vector, user, n).await
+        nearest(
+            self.store,
+            self.collection,
+            self.catalogue,
+            &vector,
+            user,
+            n,
+        )
+        .await
     }
 }
 
@@ -203,7 +239,10 @@ async fn nearest<S: VectorStore>(
         let Some(i) = catalogue.position(&hit.chunk.content_id) else {
             continue;
         };
-        if user.history.seen.contains(&i) || user.seed == Some(i) || out.iter().any(|(j, _)| *j == i) {
+        if user.history.seen.contains(&i)
+            || user.seed == Some(i)
+            || out.iter().any(|(j, _)| *j == i)
+        {
             continue;
         }
         out.push((i, hit.score));

@@ -95,16 +95,28 @@ impl Variant {
 impl ExperimentsFile {
     /// Parse and check a file's text.
     pub fn parse(text: &str, origin: &str) -> Result<Self, RankError> {
-        let file: Self = toml::from_str(text)
-            .map_err(|e| RankError::Experiments(format!("{origin}: {e}")))?;
+        let file: Self =
+            toml::from_str(text).map_err(|e| RankError::Experiments(format!("{origin}: {e}")))?;
         for x in &file.experiments {
-            let fail = |m: String| Err(RankError::Experiments(format!("{origin}: experiment {:?}: {m}", x.name)));
+            let fail = |m: String| {
+                Err(RankError::Experiments(format!(
+                    "{origin}: experiment {:?}: {m}",
+                    x.name
+                )))
+            };
             let total: f64 = x.variants.iter().map(|v| v.allocation).sum();
-            if x.variants.iter().any(|v| !(0.0..=1.0).contains(&v.allocation)) || total > 1.0 + 1e-9 {
+            if x.variants
+                .iter()
+                .any(|v| !(0.0..=1.0).contains(&v.allocation))
+                || total > 1.0 + 1e-9
+            {
                 return fail(format!("allocations must be between 0 and 1 and sum to at most 1 (they sum to {total})"));
             }
             if !x.variants.iter().any(|v| v.name == x.control) {
-                return fail(format!("control {:?} is not one of its variants", x.control));
+                return fail(format!(
+                    "control {:?} is not one of its variants",
+                    x.control
+                ));
             }
             let mut names: Vec<&str> = x.variants.iter().map(|v| v.name.as_str()).collect();
             names.sort();
@@ -181,7 +193,11 @@ impl Experiment {
         self.variants
             .iter()
             .map(|v| {
-                let extra = if v.name == self.control { 1.0 - total } else { 0.0 };
+                let extra = if v.name == self.control {
+                    1.0 - total
+                } else {
+                    0.0
+                };
                 (v.name.clone(), v.allocation + extra)
             })
             .collect()
@@ -206,7 +222,9 @@ impl LiveExperiments {
 
     /// The file as it is now.
     pub fn current(&self) -> Result<Arc<ExperimentsFile>, RankError> {
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         let mut state = self.state.lock().expect("experiments lock");
         if modified != state.0 || modified.is_none() {
             let file = match std::fs::read_to_string(&self.path) {
@@ -278,10 +296,11 @@ impl ExposureLog {
     pub fn write(&self, exposure: &Exposure) -> Result<(), RankError> {
         let line = serde_json::to_string(exposure).expect("an exposure serializes") + "\n";
         let mut f = self.file.lock().expect("exposure log lock");
-        f.write_all(line.as_bytes()).map_err(|source| RankError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        f.write_all(line.as_bytes())
+            .map_err(|source| RankError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 
@@ -343,8 +362,14 @@ pub fn readout(
 ) -> Readout {
     let window = (settings.attribution_window_hours * 3600.0) as i64;
     let mut engaged: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
-    for x in interactions.iter().filter(|x| x.weight(settings) > 0.0 || x.event == "click") {
-        engaged.entry((&x.user, &x.item)).or_default().push(x.timestamp);
+    for x in interactions
+        .iter()
+        .filter(|x| x.weight(settings) > 0.0 || x.event == "click")
+    {
+        engaged
+            .entry((&x.user, &x.item))
+            .or_default()
+            .push(x.timestamp);
     }
     let mut arms: BTreeMap<&str, (usize, std::collections::HashSet<&str>, usize)> = experiment
         .variants
@@ -352,32 +377,51 @@ pub fn readout(
         .map(|v| (v.name.as_str(), (0, Default::default(), 0)))
         .collect();
     let mut assigned_users: BTreeMap<&str, std::collections::HashSet<&str>> = BTreeMap::new();
-    for e in exposures.iter().filter(|e| e.experiment.as_deref() == Some(&experiment.name)) {
+    for e in exposures
+        .iter()
+        .filter(|e| e.experiment.as_deref() == Some(&experiment.name))
+    {
         let (Some(served), Some(assigned)) = (e.variant.as_deref(), e.assigned.as_deref()) else {
             continue;
         };
         assigned_users.entry(assigned).or_default().insert(&e.user);
-        let Some(arm) = arms.get_mut(served) else { continue };
+        let Some(arm) = arms.get_mut(served) else {
+            continue;
+        };
         arm.0 += 1;
         arm.1.insert(&e.user);
         let clicked = e.items.iter().any(|item| {
             engaged
                 .get(&(e.user.as_str(), item.as_str()))
-                .is_some_and(|ts| ts.iter().any(|&t| t >= e.timestamp && t <= e.timestamp + window))
+                .is_some_and(|ts| {
+                    ts.iter()
+                        .any(|&t| t >= e.timestamp && t <= e.timestamp + window)
+                })
         });
         arm.2 += usize::from(clicked);
     }
     let rate = |n: usize, c: usize| if n == 0 { 0.0 } else { c as f64 / n as f64 };
-    let control = arms.get(experiment.control.as_str()).map(|a| (a.0, a.2)).unwrap_or((0, 0));
+    let control = arms
+        .get(experiment.control.as_str())
+        .map(|a| (a.0, a.2))
+        .unwrap_or((0, 0));
     let p0 = rate(control.0, control.1);
-    let var0 = if control.0 > 0 { p0 * (1.0 - p0) / control.0 as f64 } else { 0.0 };
+    let var0 = if control.0 > 0 {
+        p0 * (1.0 - p0) / control.0 as f64
+    } else {
+        0.0
+    };
     let arms_out = experiment
         .variants
         .iter()
         .map(|v| {
             let (n, users, c) = &arms[v.name.as_str()];
             let p = rate(*n, *c);
-            let var = if *n > 0 { p * (1.0 - p) / *n as f64 } else { 0.0 };
+            let var = if *n > 0 {
+                p * (1.0 - p) / *n as f64
+            } else {
+                0.0
+            };
             let half = Z95 * var.sqrt();
             let is_control = v.name == experiment.control;
             let diff = (!is_control).then_some(p - p0);
@@ -476,7 +520,9 @@ allocation = 0.5
         let n = 1_000_000;
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for u in 0..n {
-            *counts.entry(x.assign(&format!("user-{u}")).unwrap().assigned).or_default() += 1;
+            *counts
+                .entry(x.assign(&format!("user-{u}")).unwrap().assigned)
+                .or_default() += 1;
         }
         for (name, share) in x.expected_shares() {
             let got = counts[&name] as f64 / n as f64;
@@ -492,22 +538,43 @@ allocation = 0.5
         let n = 200_000;
         for u in 0..n {
             let user = format!("u{u}");
-            let key = (a.assign(&user).unwrap().assigned, b.assign(&user).unwrap().assigned);
+            let key = (
+                a.assign(&user).unwrap().assigned,
+                b.assign(&user).unwrap().assigned,
+            );
             *table.entry(key).or_default() += 1.0;
         }
-        let row = |r: &str| table.iter().filter(|((x, _), _)| x == r).map(|(_, c)| c).sum::<f64>();
-        let col = |c: &str| table.iter().filter(|((_, y), _)| y == c).map(|(_, c)| c).sum::<f64>();
+        let row = |r: &str| {
+            table
+                .iter()
+                .filter(|((x, _), _)| x == r)
+                .map(|(_, c)| c)
+                .sum::<f64>()
+        };
+        let col = |c: &str| {
+            table
+                .iter()
+                .filter(|((_, y), _)| y == c)
+                .map(|(_, c)| c)
+                .sum::<f64>()
+        };
         let mut chi2 = 0.0;
         for r in ["control", "blend", "diverse"] {
             for c in ["a", "b"] {
                 let expected = row(r) * col(c) / n as f64;
-                let observed = table.get(&(r.to_string(), c.to_string())).copied().unwrap_or(0.0);
+                let observed = table
+                    .get(&(r.to_string(), c.to_string()))
+                    .copied()
+                    .unwrap_or(0.0);
                 chi2 += (observed - expected).powi(2) / expected;
             }
         }
         // (3 − 1)·(2 − 1) = 2 degrees of freedom.
         let p = 1.0 - ChiSquared::new(2.0).unwrap().cdf(chi2);
-        assert!(p > 0.001, "assignments depend on each other: chi2 {chi2}, p {p}");
+        assert!(
+            p > 0.001,
+            "assignments depend on each other: chi2 {chi2}, p {p}"
+        );
         // Dependence would be caught: the same salt twice gives identical assignments.
         assert_eq!(bucket("s", "u1"), bucket("s", "u1"));
     }
@@ -524,22 +591,74 @@ allocation = 0.5
             .collect();
         assert_eq!(got, PINNED);
     }
-    const PINNED: [&str; 6] = ["diverse", "diverse", "blend", "control", "control", "control"];
+    const PINNED: [&str; 6] = [
+        "diverse", "diverse", "blend", "control", "control", "control",
+    ];
 
     #[test]
     fn a_switched_off_variant_serves_control_and_bad_files_are_refused() {
-        let text = FILE.replace("name = \"blend\"\nallocation = 0.3", "name = \"blend\"\nallocation = 0.3\nenabled = false");
+        let text = FILE.replace(
+            "name = \"blend\"\nallocation = 0.3",
+            "name = \"blend\"\nallocation = 0.3\nenabled = false",
+        );
         let file = ExperimentsFile::parse(&text, "test").unwrap();
         let x = file.get("ranker").unwrap();
-        let user = (0..1000).map(|u| format!("u{u}")).find(|u| x.assign(u).unwrap().assigned == "blend").unwrap();
+        let user = (0..1000)
+            .map(|u| format!("u{u}"))
+            .find(|u| x.assign(u).unwrap().assigned == "blend")
+            .unwrap();
         assert_eq!(x.assign(&user).unwrap().served, "control");
         let bad = FILE.replace("allocation = 0.2", "allocation = 0.4");
-        let err = ExperimentsFile::parse(&bad, "x.toml").unwrap_err().to_string();
+        let err = ExperimentsFile::parse(&bad, "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sum to at most 1"), "{err}");
     }
 
+    #[test]
+    fn a_live_file_is_reread_when_it_changes_so_ramps_need_no_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("experiments.toml");
+        std::fs::write(&path, FILE).unwrap();
+        let live = LiveExperiments::new(&path);
+        let before = live.current().unwrap();
+        assert!(
+            before
+                .get("ranker")
+                .unwrap()
+                .variant("blend")
+                .unwrap()
+                .enabled
+        );
+        std::fs::write(
+            &path,
+            FILE.replace("allocation = 0.3", "allocation = 0.3\nenabled = false"),
+        )
+        .unwrap();
+        // Make sure the modification time moves even on coarse-grained filesystems.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let after = live.current().unwrap();
+        assert!(
+            !after
+                .get("ranker")
+                .unwrap()
+                .variant("blend")
+                .unwrap()
+                .enabled
+        );
+    }
+
     /// A simulated log: treatment clicks 12% of the time, control 10%; 20,000 exposures each.
-    fn simulated(control_users: usize, treatment_users: usize) -> (Experiment, Vec<Exposure>, Vec<Interaction>) {
+    fn simulated(
+        control_users: usize,
+        treatment_users: usize,
+    ) -> (Experiment, Vec<Exposure>, Vec<Interaction>) {
         use rand::{Rng, SeedableRng};
         let x = Experiment {
             name: "e".into(),
@@ -547,8 +666,28 @@ allocation = 0.5
             enabled: true,
             control: "c".into(),
             variants: vec![
-                Variant { name: "c".into(), allocation: 0.5, enabled: true, ranker: None, model: None, mmr_lambda: None, boosts: None, max_per_source: None, demote_older_than_days: None },
-                Variant { name: "t".into(), allocation: 0.5, enabled: true, ranker: None, model: None, mmr_lambda: None, boosts: None, max_per_source: None, demote_older_than_days: None },
+                Variant {
+                    name: "c".into(),
+                    allocation: 0.5,
+                    enabled: true,
+                    ranker: None,
+                    model: None,
+                    mmr_lambda: None,
+                    boosts: None,
+                    max_per_source: None,
+                    demote_older_than_days: None,
+                },
+                Variant {
+                    name: "t".into(),
+                    allocation: 0.5,
+                    enabled: true,
+                    ranker: None,
+                    model: None,
+                    mmr_lambda: None,
+                    boosts: None,
+                    max_per_source: None,
+                    demote_older_than_days: None,
+                },
             ],
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -573,13 +712,25 @@ allocation = 0.5
                         features: vec![],
                     });
                     if rng.random::<f64>() < rate {
-                        clicks.push(Interaction { user: user.clone(), item: "i2".into(), event: "click".into(), value: None, timestamp: t + 60 });
+                        clicks.push(Interaction {
+                            user: user.clone(),
+                            item: "i2".into(),
+                            event: "click".into(),
+                            value: None,
+                            timestamp: t + 60,
+                        });
                     }
                 }
             }
         }
         // A click two days later is outside the 24-hour window and counts for nothing.
-        clicks.push(Interaction { user: "c0".into(), item: "i1".into(), event: "click".into(), value: None, timestamp: 1_000_000 + 200_000 + 2 * 86_400 });
+        clicks.push(Interaction {
+            user: "c0".into(),
+            item: "i1".into(),
+            event: "click".into(),
+            value: None,
+            timestamp: 1_000_000 + 200_000 + 2 * 86_400,
+        });
         (x, exposures, clicks)
     }
 
@@ -590,8 +741,14 @@ allocation = 0.5
         let r = readout(&x, &exposures, &clicks, &settings);
         let t = &r.arms[1];
         assert_eq!((r.arms[0].exposures, t.exposures), (20_000, 20_000));
-        assert!((t.ctr - 0.12).abs() < 0.01 && (r.arms[0].ctr - 0.10).abs() < 0.01, "{r:?}");
-        assert!(t.diff_low.unwrap() > 0.0, "the interval excludes zero: {t:?}");
+        assert!(
+            (t.ctr - 0.12).abs() < 0.01 && (r.arms[0].ctr - 0.10).abs() < 0.01,
+            "{r:?}"
+        );
+        assert!(
+            t.diff_low.unwrap() > 0.0,
+            "the interval excludes zero: {t:?}"
+        );
         assert!(t.ctr_low < t.ctr && t.ctr < t.ctr_high);
         assert!(!r.srm, "a 50/50 split is fine: p {}", r.srm_p);
 

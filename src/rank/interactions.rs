@@ -41,7 +41,11 @@ impl Interaction {
                 _ => 0.0,
             };
         }
-        settings.event_weights.get(&self.event).copied().unwrap_or(0.0)
+        settings
+            .event_weights
+            .get(&self.event)
+            .copied()
+            .unwrap_or(0.0)
     }
 }
 
@@ -178,8 +182,9 @@ fn parse_fields(map: &serde_json::Map<String, Value>) -> Result<Interaction, Str
         return Err("a `rating` event needs a `value`".into());
     }
     let raw = text(TIME).ok_or("missing field `timestamp`")?;
-    let timestamp = parse_timestamp(&raw)
-        .ok_or_else(|| format!("field `timestamp`: {raw:?} is neither Unix seconds nor RFC 3339"))?;
+    let timestamp = parse_timestamp(&raw).ok_or_else(|| {
+        format!("field `timestamp`: {raw:?} is neither Unix seconds nor RFC 3339")
+    })?;
     Ok(Interaction {
         user,
         item,
@@ -233,10 +238,15 @@ impl InteractionStore {
     /// Add interactions in one transaction; returns how many were new (an identical
     /// (user, timestamp, item, event) is kept once, its latest value winning).
     pub fn append(&self, events: &[Interaction]) -> Result<usize, RankError> {
-        let txn = self.db.begin_write().map_err(|e| store_err(&self.path, e))?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| store_err(&self.path, e))?;
         let mut added = 0;
         {
-            let mut table = txn.open_table(EVENTS).map_err(|e| store_err(&self.path, e))?;
+            let mut table = txn
+                .open_table(EVENTS)
+                .map_err(|e| store_err(&self.path, e))?;
             for x in events {
                 let value = serde_json::to_vec(x).expect("an interaction serializes");
                 let old = table
@@ -313,7 +323,10 @@ mod tests {
         .unwrap();
         let (good, bad) = read_file(&csv).unwrap();
         assert_eq!(good.len(), 1);
-        assert_eq!((good[0].event.as_str(), good[0].value), ("rating", Some(4.5)));
+        assert_eq!(
+            (good[0].event.as_str(), good[0].value),
+            ("rating", Some(4.5))
+        );
         assert_eq!(bad.iter().map(|r| r.line).collect::<Vec<_>>(), [3, 4]);
         assert!(bad[0].reason.contains("item"), "{}", bad[0].reason);
         assert!(bad[1].reason.contains("value"), "{}", bad[1].reason);

@@ -78,11 +78,18 @@ pub fn item_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Split `events` as [`TemporalSplit`] says (the eval's split, and `rank train`'s inner one).
-pub fn temporal_split(events: &[Interaction], settings: &RankConfig, min_positives: usize) -> TemporalSplit {
+pub fn temporal_split(
+    events: &[Interaction],
+    settings: &RankConfig,
+    min_positives: usize,
+) -> TemporalSplit {
     let mut positives: BTreeMap<&str, Vec<(i64, &str)>> = BTreeMap::new();
     for x in events {
         if x.weight(settings) > 0.0 {
-            positives.entry(&x.user).or_default().push((x.timestamp, &x.item));
+            positives
+                .entry(&x.user)
+                .or_default()
+                .push((x.timestamp, &x.item));
         }
     }
     let mut cutoff: BTreeMap<&str, i64> = BTreeMap::new();
@@ -95,7 +102,10 @@ pub fn temporal_split(events: &[Interaction], settings: &RankConfig, min_positiv
         let k = ((0.2 * p.len() as f64 + 0.5).floor() as usize).max(1);
         let test = &p[p.len() - k..];
         cutoff.insert(user, test[0].0);
-        held_out.insert(user.to_string(), test.iter().map(|t| t.1.to_string()).collect());
+        held_out.insert(
+            user.to_string(),
+            test.iter().map(|t| t.1.to_string()).collect(),
+        );
     }
     let train = events
         .iter()
@@ -149,7 +159,12 @@ pub async fn train_blend<S: VectorStore>(
             .candidates(&ctx)
             .await?
             .into_iter()
-            .map(|c| (held.contains(&c.item), keep.iter().map(|&j| c.features[j]).collect::<Vec<f32>>()))
+            .map(|c| {
+                (
+                    held.contains(&c.item),
+                    keep.iter().map(|&j| c.features[j]).collect::<Vec<f32>>(),
+                )
+            })
             .partition(|(clicked, _)| *clicked);
         positives += pos.len();
         for (_, p) in &pos {
@@ -175,4 +190,41 @@ pub async fn train_blend<S: VectorStore>(
         "dropped_features": drop_features,
     });
     BlendModel::train(&features, &examples, TrainSettings::default(), training)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rating(user: &str, item: &str, stars: f64, t: i64) -> Interaction {
+        Interaction {
+            user: user.into(),
+            item: item.into(),
+            event: "rating".into(),
+            value: Some(stars),
+            timestamp: t,
+        }
+    }
+
+    /// u has 6 positives: k = floor(0.2·6 + 0.5) = 1 held out, the latest by (time, numeric id):
+    /// at t = 60 items "9" and "10" tie, and 10 > 9 numerically, so "10" is held out; u's
+    /// events from t = 60 on (the tie's other item and a later low rating) leave training. v has
+    /// 4 positives, too few, and keeps everything.
+    #[test]
+    fn the_split_holds_out_the_latest_positives_and_what_follows() {
+        let settings = RankConfig::default();
+        let mut events: Vec<Interaction> = (1..=5)
+            .map(|i| rating("u", &i.to_string(), 4.0, i * 10))
+            .collect();
+        events.push(rating("u", "9", 3.0, 60));
+        events.push(rating("u", "10", 5.0, 60));
+        events.push(rating("u", "11", 2.0, 70));
+        events.extend((1..=4).map(|i| rating("v", &i.to_string(), 5.0, i)));
+        let split = temporal_split(&events, &settings, 5);
+        assert_eq!(split.held_out.len(), 1);
+        assert_eq!(split.held_out["u"], ["10"]);
+        let kept: Vec<(&str, &str)> = split.train.iter().map(|x| (&*x.user, &*x.item)).collect();
+        assert_eq!(kept.iter().filter(|(u, _)| *u == "u").count(), 5);
+        assert_eq!(kept.iter().filter(|(u, _)| *u == "v").count(), 4);
+    }
 }

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::blend::BlendModel;
-use super::candidates::{CandidateSource, CoOccurrence, Dense, MoreLikeThis, Popularity, UserContext};
+use super::candidates::{
+    CandidateSource, CoOccurrence, Dense, MoreLikeThis, Popularity, UserContext,
+};
 use super::catalogue::{dot, numeric_field, Catalogue};
 use super::rerank::{rerank, Scored};
 use super::signals::InteractionSignals;
@@ -32,7 +34,12 @@ pub enum RankerKind {
 
 impl RankerKind {
     /// Every kind, in report order.
-    pub const ALL: [RankerKind; 4] = [Self::Popularity, Self::Cooccurrence, Self::Dense, Self::Blend];
+    pub const ALL: [RankerKind; 4] = [
+        Self::Popularity,
+        Self::Cooccurrence,
+        Self::Dense,
+        Self::Blend,
+    ];
 
     /// The name reports use.
     pub fn name(self) -> &'static str {
@@ -95,15 +102,27 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
     /// Every feature the recommender computes, in order: the fixed ones, then
     /// `rank.numeric_fields`.
     pub fn feature_names(&self) -> Vec<String> {
-        ["dense", "tag_overlap", "cooccurrence", "popularity", "trending", "freshness"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(self.settings.numeric_fields.iter().cloned())
-            .collect()
+        [
+            "dense",
+            "tag_overlap",
+            "cooccurrence",
+            "popularity",
+            "trending",
+            "freshness",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(self.settings.numeric_fields.iter().cloned())
+        .collect()
     }
 
     /// The context of `user` (profiles, co-occurrence) at `now`, with an optional seed.
-    pub fn context(&self, user: &str, seed: Option<&str>, now: Option<i64>) -> Result<UserContext, RankError> {
+    pub fn context(
+        &self,
+        user: &str,
+        seed: Option<&str>,
+        now: Option<i64>,
+    ) -> Result<UserContext, RankError> {
         let history = self.signals.history(user).cloned().unwrap_or_default();
         let mut ctx = UserContext::new(
             history,
@@ -197,8 +216,11 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
         let cooc = ctx.cooccurrence.get(i).copied().unwrap_or(0.0) / ctx.max_cooccurrence.max(1e-9);
         let top = |v: &[f32], order: &[usize]| order.first().map_or(1.0, |&j| v[j]).max(1e-9);
         let popularity = (1.0 + self.signals.popularity[i]).ln()
-            / (1.0 + top(&self.signals.popularity, &self.signals.by_popularity)).ln().max(1e-9);
-        let trending = self.signals.trending[i] / top(&self.signals.trending, &self.signals.by_trending);
+            / (1.0 + top(&self.signals.popularity, &self.signals.by_popularity))
+                .ln()
+                .max(1e-9);
+        let trending =
+            self.signals.trending[i] / top(&self.signals.trending, &self.signals.by_trending);
         let freshness = item.published.map_or(0.0, |p| {
             let age = (ctx.now - p).max(0) as f64 / DAY;
             0.5f64.powf(age / self.settings.freshness_half_life_days.max(1e-9)) as f32
@@ -218,7 +240,12 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
         model: Option<&BlendModel>,
     ) -> Result<Vec<Scored>, RankError> {
         let names = self.feature_names();
-        let single = |name: &str| names.iter().position(|n| n == name).expect("a fixed feature");
+        let single = |name: &str| {
+            names
+                .iter()
+                .position(|n| n == name)
+                .expect("a fixed feature")
+        };
         let columns: Option<Vec<usize>> = match (ranker, model) {
             (RankerKind::Blend, None) => return Err(RankError::NoModel),
             (RankerKind::Blend, Some(m)) => Some(
@@ -248,12 +275,18 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                         }
                         m.score(&x)
                     }
-                    _ => c.features[single(match ranker {
-                        RankerKind::Popularity if self.settings.popularity_half_life_days.is_some() => "trending",
-                        RankerKind::Popularity => "popularity",
-                        RankerKind::Cooccurrence => "cooccurrence",
-                        _ => "dense",
-                    })],
+                    _ => {
+                        c.features[single(match ranker {
+                            RankerKind::Popularity
+                                if self.settings.popularity_half_life_days.is_some() =>
+                            {
+                                "trending"
+                            }
+                            RankerKind::Popularity => "popularity",
+                            RankerKind::Cooccurrence => "cooccurrence",
+                            _ => "dense",
+                        })]
+                    }
                 };
                 contributions.insert("relevance".into(), score);
                 Scored {
@@ -266,11 +299,20 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
     }
 
     /// The top `k` for one request, with features and each objective's part.
-    pub async fn recommend(&self, request: &RecommendRequest<'_>) -> Result<Vec<Recommended>, RankError> {
+    pub async fn recommend(
+        &self,
+        request: &RecommendRequest<'_>,
+    ) -> Result<Vec<Recommended>, RankError> {
         let ctx = self.context(&request.user, request.seed.as_deref(), request.now)?;
         let candidates = self.candidates(&ctx).await?;
         let scored = self.score(&candidates, request.ranker, request.model)?;
-        let ranked = rerank(scored, &self.catalogue, &request.objectives, ctx.now, request.k);
+        let ranked = rerank(
+            scored,
+            &self.catalogue,
+            &request.objectives,
+            ctx.now,
+            request.k,
+        );
         let names = self.feature_names();
         let by_item: HashMap<usize, &Candidate> = candidates.iter().map(|c| (c.item, c)).collect();
         Ok(ranked
@@ -283,7 +325,11 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                     title: item.title.clone(),
                     score: s.score,
                     sources: c.sources.clone(),
-                    features: names.iter().cloned().zip(c.features.iter().copied()).collect(),
+                    features: names
+                        .iter()
+                        .cloned()
+                        .zip(c.features.iter().copied())
+                        .collect(),
                     contributions: s.contributions,
                 }
             })

@@ -58,15 +58,16 @@ pub fn rerank(
         if let (Some(days), Some(published)) = (objectives.demote_older_than_days, item.published) {
             if (now - published) as f64 > days * DAY {
                 c.score -= objectives.demote_by;
-                c.contributions.insert("demote_old".into(), -objectives.demote_by);
+                c.contributions
+                    .insert("demote_old".into(), -objectives.demote_by);
             }
         }
     }
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
     let lambda = objectives.mmr_lambda.clamp(0.0, 1.0);
-    let (lo, hi) = candidates
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(lo, hi), c| (lo.min(c.score), hi.max(c.score)));
+    let (lo, hi) = candidates.iter().fold((f32::MAX, f32::MIN), |(lo, hi), c| {
+        (lo.min(c.score), hi.max(c.score))
+    });
     let span = (hi - lo).max(1e-9);
     let mut per_source: HashMap<Option<&str>, usize> = HashMap::new();
     let mut picked: Vec<Scored> = Vec::with_capacity(k);
@@ -196,7 +197,13 @@ mod tests {
             excluded_tags: vec!["violence".into()],
             ..ObjectivesConfig::default()
         };
-        let list = rerank(scored(&[0.9, 0.85, 0.5, 0.95]), &c, &objectives, 10 * 86_400, 4);
+        let list = rerank(
+            scored(&[0.9, 0.85, 0.5, 0.95]),
+            &c,
+            &objectives,
+            10 * 86_400,
+            4,
+        );
         // d is filtered (excluded tag); b is boosted above a; the cap keeps one item per source.
         assert_eq!(ids(&c, &list), ["b", "a"]);
         assert!((list[0].contributions["boost:source=y"] - 0.2).abs() < 1e-6);

@@ -30,7 +30,13 @@ impl RankPaths {
     /// `data_dir/interactions.redb`; `rank.model` and `rank.exposures` under `data_dir` when
     /// relative; `rank.experiments` as given.
     pub fn of(config: &Config) -> Self {
-        let under = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { config.data_dir.join(p) };
+        let under = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                config.data_dir.join(p)
+            }
+        };
         Self {
             interactions: config.data_dir.join("interactions.redb"),
             model: under(&config.rank.model),
@@ -72,7 +78,11 @@ pub struct RecommendService<'a, S> {
 impl<'a, S: VectorStore> RecommendService<'a, S> {
     /// Load the catalogue from the store and the log, the model if trained, and open the
     /// exposure log (none: exposures are not logged).
-    pub async fn open(store: &'a S, config: &Config, log_exposures: bool) -> Result<Self, RankError> {
+    pub async fn open(
+        store: &'a S,
+        config: &Config,
+        log_exposures: bool,
+    ) -> Result<Self, RankError> {
         let paths = RankPaths::of(config);
         let collection = store.resolve(&collection_name(config)).await?;
         let catalogue = Catalogue::load(store, &collection).await?;
@@ -93,7 +103,11 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
             },
             model,
             experiments: LiveExperiments::new(&paths.experiments),
-            exposures: if log_exposures { Some(ExposureLog::open(&paths.exposures)?) } else { None },
+            exposures: if log_exposures {
+                Some(ExposureLog::open(&paths.exposures)?)
+            } else {
+                None
+            },
             variant_models: Mutex::new(HashMap::new()),
         })
     }
@@ -124,7 +138,11 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
         let experiments = self.experiments.current()?;
         let mut objectives = settings.objectives.clone();
         let mut model = self.model.clone();
-        let mut kind = ranker.unwrap_or(if model.is_some() { RankerKind::Blend } else { RankerKind::Popularity });
+        let mut kind = ranker.unwrap_or(if model.is_some() {
+            RankerKind::Blend
+        } else {
+            RankerKind::Popularity
+        });
         let mut assignment = None;
         if let Some(name) = experiment {
             let x = experiments
@@ -154,7 +172,9 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
             user: user.to_string(),
             exposure_id: uuid::Uuid::new_v4().to_string(),
             ranker: kind,
-            model_version: (kind == RankerKind::Blend).then(|| model.as_ref().map(|m| m.version.clone())).flatten(),
+            model_version: (kind == RankerKind::Blend)
+                .then(|| model.as_ref().map(|m| m.version.clone()))
+                .flatten(),
             assignment,
             items,
         };

@@ -108,7 +108,11 @@ impl InteractionSignals {
 /// Top-`keep` cosine-normalised co-occurrence neighbours of every item: for each item, count
 /// the other positives of its users in a dense scratch row (Σ over users of |positives|², a
 /// few tens of millions of adds on MovieLens, well under a second).
-fn cooccurrence(item_users: &[Vec<u32>], user_items: &[Vec<u32>], keep: usize) -> Vec<Vec<(usize, f32)>> {
+fn cooccurrence(
+    item_users: &[Vec<u32>],
+    user_items: &[Vec<u32>],
+    keep: usize,
+) -> Vec<Vec<(usize, f32)>> {
     use rayon::prelude::*;
     let n = item_users.len();
     (0..n)

@@ -610,7 +610,10 @@ impl VectorStore for EdgeStore {
                 None => WithPayloadInterface::Bool(true),
                 Some(fields) => WithPayloadInterface::Fields(
                     super::payload_keys(fields)
-                        .map(|f| f.parse::<JsonPath>().map_err(|_| err(format!("bad payload field {f:?}"))))
+                        .map(|f| {
+                            f.parse::<JsonPath>()
+                                .map_err(|_| err(format!("bad payload field {f:?}")))
+                        })
                         .collect::<Result<_, _>>()?,
                 ),
             },

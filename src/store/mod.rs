@@ -467,9 +467,12 @@ pub struct ChunkQuery {
 
 /// The payload keys a query with `payload_fields` returns: those and the chunk's ids.
 pub(crate) fn payload_keys(fields: &[String]) -> impl Iterator<Item = &str> {
-    ["content_id", "chunk_index"]
-        .into_iter()
-        .chain(fields.iter().map(String::as_str).filter(|f| *f != "content_id" && *f != "chunk_index"))
+    ["content_id", "chunk_index"].into_iter().chain(
+        fields
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != "content_id" && *f != "chunk_index"),
+    )
 }
 
 /// Operations every backend provides; the conformance suite (`tests/store_conformance.rs`)

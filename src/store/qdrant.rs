@@ -495,7 +495,9 @@ impl QdrantStore {
         let payload: SelectorOptions = match &query.payload_fields {
             None => SelectorOptions::Enable(true),
             Some(fields) => qdrant_client::qdrant::PayloadIncludeSelector::new(
-                super::payload_keys(fields).map(str::to_string).collect::<Vec<_>>(),
+                super::payload_keys(fields)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
             )
             .into(),
         };
