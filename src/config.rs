@@ -75,8 +75,8 @@ pub struct RankConfig {
     /// user's dense and tag profiles.
     pub profile_half_life_days: f64,
     /// Half-life, in days before "now", of an engagement's weight in trending popularity (a
-    /// feature, and the popularity source's order when set); none: plain counts.
-    pub popularity_half_life_days: Option<f64>,
+    /// feature, and the popularity source's order when set); 0: plain counts.
+    pub popularity_half_life_days: f64,
     /// Half-life of freshness, in days since an item's `published_at`.
     pub freshness_half_life_days: f64,
     /// Candidates taken from each source before merging.
@@ -114,7 +114,7 @@ impl Default for RankConfig {
             positive_rating: 4.0,
             event_weights,
             profile_half_life_days: 180.0,
-            popularity_half_life_days: None,
+            popularity_half_life_days: 0.0,
             freshness_half_life_days: 3650.0,
             candidates_per_source: 200,
             cooccurrence_neighbours: 300,
@@ -138,12 +138,12 @@ pub struct ObjectivesConfig {
     pub mmr_lambda: f32,
     /// Added to the score of items whose payload field equals a value.
     pub boosts: Vec<Boost>,
-    /// Items published more than this many days before now are demoted (none when absent).
-    pub demote_older_than_days: Option<f64>,
+    /// Items published more than this many days before now are demoted (0: none are).
+    pub demote_older_than_days: f64,
     /// Taken from a demoted item's score.
     pub demote_by: f32,
-    /// At most this many items from one `source` in a list (none when absent).
-    pub max_per_source: Option<usize>,
+    /// At most this many items from one `source` in a list (0: no cap).
+    pub max_per_source: usize,
     /// Items carrying any of these tags are never recommended.
     pub excluded_tags: Vec<String>,
 }
@@ -153,9 +153,9 @@ impl Default for ObjectivesConfig {
         Self {
             mmr_lambda: 1.0,
             boosts: Vec::new(),
-            demote_older_than_days: None,
+            demote_older_than_days: 0.0,
             demote_by: 0.1,
-            max_per_source: None,
+            max_per_source: 0,
             excluded_tags: Vec::new(),
         }
     }

@@ -39,7 +39,8 @@ fn prepared() -> (tempfile::TempDir, BTreeMap<String, BTreeSet<String>>) {
         let id = r[0].to_string();
         items.push_str(
             &json!({"id": id, "title": &r[1], "body": r[2].replace('|', ", "),
-                    "source": if ids.len() % 2 == 0 { "a" } else { "b" }})
+                    "source": if ids.len() % 2 == 0 { "a" } else { "b" },
+                    "runtime": 90 + ids.len() % 60})
             .to_string(),
         );
         items.push('\n');
@@ -214,4 +215,61 @@ fn trained_blend_serves_unseen_items_through_an_experiment_and_reads_out() {
         .find(|a| a["variant"] == first["variant"])
         .unwrap();
     assert_eq!(clicked_arm["clicks"], 1);
+}
+
+/// Configured numeric payload fields become features (the model names them), and business
+/// objectives from the configuration apply, each with its contribution on the item.
+#[test]
+fn numeric_fields_and_configured_objectives_reach_the_served_list() {
+    let (work, seen) = prepared();
+    let config = work.path().join("signaldesk.toml");
+    std::fs::write(
+        &config,
+        r#"
+[rank]
+numeric_fields = ["metadata.runtime"]
+
+[rank.objectives]
+max_per_source = 6
+boosts = [{ field = "source", value = "b", by = 100.0 }]
+"#,
+    )
+    .unwrap();
+    let with_config = |args: &[&str]| {
+        let mut cmd = signaldesk(work.path());
+        cmd.env("SIGNALDESK_CONFIG", &config).args(args);
+        run(&mut cmd)
+    };
+    let o = with_config(&["rank", "train"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let model: Value = serde_json::from_str(
+        &std::fs::read_to_string(work.path().join("data/rank/blend.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        model["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "metadata.runtime"),
+        "{model}"
+    );
+    let user = seen.keys().next().unwrap();
+    let served = json_out(&with_config(&["recommend", "--user", user, "--json"]));
+    let items = served["items"].as_array().unwrap();
+    assert_eq!(items.len(), 10);
+    let runtime = |item: &Value| item["features"]["metadata.runtime"].as_f64().unwrap();
+    assert!(items.iter().all(|i| (90.0..150.0).contains(&runtime(i))));
+    assert!(items
+        .iter()
+        .all(|i| i["contributions"]["blend:metadata.runtime"].is_number()));
+    // The boost puts source b first, but the cap allows it only six places (two sources).
+    let boosted: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["contributions"]["boost:source=b"] == 100.0)
+        .collect();
+    assert_eq!(boosted.len(), 6, "{served}");
+    assert!(items[..6]
+        .iter()
+        .all(|i| i["contributions"]["boost:source=b"] == 100.0));
 }

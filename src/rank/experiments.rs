@@ -82,11 +82,11 @@ impl Variant {
         if let Some(b) = &self.boosts {
             o.boosts = b.clone();
         }
-        if self.max_per_source.is_some() {
-            o.max_per_source = self.max_per_source;
+        if let Some(cap) = self.max_per_source {
+            o.max_per_source = cap;
         }
-        if self.demote_older_than_days.is_some() {
-            o.demote_older_than_days = self.demote_older_than_days;
+        if let Some(days) = self.demote_older_than_days {
+            o.demote_older_than_days = days;
         }
         o
     }

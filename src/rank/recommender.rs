@@ -151,7 +151,7 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                 "popularity",
                 Popularity {
                     signals: &self.signals,
-                    decayed: self.settings.popularity_half_life_days.is_some(),
+                    decayed: self.settings.popularity_half_life_days > 0.0,
                 }
                 .candidates(ctx, n)
                 .await?,
@@ -278,7 +278,7 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                     _ => {
                         c.features[single(match ranker {
                             RankerKind::Popularity
-                                if self.settings.popularity_half_life_days.is_some() =>
+                                if self.settings.popularity_half_life_days > 0.0 =>
                             {
                                 "trending"
                             }

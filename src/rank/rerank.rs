@@ -55,7 +55,8 @@ pub fn rerank(
                     .or_default() += boost.by;
             }
         }
-        if let (Some(days), Some(published)) = (objectives.demote_older_than_days, item.published) {
+        let days = objectives.demote_older_than_days;
+        if let (true, Some(published)) = (days > 0.0, item.published) {
             if (now - published) as f64 > days * DAY {
                 c.score -= objectives.demote_by;
                 c.contributions
@@ -81,7 +82,8 @@ pub fn rerank(
             if taken[ci] {
                 continue;
             }
-            if let Some(cap) = objectives.max_per_source {
+            if objectives.max_per_source > 0 {
+                let cap = objectives.max_per_source;
                 let source = catalogue.items[c.item].source.as_deref();
                 if per_source.get(&source).copied().unwrap_or(0) >= cap {
                     continue;
@@ -191,9 +193,9 @@ mod tests {
                 value: "y".into(),
                 by: 0.2,
             }],
-            demote_older_than_days: Some(1.0),
+            demote_older_than_days: 1.0,
             demote_by: 0.05,
-            max_per_source: Some(1),
+            max_per_source: 1,
             excluded_tags: vec!["violence".into()],
             ..ObjectivesConfig::default()
         };

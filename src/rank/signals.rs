@@ -28,7 +28,7 @@ pub struct InteractionSignals {
     /// Count of positive engagements per item (users, not events).
     pub popularity: Vec<f32>,
     /// Popularity with each engagement decayed by its age at `now`
-    /// (`rank.popularity_half_life_days`; equal to `popularity` without one).
+    /// (`rank.popularity_half_life_days`; equal to `popularity` when that is 0).
     pub trending: Vec<f32>,
     /// Per item, its strongest co-engaged items with the cosine-normalised count
     /// `|U(i) ∩ U(j)| / sqrt(|U(i)|·|U(j)|)`, strongest first.
@@ -66,12 +66,8 @@ impl InteractionSignals {
                     if !positives.contains(&(i as u32)) {
                         positives.push(i as u32);
                         popularity[i] += 1.0;
-                        trending[i] += match settings.popularity_half_life_days {
-                            Some(h) if h > 0.0 => {
-                                0.5f64.powf((now - x.timestamp).max(0) as f64 / (h * DAY)) as f32
-                            }
-                            _ => 1.0,
-                        };
+                        trending[i] +=
+                            decayed(1.0, x.timestamp, now, settings.popularity_half_life_days);
                     }
                 }
             }
