@@ -57,6 +57,66 @@ pub struct Config {
     pub llm: LlmConfig,
     pub enrich: EnrichConfig,
     pub rank: RankConfig,
+    pub api: ApiConfig,
+}
+
+/// The HTTP API (`signaldesk serve`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where it listens.
+    pub addr: String,
+    /// API keys, stored as the hex sha256 of the key (`signaldesk serve --hash-key KEY` prints
+    /// it): `[[api.keys]] name = "cms", sha256 = "...", scopes = ["read", "write"]`.
+    pub keys: Vec<ApiKey>,
+    /// Taggers opened at start (`POST /v1/tag` items choose with `tagger`); the first is the
+    /// default.
+    pub taggers: Vec<crate::enrich::TaggerKind>,
+    /// The taxonomy tags are labelled from and zeroshot tags against (empty: none).
+    pub taxonomy: PathBuf,
+    /// Most items in one `POST /v1/tag` batch.
+    pub max_batch: usize,
+    /// Tagging requests run at once; beyond it the route answers 429 with Retry-After at once.
+    pub tag_concurrency: usize,
+    /// Largest request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// A request running longer is answered 504 with the JSON error.
+    pub timeout_s: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8090".into(),
+            keys: Vec::new(),
+            taggers: vec![crate::enrich::TaggerKind::Knn],
+            taxonomy: PathBuf::new(),
+            max_batch: 100,
+            tag_concurrency: 4,
+            body_limit_bytes: 4 << 20,
+            timeout_s: 30,
+        }
+    }
+}
+
+/// One API key (its hash) and what it may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub name: String,
+    /// Hex sha256 of the key.
+    pub sha256: String,
+    pub scopes: Vec<Scope>,
+}
+
+/// What a key may do: `read` (tag, search, recommend), `write` (ingest, feedback), `admin`
+/// (everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
 }
 
 /// Recommendation: how interactions become candidates, features, a learned blend and a ranked,
@@ -633,6 +693,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             enrich: EnrichConfig::default(),
             rank: RankConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }

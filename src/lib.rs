@@ -6,6 +6,7 @@
 //! build on these. The CLI (`src/main.rs`) and the HTTP API are thin shells over
 //! this library: they parse, call in, and print.
 
+pub mod api;
 pub mod chunk;
 pub mod config;
 pub mod content;

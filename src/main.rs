@@ -151,6 +151,20 @@ enum Command {
     /// Controlled experiments (rank.experiments, experiments.toml).
     #[command(subcommand)]
     Experiments(ExperimentsCommand),
+    /// Serve the HTTP API (api.*): today `POST /v1/tag`, `/healthz`, `/readyz`.
+    ///
+    /// Every /v1 route needs an API key (Authorization: Bearer KEY or X-Api-Key) from api.keys,
+    /// stored as its sha256 (--hash-key prints it); no key or an unknown one is 401, a key without
+    /// the route's scope 403. Errors are JSON {"error": {"code", "message", "field"?}}. Tagging
+    /// beyond api.tag_concurrency requests at once is answered 429 with Retry-After at once.
+    Serve {
+        /// Listen here instead of api.addr.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Print the sha256 of KEY (what api.keys stores) and exit.
+        #[arg(long, value_name = "KEY")]
+        hash_key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -831,6 +845,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
         }) => runtime()?.block_on(rank_train(&config, &drop_features, output)),
         Command::Recommend(args) => runtime()?.block_on(recommend(&config, args)),
+        Command::Serve { addr, hash_key } => match hash_key {
+            Some(key) => {
+                outln!("{}", signaldesk::api::key_hash(&key));
+                Ok(ExitCode::SUCCESS)
+            }
+            None => runtime()?.block_on(serve_api(config, addr)),
+        },
         Command::Experiments(ExperimentsCommand::Report {
             experiment,
             exposures,
@@ -1749,6 +1770,50 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
         );
     }
     outln!("report: {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
+    use signaldesk::api::{ApiState, OpenTagger};
+    use signaldesk::enrich::taxonomy::Taxonomy;
+    anyhow::ensure!(
+        !config.api.taggers.is_empty(),
+        "api.taggers is empty: name at least one tagger"
+    );
+    if config.api.keys.is_empty() {
+        tracing::warn!("api.keys is empty: every /v1 request will be refused with 401");
+    }
+    // The server lives as long as the process: the store, embedder and taxonomy are leaked once
+    // so the taggers can borrow them from every request.
+    let store: &'static AnyStore = Box::leak(Box::new(configured_store(&config)?));
+    let embedder: &'static Arc<Embedder> =
+        Box::leak(Box::new(Arc::new(Embedder::from_config(&config)?)));
+    let taxonomy: Option<&'static Taxonomy> = if config.api.taxonomy.as_os_str().is_empty() {
+        None
+    } else {
+        Some(Box::leak(Box::new(Taxonomy::load(&config.api.taxonomy)?)))
+    };
+    let config: &'static Config = Box::leak(Box::new(config));
+    let mut taggers = std::collections::HashMap::new();
+    for &kind in &config.api.taggers {
+        let (tagger, lineage) =
+            signaldesk::enrich::open_tagger(kind, store, embedder, config, taxonomy, None, None)
+                .await
+                .with_context(|| format!("opening the {kind:?} tagger"))?;
+        taggers.insert(kind, OpenTagger { tagger, lineage });
+    }
+    let state = Arc::new(ApiState::new(
+        taggers,
+        config.api.taggers[0],
+        taxonomy,
+        config.api.clone(),
+    ));
+    let addr = addr.unwrap_or_else(|| config.api.addr.clone());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!("signaldesk API on http://{}", listener.local_addr()?);
+    signaldesk::api::serve(state, listener).await?;
     Ok(ExitCode::SUCCESS)
 }
 

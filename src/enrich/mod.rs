@@ -70,7 +70,7 @@ pub struct Tagged {
 }
 
 /// Which tagger runs (`--tagger`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TaggerKind {
     /// Nearest labelled neighbours vote (enrich.knn).

@@ -1,0 +1,390 @@
+//! The HTTP API (`signaldesk serve`): a thin shell over the library. This first slice holds the
+//! contract other services call first, `POST /v1/tag`, with API keys and scopes, JSON errors with
+//! stable codes, per-item errors in a batch, overload answered with 429, and the health routes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::config::{ApiConfig, Scope};
+use crate::enrich::taxonomy::Taxonomy;
+use crate::enrich::{AnyTagger, Tagger, TaggerKind};
+use crate::store::AnyStore;
+
+/// An API error: HTTP status and the JSON body `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    /// Stable, machine-readable: `unauthorized`, `forbidden`, `invalid_request`, `overloaded`,
+    /// `too_large`, `timeout`, `not_found`, `internal`.
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({ "error": self }))).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// A tagger the server opened at start, with the lineage its tags carry.
+pub struct OpenTagger {
+    pub tagger: AnyTagger<'static, AnyStore>,
+    pub lineage: Value,
+}
+
+/// What every handler shares.
+pub struct ApiState {
+    pub taggers: HashMap<TaggerKind, OpenTagger>,
+    pub default_tagger: TaggerKind,
+    /// The taxonomy tags are labelled from (none: concept ids stand for labels).
+    pub taxonomy: Option<&'static Taxonomy>,
+    pub settings: ApiConfig,
+    /// Tagging requests running at once; beyond it, 429 at once (never a queue).
+    tag_permits: Semaphore,
+}
+
+impl ApiState {
+    /// State over opened taggers.
+    pub fn new(
+        taggers: HashMap<TaggerKind, OpenTagger>,
+        default_tagger: TaggerKind,
+        taxonomy: Option<&'static Taxonomy>,
+        settings: ApiConfig,
+    ) -> Self {
+        Self {
+            tag_permits: Semaphore::new(settings.tag_concurrency.max(1)),
+            taggers,
+            default_tagger,
+            taxonomy,
+            settings,
+        }
+    }
+}
+
+/// The hex sha256 of an API key: what the configuration stores instead of the key.
+pub fn key_hash(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The caller's key must exist (401) and carry `scope` or `admin` (403).
+fn authorize(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an API key is required (Authorization: Bearer KEY, or X-Api-Key)",
+        ));
+    };
+    let hash = key_hash(presented.trim());
+    let Some(key) = state.settings.keys.iter().find(|k| k.sha256 == hash) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown API key",
+        ));
+    };
+    if key.scopes.contains(&scope) || key.scopes.contains(&Scope::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("key {:?} lacks the {scope:?} scope", key.name).to_lowercase(),
+        ))
+    }
+}
+
+/// The router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let limit = state.settings.body_limit_bytes;
+    let timeout = Duration::from_secs(state.settings.timeout_s.max(1));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .route("/v1/tag", post(tag))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Errors axum and tower answer in plain text (body limits, bad JSON, timeouts) become the JSON
+/// error with a stable code.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.is_success() || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the body is over the size limit"),
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => {
+            ("timeout", "the request took too long")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "invalid_request",
+            "the body must be JSON (Content-Type: application/json)",
+        ),
+        s if s.is_client_error() => ("invalid_request", "the request is malformed"),
+        _ => ("internal", "internal error"),
+    };
+    let status = if status == StatusCode::REQUEST_TIMEOUT {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        status
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+    if state.taggers.is_empty() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "no tagger is open",
+        )
+        .into_response();
+    }
+    Json(json!({"status": "ready", "taggers": state.taggers.keys().collect::<Vec<_>>()}))
+        .into_response()
+}
+
+/// One item of `POST /v1/tag`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagItem {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    taxonomy: Option<String>,
+    #[serde(default)]
+    tagger: Option<TaggerKind>,
+}
+
+/// `POST /v1/tag`: one item (an object) or a batch (an array of at most `api.max_batch`); the
+/// answer is `{"items": [...]}` in input order, each `{id, tags, lineage, fallback_reason?}` or
+/// `{id, error}`. A bad item never fails the others.
+async fn tag(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let Ok(_permit) = state.tag_permits.try_acquire() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            format!(
+                "{} tagging requests are running; retry after a second",
+                state.settings.tag_concurrency
+            ),
+        ));
+    };
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+    let raw: Vec<Value> = match value {
+        Value::Array(items) => items,
+        item @ Value::Object(_) => vec![item],
+        _ => {
+            return Err(ApiError::invalid(
+                "body",
+                "an item object or an array of items",
+            ))
+        }
+    };
+    if raw.is_empty() || raw.len() > state.settings.max_batch {
+        return Err(ApiError::invalid(
+            "body",
+            format!(
+                "a batch holds 1 to {} items, this one {}",
+                state.settings.max_batch,
+                raw.len()
+            ),
+        ));
+    }
+    let mut answers: Vec<Option<Value>> = vec![None; raw.len()];
+    // Valid items grouped by tagger, each group tagged in one call.
+    let mut groups: HashMap<TaggerKind, Vec<(usize, Option<Value>, String)>> = HashMap::new();
+    for (i, v) in raw.into_iter().enumerate() {
+        let id = v.get("id").cloned();
+        let item = match serde_json::from_value::<TagItem>(v) {
+            Ok(item) => item,
+            Err(e) => {
+                answers[i] = Some(item_error(
+                    id,
+                    &ApiError::invalid(format!("items[{i}]"), e.to_string()),
+                ));
+                continue;
+            }
+        };
+        let text = match (item.title.trim(), item.body.trim()) {
+            ("", "") => {
+                answers[i] = Some(item_error(
+                    item.id,
+                    &ApiError::invalid(format!("items[{i}].body"), "title and body are both empty"),
+                ));
+                continue;
+            }
+            (t, "") => t.to_string(),
+            ("", b) => b.to_string(),
+            (t, b) => format!("{t}\n{b}"),
+        };
+        if let Some(wanted) = &item.taxonomy {
+            let known = state.taxonomy.map(|t| t.id());
+            if known
+                .as_deref()
+                .is_none_or(|k| k != wanted && !k.starts_with(&format!("{wanted}@")))
+            {
+                answers[i] = Some(item_error(
+                    item.id,
+                    &ApiError::invalid(
+                        format!("items[{i}].taxonomy"),
+                        format!(
+                            "this server tags against {}",
+                            known.unwrap_or_else(|| "no taxonomy".into())
+                        ),
+                    ),
+                ));
+                continue;
+            }
+        }
+        let kind = item.tagger.unwrap_or(state.default_tagger);
+        if !state.taggers.contains_key(&kind) {
+            let open: Vec<_> = state
+                .taggers
+                .keys()
+                .map(|k| format!("{k:?}").to_lowercase())
+                .collect();
+            answers[i] = Some(item_error(
+                item.id,
+                &ApiError::invalid(
+                    format!("items[{i}].tagger"),
+                    format!("not open on this server (open: {})", open.join(", ")),
+                ),
+            ));
+            continue;
+        }
+        groups.entry(kind).or_default().push((i, item.id, text));
+    }
+    for (kind, items) in groups {
+        let open = &state.taggers[&kind];
+        let texts: Vec<String> = items.iter().map(|(_, _, t)| t.clone()).collect();
+        // Tagging embeds (CPU-bound) and its future is not provably Send (the LLM tagger's
+        // buffered stream trips rustc's higher-ranked lifetime check), so it runs on the
+        // blocking pool, driven by the runtime's handle there, off the async workers.
+        let worker = state.clone();
+        let tagged = tokio::task::spawn_blocking(move || {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            tokio::runtime::Handle::current()
+                .block_on(worker.taggers[&kind].tagger.tag_items(&texts))
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("tagging stopped: {e}"),
+            )
+        })?
+        .map_err(|e| {
+            tracing::error!(error = %e, "tagging failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("tagging failed: {e}"),
+            )
+        })?;
+        for ((i, id, _), t) in items.into_iter().zip(tagged) {
+            let tags: Vec<Value> = t
+                .tags
+                .iter()
+                .map(|tag| {
+                    let label = state
+                        .taxonomy
+                        .and_then(|tx| tx.get(&tag.label))
+                        .map_or(tag.label.clone(), |c| c.label.clone());
+                    json!({"id": tag.label, "label": label, "confidence": tag.confidence, "source": tag.source, "evidence": tag.evidence})
+                })
+                .collect();
+            let mut answer = json!({"id": id, "tags": tags, "lineage": open.lineage});
+            if let Some(reason) = t.fallback_reason {
+                answer["fallback_reason"] = json!(reason);
+            }
+            answers[i] = Some(answer);
+        }
+    }
+    Ok(Json(json!({"items": answers})).into_response())
+}
+
+fn item_error(id: Option<Value>, e: &ApiError) -> Value {
+    json!({"id": id, "error": e})
+}
+
+/// Serve until Ctrl-C, draining in-flight requests.
+pub async fn serve(state: Arc<ApiState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
