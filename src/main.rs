@@ -1802,11 +1802,20 @@ async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
                 .with_context(|| format!("opening the {kind:?} tagger"))?;
         taggers.insert(kind, OpenTagger { tagger, lineage });
     }
+    let recommender =
+        match signaldesk::rank::service::RecommendService::open(store, config, true).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "recommendations are off");
+                None
+            }
+        };
     let state = Arc::new(ApiState::new(
         taggers,
         config.api.taggers[0],
         taxonomy,
         config.api.clone(),
+        recommender,
     ));
     let addr = addr.unwrap_or_else(|| config.api.addr.clone());
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -2075,6 +2084,7 @@ async fn bench_recommend(
         model: Some(&model),
         objectives: config.rank.objectives.clone(),
         now: None,
+        history: None,
     };
     // Warm-up: one pass over the users, not timed.
     for u in users.iter().take(50) {

@@ -34,8 +34,9 @@ fn gz_lines(path: &std::path::Path, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// A server over a 300-document labelled memory, tagging with kNN, one tagging request at a time.
-fn start() -> Server {
+/// A server over a 300-document labelled memory, tagging with kNN, one tagging request at a time,
+/// with `extra` configuration and `interactions` (JSONL) in its log.
+fn start(extra: &str, interactions: &str) -> Server {
     let work = tempfile::tempdir().unwrap();
     let data = common::root().join("golden-datasets/reuters21578/modapte90");
     std::fs::write(
@@ -72,7 +73,14 @@ keys = [
         hash(WRITER)
     );
     let config_path = work.path().join("signaldesk.toml");
-    std::fs::write(&config_path, config).unwrap();
+    std::fs::write(&config_path, config + extra).unwrap();
+    if !interactions.is_empty() {
+        std::fs::write(work.path().join("events.jsonl"), interactions).unwrap();
+        let o = run(signaldesk(work.path())
+            .env("SIGNALDESK_CONFIG", &config_path)
+            .args(["interactions", "ingest", "events.jsonl"]));
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
     let mut child = signaldesk(work.path())
         .env("SIGNALDESK_CONFIG", &config_path)
         .args(["serve", "--addr", "127.0.0.1:0"])
@@ -128,7 +136,7 @@ async fn post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_tagging_api_answers_per_item_checks_keys_and_sheds_load() {
-    let server = start();
+    let server = start("", "");
     let client = reqwest::Client::new();
     let tag = format!("{}/v1/tag", server.url);
     let health = client
@@ -261,5 +269,114 @@ async fn the_tagging_api_answers_per_item_checks_keys_and_sheds_load() {
     assert!(
         statuses.contains(&200) && statuses.contains(&429),
         "{statuses:?}"
+    );
+}
+
+/// The ids of the first `n` training documents (the memory's items).
+fn memory_ids(n: usize) -> Vec<String> {
+    gz_lines(
+        &common::root().join("golden-datasets/reuters21578/modapte90/train.jsonl.gz"),
+        n,
+    )
+    .iter()
+    .map(|l| {
+        serde_json::from_str::<Value>(l).unwrap()["id"]
+            .as_str()
+            .map_or_else(
+                || serde_json::from_str::<Value>(l).unwrap()["id"].to_string(),
+                str::to_string,
+            )
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recorded_event_changes_the_next_recommendation() {
+    let ids = memory_ids(40);
+    // 20 users, each clicking six neighbouring documents.
+    let mut events = String::new();
+    for u in 0..20 {
+        for (d, id) in ids.iter().enumerate().skip(u).take(6) {
+            events.push_str(&format!(
+                "{}\n",
+                json!({"user": format!("u{u}"), "item": id, "event": "click", "timestamp": 1_700_000_000 + d})
+            ));
+        }
+    }
+    let server = start("\n[rank]\ncollection = \"labelled-memory\"\n", &events);
+    let client = reqwest::Client::new();
+    let recommend = format!("{}/v1/recommend", server.url);
+    let feedback = format!("{}/v1/feedback", server.url);
+    let body = json!({"user": "u3", "k": 5}).to_string();
+    let (status, v, _) = post(&client, &recommend, None, &body).await;
+    assert_eq!(status, 401, "{v}");
+    let (status, first, _) = post(&client, &recommend, Some(READER), &body).await;
+    assert_eq!(status, 200, "{first}");
+    let listed: Vec<String> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed.len(), 5);
+    assert!(
+        listed.iter().all(|i| !ids[3..9].contains(i)),
+        "u3's own clicks are never recommended: {listed:?}"
+    );
+    assert!(
+        first["items"][0]["features"].is_object() && first["items"][0]["contributions"].is_object()
+    );
+
+    let event =
+        json!({"type": "event", "user": "u3", "item": listed[0], "event": "click"}).to_string();
+    let (status, v, _) = post(&client, &feedback, Some(READER), &event).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "feedback needs the write scope"
+    );
+    let (status, v, _) = post(
+        &client,
+        &feedback,
+        Some(WRITER),
+        &json!({"type": "event", "user": "u3"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            v["error"]["code"].as_str(),
+            v["error"]["field"].as_str()
+        ),
+        (400, Some("invalid_request"), Some("item")),
+        "{v}"
+    );
+    let (status, v, _) = post(&client, &feedback, Some(WRITER), &event).await;
+    assert_eq!(status, 202, "{v}");
+
+    let (status, second, _) = post(&client, &recommend, Some(READER), &body).await;
+    assert_eq!(status, 200, "{second}");
+    let relisted: Vec<&str> = second["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !relisted.contains(&listed[0].as_str()),
+        "the clicked item is now seen: {relisted:?}"
+    );
+    assert_ne!(relisted, listed, "the next list reflects the event");
+    let (status, v, _) = post(
+        &client,
+        &recommend,
+        Some(READER),
+        &json!({"user": "u3", "seed": "no-such-item"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (400, Some("seed")),
+        "{v}"
     );
 }

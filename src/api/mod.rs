@@ -20,6 +20,9 @@ use tokio::sync::Semaphore;
 use crate::config::{ApiConfig, Scope};
 use crate::enrich::taxonomy::Taxonomy;
 use crate::enrich::{AnyTagger, Tagger, TaggerKind};
+use crate::rank::interactions::{parse_timestamp, Interaction};
+use crate::rank::recommender::RankerKind;
+use crate::rank::service::RecommendService;
 use crate::store::AnyStore;
 
 /// An API error: HTTP status and the JSON body `{"error": {"code", "message", "field"?}}`.
@@ -78,6 +81,8 @@ pub struct ApiState {
     /// The taxonomy tags are labelled from (none: concept ids stand for labels).
     pub taxonomy: Option<&'static Taxonomy>,
     pub settings: ApiConfig,
+    /// Recommendations (none when the collection holds nothing to recommend).
+    pub recommender: Option<RecommendService<'static, AnyStore>>,
     /// Tagging requests running at once; beyond it, 429 at once (never a queue).
     tag_permits: Semaphore,
 }
@@ -89,8 +94,10 @@ impl ApiState {
         default_tagger: TaggerKind,
         taxonomy: Option<&'static Taxonomy>,
         settings: ApiConfig,
+        recommender: Option<RecommendService<'static, AnyStore>>,
     ) -> Self {
         Self {
+            recommender,
             tag_permits: Semaphore::new(settings.tag_concurrency.max(1)),
             taggers,
             default_tagger,
@@ -149,6 +156,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/v1/tag", post(tag))
+        .route("/v1/recommend", post(recommend))
+        .route("/v1/feedback", post(feedback))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))
@@ -374,6 +383,153 @@ async fn tag(
         }
     }
     Ok(Json(json!({"items": answers})).into_response())
+}
+
+/// `POST /v1/recommend` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecommendBody {
+    user: String,
+    #[serde(default = "ten")]
+    k: usize,
+    #[serde(default)]
+    seed: Option<String>,
+    #[serde(default)]
+    experiment: Option<String>,
+    #[serde(default)]
+    ranker: Option<RankerKind>,
+}
+
+fn ten() -> usize {
+    10
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| {
+        let message = e.to_string();
+        let field = message
+            .split('`')
+            .nth(1)
+            .map_or("body".to_string(), str::to_string);
+        ApiError::invalid(field, message)
+    })
+}
+
+fn recommender(state: &ApiState) -> Result<&RecommendService<'static, AnyStore>, ApiError> {
+    state.recommender.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "recommendations are off: the collection holds no items (ingest content, then restart)",
+        )
+    })
+}
+
+/// `POST /v1/recommend`: `{user, k?, seed?, experiment?, ranker?}`; the answer carries the
+/// experiment variant and, per item, its features and each objective's contribution.
+async fn recommend(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    recommender(&state)?;
+    let request: RecommendBody = parse_body(&body)?;
+    if request.k == 0 || request.k > 100 {
+        return Err(ApiError::invalid("k", "k is 1 to 100"));
+    }
+    // As tagging: the store query's future is driven on the blocking pool.
+    let worker = state.clone();
+    let served = tokio::task::spawn_blocking(move || {
+        let service = worker.recommender.as_ref().expect("checked above");
+        tokio::runtime::Handle::current().block_on(service.recommend(
+            &request.user,
+            request.k,
+            request.seed.as_deref(),
+            request.experiment.as_deref(),
+            request.ranker,
+            None,
+        ))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("recommend stopped: {e}"),
+        )
+    })?
+    .map_err(|e| match e {
+        crate::rank::RankError::UnknownItem(_) => ApiError::invalid("seed", e.to_string()),
+        crate::rank::RankError::Experiments(_) => ApiError::invalid("experiment", e.to_string()),
+        crate::rank::RankError::NoModel => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
+        }
+        e => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    })?;
+    Ok(Json(served).into_response())
+}
+
+/// `POST /v1/feedback` body: a user's event (`{"type": "event", user, item, event, value?,
+/// timestamp?}`), recorded in the interaction log at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    #[serde(rename = "type")]
+    kind: String,
+    user: String,
+    item: String,
+    event: String,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    timestamp: Option<String>,
+}
+
+async fn feedback(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Scope::Write)?;
+    let service = recommender(&state)?;
+    let body: FeedbackBody = parse_body(&body)?;
+    if body.kind != "event" {
+        return Err(ApiError::invalid(
+            "type",
+            "only \"event\" (a user's interaction) is accepted so far",
+        ));
+    }
+    if body.event == "rating" && body.value.is_none() {
+        return Err(ApiError::invalid("value", "a rating needs a value"));
+    }
+    let timestamp = match &body.timestamp {
+        None => chrono::Utc::now().timestamp(),
+        Some(raw) => parse_timestamp(raw).ok_or_else(|| {
+            ApiError::invalid("timestamp", "Unix seconds, RFC 3339 or YYYY-MM-DD")
+        })?,
+    };
+    let event = Interaction {
+        user: body.user,
+        item: body.item,
+        event: body.event,
+        value: body.value,
+        timestamp,
+    };
+    service.record(&event).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"recorded": event}))).into_response())
 }
 
 fn item_error(id: Option<Value>, e: &ApiError) -> Value {

@@ -11,7 +11,7 @@ use super::candidates::{
 };
 use super::catalogue::{dot, numeric_field, Catalogue};
 use super::rerank::{rerank, Scored};
-use super::signals::InteractionSignals;
+use super::signals::{InteractionSignals, UserHistory};
 use super::RankError;
 use crate::config::{ObjectivesConfig, RankConfig};
 use crate::store::VectorStore;
@@ -65,6 +65,9 @@ pub struct RecommendRequest<'m> {
     pub objectives: ObjectivesConfig,
     /// Decays and embargoes are measured at this time (default: the log's latest event).
     pub now: Option<i64>,
+    /// The user's history as it is now, when it has moved on from the signals' (a server
+    /// recording events as they come); `None`: the signals' own.
+    pub history: Option<UserHistory>,
 }
 
 /// A candidate with its features, before scoring.
@@ -124,6 +127,16 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
         now: Option<i64>,
     ) -> Result<UserContext, RankError> {
         let history = self.signals.history(user).cloned().unwrap_or_default();
+        self.context_of(history, seed, now)
+    }
+
+    /// The context of a given history.
+    pub fn context_of(
+        &self,
+        history: UserHistory,
+        seed: Option<&str>,
+        now: Option<i64>,
+    ) -> Result<UserContext, RankError> {
         let mut ctx = UserContext::new(
             history,
             &self.catalogue,
@@ -303,7 +316,10 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
         &self,
         request: &RecommendRequest<'_>,
     ) -> Result<Vec<Recommended>, RankError> {
-        let ctx = self.context(&request.user, request.seed.as_deref(), request.now)?;
+        let ctx = match &request.history {
+            Some(h) => self.context_of(h.clone(), request.seed.as_deref(), request.now)?,
+            None => self.context(&request.user, request.seed.as_deref(), request.now)?,
+        };
         let candidates = self.candidates(&ctx).await?;
         let scored = self.score(&candidates, request.ranker, request.model)?;
         let ranked = rerank(

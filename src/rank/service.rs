@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::blend::BlendModel;
 use super::catalogue::Catalogue;
 use super::experiments::{Assignment, Exposure, ExposureLog, LiveExperiments};
-use super::interactions::InteractionStore;
+use super::interactions::{Interaction, InteractionStore};
 use super::recommender::{RankerKind, RecommendRequest, Recommended, Recommender};
-use super::signals::InteractionSignals;
+use super::signals::{InteractionSignals, UserHistory};
 use super::RankError;
 use crate::store::VectorStore;
 use crate::Config;
@@ -73,6 +73,10 @@ pub struct RecommendService<'a, S> {
     experiments: LiveExperiments,
     exposures: Option<ExposureLog>,
     variant_models: Mutex<HashMap<PathBuf, Arc<BlendModel>>>,
+    log: InteractionStore,
+    /// Histories changed by events recorded since the signals were built: the next list for
+    /// that user reflects them at once (popularity and co-occurrence wait for a rebuild).
+    live: Mutex<HashMap<String, UserHistory>>,
 }
 
 impl<'a, S: VectorStore> RecommendService<'a, S> {
@@ -86,7 +90,8 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
         let paths = RankPaths::of(config);
         let collection = store.resolve(&collection_name(config)).await?;
         let catalogue = Catalogue::load(store, &collection).await?;
-        let events = InteractionStore::open(&paths.interactions)?.all()?;
+        let log = InteractionStore::open(&paths.interactions)?;
+        let events = log.all()?;
         let signals = InteractionSignals::build(&events, &catalogue, &config.rank);
         let model = if paths.model.exists() {
             Some(Arc::new(BlendModel::load(&paths.model)?))
@@ -109,7 +114,29 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
                 None
             },
             variant_models: Mutex::new(HashMap::new()),
+            log,
+            live: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Record a user's event: appended to the interaction log at once, and the user's history
+    /// updated so their next list reflects it (the item is seen; a positive joins the profile).
+    pub fn record(&self, event: &Interaction) -> Result<(), RankError> {
+        self.log.append(std::slice::from_ref(event))?;
+        let r = &self.recommender;
+        let mut live = self.live.lock().expect("live histories lock");
+        let history = live
+            .entry(event.user.clone())
+            .or_insert_with(|| r.signals.history(&event.user).cloned().unwrap_or_default());
+        history.last_seen = history.last_seen.max(event.timestamp);
+        if let Some(i) = r.catalogue.position(&event.item) {
+            history.seen.insert(i);
+            let w = event.weight(&r.settings) as f32;
+            if w > 0.0 {
+                history.engaged.push((i, w, event.timestamp));
+            }
+        }
+        Ok(())
     }
 
     fn variant_model(&self, path: &Path) -> Result<Arc<BlendModel>, RankError> {
@@ -166,6 +193,12 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
             model: model.as_deref(),
             objectives,
             now,
+            history: self
+                .live
+                .lock()
+                .expect("live histories lock")
+                .get(user)
+                .cloned(),
         };
         let items = self.recommender.recommend(&request).await?;
         let served = Served {
