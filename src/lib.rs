@@ -16,6 +16,7 @@ pub mod eval;
 pub mod ingest;
 pub mod jobs;
 pub mod llm;
+pub mod observe;
 pub mod pipeline;
 pub mod prompts;
 pub mod rank;

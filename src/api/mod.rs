@@ -85,6 +85,17 @@ pub struct ApiState {
     pub recommender: Option<RecommendService<'static, AnyStore>>,
     /// Tagging requests running at once; beyond it, 429 at once (never a queue).
     tag_permits: Semaphore,
+    counters: Counters,
+}
+
+/// What `/metrics` counts beyond latency.
+#[derive(Default)]
+struct Counters {
+    tagged: std::sync::atomic::AtomicU64,
+    item_errors: std::sync::atomic::AtomicU64,
+    fallbacks: std::sync::atomic::AtomicU64,
+    overloaded: std::sync::atomic::AtomicU64,
+    events: std::sync::atomic::AtomicU64,
 }
 
 impl ApiState {
@@ -97,6 +108,7 @@ impl ApiState {
         recommender: Option<RecommendService<'static, AnyStore>>,
     ) -> Self {
         Self {
+            counters: Counters::default(),
             recommender,
             tag_permits: Semaphore::new(settings.tag_concurrency.max(1)),
             taggers,
@@ -155,12 +167,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .route("/v1/tag", post(tag))
         .route("/v1/recommend", post(recommend))
         .route("/v1/feedback", post(feedback))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(crate::observe::time_route))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
@@ -199,6 +213,45 @@ async fn json_errors(request: Request, next: Next) -> Response {
         status
     };
     ApiError::new(status, code, message).into_response()
+}
+
+/// Prometheus text: per-route latency histograms and the API's counters.
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &state.counters;
+    let mut out = crate::observe::route_metrics();
+    for (name, help, value) in [
+        (
+            "signaldesk_tag_items_total",
+            "Items tagged through POST /v1/tag",
+            c.tagged.load(Relaxed),
+        ),
+        (
+            "signaldesk_tag_item_errors_total",
+            "Batch items answered with their own error",
+            c.item_errors.load(Relaxed),
+        ),
+        (
+            "signaldesk_tag_fallbacks_total",
+            "Items tagged without the LLM's answer (fallback)",
+            c.fallbacks.load(Relaxed),
+        ),
+        (
+            "signaldesk_tag_overloaded_total",
+            "Tagging requests answered 429",
+            c.overloaded.load(Relaxed),
+        ),
+        (
+            "signaldesk_feedback_events_total",
+            "User events recorded through POST /v1/feedback",
+            c.events.load(Relaxed),
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
@@ -240,6 +293,10 @@ async fn tag(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
     let Ok(_permit) = state.tag_permits.try_acquire() else {
+        state
+            .counters
+            .overloaded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "overloaded",
@@ -376,12 +433,29 @@ async fn tag(
                 })
                 .collect();
             let mut answer = json!({"id": id, "tags": tags, "lineage": open.lineage});
+            state
+                .counters
+                .tagged
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(reason) = t.fallback_reason {
+                state
+                    .counters
+                    .fallbacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 answer["fallback_reason"] = json!(reason);
             }
             answers[i] = Some(answer);
         }
     }
+    let errors = answers
+        .iter()
+        .flatten()
+        .filter(|a| a.get("error").is_some())
+        .count();
+    state
+        .counters
+        .item_errors
+        .fetch_add(errors as u64, std::sync::atomic::Ordering::Relaxed);
     Ok(Json(json!({"items": answers})).into_response())
 }
 
@@ -529,6 +603,10 @@ async fn feedback(
             e.to_string(),
         )
     })?;
+    state
+        .counters
+        .events
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok((StatusCode::ACCEPTED, Json(json!({"recorded": event}))).into_response())
 }
 

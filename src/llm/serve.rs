@@ -34,7 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+
+use crate::observe::{route_metrics, time_route};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, Sse};
@@ -237,61 +239,6 @@ async fn json_errors(request: Request, next: Next) -> Response {
         .into_response();
     }
     response
-}
-
-/// Upper bounds (seconds) of the latency histogram's buckets.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
-
-/// Per (route, status): bucket counts, count and sum of seconds.
-type RouteHistograms = std::collections::BTreeMap<(String, u16), (Vec<u64>, u64, f64)>;
-
-static ROUTE_LATENCY: std::sync::Mutex<RouteHistograms> =
-    std::sync::Mutex::new(std::collections::BTreeMap::new());
-
-/// Time each request into its route's histogram.
-async fn time_route(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let seconds = started.elapsed().as_secs_f64();
-    if let Ok(mut h) = ROUTE_LATENCY.lock() {
-        let (buckets, count, sum) = h
-            .entry((route, response.status().as_u16()))
-            .or_insert_with(|| (vec![0; LATENCY_BUCKETS.len()], 0, 0.0));
-        for (b, le) in buckets.iter_mut().zip(LATENCY_BUCKETS) {
-            *b += u64::from(seconds <= *le);
-        }
-        *count += 1;
-        *sum += seconds;
-    }
-    response
-}
-
-/// The per-route latency histograms in Prometheus text format.
-fn route_metrics() -> String {
-    let name = "signaldesk_http_request_duration_seconds";
-    let mut out = format!(
-        "# HELP {name} HTTP request latency by route and status\n# TYPE {name} histogram\n"
-    );
-    let Ok(h) = ROUTE_LATENCY.lock() else {
-        return out;
-    };
-    for ((route, status), (buckets, count, sum)) in h.iter() {
-        let labels = format!("route=\"{route}\",status=\"{status}\"");
-        for (b, le) in buckets.iter().zip(LATENCY_BUCKETS) {
-            out.push_str(&format!("{name}_bucket{{{labels},le=\"{le}\"}} {b}\n"));
-        }
-        out.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {count}\n"));
-        out.push_str(&format!(
-            "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}\n"
-        ));
-    }
-    out
 }
 
 async fn models(State(ServeState { llm, .. }): State<ServeState>) -> Json<Value> {
