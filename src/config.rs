@@ -82,6 +82,11 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// A request running longer is answered 504 with the JSON error.
     pub timeout_s: u64,
+    /// Requests per second each API key may make (sustained; 0: no limit). Beyond it: 429 with
+    /// Retry-After.
+    pub rate_per_key: u32,
+    /// Requests a key may make at once above the sustained rate.
+    pub rate_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -95,6 +100,8 @@ impl Default for ApiConfig {
             tag_concurrency: 4,
             body_limit_bytes: 4 << 20,
             timeout_s: 30,
+            rate_per_key: 100,
+            rate_burst: 200,
         }
     }
 }

@@ -303,7 +303,10 @@ async fn a_recorded_event_changes_the_next_recommendation() {
             ));
         }
     }
-    let server = start("\n[rank]\ncollection = \"labelled-memory\"\n", &events);
+    let server = start(
+        "rate_per_key = 1\nrate_burst = 50\n\n[rank]\ncollection = \"labelled-memory\"\n",
+        &events,
+    );
     let client = reqwest::Client::new();
     let recommend = format!("{}/v1/recommend", server.url);
     let feedback = format!("{}/v1/feedback", server.url);

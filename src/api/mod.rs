@@ -30,12 +30,15 @@ use crate::store::AnyStore;
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
-    /// Stable, machine-readable: `unauthorized`, `forbidden`, `invalid_request`, `overloaded`,
+    /// Stable, machine-readable: `unauthorized`, `forbidden`, `rate_limited`, `invalid_request`, `overloaded`,
     /// `too_large`, `timeout`, `not_found`, `internal`.
     pub code: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Seconds for the Retry-After header of a 429 (1 when unset).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -45,6 +48,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -60,9 +64,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(json!({ "error": self }))).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+            let seconds = self.retry_after.unwrap_or(1).to_string();
+            response.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from_str(&seconds).expect("digits are a valid header value"),
+            );
         }
         response
     }
@@ -86,7 +92,15 @@ pub struct ApiState {
     /// Tagging requests running at once; beyond it, 429 at once (never a queue).
     tag_permits: Semaphore,
     counters: Counters,
+    /// Per-key request rate (GCRA); none when `api.rate_per_key` is 0.
+    limiter: Option<KeyedLimiter>,
 }
+
+type KeyedLimiter = governor::RateLimiter<
+    String,
+    governor::state::keyed::DefaultKeyedStateStore<String>,
+    governor::clock::DefaultClock,
+>;
 
 /// What `/metrics` counts beyond latency.
 #[derive(Default)]
@@ -107,7 +121,12 @@ impl ApiState {
         settings: ApiConfig,
         recommender: Option<RecommendService<'static, AnyStore>>,
     ) -> Self {
+        let limiter = std::num::NonZeroU32::new(settings.rate_per_key).map(|rate| {
+            let burst = std::num::NonZeroU32::new(settings.rate_burst).unwrap_or(rate);
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        });
         Self {
+            limiter,
             counters: Counters::default(),
             recommender,
             tag_permits: Semaphore::new(settings.tag_concurrency.max(1)),
@@ -149,6 +168,23 @@ fn authorize(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<(), 
             "unknown API key",
         ));
     };
+    if let Some(limiter) = &state.limiter {
+        if let Err(not_until) = limiter.check_key(&key.name) {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            return Err(ApiError {
+                retry_after: Some(wait.as_secs().max(1)),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "key {:?} is over api.rate_per_key ({}/s)",
+                        key.name, state.settings.rate_per_key
+                    ),
+                )
+            });
+        }
+    }
     if key.scopes.contains(&scope) || key.scopes.contains(&Scope::Admin) {
         Ok(())
     } else {
