@@ -140,10 +140,7 @@ impl ApiState {
 
 /// The hex sha256 of an API key: what the configuration stores instead of the key.
 pub fn key_hash(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::embed::hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// The caller's key must exist (401) and carry `scope` or `admin` (403).

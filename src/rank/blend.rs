@@ -116,10 +116,7 @@ impl BlendModel {
         for f in features {
             hash.update(f.as_bytes());
         }
-        let version: String = hash.finalize()[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let version = crate::embed::hex(&hash.finalize()[..6]);
         Ok(Self {
             format: FORMAT.into(),
             version,

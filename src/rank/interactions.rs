@@ -194,18 +194,15 @@ fn parse_fields(map: &serde_json::Map<String, Value>) -> Result<Interaction, Str
     })
 }
 
-/// Unix seconds, or an RFC 3339 date-time, or a `YYYY-MM-DD` date.
+/// Unix seconds, or what ingest's one date parser takes (RFC 3339 or `YYYY-MM-DD`).
 pub fn parse_timestamp(raw: &str) -> Option<i64> {
-    if let Ok(n) = raw.parse::<i64>() {
+    if let Ok(n) = raw.trim().parse::<i64>() {
         return Some(n);
     }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
-        return Some(t.timestamp());
-    }
-    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+    let rfc3339 = crate::content::parse_date(raw)?;
+    chrono::DateTime::parse_from_rfc3339(&rfc3339)
         .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp())
+        .map(|t| t.timestamp())
 }
 
 /// The durable interaction log.
