@@ -87,6 +87,9 @@ pub struct ApiConfig {
     pub rate_per_key: u32,
     /// Requests a key may make at once above the sustained rate.
     pub rate_burst: u32,
+    /// Open the configured LLM (llm.*) at start: `POST /v1/summarize`, summaries in enrichment
+    /// jobs, and, when it is the local model, `/v1/chat/completions` behind the API keys.
+    pub llm: bool,
 }
 
 impl Default for ApiConfig {
@@ -102,6 +105,7 @@ impl Default for ApiConfig {
             timeout_s: 30,
             rate_per_key: 100,
             rate_burst: 200,
+            llm: true,
         }
     }
 }

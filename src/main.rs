@@ -1774,8 +1774,9 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
 }
 
 async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
-    use signaldesk::api::{ApiState, OpenTagger};
+    use signaldesk::api::{ApiParts, ApiState, OpenTagger};
     use signaldesk::enrich::taxonomy::Taxonomy;
+    use signaldesk::llm::LlmClient;
     anyhow::ensure!(
         !config.api.taggers.is_empty(),
         "api.taggers is empty: name at least one tagger"
@@ -1783,8 +1784,8 @@ async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
     if config.api.keys.is_empty() {
         tracing::warn!("api.keys is empty: every /v1 request will be refused with 401");
     }
-    // The server lives as long as the process: the store, embedder and taxonomy are leaked once
-    // so the taggers can borrow them from every request.
+    // The server lives as long as the process: the store, embedder, taxonomy and LLM are leaked
+    // once so the taggers can borrow them from every request.
     let store: &'static AnyStore = Box::leak(Box::new(configured_store(&config)?));
     let embedder: &'static Arc<Embedder> =
         Box::leak(Box::new(Arc::new(Embedder::from_config(&config)?)));
@@ -1794,29 +1795,58 @@ async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
         Some(Box::leak(Box::new(Taxonomy::load(&config.api.taxonomy)?)))
     };
     let config: &'static Config = Box::leak(Box::new(config));
+    let llm: Option<&'static signaldesk::llm::AnyLlm> = if config.api.llm {
+        let llm = signaldesk::llm::AnyLlm::from_config(config, None, None)
+            .context("opening the LLM (api.llm = false turns summaries off)")?;
+        Some(Box::leak(Box::new(llm)))
+    } else {
+        None
+    };
     let mut taggers = std::collections::HashMap::new();
     for &kind in &config.api.taggers {
         let (tagger, lineage) =
-            signaldesk::enrich::open_tagger(kind, store, embedder, config, taxonomy, None, None)
+            signaldesk::enrich::open_tagger(kind, store, embedder, config, taxonomy, None, llm)
                 .await
                 .with_context(|| format!("opening the {kind:?} tagger"))?;
         taggers.insert(kind, OpenTagger { tagger, lineage });
     }
+    let summarizer = match llm {
+        Some(llm) => {
+            let summarizer = signaldesk::enrich::summarizer::Summarizer::new(
+                llm,
+                embedder,
+                &config.prompts_dir,
+                config.enrich.summary.clone(),
+            )?;
+            let lineage = serde_json::json!({
+                "summarizer": "llm", "provider": llm.provider(), "model": llm.model(),
+                "prompt": summarizer.prompt_reference(), "fallback": "extractive",
+                "max_words": config.enrich.summary.max_words,
+                "standfirst_words": config.enrich.summary.standfirst_words,
+            });
+            Some((summarizer, lineage))
+        }
+        None => None,
+    };
     let recommender =
         match signaldesk::rank::service::RecommendService::open(store, config, true).await {
             Ok(r) => Some(r),
             Err(e) => {
-                tracing::warn!(error = %e, "recommendations are off");
+                tracing::warn!(error = %e, "recommendations are off until content is ingested");
                 None
             }
         };
-    let state = Arc::new(ApiState::new(
+    let state = Arc::new(ApiState::new(ApiParts {
+        store,
+        embedder,
+        config,
         taggers,
-        config.api.taggers[0],
+        default_tagger: config.api.taggers[0],
         taxonomy,
-        config.api.clone(),
         recommender,
-    ));
+        llm,
+        summarizer,
+    })?);
     let addr = addr.unwrap_or_else(|| config.api.addr.clone());
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

@@ -61,3 +61,66 @@ pub fn route_metrics() -> String {
     }
     out
 }
+
+/// Upper bounds (seconds) of the pipeline-stage histograms' buckets: stages are shorter than
+/// whole requests.
+const STAGE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+/// Per stage: bucket counts, count and sum of seconds.
+static STAGE_LATENCY: std::sync::Mutex<std::collections::BTreeMap<&'static str, (Vec<u64>, u64, f64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Times one pipeline stage (`embed`, `store`, `llm`, `rank`) from creation to drop.
+#[must_use = "the stage is timed until the guard is dropped"]
+pub struct StageTimer {
+    stage: &'static str,
+    started: Instant,
+}
+
+/// Start timing `stage`; it is recorded when the guard drops.
+pub fn stage(stage: &'static str) -> StageTimer {
+    StageTimer {
+        stage,
+        started: Instant::now(),
+    }
+}
+
+impl Drop for StageTimer {
+    fn drop(&mut self) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        if let Ok(mut h) = STAGE_LATENCY.lock() {
+            let (buckets, count, sum) = h
+                .entry(self.stage)
+                .or_insert_with(|| (vec![0; STAGE_BUCKETS.len()], 0, 0.0));
+            for (b, le) in buckets.iter_mut().zip(STAGE_BUCKETS) {
+                *b += u64::from(seconds <= *le);
+            }
+            *count += 1;
+            *sum += seconds;
+        }
+    }
+}
+
+/// The pipeline-stage histograms in Prometheus text format.
+pub fn stage_metrics() -> String {
+    let name = "signaldesk_stage_duration_seconds";
+    let mut out = format!(
+        "# HELP {name} Time spent in each pipeline stage (embed, store, llm, rank)\n# TYPE {name} histogram\n"
+    );
+    let Ok(h) = STAGE_LATENCY.lock() else {
+        return out;
+    };
+    for (stage, (buckets, count, sum)) in h.iter() {
+        let labels = format!("stage=\"{stage}\"");
+        for (b, le) in buckets.iter().zip(STAGE_BUCKETS) {
+            out.push_str(&format!("{name}_bucket{{{labels},le=\"{le}\"}} {b}\n"));
+        }
+        out.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {count}\n"));
+        out.push_str(&format!(
+            "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}\n"
+        ));
+    }
+    out
+}

@@ -1,6 +1,18 @@
-//! The HTTP API (`signaldesk serve`): a thin shell over the library. This first slice holds the
-//! contract other services call first, `POST /v1/tag`, with API keys and scopes, JSON errors with
-//! stable codes, per-item errors in a batch, overload answered with 429, and the health routes.
+//! The HTTP API (`signaldesk serve`): a thin shell over the library. Content in and out
+//! (`/v1/content`), tagging and summaries of ad-hoc items (`/v1/tag`, `/v1/summarize`), enrichment
+//! jobs over stored items (`/v1/enrich`, `/v1/jobs/{id}`), search, recommendations, feedback (users'
+//! events and editors' tag decisions), the local model's `/v1/chat/completions`, the editorial page,
+//! and the operational routes (health, readiness, metrics, OpenAPI and its docs page).
+//!
+//! Every `/v1` route needs an API key with a scope (401 without one, 403 without the scope); every
+//! error is JSON `{"error": {"code", "message", "field"?}}` with a stable code; overload is an
+//! answer (429 with Retry-After), never an unbounded queue.
+
+mod content;
+mod feedback;
+pub mod openapi;
+mod pages;
+mod tagging;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,26 +24,30 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::{ApiConfig, Scope};
+use crate::embed::Embedder;
+use crate::enrich::editorial::EditorialLog;
+use crate::enrich::summarizer::Summarizer;
 use crate::enrich::taxonomy::Taxonomy;
-use crate::enrich::{AnyTagger, Tagger, TaggerKind};
-use crate::rank::interactions::{parse_timestamp, Interaction};
-use crate::rank::recommender::RankerKind;
+use crate::enrich::{AnyTagger, TaggerKind};
+use crate::llm::AnyLlm;
 use crate::rank::service::RecommendService;
 use crate::store::AnyStore;
+use crate::Config;
 
 /// An API error: HTTP status and the JSON body `{"error": {"code", "message", "field"?}}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
     /// Stable, machine-readable: `unauthorized`, `forbidden`, `rate_limited`, `invalid_request`, `overloaded`,
-    /// `too_large`, `timeout`, `not_found`, `internal`.
+    /// `too_large`, `timeout`, `not_found`, `not_ready`, `unavailable`, `busy`, `internal`.
+    #[schema(value_type = String)]
     pub code: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,7 +58,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -52,7 +68,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: Some(field.into()),
             ..Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -80,18 +96,44 @@ pub struct OpenTagger {
     pub lineage: Value,
 }
 
-/// What every handler shares.
-pub struct ApiState {
+/// What the server opened at start, handed to [`ApiState::new`].
+pub struct ApiParts {
+    /// The store, embedder and configuration live as long as the process.
+    pub store: &'static AnyStore,
+    pub embedder: &'static Arc<Embedder>,
+    pub config: &'static Config,
     pub taggers: HashMap<TaggerKind, OpenTagger>,
     pub default_tagger: TaggerKind,
     /// The taxonomy tags are labelled from (none: concept ids stand for labels).
     pub taxonomy: Option<&'static Taxonomy>,
-    pub settings: ApiConfig,
-    /// Recommendations (none when the collection holds nothing to recommend).
+    /// Recommendations (none while the collection holds nothing: opened at the first ingest).
     pub recommender: Option<RecommendService<'static, AnyStore>>,
-    /// Tagging requests running at once; beyond it, 429 at once (never a queue).
-    tag_permits: Semaphore,
-    counters: Counters,
+    /// The LLM summaries use (and, when local, `/v1/chat/completions`); none: `api.llm` is off.
+    pub llm: Option<&'static AnyLlm>,
+    /// The summarizer over that LLM, with the lineage its summaries carry.
+    pub summarizer: Option<(Summarizer<'static, AnyLlm>, Value)>,
+}
+
+/// What every handler shares.
+pub struct ApiState {
+    pub(crate) store: &'static AnyStore,
+    pub(crate) embedder: &'static Arc<Embedder>,
+    pub(crate) config: &'static Config,
+    pub(crate) taggers: HashMap<TaggerKind, OpenTagger>,
+    pub(crate) default_tagger: TaggerKind,
+    pub(crate) taxonomy: Option<&'static Taxonomy>,
+    pub(crate) settings: ApiConfig,
+    recommender: std::sync::RwLock<Option<Arc<RecommendService<'static, AnyStore>>>>,
+    pub(crate) llm: Option<&'static AnyLlm>,
+    pub(crate) summarizer: Option<(Summarizer<'static, AnyLlm>, Value)>,
+    pub(crate) editorial: EditorialLog,
+    pub(crate) jobs: content::Jobs,
+    /// Writes to the collection (ingest, delete) one at a time: each updates the collection's
+    /// BM25 statistics, which two concurrent writers would race on.
+    pub(crate) writes: tokio::sync::Mutex<()>,
+    /// Tagging and summarizing requests running at once; beyond it, 429 at once (never a queue).
+    pub(crate) tag_permits: Semaphore,
+    pub(crate) counters: Counters,
     /// Per-key request rate (GCRA); none when `api.rate_per_key` is 0.
     limiter: Option<KeyedLimiter>,
 }
@@ -104,38 +146,102 @@ type KeyedLimiter = governor::RateLimiter<
 
 /// What `/metrics` counts beyond latency.
 #[derive(Default)]
-struct Counters {
-    tagged: std::sync::atomic::AtomicU64,
-    item_errors: std::sync::atomic::AtomicU64,
-    fallbacks: std::sync::atomic::AtomicU64,
-    overloaded: std::sync::atomic::AtomicU64,
-    events: std::sync::atomic::AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) tagged: std::sync::atomic::AtomicU64,
+    pub(crate) item_errors: std::sync::atomic::AtomicU64,
+    pub(crate) fallbacks: std::sync::atomic::AtomicU64,
+    pub(crate) overloaded: std::sync::atomic::AtomicU64,
+    pub(crate) events: std::sync::atomic::AtomicU64,
+    pub(crate) ingested: std::sync::atomic::AtomicU64,
+    pub(crate) summarized: std::sync::atomic::AtomicU64,
+    pub(crate) summary_fallbacks: std::sync::atomic::AtomicU64,
+    pub(crate) enriched: std::sync::atomic::AtomicU64,
+    /// Label counts of recent tagging (the last [`RECENT_LABELS`] tags).
+    pub(crate) recent_labels: std::sync::Mutex<std::collections::VecDeque<String>>,
+    /// Editors' verdicts per (label, verdict).
+    pub(crate) verdicts: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+}
+
+/// How many recent tags the label distribution on `/metrics` covers.
+pub(crate) const RECENT_LABELS: usize = 1000;
+
+impl Counters {
+    pub(crate) fn add(counter: &std::sync::atomic::AtomicU64, n: u64) {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_labels<'a>(&self, labels: impl IntoIterator<Item = &'a str>) {
+        let mut recent = self.recent_labels.lock().expect("labels lock");
+        for l in labels {
+            if recent.len() == RECENT_LABELS {
+                recent.pop_front();
+            }
+            recent.push_back(l.to_string());
+        }
+    }
 }
 
 impl ApiState {
-    /// State over opened taggers.
-    pub fn new(
-        taggers: HashMap<TaggerKind, OpenTagger>,
-        default_tagger: TaggerKind,
-        taxonomy: Option<&'static Taxonomy>,
-        settings: ApiConfig,
-        recommender: Option<RecommendService<'static, AnyStore>>,
-    ) -> Self {
+    /// State over what the server opened; opens the editorial log (`data_dir/editorial.jsonl`).
+    pub fn new(parts: ApiParts) -> Result<Self, crate::enrich::editorial::EditorialError> {
+        let settings = parts.config.api.clone();
         let limiter = std::num::NonZeroU32::new(settings.rate_per_key).map(|rate| {
             let burst = std::num::NonZeroU32::new(settings.rate_burst).unwrap_or(rate);
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
         });
-        Self {
+        Ok(Self {
+            store: parts.store,
+            embedder: parts.embedder,
+            config: parts.config,
+            editorial: EditorialLog::open(&editorial_log_path(parts.config))?,
+            jobs: content::Jobs::default(),
+            writes: tokio::sync::Mutex::new(()),
             limiter,
             counters: Counters::default(),
-            recommender,
+            recommender: std::sync::RwLock::new(parts.recommender.map(Arc::new)),
+            llm: parts.llm,
+            summarizer: parts.summarizer,
             tag_permits: Semaphore::new(settings.tag_concurrency.max(1)),
-            taggers,
-            default_tagger,
-            taxonomy,
+            taggers: parts.taggers,
+            default_tagger: parts.default_tagger,
+            taxonomy: parts.taxonomy,
             settings,
+        })
+    }
+
+    /// The collection content goes into and is read from (`store.collection`).
+    pub(crate) fn collection(&self) -> &str {
+        &self.config.store.collection
+    }
+
+    /// The recommender, if one is open.
+    pub(crate) fn recommender(&self) -> Option<Arc<RecommendService<'static, AnyStore>>> {
+        self.recommender.read().expect("recommender lock").clone()
+    }
+
+    /// After the catalogue changed: reload it into the open recommender, or open one (the
+    /// first content of an empty store).
+    pub(crate) async fn catalogue_changed(&self) {
+        let result = match self.recommender() {
+            Some(service) => service.refresh().await,
+            None => match RecommendService::open(self.store, self.config, true).await {
+                Ok(service) => {
+                    *self.recommender.write().expect("recommender lock") =
+                        Some(Arc::new(service));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "recommendations were not refreshed");
         }
     }
+}
+
+/// Where editors' decisions are logged: `data_dir/editorial.jsonl`.
+pub fn editorial_log_path(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("editorial.jsonl")
 }
 
 /// The hex sha256 of an API key: what the configuration stores instead of the key.
@@ -143,8 +249,12 @@ pub fn key_hash(key: &str) -> String {
     crate::embed::hex(&Sha256::digest(key.as_bytes()))
 }
 
-/// The caller's key must exist (401) and carry `scope` or `admin` (403).
-fn authorize(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
+/// The caller's key must exist (401) and carry `scope` or `admin` (403); answers the key's name.
+pub(crate) fn authorize(
+    state: &ApiState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<String, ApiError> {
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -183,7 +293,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<(), 
         }
     }
     if key.scopes.contains(&scope) || key.scopes.contains(&Scope::Admin) {
-        Ok(())
+        Ok(key.name.clone())
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -193,19 +303,61 @@ fn authorize(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<(), 
     }
 }
 
-/// The router.
+/// The router: `/v1` routes behind API keys, the pages, and the operational routes.
 pub fn router(state: Arc<ApiState>) -> Router {
     let limit = state.settings.body_limit_bytes;
     let timeout = Duration::from_secs(state.settings.timeout_s.max(1));
+    let mut v1 = Router::new()
+        .route("/v1/content", post(content::ingest))
+        .route(
+            "/v1/content/{id}",
+            get(content::get_item).delete(content::delete_item),
+        )
+        .route("/v1/search", get(content::search))
+        .route("/v1/enrich", post(content::enrich))
+        .route("/v1/jobs/{id}", get(content::job))
+        .route("/v1/tag", post(tagging::tag))
+        .route("/v1/summarize", post(tagging::summarize))
+        .route("/v1/taxonomy", get(tagging::taxonomy))
+        .route("/v1/recommend", post(feedback::recommend))
+        .route("/v1/feedback", post(feedback::feedback))
+        .with_state(state.clone());
+    if let Some(local) = state.llm.and_then(AnyLlm::local_model) {
+        // The local model's OpenAI-compatible routes, behind this server's keys (read scope).
+        let options = crate::llm::serve::ServeOptions::from_config(&state.config.llm);
+        let guard = state.clone();
+        v1 = v1.merge(
+            crate::llm::serve::chat_routes(local, options).layer(axum::middleware::from_fn(
+                move |request: Request, next: Next| {
+                    let guard = guard.clone();
+                    async move {
+                        match authorize(&guard, request.headers(), Scope::Read) {
+                            Ok(_) => next.run(request).await,
+                            Err(e) => e.into_response(),
+                        }
+                    }
+                },
+            )),
+        );
+    }
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/v1/tag", post(tag))
-        .route("/v1/recommend", post(recommend))
-        .route("/v1/feedback", post(feedback))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/docs", get(pages::docs))
+        .route("/", get(|| async { axum::response::Redirect::to("/editorial") }))
+        .route("/editorial", get(pages::editorial))
         .with_state(state)
+        .merge(v1)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not answer that method (see /openapi.json)",
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(crate::observe::time_route))
         .layer(axum::middleware::from_fn(json_errors))
@@ -213,7 +365,27 @@ pub fn router(state: Arc<ApiState>) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             timeout,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &axum::http::Request<axum::body::Body>| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        request_id = %id,
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                },
+            ),
+        )
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            tower_http::request_id::MakeRequestUuid,
+        ))
 }
 
 /// Errors axum and tower answer in plain text (body limits, bad JSON, timeouts) become the JSON
@@ -248,270 +420,114 @@ async fn json_errors(request: Request, next: Next) -> Response {
     ApiError::new(status, code, message).into_response()
 }
 
-/// Prometheus text: per-route latency histograms and the API's counters.
+/// Prometheus text: per-route latency histograms, pipeline stages, LLM usage by provider and
+/// model, the API's counters and its quality signals (fallback rate, editors' verdicts per label,
+/// the label distribution of recent tagging).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
+    use std::fmt::Write as _;
     let c = &state.counters;
     let mut out = crate::observe::route_metrics();
+    out.push_str(&crate::observe::stage_metrics());
+    out.push_str(&crate::llm::accounting::prometheus());
     for (name, help, value) in [
-        (
-            "signaldesk_tag_items_total",
-            "Items tagged through POST /v1/tag",
-            c.tagged.load(Relaxed),
-        ),
-        (
-            "signaldesk_tag_item_errors_total",
-            "Batch items answered with their own error",
-            c.item_errors.load(Relaxed),
-        ),
-        (
-            "signaldesk_tag_fallbacks_total",
-            "Items tagged without the LLM's answer (fallback)",
-            c.fallbacks.load(Relaxed),
-        ),
-        (
-            "signaldesk_tag_overloaded_total",
-            "Tagging requests answered 429",
-            c.overloaded.load(Relaxed),
-        ),
-        (
-            "signaldesk_feedback_events_total",
-            "User events recorded through POST /v1/feedback",
-            c.events.load(Relaxed),
-        ),
+        ("signaldesk_tag_items_total", "Items tagged through POST /v1/tag", &c.tagged),
+        ("signaldesk_tag_item_errors_total", "Batch items answered with their own error", &c.item_errors),
+        ("signaldesk_tag_fallbacks_total", "Items tagged without the LLM's answer (fallback)", &c.fallbacks),
+        ("signaldesk_overloaded_total", "Tagging and summarizing requests answered 429", &c.overloaded),
+        ("signaldesk_feedback_events_total", "User events recorded through POST /v1/feedback", &c.events),
+        ("signaldesk_ingested_items_total", "Items written through POST /v1/content", &c.ingested),
+        ("signaldesk_summarized_items_total", "Items summarized through POST /v1/summarize", &c.summarized),
+        ("signaldesk_summary_fallbacks_total", "Summaries the extractive summarizer answered (LLM fallback)", &c.summary_fallbacks),
+        ("signaldesk_enriched_items_total", "Stored items tagged by enrichment jobs", &c.enriched),
     ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-        ));
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value.load(Relaxed)
+        );
     }
+    let name = "signaldesk_editor_verdicts_total";
+    let _ = write!(
+        out,
+        "# HELP {name} Editors' tag decisions by label and verdict (rejection rate: reject / all)\n# TYPE {name} counter\n"
+    );
+    for ((label, verdict), n) in c.verdicts.lock().expect("verdicts lock").iter() {
+        let _ = writeln!(out, "{name}{{label=\"{}\",verdict=\"{verdict}\"}} {n}", escape_label(label));
+    }
+    let name = "signaldesk_recent_tag_labels";
+    let _ = write!(
+        out,
+        "# HELP {name} Label distribution of the last {RECENT_LABELS} tags given\n# TYPE {name} gauge\n"
+    );
+    let mut counts = std::collections::BTreeMap::new();
+    for l in c.recent_labels.lock().expect("labels lock").iter() {
+        *counts.entry(l.clone()).or_insert(0u64) += 1;
+    }
+    for (label, n) in counts {
+        let _ = writeln!(out, "{name}{{label=\"{}\"}} {n}", escape_label(&label));
+    }
+    let _ = write!(
+        out,
+        "# HELP signaldesk_ready Whether the server is ready (1) or not (0)\n# TYPE signaldesk_ready gauge\nsignaldesk_ready {}\n",
+        u8::from(readiness(&state).await.is_ok())
+    );
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
-async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+/// A Prometheus label value with its backslashes, quotes and newlines escaped.
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Ready when the store answers, a tagger is open and the LLM is configured (or local).
+async fn readiness(state: &ApiState) -> Result<Value, String> {
+    use crate::store::VectorStore;
     if state.taggers.is_empty() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "no tagger is open",
-        )
-        .into_response();
+        return Err("no tagger is open".into());
     }
-    Json(json!({"status": "ready", "taggers": state.taggers.keys().collect::<Vec<_>>()}))
-        .into_response()
-}
-
-/// One item of `POST /v1/tag`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TagItem {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    body: String,
-    #[serde(default)]
-    taxonomy: Option<String>,
-    #[serde(default)]
-    tagger: Option<TaggerKind>,
-}
-
-/// `POST /v1/tag`: one item (an object) or a batch (an array of at most `api.max_batch`); the
-/// answer is `{"items": [...]}` in input order, each `{id, tags, lineage, fallback_reason?}` or
-/// `{id, error}`. A bad item never fails the others.
-async fn tag(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
-    let Ok(_permit) = state.tag_permits.try_acquire() else {
-        state
-            .counters
-            .overloaded
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "overloaded",
-            format!(
-                "{} tagging requests are running; retry after a second",
-                state.settings.tag_concurrency
-            ),
-        ));
-    };
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
-    let raw: Vec<Value> = match value {
-        Value::Array(items) => items,
-        item @ Value::Object(_) => vec![item],
-        _ => {
-            return Err(ApiError::invalid(
-                "body",
-                "an item object or an array of items",
-            ))
-        }
-    };
-    if raw.is_empty() || raw.len() > state.settings.max_batch {
-        return Err(ApiError::invalid(
-            "body",
-            format!(
-                "a batch holds 1 to {} items, this one {}",
-                state.settings.max_batch,
-                raw.len()
-            ),
-        ));
-    }
-    let mut answers: Vec<Option<Value>> = vec![None; raw.len()];
-    // Valid items grouped by tagger, each group tagged in one call.
-    let mut groups: HashMap<TaggerKind, Vec<(usize, Option<Value>, String)>> = HashMap::new();
-    for (i, v) in raw.into_iter().enumerate() {
-        let id = v.get("id").cloned();
-        let item = match serde_json::from_value::<TagItem>(v) {
-            Ok(item) => item,
-            Err(e) => {
-                answers[i] = Some(item_error(
-                    id,
-                    &ApiError::invalid(format!("items[{i}]"), e.to_string()),
-                ));
-                continue;
-            }
-        };
-        let text = match (item.title.trim(), item.body.trim()) {
-            ("", "") => {
-                answers[i] = Some(item_error(
-                    item.id,
-                    &ApiError::invalid(format!("items[{i}].body"), "title and body are both empty"),
-                ));
-                continue;
-            }
-            (t, "") => t.to_string(),
-            ("", b) => b.to_string(),
-            (t, b) => format!("{t}\n{b}"),
-        };
-        if let Some(wanted) = &item.taxonomy {
-            let known = state.taxonomy.map(|t| t.id());
-            if known
-                .as_deref()
-                .is_none_or(|k| k != wanted && !k.starts_with(&format!("{wanted}@")))
-            {
-                answers[i] = Some(item_error(
-                    item.id,
-                    &ApiError::invalid(
-                        format!("items[{i}].taxonomy"),
-                        format!(
-                            "this server tags against {}",
-                            known.unwrap_or_else(|| "no taxonomy".into())
-                        ),
-                    ),
-                ));
-                continue;
-            }
-        }
-        let kind = item.tagger.unwrap_or(state.default_tagger);
-        if !state.taggers.contains_key(&kind) {
-            let open: Vec<_> = state
-                .taggers
-                .keys()
-                .map(|k| format!("{k:?}").to_lowercase())
-                .collect();
-            answers[i] = Some(item_error(
-                item.id,
-                &ApiError::invalid(
-                    format!("items[{i}].tagger"),
-                    format!("not open on this server (open: {})", open.join(", ")),
-                ),
-            ));
-            continue;
-        }
-        groups.entry(kind).or_default().push((i, item.id, text));
-    }
-    for (kind, items) in groups {
-        let open = &state.taggers[&kind];
-        let texts: Vec<String> = items.iter().map(|(_, _, t)| t.clone()).collect();
-        // Tagging embeds (CPU-bound) and its future is not provably Send (the LLM tagger's
-        // buffered stream trips rustc's higher-ranked lifetime check), so it runs on the
-        // blocking pool, driven by the runtime's handle there, off the async workers.
-        let worker = state.clone();
-        let tagged = tokio::task::spawn_blocking(move || {
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            tokio::runtime::Handle::current()
-                .block_on(worker.taggers[&kind].tagger.tag_items(&texts))
-        })
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("tagging stopped: {e}"),
-            )
-        })?
-        .map_err(|e| {
-            tracing::error!(error = %e, "tagging failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("tagging failed: {e}"),
-            )
-        })?;
-        for ((i, id, _), t) in items.into_iter().zip(tagged) {
-            let tags: Vec<Value> = t
-                .tags
-                .iter()
-                .map(|tag| {
-                    let label = state
-                        .taxonomy
-                        .and_then(|tx| tx.get(&tag.label))
-                        .map_or(tag.label.clone(), |c| c.label.clone());
-                    json!({"id": tag.label, "label": label, "confidence": tag.confidence, "source": tag.source, "evidence": tag.evidence})
-                })
-                .collect();
-            let mut answer = json!({"id": id, "tags": tags, "lineage": open.lineage});
-            state
-                .counters
-                .tagged
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(reason) = t.fallback_reason {
-                state
-                    .counters
-                    .fallbacks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                answer["fallback_reason"] = json!(reason);
-            }
-            answers[i] = Some(answer);
-        }
-    }
-    let errors = answers
-        .iter()
-        .flatten()
-        .filter(|a| a.get("error").is_some())
-        .count();
     state
-        .counters
-        .item_errors
-        .fetch_add(errors as u64, std::sync::atomic::Ordering::Relaxed);
-    Ok(Json(json!({"items": answers})).into_response())
+        .store
+        .list_collections()
+        .await
+        .map_err(|e| format!("the store does not answer: {e}"))?;
+    let llm = state.llm.map(|l| {
+        use crate::llm::LlmClient;
+        json!({"provider": l.provider(), "model": l.model()})
+    });
+    Ok(json!({
+        "status": "ready",
+        "store": state.store.backend(),
+        "embedder": state.embedder.model_id(),
+        "taggers": state.taggers.keys().collect::<Vec<_>>(),
+        "llm": llm,
+        "recommender": state.recommender().is_some(),
+    }))
 }
 
-/// `POST /v1/recommend` body.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RecommendBody {
-    user: String,
-    #[serde(default = "ten")]
-    k: usize,
-    #[serde(default)]
-    seed: Option<String>,
-    #[serde(default)]
-    experiment: Option<String>,
-    #[serde(default)]
-    ranker: Option<RankerKind>,
+/// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = Object)))]
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
 }
 
-fn ten() -> usize {
-    10
+/// `GET /readyz`: the store answers, a tagger is open, the LLM is configured (or local).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Object)))]
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+    match readiness(&state).await {
+        Ok(v) => Json(v).into_response(),
+        Err(reason) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).into_response()
+        }
+    }
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// Parse a JSON body into `T`; a problem names the field at fault.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
     serde_json::from_value(value).map_err(|e| {
@@ -524,134 +540,66 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })
 }
 
-fn recommender(state: &ApiState) -> Result<&RecommendService<'static, AnyStore>, ApiError> {
-    state.recommender.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "recommendations are off: the collection holds no items (ingest content, then restart)",
-        )
-    })
+/// Run a library future on the blocking pool, driven by the runtime's handle there. Taggers'
+/// and the recommender's futures are not provably `Send` (the LLM tagger's buffered stream trips
+/// rustc's higher-ranked lifetime check), and tagging embeds (CPU-bound), so this also keeps
+/// that work off the async workers.
+pub(crate) async fn off_runtime<T, F>(
+    state: &Arc<ApiState>,
+    work: impl FnOnce(Arc<ApiState>) -> F + Send + 'static,
+) -> Result<T, ApiError>
+where
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || tokio::runtime::Handle::current().block_on(work(state)))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the work stopped: {e}"),
+            )
+        })
 }
 
-/// `POST /v1/recommend`: `{user, k?, seed?, experiment?, ranker?}`; the answer carries the
-/// experiment variant and, per item, its features and each objective's contribution.
-async fn recommend(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
-    recommender(&state)?;
-    let request: RecommendBody = parse_body(&body)?;
-    if request.k == 0 || request.k > 100 {
-        return Err(ApiError::invalid("k", "k is 1 to 100"));
-    }
-    // As tagging: the store query's future is driven on the blocking pool.
-    let worker = state.clone();
-    let served = tokio::task::spawn_blocking(move || {
-        let service = worker.recommender.as_ref().expect("checked above");
-        tokio::runtime::Handle::current().block_on(service.recommend(
-            &request.user,
-            request.k,
-            request.seed.as_deref(),
-            request.experiment.as_deref(),
-            request.ranker,
-            None,
-        ))
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("recommend stopped: {e}"),
-        )
-    })?
-    .map_err(|e| match e {
-        crate::rank::RankError::UnknownItem(_) => ApiError::invalid("seed", e.to_string()),
-        crate::rank::RankError::Experiments(_) => ApiError::invalid("experiment", e.to_string()),
-        crate::rank::RankError::NoModel => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
-        }
-        e => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        ),
-    })?;
-    Ok(Json(served).into_response())
-}
-
-/// `POST /v1/feedback` body: a user's event (`{"type": "event", user, item, event, value?,
-/// timestamp?}`), recorded in the interaction log at once.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FeedbackBody {
-    #[serde(rename = "type")]
-    kind: String,
-    user: String,
-    item: String,
-    event: String,
-    #[serde(default)]
-    value: Option<f64>,
-    #[serde(default)]
-    timestamp: Option<String>,
-}
-
-async fn feedback(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Write)?;
-    let service = recommender(&state)?;
-    let body: FeedbackBody = parse_body(&body)?;
-    if body.kind != "event" {
-        return Err(ApiError::invalid(
-            "type",
-            "only \"event\" (a user's interaction) is accepted so far",
-        ));
-    }
-    if body.event == "rating" && body.value.is_none() {
-        return Err(ApiError::invalid("value", "a rating needs a value"));
-    }
-    let timestamp = match &body.timestamp {
-        None => chrono::Utc::now().timestamp(),
-        Some(raw) => parse_timestamp(raw).ok_or_else(|| {
-            ApiError::invalid("timestamp", "Unix seconds, RFC 3339 or YYYY-MM-DD")
-        })?,
-    };
-    let event = Interaction {
-        user: body.user,
-        item: body.item,
-        event: body.event,
-        value: body.value,
-        timestamp,
-    };
-    service.record(&event).map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-    })?;
-    state
-        .counters
-        .events
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok((StatusCode::ACCEPTED, Json(json!({"recorded": event}))).into_response())
-}
-
-fn item_error(id: Option<Value>, e: &ApiError) -> Value {
+/// A batch item's own error entry.
+pub(crate) fn item_error(id: Option<Value>, e: &ApiError) -> Value {
     json!({"id": id, "error": e})
 }
 
-/// Serve until Ctrl-C, draining in-flight requests.
+/// A 503 for a failure of the store, the embedder or the LLM (logged).
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "{what} failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("{what} failed: {e}"),
+    )
+}
+
+/// Serve until Ctrl-C or SIGTERM, draining in-flight requests; background jobs are waited for
+/// (each writes as it goes) before returning.
 pub async fn serve(state: Arc<ApiState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    state.jobs.wait_all().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down: draining in-flight requests");
 }

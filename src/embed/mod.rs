@@ -271,6 +271,7 @@ impl Embedder {
         &self,
         texts: &[&str],
     ) -> Result<(Vec<Vec<f32>>, usize), EmbedError> {
+        let _stage = crate::observe::stage("embed");
         let Some(cache) = &self.cache else {
             return Ok((self.embed_uncached(texts)?, 0));
         };

@@ -12,6 +12,7 @@
 //!
 //! `signaldesk tag`, `signaldesk enrich` and `signaldesk eval tagging` run any of them.
 
+pub mod editorial;
 pub mod ensemble;
 pub mod head;
 pub mod knn;

@@ -587,3 +587,67 @@ pub(crate) fn prepare(
         stats,
     })
 }
+
+/// What ingesting one item did: `new`, `updated` (re-embedded) or `unchanged` (same content
+/// hash, nothing written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    New,
+    Updated,
+    Unchanged,
+}
+
+/// Ingest validated items held in memory (the API's `POST /v1/content`) exactly as
+/// [`ingest_file`] ingests a file's records: the same change detection, chunking, embedding and
+/// crash-safe write order. Ids must be unique (the caller keeps the last of each). Answers each
+/// item's status in input order.
+pub async fn ingest_items<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    items: Vec<ContentItem>,
+    options: &IngestOptions,
+) -> Result<Vec<ItemStatus>, IngestError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut spec = open_for_ingest(store, &options.collection, &embedder).await?;
+    let salt = hash_salt(&embedder, options.chunker);
+    let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+    let mut statuses = HashMap::new();
+    let mut pending = items.into_iter().peekable();
+    while pending.peek().is_some() {
+        let batch: Vec<(ContentItem, String)> = pending
+            .by_ref()
+            .take(options.batch_items.max(1))
+            .map(|item| {
+                let hash = item.content_hash(&salt);
+                (item, hash)
+            })
+            .collect();
+        let mut counts = IngestSummary::default();
+        let batch_ids: Vec<String> = batch.iter().map(|(i, _)| i.id.clone()).collect();
+        let (todo, existed) =
+            detect_changes(store, &options.collection, batch, &mut counts).await?;
+        for id in batch_ids {
+            statuses.insert(id, ItemStatus::Unchanged);
+        }
+        for (item, _) in &todo {
+            statuses.insert(item.id.clone(), ItemStatus::New);
+        }
+        for (id, _) in &existed {
+            statuses.insert(id.clone(), ItemStatus::Updated);
+        }
+        let stats = Bm25Stats::of(&spec);
+        let prepared = {
+            let (embedder, chunker) = (embedder.clone(), options.chunker);
+            tokio::task::spawn_blocking(move || prepare(&embedder, chunker, todo, &existed, stats))
+                .await
+                .map_err(|e| IngestError::Worker(e.to_string()))??
+        };
+        if !prepared.points.is_empty() || !prepared.stale.is_empty() {
+            write_batch(store, &mut spec, prepared).await?;
+        }
+    }
+    Ok(ids.iter().map(|id| statuses[id]).collect())
+}

@@ -158,6 +158,20 @@ pub async fn reindex<S: VectorStore>(
     Ok(summary)
 }
 
+/// One stored item rebuilt from its chunks, with its extra (enrichment) payload: what
+/// `GET /v1/content/{id}` and the editorial export read. `None` when no such item is stored.
+pub async fn read_item<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    id: &str,
+) -> Result<Option<(ContentItem, Map<String, Value>)>, IngestError> {
+    let firsts = store.get(collection, &[(id.to_string(), 0)]).await?;
+    if firsts.is_empty() {
+        return Ok(None);
+    }
+    Ok(read_items(store, collection, firsts).await?.pop())
+}
+
 /// Rebuild the items whose first chunks are `firsts`: their text from all their chunk spans,
 /// their fields from the payload. Returns each item with its extra (non-ingest) payload.
 pub(crate) async fn read_items<S: VectorStore>(

@@ -247,7 +247,8 @@ pub fn check_json(text: &str, schema: &Schema) -> Result<Value, String> {
 
 /// The configured provider, ready to call: local or OpenAI-compatible, behind the cache.
 pub enum AnyLlm {
-    Local(cache::CachedClient<local::LocalLlm>),
+    /// Shared (`Arc`) so a server can also answer `/v1/chat/completions` from the same weights.
+    Local(cache::CachedClient<std::sync::Arc<local::LocalLlm>>),
     OpenAi(Box<cache::CachedClient<openai::OpenAiClient>>),
 }
 
@@ -270,7 +271,7 @@ impl AnyLlm {
             LlmProvider::Local | LlmProvider::Auto => {
                 let path = config.models_dir.join(&llm.local_model);
                 Ok(Self::Local(cache::CachedClient::new(
-                    local::LocalLlm::load(&path)?,
+                    std::sync::Arc::new(local::LocalLlm::load(&path)?),
                     &cache_path,
                     mode,
                 )?))
@@ -310,6 +311,36 @@ impl AnyLlm {
     }
 }
 
+impl AnyLlm {
+    /// The local model's weights, when this is the local model: what a server mounts
+    /// `/v1/chat/completions` over without loading them twice.
+    pub fn local_model(&self) -> Option<std::sync::Arc<local::LocalLlm>> {
+        match self {
+            Self::Local(c) => Some(c.inner().clone()),
+            Self::OpenAi(_) => None,
+        }
+    }
+}
+
+/// A shared client answers as the client does.
+impl<C: LlmClient> LlmClient for std::sync::Arc<C> {
+    fn provider(&self) -> &str {
+        (**self).provider()
+    }
+    fn model(&self) -> &str {
+        (**self).model()
+    }
+    fn endpoint(&self) -> String {
+        (**self).endpoint()
+    }
+    fn deterministic(&self) -> bool {
+        (**self).deterministic()
+    }
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        (**self).chat(request).await
+    }
+}
+
 impl LlmClient for AnyLlm {
     fn provider(&self) -> &str {
         match self {
@@ -336,6 +367,7 @@ impl LlmClient for AnyLlm {
         }
     }
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        let _stage = crate::observe::stage("llm");
         match self {
             Self::Local(c) => c.chat(request).await,
             Self::OpenAi(c) => c.chat(request).await,

@@ -172,8 +172,10 @@ impl From<LlmError> for ApiError {
     }
 }
 
-/// The router over one loaded model.
-pub fn router(llm: Arc<LocalLlm>, options: ServeOptions) -> Router {
+/// `POST /v1/chat/completions` and `GET /v1/models` over one loaded model, with its admission
+/// queue and deadline: what `llm serve` answers, and what `signaldesk serve` mounts (behind its
+/// API keys) when its LLM is the local one.
+pub fn chat_routes(llm: Arc<LocalLlm>, options: ServeOptions) -> Router {
     let state = ServeState {
         llm,
         admission: Arc::new(tokio::sync::Semaphore::new(options.queue + 1)),
@@ -182,6 +184,13 @@ pub fn router(llm: Arc<LocalLlm>, options: ServeOptions) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(completions))
         .route("/v1/models", get(models))
+        .with_state(state)
+}
+
+/// The router over one loaded model.
+pub fn router(llm: Arc<LocalLlm>, options: ServeOptions) -> Router {
+    Router::new()
+        .merge(chat_routes(llm, options))
         .route("/health", get(|| async { "ok" }))
         .route(
             "/metrics",
@@ -211,7 +220,6 @@ pub fn router(llm: Arc<LocalLlm>, options: ServeOptions) -> Router {
                 ),
             }
         })
-        .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(time_route))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

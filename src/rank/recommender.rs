@@ -316,6 +316,7 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
         &self,
         request: &RecommendRequest<'_>,
     ) -> Result<Vec<Recommended>, RankError> {
+        let _stage = crate::observe::stage("rank");
         let ctx = match &request.history {
             Some(h) => self.context_of(h.clone(), request.seed.as_deref(), request.now)?,
             None => self.context(&request.user, request.seed.as_deref(), request.now)?,

@@ -68,7 +68,11 @@ pub struct Served {
 
 /// A warm recommender with its model, experiments and exposure log.
 pub struct RecommendService<'a, S> {
-    pub recommender: Recommender<'a, S>,
+    /// Swapped whole by [`Self::refresh`] when the catalogue changes; a request keeps the one
+    /// it started with.
+    recommender: std::sync::RwLock<Arc<Recommender<'a, S>>>,
+    /// The collection name as configured (an alias may move to a new physical collection).
+    collection_name: String,
     pub model: Option<Arc<BlendModel>>,
     experiments: LiveExperiments,
     exposures: Option<ExposureLog>,
@@ -99,13 +103,14 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
             None
         };
         Ok(Self {
-            recommender: Recommender {
+            recommender: std::sync::RwLock::new(Arc::new(Recommender {
                 store,
                 collection,
                 catalogue,
                 signals,
                 settings: config.rank.clone(),
-            },
+            })),
+            collection_name: collection_name(config),
             model,
             experiments: LiveExperiments::new(&paths.experiments),
             exposures: if log_exposures {
@@ -123,8 +128,8 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
     /// updated so their next list reflects it (the item is seen; a positive joins the profile).
     pub fn record(&self, event: &Interaction) -> Result<(), RankError> {
         self.log.append(std::slice::from_ref(event))?;
-        let r = &self.recommender;
         let mut live = self.live.lock().expect("live histories lock");
+        let r = self.recommender();
         let history = live
             .entry(event.user.clone())
             .or_insert_with(|| r.signals.history(&event.user).cloned().unwrap_or_default());
@@ -136,6 +141,33 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
                 history.engaged.push((i, w, event.timestamp));
             }
         }
+        Ok(())
+    }
+
+    /// The recommender serving now.
+    pub fn recommender(&self) -> Arc<Recommender<'a, S>> {
+        self.recommender.read().expect("recommender lock").clone()
+    }
+
+    /// Reload the catalogue from the store and rebuild the signals from the whole log, then
+    /// serve from them: after content was added or deleted. Events recorded meanwhile are in
+    /// the log, so the live histories are rebuilt with everything else.
+    pub async fn refresh(&self) -> Result<(), RankError> {
+        let current = self.recommender();
+        let store = current.store;
+        let collection = store.resolve(&self.collection_name).await?;
+        let catalogue = Catalogue::load(store, &collection).await?;
+        let mut live = self.live.lock().expect("live histories lock");
+        let events = self.log.all()?;
+        let signals = InteractionSignals::build(&events, &catalogue, &current.settings);
+        *self.recommender.write().expect("recommender lock") = Arc::new(Recommender {
+            store,
+            collection,
+            catalogue,
+            signals,
+            settings: current.settings.clone(),
+        });
+        live.clear();
         Ok(())
     }
 
@@ -161,7 +193,8 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
         ranker: Option<RankerKind>,
         now: Option<i64>,
     ) -> Result<Served, RankError> {
-        let settings = &self.recommender.settings;
+        let recommender = self.recommender();
+        let settings = &recommender.settings;
         let experiments = self.experiments.current()?;
         let mut objectives = settings.objectives.clone();
         let mut model = self.model.clone();
@@ -200,7 +233,7 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
                 .get(user)
                 .cloned(),
         };
-        let items = self.recommender.recommend(&request).await?;
+        let items = recommender.recommend(&request).await?;
         let served = Served {
             user: user.to_string(),
             exposure_id: uuid::Uuid::new_v4().to_string(),

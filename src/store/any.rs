@@ -77,6 +77,7 @@ impl VectorStore for AnyStore {
         forward!(self, s => s.drop_collection(name))
     }
     async fn upsert(&self, collection: &str, points: Vec<ChunkPoint>) -> Result<(), StoreError> {
+        let _stage = crate::observe::stage("store");
         forward!(self, s => s.upsert(collection, points))
     }
     async fn delete_content(
@@ -99,6 +100,7 @@ impl VectorStore for AnyStore {
         collection: &str,
         query: &ChunkQuery,
     ) -> Result<Vec<ScoredChunk>, StoreError> {
+        let _stage = crate::observe::stage("store");
         forward!(self, s => s.query(collection, query))
     }
     async fn query_batch(
@@ -106,6 +108,7 @@ impl VectorStore for AnyStore {
         collection: &str,
         queries: &[ChunkQuery],
     ) -> Result<Vec<Vec<ScoredChunk>>, StoreError> {
+        let _stage = crate::observe::stage("store");
         forward!(self, s => s.query_batch(collection, queries))
     }
     async fn scroll(

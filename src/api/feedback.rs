@@ -1,0 +1,237 @@
+//! Recommendations (`POST /v1/recommend`) and feedback (`POST /v1/feedback`): a user's event,
+//! recorded at once so their next list reflects it, or an editor's decision on a tag.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{authorize, off_runtime, parse_body, unavailable, ApiError, ApiState, Counters};
+use crate::config::Scope;
+use crate::enrich::editorial::{TagDecision, Verdict};
+use crate::rank::interactions::{parse_timestamp, Interaction};
+use crate::rank::recommender::RankerKind;
+use crate::rank::service::RecommendService;
+use crate::store::AnyStore;
+
+/// `POST /v1/recommend` body.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendBody {
+    /// The user the list is for (their history shapes it).
+    pub user: String,
+    /// Items (1 to 100, default 10).
+    #[serde(default = "ten")]
+    pub k: usize,
+    /// A seed item: items like it ("more like this").
+    #[serde(default)]
+    pub seed: Option<String>,
+    /// Serve through this experiment's variants (`rank.experiments`).
+    #[serde(default)]
+    pub experiment: Option<String>,
+    /// `blend`, `popularity`, `cooccurrence`, `dense` (default: the blend when trained).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub ranker: Option<RankerKind>,
+}
+
+fn ten() -> usize {
+    10
+}
+
+/// A served list: the variant, and per item its features and each objective's contribution.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RecommendResponse {
+    pub user: String,
+    pub exposure_id: String,
+    pub ranker: String,
+    pub model_version: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub assignment: Option<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub items: Value,
+}
+
+fn recommender(state: &ApiState) -> Result<Arc<RecommendService<'static, AnyStore>>, ApiError> {
+    state.recommender().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "recommendations are off: the collection holds no items yet (POST /v1/content)",
+        )
+    })
+}
+
+/// `POST /v1/recommend`: `{user, k?, seed?, experiment?, ranker?}`; the answer carries the
+/// experiment variant and, per item, its features and each objective's contribution.
+#[utoipa::path(post, path = "/v1/recommend", tag = "recommend", request_body = RecommendBody,
+    responses((status = 200, description = "The list", body = RecommendResponse)),
+    security(("api_key" = ["read"])))]
+pub(crate) async fn recommend(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let service = recommender(&state)?;
+    let request: RecommendBody = parse_body(&body)?;
+    if request.k == 0 || request.k > 100 {
+        return Err(ApiError::invalid("k", "k is 1 to 100"));
+    }
+    let served = off_runtime(&state, move |_| async move {
+        service
+            .recommend(
+                &request.user,
+                request.k,
+                request.seed.as_deref(),
+                request.experiment.as_deref(),
+                request.ranker,
+                None,
+            )
+            .await
+    })
+    .await?
+    .map_err(|e| match e {
+        crate::rank::RankError::UnknownItem(_) => ApiError::invalid("seed", e.to_string()),
+        crate::rank::RankError::Experiments(_) => ApiError::invalid("experiment", e.to_string()),
+        crate::rank::RankError::NoModel => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
+        }
+        e => unavailable("recommend", e),
+    })?;
+    Ok(Json(served).into_response())
+}
+
+/// `POST /v1/feedback` body: a user's event or an editor's tag decision.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FeedbackBody {
+    /// A user's interaction, into the interaction log at once.
+    Event {
+        user: String,
+        item: String,
+        /// `view`, `click`, `play`, `like`, `share`, `rating`, `skip`... (`rank.event_weights`).
+        event: String,
+        value: Option<f64>,
+        /// Unix seconds, RFC 3339 or YYYY-MM-DD (default: now).
+        timestamp: Option<String>,
+    },
+    /// An editor accepts, rejects or adds a tag on a stored item; the editor is the key's name.
+    Tag {
+        item: String,
+        /// The taxonomy concept id.
+        label: String,
+        /// `accept`, `reject` or `add`.
+        #[schema(value_type = String)]
+        verdict: Verdict,
+    },
+}
+
+/// `POST /v1/feedback`: a user's event (recorded in the interaction log; their next list
+/// reflects it) or an editor's tag decision (logged with who and when; `signaldesk feedback
+/// export` turns decisions into golden data).
+#[utoipa::path(post, path = "/v1/feedback", tag = "recommend", request_body = FeedbackBody,
+    responses((status = 202, description = "Recorded", body = Object)),
+    security(("api_key" = ["write"])))]
+pub(crate) async fn feedback(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let who = authorize(&state, &headers, Scope::Write)?;
+    match parse_body::<FeedbackBody>(&body)? {
+        FeedbackBody::Event {
+            user,
+            item,
+            event,
+            value,
+            timestamp,
+        } => {
+            let service = recommender(&state)?;
+            if event.trim().is_empty() {
+                return Err(ApiError::invalid("event", "the event is empty"));
+            }
+            if event == "rating" && value.is_none() {
+                return Err(ApiError::invalid("value", "a rating needs a value"));
+            }
+            if value.is_some_and(|v| !v.is_finite()) {
+                return Err(ApiError::invalid("value", "not a finite number"));
+            }
+            let timestamp = match &timestamp {
+                None => chrono::Utc::now().timestamp(),
+                Some(raw) => parse_timestamp(raw).ok_or_else(|| {
+                    ApiError::invalid("timestamp", "Unix seconds, RFC 3339 or YYYY-MM-DD")
+                })?,
+            };
+            let event = Interaction {
+                user,
+                item,
+                event,
+                value,
+                timestamp,
+            };
+            service
+                .record(&event)
+                .map_err(|e| unavailable("recording the event", e))?;
+            Counters::add(&state.counters.events, 1);
+            Ok((StatusCode::ACCEPTED, Json(json!({"recorded": event}))).into_response())
+        }
+        FeedbackBody::Tag {
+            item,
+            label,
+            verdict,
+        } => {
+            if let Some(t) = state.taxonomy {
+                if !t.contains(&label) {
+                    return Err(ApiError::invalid(
+                        "label",
+                        format!("{label:?} is not in taxonomy {}", t.id()),
+                    ));
+                }
+            }
+            let target = item.clone();
+            let exists = off_runtime(&state, move |s| async move {
+                use crate::store::VectorStore;
+                s.store.get(s.collection(), &[(target, 0)]).await
+            })
+            .await?;
+            if !exists.is_ok_and(|found| !found.is_empty()) {
+                return Err(ApiError {
+                    field: Some("item".into()),
+                    ..ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no item {item:?}"),
+                    )
+                });
+            }
+            let decision = TagDecision {
+                item,
+                label,
+                verdict,
+                editor: who,
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            };
+            state
+                .editorial
+                .record(&decision)
+                .map_err(|e| unavailable("recording the decision", e))?;
+            let verdict_name = serde_json::to_value(decision.verdict)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            *state
+                .counters
+                .verdicts
+                .lock()
+                .expect("verdicts lock")
+                .entry((decision.label.clone(), verdict_name))
+                .or_insert(0) += 1;
+            Ok((StatusCode::ACCEPTED, Json(json!({"recorded": decision}))).into_response())
+        }
+    }
+}
