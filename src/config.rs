@@ -90,6 +90,10 @@ pub struct ApiConfig {
     /// Open the configured LLM (llm.*) at start: `POST /v1/summarize`, summaries in enrichment
     /// jobs, and, when it is the local model, `/v1/chat/completions` behind the API keys.
     pub llm: bool,
+    /// Rebuild the recommender's popularity and co-occurrence from the interaction log this
+    /// often (seconds) when events were recorded since (0: only when content changes). A user's
+    /// own events count at once regardless.
+    pub refresh_s: u64,
 }
 
 impl Default for ApiConfig {
@@ -106,6 +110,7 @@ impl Default for ApiConfig {
             rate_per_key: 100,
             rate_burst: 200,
             llm: true,
+            refresh_s: 60,
         }
     }
 }

@@ -59,8 +59,25 @@ struct Cli {
     /// Log more (-v info, -vv debug); SIGNALDESK_LOG takes a full tracing filter instead.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Log lines as text for people, or as JSON objects (one per line, with each span's fields:
+    /// the server's request id) for a log pipeline.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SIGNALDESK_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -151,12 +168,20 @@ enum Command {
     /// Controlled experiments (rank.experiments, experiments.toml).
     #[command(subcommand)]
     Experiments(ExperimentsCommand),
-    /// Serve the HTTP API (api.*): today `POST /v1/tag`, `/healthz`, `/readyz`.
+    /// Editors' feedback: export their tag decisions as golden data.
+    #[command(subcommand)]
+    Feedback(FeedbackCommand),
+    /// Serve the HTTP API (api.*), the editorial page (/editorial) and the API docs (/docs).
     ///
-    /// Every /v1 route needs an API key (Authorization: Bearer KEY or X-Api-Key) from api.keys,
-    /// stored as its sha256 (--hash-key prints it); no key or an unknown one is 401, a key without
-    /// the route's scope 403. Errors are JSON {"error": {"code", "message", "field"?}}. Tagging
-    /// beyond api.tag_concurrency requests at once is answered 429 with Retry-After at once.
+    /// Routes: /v1/content (ingest, get, delete), /v1/search, /v1/tag, /v1/summarize,
+    /// /v1/enrich and /v1/jobs/{id}, /v1/taxonomy, /v1/recommend, /v1/feedback (users' events,
+    /// editors' tag decisions), /v1/chat/completions (the local model), /healthz, /readyz,
+    /// /metrics (Prometheus) and /openapi.json. Every /v1 route needs an API key (Authorization:
+    /// Bearer KEY or X-Api-Key) from api.keys, stored as its sha256 (--hash-key prints it); no key
+    /// or an unknown one is 401, a key without the route's scope 403. Errors are JSON {"error":
+    /// {"code", "message", "field"?}}. Tagging beyond api.tag_concurrency requests at once, or a
+    /// key over api.rate_per_key, is answered 429 with Retry-After at once. Logs: --log-format
+    /// json gives one JSON object per line with the request id (X-Request-Id) on every span.
     Serve {
         /// Listen here instead of api.addr.
         #[arg(long)]
@@ -165,6 +190,31 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         hash_key: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum FeedbackCommand {
+    /// Write editors' tag decisions (data_dir/editorial.jsonl) as golden data.
+    ///
+    /// One line per reviewed item of store.collection, in the tagging eval's test format:
+    /// {"id", "title", "body", "labels", "rejected", "editors"}, where labels are the model's
+    /// tags the editors accepted plus the tags they added, minus the ones they rejected (the
+    /// latest decision per label counts). `eval tagging --test FILE` reads it as it is.
+    Export {
+        /// The output format (only tagging-gold so far).
+        #[arg(long, value_enum, default_value = "tagging-gold")]
+        format: ExportFormat,
+        /// Where to write the JSONL ("-" for stdout).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+/// What `feedback export` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// The tagging eval's test format.
+    TaggingGold,
 }
 
 #[derive(Subcommand)]
@@ -695,7 +745,7 @@ struct PipelineArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.log_format);
     match run(cli) {
         Ok(code) => code,
         // The reader went away (`signaldesk search ... | head -1`): nothing to say, nobody to
@@ -736,7 +786,7 @@ fn describe(e: &anyhow::Error) -> String {
     out
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, format: LogFormat) {
     // qdrant-edge warns on every shard open that its global feature flags and an mmap check are
     // not initialised; both live in a private module and fall back to their defaults, so its
     // warnings are hidden unless asked for (SIGNALDESK_LOG=qdrant_edge=warn).
@@ -746,13 +796,20 @@ fn init_tracing(verbose: u8) {
         _ => "debug",
     };
     let filter = std::env::var("SIGNALDESK_LOG").unwrap_or_else(|_| default.to_string());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal: log files and CI logs get plain text.
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -845,6 +902,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
         }) => runtime()?.block_on(rank_train(&config, &drop_features, output)),
         Command::Recommend(args) => runtime()?.block_on(recommend(&config, args)),
+        Command::Feedback(FeedbackCommand::Export { format, output }) => {
+            runtime()?.block_on(feedback_export(&config, format, &output))
+        }
         Command::Serve { addr, hash_key } => match hash_key {
             Some(key) => {
                 outln!("{}", signaldesk::api::key_hash(&key));
@@ -1853,6 +1913,40 @@ async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("signaldesk API on http://{}", listener.local_addr()?);
     signaldesk::api::serve(state, listener).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn feedback_export(config: &Config, format: ExportFormat, output: &Path) -> Result<ExitCode> {
+    use signaldesk::enrich::editorial::{export_tagging_gold, read_log};
+    let ExportFormat::TaggingGold = format;
+    let log = signaldesk::api::editorial_log_path(config);
+    let decisions = read_log(&log)?;
+    if decisions.is_empty() {
+        eprintln!(
+            "feedback export: {} holds no decisions; nothing to export",
+            log.display()
+        );
+    }
+    let store = configured_store(config)?;
+    let mut out = open_output(output)?;
+    let summary =
+        export_tagging_gold(&store, &config.store.collection, &decisions, &mut out).await?;
+    out.flush()?;
+    eprintln!(
+        "feedback export: {} items from {} decisions{}{}",
+        summary.items,
+        summary.decisions,
+        if summary.missing > 0 {
+            format!("; {} reviewed items are no longer stored", summary.missing)
+        } else {
+            String::new()
+        },
+        if summary.empty > 0 {
+            format!("; {} items had every label rejected", summary.empty)
+        } else {
+            String::new()
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -69,7 +69,9 @@ const STAGE_BUCKETS: &[f64] = &[
 ];
 
 /// Per stage: bucket counts, count and sum of seconds.
-static STAGE_LATENCY: std::sync::Mutex<std::collections::BTreeMap<&'static str, (Vec<u64>, u64, f64)>> =
+type StageHistograms = std::collections::BTreeMap<&'static str, (Vec<u64>, u64, f64)>;
+
+static STAGE_LATENCY: std::sync::Mutex<StageHistograms> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// Times one pipeline stage (`embed`, `store`, `llm`, `rank`) from creation to drop.

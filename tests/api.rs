@@ -15,7 +15,21 @@ const WRITER: &str = "writer-key-456";
 struct Server {
     child: Child,
     url: String,
-    _work: tempfile::TempDir,
+    work: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl Server {
+    /// Stop as an orchestrator does (SIGTERM) and wait: in-flight work drains, the store is
+    /// closed, and the data dir can be opened by a command.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let o = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        self.child.wait().unwrap()
+    }
 }
 
 impl Drop for Server {
@@ -35,8 +49,13 @@ fn gz_lines(path: &std::path::Path, n: usize) -> Vec<String> {
 }
 
 /// A server over a 300-document labelled memory, tagging with kNN, one tagging request at a time,
-/// with `extra` configuration and `interactions` (JSONL) in its log.
+/// with `extra` configuration and `interactions` (JSONL) in its log; no LLM.
 fn start(extra: &str, interactions: &str) -> Server {
+    start_with(extra, interactions, &[])
+}
+
+/// [`start`] with environment overrides (`SIGNALDESK_API__LLM=true` opens the local LLM).
+fn start_with(extra: &str, interactions: &str, env: &[(&str, &str)]) -> Server {
     let work = tempfile::tempdir().unwrap();
     let data = common::root().join("golden-datasets/reuters21578/modapte90");
     std::fs::write(
@@ -63,6 +82,7 @@ fn start(extra: &str, interactions: &str) -> Server {
 taggers = ["knn"]
 taxonomy = "{}"
 tag_concurrency = 1
+llm = false
 keys = [
   {{ name = "reader", sha256 = "{}", scopes = ["read"] }},
   {{ name = "writer", sha256 = "{}", scopes = ["write"] }},
@@ -83,6 +103,7 @@ keys = [
     }
     let mut child = signaldesk(work.path())
         .env("SIGNALDESK_CONFIG", &config_path)
+        .envs(env.iter().copied())
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
@@ -105,7 +126,8 @@ keys = [
     Server {
         child,
         url,
-        _work: work,
+        work,
+        config: config_path,
     }
 }
 
@@ -382,4 +404,334 @@ async fn a_recorded_event_changes_the_next_recommendation() {
         (400, Some("seed")),
         "{v}"
     );
+}
+
+async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
+    (status, value)
+}
+
+/// Test documents as content items (`{"id", "title", "body"}`).
+fn test_docs(n: usize) -> Vec<Value> {
+    gz_lines(
+        &common::root().join("golden-datasets/reuters21578/modapte90/test.jsonl.gz"),
+        n,
+    )
+    .iter()
+    .map(|l| {
+        let d: Value = serde_json::from_str(l).unwrap();
+        json!({"id": d["id"], "title": d["title"], "body": d["body"], "source": "reuters"})
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
+    use reqwest::Method;
+    let mut server = start("", "");
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+
+    // Ingest through the API: auth first, then a batch with one bad item.
+    let mut docs = test_docs(30);
+    docs.retain(|d| d["title"].as_str().is_some_and(|t| t.len() > 12));
+    let mut batch = docs.clone();
+    batch.insert(3, json!({"title": "no id here", "body": "text"}));
+    let content = url("/v1/content");
+    let (status, v) = send(&client, Method::POST, &content, None, Some(json!(batch))).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &content,
+        Some(READER),
+        Some(json!(batch)),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &content,
+        Some(WRITER),
+        Some(json!(batch)),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), batch.len());
+    assert_eq!(items[3]["error"]["field"], "items[3].id", "{}", items[3]);
+    assert!(
+        items
+            .iter()
+            .enumerate()
+            .all(|(i, a)| i == 3 || a["status"] == "new"),
+        "{v}"
+    );
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &content,
+        Some(WRITER),
+        Some(docs[0].clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, v["items"][0]["status"].as_str()),
+        (200, Some("unchanged")),
+        "{v}"
+    );
+
+    // Read it back.
+    let first_id = docs[0]["id"].as_str().unwrap().to_string();
+    let item_url = url(&format!("/v1/content/{first_id}"));
+    let (status, v) = send(&client, Method::GET, &item_url, Some(READER), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["item"]["title"], docs[0]["title"]);
+    assert_eq!(v["item"]["body"], docs[0]["body"]);
+    let (status, _) = send(
+        &client,
+        Method::GET,
+        &url("/v1/content/nope"),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Tag an ad-hoc item.
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/tag"),
+        Some(READER),
+        Some(json!({"title": docs[1]["title"], "body": docs[1]["body"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!v["items"][0]["tags"].as_array().unwrap().is_empty(), "{v}");
+
+    // Search: an item's own title finds it first.
+    let title = docs[2]["title"].as_str().unwrap();
+    let search = format!(
+        "{}?q={}&mode=hybrid&k=5&filter=source%3Dreuters",
+        url("/v1/search"),
+        title.replace(' ', "+").replace('&', "%26")
+    );
+    let (status, v) = send(&client, Method::GET, &search, Some(READER), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["hits"][0]["id"], docs[2]["id"], "{v}");
+    let (status, v) = send(
+        &client,
+        Method::GET,
+        &format!("{}?q=oil&k=0", url("/v1/search")),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!((status, v["error"]["field"].as_str()), (400, Some("k")));
+
+    // Enrich the stored items in the background and watch the job finish.
+    let (status, job) = send(
+        &client,
+        Method::POST,
+        &url("/v1/enrich"),
+        Some(WRITER),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let job_url = url(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()));
+    let mut done = Value::Null;
+    for _ in 0..600 {
+        let (status, v) = send(&client, Method::GET, &job_url, Some(READER), None).await;
+        assert_eq!(status, 200, "{v}");
+        if v["state"] != "running" {
+            done = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["result"]["tags"]["tagged"], docs.len(), "{done}");
+    let (_, v) = send(&client, Method::GET, &item_url, Some(READER), None).await;
+    let tags = v["tags"].as_array().unwrap().clone();
+    assert!(
+        !tags.is_empty() && tags.iter().all(|t| t["source"] == "knn"),
+        "{v}"
+    );
+    assert_eq!(v["lineage"]["tags"]["tagger"], "knn", "{v}");
+
+    // Users' events, then a recommendation that changes with the next event.
+    let feedback = url("/v1/feedback");
+    for (u, items) in [("ann", 0..4), ("bob", 2..6), ("cy", 3..8)] {
+        for i in items {
+            let (status, v) = send(
+                &client,
+                Method::POST,
+                &feedback,
+                Some(WRITER),
+                Some(json!({"type": "event", "user": u, "item": docs[i]["id"], "event": "click"})),
+            )
+            .await;
+            assert_eq!(status, 202, "{v}");
+        }
+    }
+    let recommend = url("/v1/recommend");
+    let ask = json!({"user": "ann", "k": 5, "ranker": "dense"});
+    let (status, first) = send(
+        &client,
+        Method::POST,
+        &recommend,
+        Some(READER),
+        Some(ask.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let top = first["items"][0]["id"].as_str().unwrap().to_string();
+    let (status, _) = send(
+        &client,
+        Method::POST,
+        &feedback,
+        Some(WRITER),
+        Some(json!({"type": "event", "user": "ann", "item": top, "event": "click"})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (_, second) = send(&client, Method::POST, &recommend, Some(READER), Some(ask)).await;
+    let relisted: Vec<&str> = second["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !relisted.contains(&top.as_str()),
+        "the clicked item is now seen: {relisted:?}"
+    );
+
+    // An editor rejects one tag and adds another.
+    let rejected = tags[0]["id"].as_str().unwrap().to_string();
+    let added = ["gold", "coffee", "cocoa"]
+        .into_iter()
+        .find(|l| tags.iter().all(|t| t["id"] != *l))
+        .unwrap();
+    for (label, verdict) in [(rejected.as_str(), "reject"), (added, "add")] {
+        let (status, v) = send(
+            &client,
+            Method::POST,
+            &feedback,
+            Some(WRITER),
+            Some(json!({"type": "tag", "item": first_id, "label": label, "verdict": verdict})),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+        assert_eq!(v["recorded"]["editor"], "writer");
+    }
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &feedback,
+        Some(WRITER),
+        Some(json!({"type": "tag", "item": first_id, "label": "not-a-concept", "verdict": "add"})),
+    )
+    .await;
+    assert_eq!((status, v["error"]["field"].as_str()), (400, Some("label")));
+    let (_, v) = send(&client, Method::GET, &item_url, Some(READER), None).await;
+    let verdict = |label: &str| {
+        v["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == label)
+            .map(|t| t["verdict"].clone())
+    };
+    assert_eq!(verdict(&rejected), Some(json!("reject")), "{v}");
+    assert_eq!(verdict(added), Some(json!("add")), "{v}");
+
+    // Metrics carry the quality signals; delete works; then a graceful stop.
+    let metrics = client
+        .get(url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "signaldesk_editor_verdicts_total{{label=\"{rejected}\",verdict=\"reject\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("signaldesk_stage_duration_seconds_count{stage=\"embed\"}"),
+        "{metrics}"
+    );
+    let last = docs.last().unwrap()["id"].as_str().unwrap().to_string();
+    let (status, _) = send(
+        &client,
+        Method::DELETE,
+        &url(&format!("/v1/content/{last}")),
+        Some(WRITER),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = send(
+        &client,
+        Method::GET,
+        &url(&format!("/v1/content/{last}")),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(server.stop().success(), "a graceful stop exits 0");
+
+    // The decisions become golden data.
+    let o = run(signaldesk(server.work.path())
+        .env("SIGNALDESK_CONFIG", &server.config)
+        .args([
+            "feedback",
+            "export",
+            "--format",
+            "tagging-gold",
+            "--output",
+            "gold.jsonl",
+        ]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let gold = std::fs::read_to_string(server.work.path().join("gold.jsonl")).unwrap();
+    let lines: Vec<Value> = gold
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{gold}");
+    assert_eq!(lines[0]["id"], first_id.as_str());
+    assert_eq!(lines[0]["labels"], json!([added]));
+    assert_eq!(lines[0]["rejected"], json!([rejected]));
+    assert_eq!(lines[0]["body"], docs[0]["body"]);
 }

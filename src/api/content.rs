@@ -66,7 +66,7 @@ pub struct ContentIn {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ContentRequest {
-    One(ContentIn),
+    One(Box<ContentIn>),
     Batch(Vec<ContentIn>),
 }
 
@@ -91,7 +91,10 @@ pub(crate) async fn ingest(
     for (i, v) in raw.into_iter().enumerate() {
         let id = v.get("id").cloned();
         let Value::Object(obj) = v else {
-            answers[i] = item_error(id, &ApiError::invalid(format!("items[{i}]"), "not an object"));
+            answers[i] = item_error(
+                id,
+                &ApiError::invalid(format!("items[{i}]"), "not an object"),
+            );
             continue;
         };
         match ContentItem::from_json(obj, limits) {
@@ -213,7 +216,8 @@ async fn read_stored(
     .await?
     {
         Ok(Some(found)) => Ok(found),
-        Ok(None) | Err(crate::ingest::pipeline::IngestError::Store(
+        Ok(None)
+        | Err(crate::ingest::pipeline::IngestError::Store(
             crate::store::StoreError::NoCollection(_),
         )) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -295,7 +299,8 @@ pub(crate) async fn search(
         .filter(|p| !p.is_empty())
         .map(str::to_string)
         .collect();
-    let filter = Filter::parse_pairs(&pairs).map_err(|e| ApiError::invalid("filter", e.to_string()))?;
+    let filter =
+        Filter::parse_pairs(&pairs).map_err(|e| ApiError::invalid("filter", e.to_string()))?;
     let mode = query.mode.unwrap_or(state.config.search.mode);
     let hits = off_runtime(&state, move |s| async move {
         let searcher =
@@ -425,10 +430,16 @@ pub(crate) async fn enrich(
     };
     let kind = request.tagger.unwrap_or(state.default_tagger);
     if !state.taggers.contains_key(&kind) {
-        return Err(ApiError::invalid("tagger", "not open on this server (api.taggers)"));
+        return Err(ApiError::invalid(
+            "tagger",
+            "not open on this server (api.taggers)",
+        ));
     }
     if request.summaries && state.summarizer.is_none() {
-        return Err(ApiError::invalid("summaries", "summaries are off: api.llm is false"));
+        return Err(ApiError::invalid(
+            "summaries",
+            "summaries are off: api.llm is false",
+        ));
     }
     if request.limit == Some(0) {
         return Err(ApiError::invalid("limit", "limit is at least 1"));
@@ -475,12 +486,8 @@ pub(crate) async fn enrich(
     let worker = state.clone();
     let job_id = id.clone();
     let handle = tokio::task::spawn_blocking(move || {
-        let result = tokio::runtime::Handle::current().block_on(run_enrich(
-            &worker,
-            kind,
-            &request,
-            &progress,
-        ));
+        let result = tokio::runtime::Handle::current()
+            .block_on(run_enrich(&worker, kind, &request, &progress));
         if result.is_ok() {
             tokio::runtime::Handle::current().block_on(worker.catalogue_changed());
         }
@@ -549,7 +556,9 @@ pub(crate) async fn job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
-    state.jobs.get(&id).map(|j| Json(j).into_response()).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no job {id:?}"))
-    })
+    state
+        .jobs
+        .get(&id)
+        .map(|j| Json(j).into_response())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no job {id:?}")))
 }

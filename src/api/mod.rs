@@ -226,8 +226,7 @@ impl ApiState {
             Some(service) => service.refresh().await,
             None => match RecommendService::open(self.store, self.config, true).await {
                 Ok(service) => {
-                    *self.recommender.write().expect("recommender lock") =
-                        Some(Arc::new(service));
+                    *self.recommender.write().expect("recommender lock") = Some(Arc::new(service));
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -326,19 +325,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // The local model's OpenAI-compatible routes, behind this server's keys (read scope).
         let options = crate::llm::serve::ServeOptions::from_config(&state.config.llm);
         let guard = state.clone();
-        v1 = v1.merge(
-            crate::llm::serve::chat_routes(local, options).layer(axum::middleware::from_fn(
-                move |request: Request, next: Next| {
-                    let guard = guard.clone();
-                    async move {
-                        match authorize(&guard, request.headers(), Scope::Read) {
-                            Ok(_) => next.run(request).await,
-                            Err(e) => e.into_response(),
-                        }
+        v1 = v1.merge(crate::llm::serve::chat_routes(local, options).layer(
+            axum::middleware::from_fn(move |request: Request, next: Next| {
+                let guard = guard.clone();
+                async move {
+                    match authorize(&guard, request.headers(), Scope::Read) {
+                        Ok(_) => next.run(request).await,
+                        Err(e) => e.into_response(),
                     }
-                },
-            )),
-        );
+                }
+            }),
+        ));
     }
     Router::new()
         .route("/healthz", get(healthz))
@@ -346,7 +343,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/docs", get(pages::docs))
-        .route("/", get(|| async { axum::response::Redirect::to("/editorial") }))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/editorial") }),
+        )
         .route("/editorial", get(pages::editorial))
         .with_state(state)
         .merge(v1)
@@ -426,22 +426,58 @@ async fn json_errors(request: Request, next: Next) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    use std::sync::atomic::Ordering::Relaxed;
     use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
     let c = &state.counters;
     let mut out = crate::observe::route_metrics();
     out.push_str(&crate::observe::stage_metrics());
     out.push_str(&crate::llm::accounting::prometheus());
     for (name, help, value) in [
-        ("signaldesk_tag_items_total", "Items tagged through POST /v1/tag", &c.tagged),
-        ("signaldesk_tag_item_errors_total", "Batch items answered with their own error", &c.item_errors),
-        ("signaldesk_tag_fallbacks_total", "Items tagged without the LLM's answer (fallback)", &c.fallbacks),
-        ("signaldesk_overloaded_total", "Tagging and summarizing requests answered 429", &c.overloaded),
-        ("signaldesk_feedback_events_total", "User events recorded through POST /v1/feedback", &c.events),
-        ("signaldesk_ingested_items_total", "Items written through POST /v1/content", &c.ingested),
-        ("signaldesk_summarized_items_total", "Items summarized through POST /v1/summarize", &c.summarized),
-        ("signaldesk_summary_fallbacks_total", "Summaries the extractive summarizer answered (LLM fallback)", &c.summary_fallbacks),
-        ("signaldesk_enriched_items_total", "Stored items tagged by enrichment jobs", &c.enriched),
+        (
+            "signaldesk_tag_items_total",
+            "Items tagged through POST /v1/tag",
+            &c.tagged,
+        ),
+        (
+            "signaldesk_tag_item_errors_total",
+            "Batch items answered with their own error",
+            &c.item_errors,
+        ),
+        (
+            "signaldesk_tag_fallbacks_total",
+            "Items tagged without the LLM's answer (fallback)",
+            &c.fallbacks,
+        ),
+        (
+            "signaldesk_overloaded_total",
+            "Tagging and summarizing requests answered 429",
+            &c.overloaded,
+        ),
+        (
+            "signaldesk_feedback_events_total",
+            "User events recorded through POST /v1/feedback",
+            &c.events,
+        ),
+        (
+            "signaldesk_ingested_items_total",
+            "Items written through POST /v1/content",
+            &c.ingested,
+        ),
+        (
+            "signaldesk_summarized_items_total",
+            "Items summarized through POST /v1/summarize",
+            &c.summarized,
+        ),
+        (
+            "signaldesk_summary_fallbacks_total",
+            "Summaries the extractive summarizer answered (LLM fallback)",
+            &c.summary_fallbacks,
+        ),
+        (
+            "signaldesk_enriched_items_total",
+            "Stored items tagged by enrichment jobs",
+            &c.enriched,
+        ),
     ] {
         let _ = write!(
             out,
@@ -455,7 +491,11 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         "# HELP {name} Editors' tag decisions by label and verdict (rejection rate: reject / all)\n# TYPE {name} counter\n"
     );
     for ((label, verdict), n) in c.verdicts.lock().expect("verdicts lock").iter() {
-        let _ = writeln!(out, "{name}{{label=\"{}\",verdict=\"{verdict}\"}} {n}", escape_label(label));
+        let _ = writeln!(
+            out,
+            "{name}{{label=\"{}\",verdict=\"{verdict}\"}} {n}",
+            escape_label(label)
+        );
     }
     let name = "signaldesk_recent_tag_labels";
     let _ = write!(
@@ -479,7 +519,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
 
 /// A Prometheus label value with its backslashes, quotes and newlines escaped.
 fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Ready when the store answers, a tagger is open and the LLM is configured (or local).
@@ -582,6 +624,29 @@ pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
 /// Serve until Ctrl-C or SIGTERM, draining in-flight requests; background jobs are waited for
 /// (each writes as it goes) before returning.
 pub async fn serve(state: Arc<ApiState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    if state.settings.refresh_s > 0 {
+        let worker = state.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_secs(worker.settings.refresh_s);
+            let mut seen = 0;
+            loop {
+                tokio::time::sleep(period).await;
+                let events = worker
+                    .counters
+                    .events
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if events != seen {
+                    seen = events;
+                    let w = worker.clone();
+                    // The refresh's future is not provably Send (see `off_runtime`).
+                    let _ = tokio::task::spawn_blocking(move || {
+                        tokio::runtime::Handle::current().block_on(w.catalogue_changed())
+                    })
+                    .await;
+                }
+            }
+        });
+    }
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

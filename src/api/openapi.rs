@@ -54,7 +54,10 @@ struct Common;
 impl Modify for Common {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         if let Some(components) = doc.components.as_mut() {
-            components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+            components.add_security_scheme(
+                "api_key",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
         }
         let error = |description: &str| {
             let mut r = Response::new(description);

@@ -95,7 +95,10 @@ mod tests {
         let doc = super::super::openapi::document();
         let html = super::render_docs(&doc);
         for path in doc["paths"].as_object().unwrap().keys() {
-            assert!(html.contains(&super::escape(path)), "{path} is not on /docs");
+            assert!(
+                html.contains(&super::escape(path)),
+                "{path} is not on /docs"
+            );
         }
     }
 }

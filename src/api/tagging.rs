@@ -241,7 +241,6 @@ pub(crate) async fn tag(
     Ok(Json(json!({"items": answers})).into_response())
 }
 
-
 /// One item of `POST /v1/summarize`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -321,7 +320,8 @@ pub(crate) async fn summarize(
             }
             Ok(item) => todo.push((i, item)),
             Err(e) => {
-                answers[i] = item_error(id, &ApiError::invalid(format!("items[{i}]"), e.to_string()));
+                answers[i] =
+                    item_error(id, &ApiError::invalid(format!("items[{i}]"), e.to_string()));
             }
         }
     }

@@ -218,6 +218,19 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
                 assignment = Some(a);
             }
         }
+        let history = self
+            .live
+            .lock()
+            .expect("live histories lock")
+            .get(user)
+            .cloned();
+        // Served "now" is the log's latest time, or the user's latest event if later (events
+        // recorded since the signals were built would otherwise lie in the future and be ignored).
+        let now = now.or_else(|| {
+            history
+                .as_ref()
+                .map(|h| h.last_seen.max(recommender.signals.now))
+        });
         let request = RecommendRequest {
             user: user.to_string(),
             k,
@@ -226,12 +239,7 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
             model: model.as_deref(),
             objectives,
             now,
-            history: self
-                .live
-                .lock()
-                .expect("live histories lock")
-                .get(user)
-                .cloned(),
+            history,
         };
         let items = recommender.recommend(&request).await?;
         let served = Served {
