@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 const READER: &str = "reader-key-123";
 const WRITER: &str = "writer-key-456";
+const EDITOR: &str = "editor-key-789";
 
 struct Server {
     child: Child,
@@ -86,11 +87,13 @@ llm = false
 keys = [
   {{ name = "reader", sha256 = "{}", scopes = ["read"] }},
   {{ name = "writer", sha256 = "{}", scopes = ["write"] }},
+  {{ name = "editor", sha256 = "{}", scopes = ["read", "write"] }},
 ]
 "#,
         data.join("taxonomy.tsv").display(),
         hash(READER),
-        hash(WRITER)
+        hash(WRITER),
+        hash(EDITOR)
     );
     let config_path = work.path().join("signaldesk.toml");
     std::fs::write(&config_path, config + extra).unwrap();
@@ -734,4 +737,311 @@ async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
     assert_eq!(lines[0]["labels"], json!([added]));
     assert_eq!(lines[0]["rejected"], json!([rejected]));
     assert_eq!(lines[0]["body"], docs[0]["body"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn summaries_and_chat_completions_come_from_the_local_model_behind_the_keys() {
+    use reqwest::Method;
+    let server = start_with("", "", &[("SIGNALDESK_API__LLM", "true")]);
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let doc = &test_docs(1)[0];
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/summarize"),
+        None,
+        Some(doc.clone()),
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+    let batch =
+        json!([{"id": "s1", "title": doc["title"], "body": doc["body"]}, {"id": "s2", "body": ""}]);
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/summarize"),
+        Some(READER),
+        Some(batch),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let first = &v["items"][0];
+    assert_eq!(first["id"], "s1");
+    assert!(
+        !first["summary"].as_str().unwrap().trim().is_empty(),
+        "{first}"
+    );
+    assert!(
+        ["llm", "extractive"].contains(&first["source"].as_str().unwrap()),
+        "{first}"
+    );
+    assert_eq!(first["lineage"]["provider"], "local", "{first}");
+    assert!(
+        first["lineage"]["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("summarize"),
+        "{first}"
+    );
+    assert_eq!(v["items"][1]["error"]["field"], "items[1].body", "{v}");
+
+    let chat = json!({"model": "x", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4});
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/chat/completions"),
+        None,
+        Some(chat.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/chat/completions"),
+        Some(READER),
+        Some(chat),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert!(
+        v["usage"]["completion_tokens"].as_u64().unwrap() <= 4,
+        "{v}"
+    );
+    let (status, v) = send(&client, Method::GET, &url("/readyz"), None, None).await;
+    assert_eq!(
+        (status, v["llm"]["provider"].as_str()),
+        (200, Some("local")),
+        "{v}"
+    );
+}
+
+/// Ingest `docs` through the API and tag them with an enrichment job; waits for it.
+async fn ingest_and_enrich(client: &reqwest::Client, server: &Server, docs: &[Value]) {
+    use reqwest::Method;
+    let url = |path: &str| format!("{}{path}", server.url);
+    let (status, v) = send(
+        client,
+        Method::POST,
+        &url("/v1/content"),
+        Some(WRITER),
+        Some(json!(docs)),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, job) = send(client, Method::POST, &url("/v1/enrich"), Some(WRITER), None).await;
+    assert_eq!(status, 202, "{job}");
+    let job_url = url(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()));
+    for _ in 0..600 {
+        let (_, v) = send(client, Method::GET, &job_url, Some(READER), None).await;
+        if v["state"] == "done" {
+            return;
+        }
+        assert_eq!(v["state"], "running", "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the enrichment job did not finish in a minute");
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where tests leave artifacts (screenshots): `$SIGNALDESK_TEST_ARTIFACTS`, else
+/// `target/test-artifacts` under the repository.
+fn artifacts_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("SIGNALDESK_TEST_ARTIFACTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::root().join("target/test-artifacts"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Debian's chromium and chromium-driver: scripts/test.sh installs them and runs this"]
+async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decisions() {
+    use fantoccini::{ClientBuilder, Locator};
+    let mut server = start("", "");
+    let client = reqwest::Client::new();
+    let docs: Vec<Value> = test_docs(30)
+        .into_iter()
+        .filter(|d| d["title"].as_str().is_some_and(|t| t.len() > 12))
+        .collect();
+    ingest_and_enrich(&client, &server, &docs).await;
+
+    let port = free_port();
+    let mut driver = std::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian's chromium-driver) is on PATH");
+    let webdriver = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", "--window-size=1400,1000",
+                     format!("--user-data-dir={}", profile.path().display())]
+        }),
+    );
+    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&webdriver)
+        .await
+        .expect("a headless chromium session");
+    let wait = std::time::Duration::from_secs(30);
+
+    browser
+        .goto(&format!("{}/editorial", server.url))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("api-key"))
+        .await
+        .unwrap()
+        .send_keys(EDITOR)
+        .await
+        .unwrap();
+    let title = docs[0]["title"].as_str().unwrap();
+    browser
+        .find(Locator::Id("q"))
+        .await
+        .unwrap()
+        .send_keys(title)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("search-btn"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let first_hit = format!("li.hit[data-id=\"{}\"]", docs[0]["id"].as_str().unwrap());
+    browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css(&first_hit))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let row = browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#tags tr.tag"))
+        .await
+        .unwrap();
+    let rejected = row.attr("data-label").await.unwrap().unwrap();
+    row.find(Locator::Css("button.reject"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css(&format!(
+            "#tags tr.tag[data-label=\"{rejected}\"] td.verdict-reject"
+        )))
+        .await
+        .unwrap();
+    let existing: Vec<String> = {
+        let mut labels = Vec::new();
+        for r in browser
+            .find_all(Locator::Css("#tags tr.tag"))
+            .await
+            .unwrap()
+        {
+            labels.push(r.attr("data-label").await.unwrap().unwrap());
+        }
+        labels
+    };
+    let added = ["gold", "coffee", "cocoa"]
+        .into_iter()
+        .find(|l| !existing.iter().any(|e| e == l))
+        .unwrap();
+    let input = browser.find(Locator::Id("add-label")).await.unwrap();
+    input.send_keys(&added[..2]).await.unwrap();
+    // The type-ahead offers the taxonomy's concepts.
+    browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css(&format!(
+            "#concepts option[value=\"{added}\"]"
+        )))
+        .await
+        .unwrap();
+    input.send_keys(&added[2..]).await.unwrap();
+    browser
+        .find(Locator::Id("add-btn"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css(&format!(
+            "#tags tr.tag[data-label=\"{added}\"] td.verdict-add"
+        )))
+        .await
+        .unwrap();
+    let related = browser
+        .find_all(Locator::Css("#related li.hit"))
+        .await
+        .unwrap();
+    assert!(!related.is_empty(), "related items are listed");
+    let shot = browser.screenshot().await.unwrap();
+    let path = artifacts_dir().join("editorial-review.png");
+    std::fs::write(&path, &shot).unwrap();
+    assert!(
+        shot.starts_with(b"\x89PNG"),
+        "a PNG screenshot at {}",
+        path.display()
+    );
+    browser.close().await.unwrap();
+    let _ = driver.kill();
+    let _ = driver.wait();
+
+    assert!(server.stop().success());
+    let o = run(signaldesk(server.work.path())
+        .env("SIGNALDESK_CONFIG", &server.config)
+        .args(["feedback", "export", "--output", "gold.jsonl"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let gold: Value = serde_json::from_str(
+        std::fs::read_to_string(server.work.path().join("gold.jsonl"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(gold["id"], docs[0]["id"]);
+    assert_eq!(gold["labels"], json!([added]), "{gold}");
+    assert_eq!(gold["rejected"], json!([rejected]), "{gold}");
+    assert_eq!(gold["editors"], json!(["editor"]), "{gold}");
 }
