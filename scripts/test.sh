@@ -23,6 +23,22 @@ else
   echo "SKIPPING the Qdrant server tests: no ../shared/qdrant/ test binary; set SIGNALDESK_TEST_QDRANT_BIN to an installed qdrant v1.18 to run them"
 fi
 
+step "browser and tools"
+# Debian's chromium + chromedriver (the editorial page's browser test) and prometheus (promtool for
+# the alert rules); schemathesis comes from PyPI below.
+need=()
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium chromium-driver)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+step "alert rules"
+promtool check rules deploy/alerts.yml
+(cd deploy && promtool test rules alerts.test.yml)
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -38,6 +54,14 @@ else
   cargo test --all-targets --locked --no-fail-fast
   cargo test --doc --locked
 fi
+
+step "editorial page in headless chromium"
+# Ignored in a plain `cargo test` (it needs the browser installed above); run here, where it is.
+SIGNALDESK_TEST_ARTIFACTS="${CARGO_TARGET_DIR:-target}/test-artifacts" \
+  cargo test --locked --test api -- --ignored an_editor_reviews_tags_in_the_browser
+
+step "bad input: schemathesis against /openapi.json"
+scripts/api-fuzz.sh
 
 step "llm serve against the official openai SDK"
 # A venv with the pinned SDK (kept beside the build cache), and the binary the tests just built.

@@ -25,7 +25,7 @@ use crate::store::{Filter, VectorStore};
 /// One item's status in a `POST /v1/content` answer.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IngestAnswer {
-    #[schema(value_type = Option<String>)]
+    /// The id as the item gave it (any JSON value; null when it gave none).
     pub id: Option<Value>,
     /// `new`, `updated`, `unchanged`, or `superseded` (a later item of this batch had the id).
     pub status: Option<String>,
@@ -254,7 +254,8 @@ pub(crate) async fn delete_item(
 /// `GET /v1/search` query.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 pub struct SearchQuery {
-    /// The query text.
+    /// The query text (not blank).
+    #[param(min_length = 1, pattern = "\\S")]
     pub q: String,
     /// `dense`, `bm25` or `hybrid` (default: `search.mode`).
     #[param(value_type = Option<String>)]
@@ -262,6 +263,7 @@ pub struct SearchQuery {
     /// Payload filters, comma-separated `field=value` pairs (`source=reuters,language=en`).
     pub filter: Option<String>,
     /// Results (1 to 100, default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub k: Option<usize>,
 }
 

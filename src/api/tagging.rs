@@ -56,14 +56,14 @@ pub struct TagOut {
     pub confidence: f32,
     /// `llm`, `knn`, `zeroshot`, `head`, `editor`, or several joined by `+`.
     pub source: String,
-    #[schema(value_type = Vec<Object>)]
-    pub evidence: Value,
+    /// What it rests on: for kNN the labelled neighbours' ids, for the LLM its quoted spans.
+    pub evidence: Vec<String>,
 }
 
 /// One item's answer: its tags and their lineage, or its own error.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TagAnswer {
-    #[schema(value_type = Option<String>)]
+    /// The id as the item gave it (any JSON value; null when it gave none).
     pub id: Option<Value>,
     pub tags: Option<Vec<TagOut>>,
     /// Model, prompt version, taxonomy version, tagger settings.
@@ -268,7 +268,7 @@ pub enum SummarizeRequest {
 /// One item's summary, or its own error.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SummaryAnswer {
-    #[schema(value_type = Option<String>)]
+    /// The id as the item gave it (any JSON value; null when it gave none).
     pub id: Option<Value>,
     pub summary: Option<String>,
     pub standfirst: Option<String>,
