@@ -94,6 +94,12 @@ pub struct ApiConfig {
     /// often (seconds) when events were recorded since (0: only when content changes). A user's
     /// own events count at once regardless.
     pub refresh_s: u64,
+    /// Requests computing at once (embedding, searching, tagging, ranking: CPU-bound); 0: one
+    /// per core. More would only contend for the cores and hold more memory.
+    pub workers: usize,
+    /// Requests that may wait for a worker; beyond them a request is answered 429 at once, so a
+    /// burst never becomes an unbounded queue.
+    pub queue: usize,
 }
 
 impl Default for ApiConfig {
@@ -111,6 +117,8 @@ impl Default for ApiConfig {
             rate_burst: 200,
             llm: true,
             refresh_s: 60,
+            workers: 0,
+            queue: 64,
         }
     }
 }

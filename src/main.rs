@@ -672,6 +672,40 @@ struct EmbedArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Open-loop load on a running `signaldesk serve`: requests start at a fixed rate for a
+    /// fixed time whatever the latency, each timed from its scheduled start.
+    ///
+    /// Inputs (JSONL) are used in turn: {"q"} for search (dense, k 10), {"user"} for recommend
+    /// (k 10), an item {"title", "body"} for tag. Give more inputs than requests so that no
+    /// answer comes from a cache. Prints one line per rate: achieved rate, p50/p90/p99/max and
+    /// errors by status; with --p99-ms, also the highest rate whose p99 met it with no errors.
+    Http {
+        /// The server, http://HOST:PORT.
+        #[arg(long)]
+        url: String,
+        /// An API key with the read scope.
+        #[arg(long, env = "BENCH_API_KEY", hide_env_values = true)]
+        key: String,
+        #[arg(long, value_enum)]
+        route: signaldesk::api::load::LoadRoute,
+        /// Requests per second; several (comma-separated) run one after another.
+        #[arg(long, value_delimiter = ',', required = true)]
+        rate: Vec<f64>,
+        /// Seconds per rate.
+        #[arg(long, default_value_t = 60.0)]
+        duration_s: f64,
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Most requests in flight; later ones are dropped and counted as errors.
+        #[arg(long, default_value_t = 2048)]
+        max_in_flight: usize,
+        /// The p99 target in milliseconds, for the summary line.
+        #[arg(long)]
+        p99_ms: Option<f64>,
+        /// One JSON object per rate instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Warm, in-process recommend latency on MovieLens: p50/p99/mean over --calls calls with
     /// users taken in turn (the blend ranker, rank.* as configured, no exposure logging).
     ///
@@ -902,6 +936,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
         }) => runtime()?.block_on(rank_train(&config, &drop_features, output)),
         Command::Recommend(args) => runtime()?.block_on(recommend(&config, args)),
+        Command::Bench(BenchCommand::Http {
+            url,
+            key,
+            route,
+            rate,
+            duration_s,
+            inputs,
+            max_in_flight,
+            p99_ms,
+            json,
+        }) => {
+            let inputs = read_jsonl_objects(&inputs)?;
+            runtime()?.block_on(bench_http(
+                signaldesk::api::load::LoadPlan {
+                    url,
+                    key,
+                    route,
+                    rate: 0.0,
+                    duration: std::time::Duration::from_secs_f64(duration_s.max(0.1)),
+                    inputs,
+                    start: 0,
+                    max_in_flight,
+                },
+                &rate,
+                p99_ms,
+                json,
+            ))
+        }
         Command::Feedback(FeedbackCommand::Export { format, output }) => {
             runtime()?.block_on(feedback_export(&config, format, &output))
         }
@@ -1913,6 +1975,68 @@ async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("signaldesk API on http://{}", listener.local_addr()?);
     signaldesk::api::serve(state, listener).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The objects of a JSONL file, naming the line of a bad one.
+fn read_jsonl_objects(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for line in InputFile::open(path)?.lines(1 << 20) {
+        let line = line?;
+        let n = line.number;
+        let text = line
+            .content
+            .map_err(|e| anyhow::anyhow!("{}:{n}: {e}", path.display()))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}:{n}: not JSON: {e}", path.display()))?;
+        anyhow::ensure!(v.is_object(), "{}:{n}: not a JSON object", path.display());
+        out.push(v);
+    }
+    Ok(out)
+}
+
+async fn bench_http(
+    mut plan: signaldesk::api::load::LoadPlan,
+    rates: &[f64],
+    p99_ms: Option<f64>,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut best: Option<f64> = None;
+    for &rate in rates {
+        plan.rate = rate;
+        let needed = (rate * plan.duration.as_secs_f64()).round() as usize;
+        if plan.start + needed > plan.inputs.len() {
+            eprintln!(
+                "bench http: warning: {} inputs for {} requests so far; inputs repeat from here",
+                plan.inputs.len(),
+                plan.start + needed
+            );
+        }
+        let r = signaldesk::api::load::run(&plan).await?;
+        plan.start += needed;
+        if json {
+            outln!("{}", serde_json::to_string(&r)?);
+        } else {
+            outln!(
+                "{:?} at {rate}/s for {:.0} s: {} sent, {:.1}/s achieved, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {:?}",
+                r.route, plan.duration.as_secs_f64(), r.sent, r.achieved_rps, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.errors
+            );
+        }
+        if p99_ms.is_some_and(|t| r.p99_ms < t && r.error_count() == 0) {
+            best = Some(best.map_or(rate, |b: f64| b.max(rate)));
+        }
+    }
+    if let Some(target) = p99_ms {
+        match best {
+            Some(rate) => {
+                eprintln!("bench http: highest rate with p99 < {target} ms and no errors: {rate}/s")
+            }
+            None => eprintln!("bench http: no rate met p99 < {target} ms with no errors"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -49,6 +49,26 @@ fn gz_lines(path: &std::path::Path, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Wait for a starting `signaldesk serve` to print where it listens; keeps draining its stderr.
+fn listening_url(child: &mut Child) -> String {
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
+            panic!("the server ended before listening: {rest}");
+        }
+        if let Some(addr) = line.trim().strip_prefix("signaldesk API on ") {
+            break addr.to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in err.lines() {});
+    url
+}
+
 /// A server over a 300-document labelled memory, tagging with kNN, one tagging request at a time,
 /// with `extra` configuration and `interactions` (JSONL) in its log; no LLM.
 fn start(extra: &str, interactions: &str) -> Server {
@@ -111,21 +131,7 @@ keys = [
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let url = loop {
-        line.clear();
-        if err.read_line(&mut line).unwrap() == 0 {
-            let mut rest = String::new();
-            let _ = err.read_to_string(&mut rest);
-            panic!("the server ended before listening: {rest}");
-        }
-        if let Some(addr) = line.trim().strip_prefix("signaldesk API on ") {
-            break addr.to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in err.lines() {});
+    let url = listening_url(&mut child);
     Server {
         child,
         url,
@@ -1044,4 +1050,72 @@ async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decision
     assert_eq!(gold["labels"], json!([added]), "{gold}");
     assert_eq!(gold["rejected"], json!([rejected]), "{gold}");
     assert_eq!(gold["editors"], json!(["editor"]), "{gold}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_compose_configuration_serves_against_a_qdrant_server() {
+    use reqwest::Method;
+    let Some(bin) = common::qdrant::available("the_compose_configuration_serves") else {
+        return;
+    };
+    let qdrant = common::qdrant::QdrantServer::start(&bin, Default::default());
+    let work = tempfile::tempdir().unwrap();
+    let data = common::root().join("golden-datasets/reuters21578/modapte90");
+    // deploy/signaldesk.toml as docker-compose.yml mounts it; only what differs outside the
+    // container is overridden: the Qdrant address, the taxonomy's path, the listening address.
+    let mut child = signaldesk(work.path())
+        .env(
+            "SIGNALDESK_CONFIG",
+            common::root().join("deploy/signaldesk.toml"),
+        )
+        .env("SIGNALDESK_STORE__URL", qdrant.url())
+        .env("SIGNALDESK_API__TAXONOMY", data.join("taxonomy.tsv"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = listening_url(&mut child);
+    let mut server = Server {
+        child,
+        url,
+        config: common::root().join("deploy/signaldesk.toml"),
+        work,
+    };
+    let client = reqwest::Client::new();
+    let key = "dev-key-change-me";
+    let docs = test_docs(5);
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &format!("{}/v1/content", server.url),
+        Some(key),
+        Some(json!(docs)),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = send(
+        &client,
+        Method::GET,
+        &format!("{}/readyz", server.url),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((status, v["store"].as_str()), (200, Some("qdrant")), "{v}");
+    let title = docs[1]["title"].as_str().unwrap();
+    let (status, v) = send(
+        &client,
+        Method::GET,
+        &format!(
+            "{}/v1/search?q={}&k=3",
+            server.url,
+            title.replace(' ', "+").replace('&', "%26")
+        ),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["hits"][0]["id"], docs[1]["id"], "{v}");
+    assert!(server.stop().success());
 }

@@ -123,6 +123,7 @@ pub(crate) async fn ingest(
         }
     }
     if !items.is_empty() {
+        let _admission = state.admit().await?;
         let _write = state.writes.lock().await;
         let statuses = off_runtime(&state, move |s| async move {
             let chunker = crate::chunk::Chunker::from_config(
@@ -304,6 +305,7 @@ pub(crate) async fn search(
     let filter =
         Filter::parse_pairs(&pairs).map_err(|e| ApiError::invalid("filter", e.to_string()))?;
     let mode = query.mode.unwrap_or(state.config.search.mode);
+    let _admission = state.admit().await?;
     let hits = off_runtime(&state, move |s| async move {
         let searcher =
             Searcher::open(s.store, s.embedder, s.collection(), &s.config.search).await?;

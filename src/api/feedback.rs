@@ -82,6 +82,7 @@ pub(crate) async fn recommend(
     if request.k == 0 || request.k > 100 {
         return Err(ApiError::invalid("k", "k is 1 to 100"));
     }
+    let _admission = state.admit().await?;
     let served = off_runtime(&state, move |_| async move {
         service
             .recommend(

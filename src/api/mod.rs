@@ -10,6 +10,7 @@
 
 mod content;
 mod feedback;
+pub mod load;
 pub mod openapi;
 mod pages;
 mod tagging;
@@ -136,6 +137,23 @@ pub struct ApiState {
     pub(crate) counters: Counters,
     /// Per-key request rate (GCRA); none when `api.rate_per_key` is 0.
     limiter: Option<KeyedLimiter>,
+    /// CPU-bound requests computing at once (`api.workers`).
+    workers: Arc<Semaphore>,
+    /// Requests computing or waiting for a worker; at most `api.workers + api.queue`.
+    admitted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A request's place among the workers: held while it computes, released on drop.
+pub(crate) struct Admission {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    admitted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.admitted
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 type KeyedLimiter = governor::RateLimiter<
@@ -189,7 +207,13 @@ impl ApiState {
             let burst = std::num::NonZeroU32::new(settings.rate_burst).unwrap_or(rate);
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
         });
+        let workers = match settings.workers {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
         Ok(Self {
+            workers: Arc::new(Semaphore::new(workers)),
+            admitted: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             store: parts.store,
             embedder: parts.embedder,
             config: parts.config,
@@ -207,6 +231,44 @@ impl ApiState {
             taxonomy: parts.taxonomy,
             settings,
         })
+    }
+
+    /// Wait for a worker to compute on (embedding, search, tagging, ranking), or 429 at once when
+    /// `api.workers + api.queue` requests already compute or wait.
+    pub(crate) async fn admit(&self) -> Result<Admission, ApiError> {
+        use std::sync::atomic::Ordering;
+        let bound = self.settings.queue + self.worker_count();
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= bound {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            Counters::add(&self.counters.overloaded, 1);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                format!(
+                    "{bound} requests are computing or waiting (api.workers + api.queue); retry after a second"
+                ),
+            ));
+        }
+        let admitted = self.admitted.clone();
+        let permit = self.workers.clone().acquire_owned().await.map_err(|_| {
+            admitted.fetch_sub(1, Ordering::AcqRel);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "shutting down",
+            )
+        })?;
+        Ok(Admission {
+            _permit: permit,
+            admitted,
+        })
+    }
+
+    fn worker_count(&self) -> usize {
+        match self.settings.workers {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        }
     }
 
     /// The collection content goes into and is read from (`store.collection`).

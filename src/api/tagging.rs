@@ -196,6 +196,7 @@ pub(crate) async fn tag(
         }
         groups.entry(kind).or_default().push((i, item.id, text));
     }
+    let _admission = state.admit().await?;
     for (kind, items) in groups {
         let open = &state.taggers[&kind];
         let texts: Vec<String> = items.iter().map(|(_, _, t)| t.clone()).collect();
@@ -326,6 +327,7 @@ pub(crate) async fn summarize(
         }
     }
     let work: Vec<(usize, SummarizeItem)> = todo;
+    let _admission = state.admit().await?;
     let done = off_runtime(&state, move |s| async move {
         let (summarizer, _) = s.summarizer.as_ref().expect("checked above");
         let mut out = Vec::with_capacity(work.len());
