@@ -100,6 +100,8 @@ pub struct ApiConfig {
     /// Requests that may wait for a worker; beyond them a request is answered 429 at once, so a
     /// burst never becomes an unbounded queue.
     pub queue: usize,
+    /// Most query texts of concurrent requests embedded in one forward pass.
+    pub embed_batch: usize,
 }
 
 impl Default for ApiConfig {
@@ -119,6 +121,7 @@ impl Default for ApiConfig {
             refresh_s: 60,
             workers: 0,
             queue: 64,
+            embed_batch: 32,
         }
     }
 }

@@ -305,11 +305,23 @@ pub(crate) async fn search(
     let filter =
         Filter::parse_pairs(&pairs).map_err(|e| ApiError::invalid("filter", e.to_string()))?;
     let mode = query.mode.unwrap_or(state.config.search.mode);
-    let _admission = state.admit().await?;
+    let admission = state.enter()?;
+    let dense = match mode {
+        SearchMode::Bm25 => Vec::new(),
+        _ => state
+            .batcher
+            .embed(&query.q)
+            .await
+            .map_err(|e| unavailable("embedding the query", e))?,
+    };
+    let _worker = state.worker(&admission).await?;
     let hits = off_runtime(&state, move |s| async move {
         let searcher =
             Searcher::open(s.store, s.embedder, s.collection(), &s.config.search).await?;
-        searcher.search(&query.q, mode, &filter, k).await
+        searcher
+            .search_embedded(&[query.q.as_str()], vec![dense], mode, &filter, k)
+            .await
+            .map(|mut all| all.pop().unwrap_or_default())
     })
     .await?
     .map_err(|e| match e {

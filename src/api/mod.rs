@@ -128,6 +128,8 @@ pub struct ApiState {
     pub(crate) llm: Option<&'static AnyLlm>,
     pub(crate) summarizer: Option<(Summarizer<'static, AnyLlm>, Value)>,
     pub(crate) editorial: EditorialLog,
+    /// Query embeddings of concurrent requests, batched.
+    pub(crate) batcher: crate::embed::batcher::EmbedBatcher,
     pub(crate) jobs: content::Jobs,
     /// Writes to the collection (ingest, delete) one at a time: each updates the collection's
     /// BM25 statistics, which two concurrent writers would race on.
@@ -145,7 +147,7 @@ pub struct ApiState {
 
 /// A request's place among the workers: held while it computes, released on drop.
 pub(crate) struct Admission {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     admitted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -218,6 +220,10 @@ impl ApiState {
             embedder: parts.embedder,
             config: parts.config,
             editorial: EditorialLog::open(&editorial_log_path(parts.config))?,
+            batcher: crate::embed::batcher::EmbedBatcher::spawn(
+                (*parts.embedder).clone(),
+                parts.config.api.embed_batch.max(1),
+            ),
             jobs: content::Jobs::default(),
             writes: tokio::sync::Mutex::new(()),
             limiter,
@@ -236,6 +242,14 @@ impl ApiState {
     /// Wait for a worker to compute on (embedding, search, tagging, ranking), or 429 at once when
     /// `api.workers + api.queue` requests already compute or wait.
     pub(crate) async fn admit(&self) -> Result<Admission, ApiError> {
+        let mut admission = self.enter()?;
+        admission.permit = Some(self.worker(&admission).await?);
+        Ok(admission)
+    }
+
+    /// A place in the bound of `api.workers + api.queue` without a worker yet: for a request
+    /// whose first step is the embedding batcher (which batches whatever is admitted).
+    pub(crate) fn enter(&self) -> Result<Admission, ApiError> {
         use std::sync::atomic::Ordering;
         let bound = self.settings.queue + self.worker_count();
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= bound {
@@ -249,18 +263,23 @@ impl ApiState {
                 ),
             ));
         }
-        let admitted = self.admitted.clone();
-        let permit = self.workers.clone().acquire_owned().await.map_err(|_| {
-            admitted.fetch_sub(1, Ordering::AcqRel);
+        Ok(Admission {
+            permit: None,
+            admitted: self.admitted.clone(),
+        })
+    }
+
+    /// A worker for an admitted request.
+    pub(crate) async fn worker(
+        &self,
+        _admitted: &Admission,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.workers.clone().acquire_owned().await.map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "shutting down",
             )
-        })?;
-        Ok(Admission {
-            _permit: permit,
-            admitted,
         })
     }
 

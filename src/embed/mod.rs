@@ -6,6 +6,7 @@
 //! Python tool can share one collection. Speed comes from running fewer padding tokens, not from cutting
 //! corners: texts are sorted by token length and batched so each batch pads to a similar length.
 
+pub mod batcher;
 pub mod bm25;
 mod cache;
 mod cpu_bert;
@@ -44,6 +45,8 @@ pub enum EmbedError {
     Tokenizer(String),
     #[error("embedding cache: {0}")]
     Cache(String),
+    #[error("embedding batcher: {0}")]
+    Batcher(String),
     #[error("model forward pass: {0}")]
     Candle(#[from] candle_core::Error),
 }
