@@ -8,8 +8,8 @@
 # p99 target holds with no errors, and the server's peak RSS.
 #
 #   scripts/load-test.sh [path/to/signaldesk]
-#   env LOAD_SECONDS (60), SEARCH_RATES (75,100,125), RECOMMEND_RATES (250,500),
-#       TAG_RATES (50,75,100)
+#   env LOAD_SECONDS (60), SEARCH_RATES (100,150,200), RECOMMEND_RATES (250,500),
+#       TAG_RATES (75,100,150)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -102,7 +102,7 @@ run() { # route rates p99-target inputs
   echo "== $1 (p99 target $3 ms)"
   "$bin" bench http --url "$url" --route "$1" --rate "$2" --duration-s "$seconds" --inputs "$4" --p99-ms "$3" 2>&1
 }
-run search "${SEARCH_RATES:-75,100,125}" 50 "$work/queries.jsonl"
+run search "${SEARCH_RATES:-100,150,200}" 50 "$work/queries.jsonl"
 run recommend "${RECOMMEND_RATES:-250,500}" 25 "$work/users.jsonl"
-run tag "${TAG_RATES:-50,75,100}" 50 "$work/tag-items.jsonl"
+run tag "${TAG_RATES:-75,100,150}" 50 "$work/tag-items.jsonl"
 echo "load-test: server peak RSS $(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$server/status)"

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{authorize, item_error, off_runtime, unavailable, ApiError, ApiState, Counters};
 use crate::config::Scope;
-use crate::enrich::{Tagger, TaggerKind};
+use crate::enrich::{AnyTagger, Tagger, TaggerKind};
 
 /// One item of `POST /v1/tag`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -196,19 +196,48 @@ pub(crate) async fn tag(
         }
         groups.entry(kind).or_default().push((i, item.id, text));
     }
-    let _admission = state.admit().await?;
+    let admission = state.enter()?;
     for (kind, items) in groups {
         let open = &state.taggers[&kind];
         let texts: Vec<String> = items.iter().map(|(_, _, t)| t.clone()).collect();
         // Tagging embeds (CPU-bound) and its future is not provably Send (the LLM tagger's
         // buffered stream trips rustc's higher-ranked lifetime check), so it runs on the
         // blocking pool, driven by the runtime's handle there, off the async workers.
-        let tagged = off_runtime(&state, move |s| async move {
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            s.taggers[&kind].tagger.tag_items(&texts).await
-        })
-        .await?
-        .map_err(|e| unavailable("tagging", e))?;
+        let tagged = if matches!(open.tagger, AnyTagger::Knn(_)) {
+            // kNN: the texts join the embedding batcher with other requests' texts, then the
+            // memory is searched with their vectors (the same path as `Tagger::tag`).
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let vectors = state
+                .batcher
+                .embed_many(&refs)
+                .await
+                .map_err(|e| unavailable("embedding", e))?;
+            let _worker = state.worker(&admission).await?;
+            off_runtime(&state, move |s| async move {
+                let AnyTagger::Knn(knn) = &s.taggers[&kind].tagger else {
+                    unreachable!("checked above")
+                };
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                knn.tag_embedded(&texts, vectors).await.map(|all| {
+                    all.into_iter()
+                        .map(|tags| crate::enrich::Tagged {
+                            tags,
+                            ..Default::default()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await?
+            .map_err(|e| unavailable("tagging", e))?
+        } else {
+            let _worker = state.worker(&admission).await?;
+            off_runtime(&state, move |s| async move {
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                s.taggers[&kind].tagger.tag_items(&texts).await
+            })
+            .await?
+            .map_err(|e| unavailable("tagging", e))?
+        };
         for ((i, id, _), t) in items.into_iter().zip(tagged) {
             let tags: Vec<Value> = t
                 .tags

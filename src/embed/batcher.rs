@@ -56,13 +56,33 @@ impl EmbedBatcher {
     /// The vector of `text`, embedded in a batch with whatever else is waiting. The caller
     /// bounds how many wait (the API's admission control).
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send((text.to_string(), reply))
-            .map_err(|_| EmbedError::Batcher("the batching thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| EmbedError::Batcher("the batching thread has stopped".into()))?
-            .map_err(EmbedError::Batcher)
+        Ok(self
+            .embed_many(&[text])
+            .await?
+            .pop()
+            .expect("one vector per text"))
+    }
+
+    /// The vectors of `texts`, in order: all queued at once, so they share batches.
+    pub async fn embed_many(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let stopped = || EmbedError::Batcher("the batching thread has stopped".into());
+        let mut answers = Vec::with_capacity(texts.len());
+        for text in texts {
+            let (reply, answer) = oneshot::channel();
+            self.jobs
+                .send((text.to_string(), reply))
+                .map_err(|_| stopped())?;
+            answers.push(answer);
+        }
+        let mut out = Vec::with_capacity(texts.len());
+        for answer in answers {
+            out.push(
+                answer
+                    .await
+                    .map_err(|_| stopped())?
+                    .map_err(EmbedError::Batcher)?,
+            );
+        }
+        Ok(out)
     }
 }

@@ -113,6 +113,24 @@ impl<'a, S: VectorStore> KnnTagger<'a, S> {
     }
 }
 
+impl<S: VectorStore> KnnTagger<'_, S> {
+    /// [`super::Tagger::tag`] of texts already embedded (`vectors`, one per text, by the
+    /// memory's embedder): what a server that batches its requests' embeddings calls.
+    pub async fn tag_embedded(
+        &self,
+        texts: &[&str],
+        vectors: Vec<Vec<f32>>,
+    ) -> Result<Vec<Vec<Tag>>, SearchError> {
+        let s = &self.settings;
+        Ok(self
+            .neighbours_embedded(texts, vectors, None, s.k)
+            .await?
+            .iter()
+            .map(|n| vote(n, s))
+            .collect())
+    }
+}
+
 impl<S: VectorStore> super::Tagger for KnnTagger<'_, S> {
     fn name(&self) -> &'static str {
         "knn"
