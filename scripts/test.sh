@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: models, formatting, lints, every test.
-# Needs only the Rust toolchain, python3 with pip, and the package registries.
+# Needs only the Rust toolchain, python3 with pip, the package registries, and root (or sudo) for
+# Debian's chromium, chromium-driver and prometheus when they are missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

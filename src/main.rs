@@ -947,7 +947,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             p99_ms,
             json,
         }) => {
-            let inputs = read_jsonl_objects(&inputs)?;
+            let inputs = read_jsonl_objects(&inputs)?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
             runtime()?.block_on(bench_http(
                 signaldesk::api::load::LoadPlan {
                     url,
@@ -1454,17 +1457,7 @@ async fn search(config: &Config, args: SearchArgs) -> Result<ExitCode> {
 /// Queries from a JSONL file: `{"id"|"_id", "text"}` per line; blank lines skipped.
 fn read_queries(path: &Path) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for line in InputFile::open(path)?.lines(1 << 20) {
-        let line = line?;
-        let n = line.number;
-        let text = line
-            .content
-            .map_err(|e| anyhow::anyhow!("{}:{n}: {e}", path.display()))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}:{n}: not JSON", path.display()))?;
+    for (n, v) in read_jsonl_objects(path)? {
         let id = match v.get("id").or_else(|| v.get("_id")) {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Number(x)) => x.to_string(),
@@ -1978,8 +1971,9 @@ async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The objects of a JSONL file, naming the line of a bad one.
-fn read_jsonl_objects(path: &Path) -> Result<Vec<serde_json::Value>> {
+/// The objects of a JSONL file with their line numbers, naming the line of a bad one; blank
+/// lines skipped.
+fn read_jsonl_objects(path: &Path) -> Result<Vec<(usize, serde_json::Value)>> {
     let mut out = Vec::new();
     for line in InputFile::open(path)?.lines(1 << 20) {
         let line = line?;
@@ -1993,7 +1987,7 @@ fn read_jsonl_objects(path: &Path) -> Result<Vec<serde_json::Value>> {
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}:{n}: not JSON: {e}", path.display()))?;
         anyhow::ensure!(v.is_object(), "{}:{n}: not a JSON object", path.display());
-        out.push(v);
+        out.push((n, v));
     }
     Ok(out)
 }
