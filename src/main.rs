@@ -1516,7 +1516,6 @@ async fn summarize_stored(
 ) -> Result<()> {
     use signaldesk::enrich::signals::{summarize_collection, EnrichOptions};
     use signaldesk::enrich::summarizer::Summarizer;
-    use signaldesk::llm::LlmClient;
     let mut config = config.clone();
     if let Some(n) = args.llm.concurrency {
         config.llm.concurrency = config.llm.concurrency.max(n);
@@ -1528,13 +1527,9 @@ async fn summarize_stored(
         &config.prompts_dir,
         config.enrich.summary.clone(),
     )?;
-    let lineage = serde_json::json!({
-        "summarizer": "llm", "provider": llm.provider(), "model": llm.model(),
-        "prompt": summarizer.prompt_reference(), "fallback": "extractive",
-        "max_words": config.enrich.summary.max_words,
-        "standfirst_words": config.enrich.summary.standfirst_words,
-        "summarized_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
+    let mut lineage = summarizer.lineage();
+    lineage["summarized_at"] =
+        serde_json::json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let bar = Progress::new("summaries", Some(total as u64), "items");
     let options = EnrichOptions {
         only_stale: args.only_stale,
@@ -1891,7 +1886,6 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
 async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
     use signaldesk::api::{ApiParts, ApiState, OpenTagger};
     use signaldesk::enrich::taxonomy::Taxonomy;
-    use signaldesk::llm::LlmClient;
     anyhow::ensure!(
         !config.api.taggers.is_empty(),
         "api.taggers is empty: name at least one tagger"
@@ -1933,12 +1927,7 @@ async fn serve_api(config: Config, addr: Option<String>) -> Result<ExitCode> {
                 &config.prompts_dir,
                 config.enrich.summary.clone(),
             )?;
-            let lineage = serde_json::json!({
-                "summarizer": "llm", "provider": llm.provider(), "model": llm.model(),
-                "prompt": summarizer.prompt_reference(), "fallback": "extractive",
-                "max_words": config.enrich.summary.max_words,
-                "standfirst_words": config.enrich.summary.standfirst_words,
-            });
+            let lineage = summarizer.lineage();
             Some((summarizer, lineage))
         }
         None => None,

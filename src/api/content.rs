@@ -139,10 +139,11 @@ pub(crate) async fn ingest(
         })
         .await?
         .map_err(|e| unavailable("ingest", e))?;
+        let written = statuses.len() as u64;
         for (i, (id, status)) in order.into_iter().zip(statuses) {
             answers[i] = json!({"id": id, "status": status});
         }
-        Counters::add(&state.counters.ingested, answers.len() as u64);
+        Counters::add(&state.counters.ingested, written);
         state.catalogue_changed().await;
     }
     Ok(Json(json!({"collection": state.collection(), "items": answers})).into_response())

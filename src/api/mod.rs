@@ -139,8 +139,9 @@ pub struct ApiState {
     pub(crate) counters: Counters,
     /// Per-key request rate (GCRA); none when `api.rate_per_key` is 0.
     limiter: Option<KeyedLimiter>,
-    /// CPU-bound requests computing at once (`api.workers`).
+    /// CPU-bound requests computing at once (`api.workers`), and how many that is.
     workers: Arc<Semaphore>,
+    worker_count: usize,
     /// Requests computing or waiting for a worker; at most `api.workers + api.queue`.
     admitted: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -215,6 +216,7 @@ impl ApiState {
         };
         Ok(Self {
             workers: Arc::new(Semaphore::new(workers)),
+            worker_count: workers,
             admitted: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             store: parts.store,
             embedder: parts.embedder,
@@ -251,7 +253,7 @@ impl ApiState {
     /// whose first step is the embedding batcher (which batches whatever is admitted).
     pub(crate) fn enter(&self) -> Result<Admission, ApiError> {
         use std::sync::atomic::Ordering;
-        let bound = self.settings.queue + self.worker_count();
+        let bound = self.settings.queue + self.worker_count;
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= bound {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
             Counters::add(&self.counters.overloaded, 1);
@@ -281,13 +283,6 @@ impl ApiState {
                 "shutting down",
             )
         })
-    }
-
-    fn worker_count(&self) -> usize {
-        match self.settings.workers {
-            0 => std::thread::available_parallelism().map_or(2, usize::from),
-            n => n,
-        }
     }
 
     /// The collection content goes into and is read from (`store.collection`).

@@ -94,6 +94,17 @@ impl<'a, L: LlmClient> Summarizer<'a, L> {
         self.prompt.reference()
     }
 
+    /// What every summary it writes carries as lineage: summarizer, provider, model, prompt
+    /// version, fallback and word limits (callers that store summaries add the time).
+    pub fn lineage(&self) -> serde_json::Value {
+        serde_json::json!({
+            "summarizer": "llm", "provider": self.llm.provider(), "model": self.llm.model(),
+            "prompt": self.prompt_reference(), "fallback": "extractive",
+            "max_words": self.settings.max_words,
+            "standfirst_words": self.settings.standfirst_words,
+        })
+    }
+
     /// The LLM in use.
     pub fn llm(&self) -> &'a L {
         self.llm
