@@ -56,6 +56,18 @@ else
   cargo test --doc --locked
 fi
 
+step "eval gate: the suites of eval/ci.toml against eval/baselines"
+# The suites run as users run them (the binary the tests built, the shipped configuration); the
+# embedding and LLM response caches live in the build dir, so only the first run on a machine is
+# cold. A metric that falls significantly beyond its tolerance, or below its floor, fails here.
+target="${CARGO_TARGET_DIR:-target}"
+[ -x "$target/debug/signaldesk" ] || cargo build --locked --bin signaldesk
+reports="$target/eval-reports"
+rm -rf "$reports" "$target/tmp/eval-data"
+SIGNALDESK_CACHE_DIR="$target/tmp/eval-embedding-cache" SIGNALDESK_DATA_DIR="$target/tmp/eval-data" \
+  "$target/debug/signaldesk" eval run eval/ci.toml --output "$reports"
+"$target/debug/signaldesk" eval compare eval/baselines "$reports"
+
 step "editorial page in headless chromium"
 # Ignored in a plain `cargo test` (it needs the browser installed above); run here, where it is.
 SIGNALDESK_TEST_ARTIFACTS="${CARGO_TARGET_DIR:-target}/test-artifacts" \

@@ -665,6 +665,9 @@ pub struct LlmConfig {
     pub tokens_per_minute: usize,
     /// Response cache: off, read or readwrite.
     pub cache: CacheMode,
+    /// The response cache's file; empty: `cache_dir/llm-responses.redb`. Point it at a
+    /// committed cache (eval/cache/) with `cache = "read"` to replay a provider's run exactly.
+    pub cache_file: String,
     /// `llm serve`: requests allowed to wait behind the one generating; more are answered 429
     /// with Retry-After at once (never an unbounded queue).
     pub serve_queue: usize,
@@ -690,6 +693,7 @@ impl Default for LlmConfig {
             requests_per_minute: 0,
             tokens_per_minute: 0,
             cache: CacheMode::Readwrite,
+            cache_file: String::new(),
             serve_queue: 4,
             serve_timeout_s: 300.0,
             prices: [(

@@ -490,6 +490,76 @@ enum EvalCommand {
     /// over MMR λ (with a PNG plot beside the report) and outside references
     /// (DATASET/references.json, from scripts/recommend_reference.py).
     Recommend(EvalRecommendArgs),
+    /// Run every suite a suite list names (eval/ci.toml), in one process that shares the loaded
+    /// embedding model and the embedding cache.
+    ///
+    /// Each suite is the `signaldesk eval` command its `args` give, run exactly as a user runs
+    /// it, with its report written to OUTPUT/<name>.json (+ .md and plots). Then writes
+    /// OUTPUT/report.md, the combined report (each suite's metrics beside the outside
+    /// references and the baseline), and prints it. Exits 1 when a suite fails to run; whether
+    /// the figures are good enough is `eval compare`'s question.
+    Run(EvalRunArgs),
+    /// The CI gate: compare current reports with baselines, metric by metric, with a paired
+    /// bootstrap over each report's per-item data (2,000 resamples, fixed seed).
+    ///
+    /// Prints a before/after table. Exits 1 when a metric falls below its floor, or falls by
+    /// more than its tolerance (both from the suite list) and the fall is significant at 95%
+    /// (the interval of the change lies below zero); each failure is named with its suite,
+    /// metric, drop and interval. A fall within tolerance, or one the test cannot tell from
+    /// noise, passes.
+    Compare(EvalCompareArgs),
+    /// Promote current reports to baselines (for an intended change of figures): copies each
+    /// listed suite's report, markdown and plots into the baseline directory.
+    Accept(EvalAcceptArgs),
+}
+
+#[derive(Args)]
+struct EvalRunArgs {
+    /// The suite list.
+    #[arg(default_value = "eval/ci.toml")]
+    suites: PathBuf,
+    /// Directory for the reports.
+    #[arg(long, short, default_value = "eval/reports")]
+    output: PathBuf,
+    /// Run only these suites (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Baselines shown beside the figures in the combined report (skipped when absent).
+    #[arg(long, default_value = "eval/baselines")]
+    baselines: PathBuf,
+}
+
+#[derive(Args)]
+struct EvalCompareArgs {
+    /// Directory of baseline reports (<suite>.json).
+    baseline: PathBuf,
+    /// Directory of current reports, as `eval run --output` wrote them.
+    current: PathBuf,
+    /// The suite list holding each metric's tolerance and floor.
+    #[arg(long, default_value = "eval/ci.toml")]
+    suites: PathBuf,
+    /// Compare only these suites (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Print the comparison as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvalAcceptArgs {
+    /// Directory of current reports.
+    #[arg(default_value = "eval/reports")]
+    current: PathBuf,
+    /// Where baselines live.
+    #[arg(long, default_value = "eval/baselines")]
+    baselines: PathBuf,
+    /// The suite list (which suites to promote).
+    #[arg(long, default_value = "eval/ci.toml")]
+    suites: PathBuf,
+    /// Promote only these suites (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Args)]
@@ -995,18 +1065,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Enrich(args) => runtime()?.block_on(enrich(&config, args)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
         Command::Reindex(args) => runtime()?.block_on(reindex(&config, args)),
-        Command::Eval(EvalCommand::Retrieval(args)) => {
-            runtime()?.block_on(eval_retrieval(&config, args))
-        }
-        Command::Eval(EvalCommand::Tagging(args)) => {
-            runtime()?.block_on(eval_tagging(&config, args))
-        }
-        Command::Eval(EvalCommand::Recommend(args)) => {
-            runtime()?.block_on(eval_recommend(&config, args))
-        }
-        Command::Eval(EvalCommand::Summaries(args)) => {
-            runtime()?.block_on(eval_summaries(&config, args))
-        }
+        Command::Eval(EvalCommand::Run(args)) => runtime()?.block_on(eval_run(&config, args)),
+        Command::Eval(EvalCommand::Compare(args)) => eval_compare(args),
+        Command::Eval(EvalCommand::Accept(args)) => eval_accept(args),
+        Command::Eval(suite) => runtime()?.block_on(eval_suite(&config, suite)),
         Command::Pipeline(args) => {
             let embedder = Arc::new(Embedder::from_config(&config)?);
             let mut report = pipeline::run(&embedder, &args.sample)?;
@@ -1499,6 +1561,10 @@ struct EvalRetrievalArgs {
     /// Evaluate this existing collection as it is instead of ingesting the corpus.
     #[arg(long)]
     collection: Option<String>,
+    /// Score only the first N queries of the split, in query-id order (the corpus is still
+    /// ingested whole).
+    #[arg(long, value_name = "N")]
+    limit_queries: Option<usize>,
     /// Also choose fusion settings on qrels/train.tsv and report them (to copy into
     /// search.hybrid); the configured settings are the ones evaluated.
     #[arg(long)]
@@ -1763,6 +1829,157 @@ async fn run_tag_file(
     })
 }
 
+/// One suite command (`eval retrieval|tagging|summaries|recommend`).
+async fn eval_suite(config: &Config, command: EvalCommand) -> Result<ExitCode> {
+    match command {
+        EvalCommand::Retrieval(args) => eval_retrieval(config, args).await,
+        EvalCommand::Tagging(args) => eval_tagging(config, args).await,
+        EvalCommand::Recommend(args) => eval_recommend(config, args).await,
+        EvalCommand::Summaries(args) => eval_summaries(config, args).await,
+        EvalCommand::Run(_) | EvalCommand::Compare(_) | EvalCommand::Accept(_) => {
+            anyhow::bail!(
+                "not a suite: a suite's args start with retrieval, tagging, summaries or recommend"
+            )
+        }
+    }
+}
+
+/// The embedding model, loaded once per process and configuration: `eval run` runs several
+/// suites, and the embedding cache (one redb file) can only be open once.
+fn shared_embedder(config: &Config) -> Result<Arc<Embedder>> {
+    static LOADED: std::sync::Mutex<Vec<(String, Arc<Embedder>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let key = serde_json::json!([config.models_dir, config.cache_dir, config.embed]).to_string();
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, e)) = loaded.iter().find(|(k, _)| *k == key) {
+        return Ok(e.clone());
+    }
+    let embedder = Arc::new(Embedder::from_config(config)?);
+    loaded.push((key, embedder.clone()));
+    Ok(embedder)
+}
+
+async fn eval_run(config: &Config, args: EvalRunArgs) -> Result<ExitCode> {
+    use signaldesk::eval::gate::{
+        combined_markdown, read_report, report_path, SuiteList, SuiteRun,
+    };
+    let list = SuiteList::load(&args.suites)?;
+    let suites = list.select(&args.only).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let mut runs = Vec::new();
+    for (i, spec) in suites.iter().enumerate() {
+        let out = report_path(&args.output, &spec.name);
+        eprintln!(
+            "== suite {}/{}: {} (signaldesk eval {} --output {})",
+            i + 1,
+            suites.len(),
+            spec.name,
+            spec.args.join(" "),
+            out.display()
+        );
+        let mut argv = vec!["signaldesk".to_string(), "eval".to_string()];
+        argv.extend(spec.args.iter().cloned());
+        argv.extend(["--output".to_string(), out.display().to_string()]);
+        let started = std::time::Instant::now();
+        let outcome = match Cli::try_parse_from(&argv) {
+            Ok(Cli {
+                command: Command::Eval(command),
+                ..
+            }) => Box::pin(eval_suite(config, command)).await,
+            Ok(_) => Err(anyhow::anyhow!("args must name an eval suite")),
+            Err(e) => Err(anyhow::anyhow!("args do not parse: {e}")),
+        };
+        let report = match outcome {
+            Ok(code) if code == ExitCode::SUCCESS => read_report(&out).map_err(|e| e.to_string()),
+            Ok(_) => Err("the suite's command exited with a failure (see above)".to_string()),
+            Err(e) => Err(describe(&e)),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        match &report {
+            Ok(_) => eprintln!("== {} done in {seconds:.1} s", spec.name),
+            Err(e) => eprintln!("== {} FAILED after {seconds:.1} s: {e}", spec.name),
+        }
+        runs.push(SuiteRun {
+            name: spec.name.clone(),
+            seconds,
+            report,
+        });
+    }
+    let baselines = Some(args.baselines.as_path()).filter(|d| d.is_dir());
+    let markdown = combined_markdown(&suites, &runs, baselines, &args.output);
+    let combined = args.output.join("report.md");
+    std::fs::write(&combined, &markdown)
+        .with_context(|| format!("cannot write {}", combined.display()))?;
+    outln!("{markdown}");
+    outln!("combined report: {}", combined.display());
+    let failed: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.report.is_err())
+        .map(|r| r.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: {} suite(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn eval_compare(args: EvalCompareArgs) -> Result<ExitCode> {
+    use signaldesk::eval::gate::{compare_dirs, SuiteList};
+    let list = SuiteList::load(&args.suites)?;
+    let suites = list.select(&args.only).map_err(anyhow::Error::msg)?;
+    let outcome = compare_dirs(&suites, &args.baseline, &args.current);
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        outln!(
+            "eval gate: {} against {} ({} suites)\n",
+            args.current.display(),
+            args.baseline.display(),
+            suites.len()
+        );
+        outln!("{}", outcome.table());
+    }
+    let failures = outcome.failures();
+    if failures.is_empty() {
+        eprintln!("eval gate passed: no metric fell significantly beyond its tolerance");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &failures {
+            eprintln!("FAIL {f}");
+        }
+        eprintln!(
+            "eval gate failed ({} failure(s)); if the change is intended, `signaldesk eval accept {}` promotes these reports",
+            failures.len(),
+            args.current.display()
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn eval_accept(args: EvalAcceptArgs) -> Result<ExitCode> {
+    use signaldesk::eval::gate::{accept, SuiteList};
+    let list = SuiteList::load(&args.suites)?;
+    let suites = list.select(&args.only).map_err(anyhow::Error::msg)?;
+    let written = accept(&suites, &args.current, &args.baselines)?;
+    for w in &written {
+        outln!("{}", w.display());
+    }
+    eprintln!(
+        "{} suite(s) promoted to baselines in {} ({} files); commit them with the change that moved the figures",
+        suites.len(),
+        args.baselines.display(),
+        written.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode> {
     use signaldesk::enrich::taxonomy::Taxonomy;
     use signaldesk::eval::tagging::{
@@ -1773,7 +1990,7 @@ async fn eval_tagging(config: &Config, args: EvalTaggingArgs) -> Result<ExitCode
     // Missing splits fail now, not after a long ingest.
     let train = split_file(&args.dataset, "train")?;
     split_file(&args.dataset, "test")?;
-    let embedder = Arc::new(Embedder::from_config(config)?);
+    let embedder = shared_embedder(config)?;
     let store = AnyStore::from_config(&config.store, &config.data_dir.join("eval"))?;
     let bar = Progress::new("eval: memory ingest", count_records(&train), "documents");
     let options = TaggingEvalOptions {
@@ -2373,7 +2590,7 @@ async fn eval_recommend(config: &Config, args: EvalRecommendArgs) -> Result<Exit
         let path = args.dataset.join(file);
         anyhow::ensure!(path.is_file(), "{} is missing", path.display());
     }
-    let embedder = Arc::new(Embedder::from_config(config)?);
+    let embedder = shared_embedder(config)?;
     let store = AnyStore::from_config(&config.store, &config.data_dir.join("eval"))?;
     let options = RecommendEvalOptions {
         taxonomy: args.taxonomy.clone(),
@@ -2481,7 +2698,7 @@ async fn eval_summaries(config: &Config, args: EvalSummariesArgs) -> Result<Exit
             .sum(),
         None => articles.len(),
     };
-    let embedder = Embedder::from_config(config)?;
+    let embedder = shared_embedder(config)?;
     let llm = if args.llm {
         Some(signaldesk::llm::AnyLlm::from_config(
             config,
@@ -2569,7 +2786,7 @@ async fn eval_summaries(config: &Config, args: EvalSummariesArgs) -> Result<Exit
 }
 
 async fn eval_retrieval(config: &Config, args: EvalRetrievalArgs) -> Result<ExitCode> {
-    let embedder = Arc::new(Embedder::from_config(config)?);
+    let embedder = shared_embedder(config)?;
     let data = BeirDataset::open(&args.dataset)?;
     // A missing split fails now, not after a long ingest.
     data.qrels(&args.split)?;
@@ -2620,6 +2837,7 @@ async fn eval_retrieval(config: &Config, args: EvalRetrievalArgs) -> Result<Exit
         depth: args.depth,
         search: config.search.clone(),
         tune_fusion: args.tune_fusion,
+        limit_queries: args.limit_queries,
     };
     let (report, runs) = evaluate(&store, &embedder, &data, &options, extra).await?;
     report.write(&args.output)?;

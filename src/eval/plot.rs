@@ -1,180 +1,284 @@
-//! Plots for eval reports, rendered to PNG without a plotting stack: a few lines and dots on a
-//! white canvas, labelled with a 5×7 bitmap font (the eval needs one chart, not a library).
+//! Plots for eval reports, drawn with plotters into an RGB buffer and written as PNG: per-label
+//! F1 bars (tagging), the per-query nDCG histogram (retrieval) and nDCG against diversity over
+//! the MMR sweep (recommendation). Text uses a font compiled into the binary, so a plot looks the
+//! same on every machine and needs no system fonts.
 
 use std::path::Path;
+use std::sync::Once;
 
-/// Canvas size.
-const W: usize = 640;
-const H: usize = 420;
-const MARGIN_L: usize = 70;
-const MARGIN_R: usize = 30;
-const MARGIN_T: usize = 30;
-const MARGIN_B: usize = 60;
+use plotters::prelude::*;
 
-struct Canvas {
-    px: Vec<u8>,
+/// Canvas size of every plot.
+const W: u32 = 800;
+const H: u32 = 480;
+
+/// Why a plot could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("drawing the plot: {0}")]
+    Draw(String),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-impl Canvas {
-    fn new() -> Self {
-        Self {
-            px: vec![255; W * H * 3],
-        }
-    }
-
-    fn set(&mut self, x: i64, y: i64, rgb: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < W && (y as usize) < H {
-            let i = (y as usize * W + x as usize) * 3;
-            self.px[i..i + 3].copy_from_slice(&rgb);
-        }
-    }
-
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), rgb: [u8; 3]) {
-        let steps = (x1 - x0).abs().max((y1 - y0).abs()).max(1);
-        for s in 0..=steps {
-            let x = x0 + (x1 - x0) * s / steps;
-            let y = y0 + (y1 - y0) * s / steps;
-            self.set(x, y, rgb);
-            self.set(x, y + 1, rgb);
-        }
-    }
-
-    fn dot(&mut self, (x, y): (i64, i64), r: i64, rgb: [u8; 3]) {
-        for dy in -r..=r {
-            for dx in -r..=r {
-                if dx * dx + dy * dy <= r * r {
-                    self.set(x + dx, y + dy, rgb);
-                }
-            }
-        }
-    }
-
-    /// Text at (x, y) (top left), 2× scaled glyphs.
-    fn text(&mut self, x: i64, y: i64, s: &str) {
-        for (k, ch) in s.chars().enumerate() {
-            let Some(rows) = glyph(ch) else { continue };
-            for (r, bits) in rows.iter().enumerate() {
-                for c in 0..5 {
-                    if bits & (1 << (4 - c)) != 0 {
-                        for (ox, oy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                            self.set(
-                                x + k as i64 * 12 + c * 2 + ox,
-                                y + r as i64 * 2 + oy,
-                                [0, 0, 0],
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
+fn draw_err<E: std::fmt::Debug>(e: E) -> PlotError {
+    PlotError::Draw(format!("{e:?}"))
 }
 
-/// 5×7 glyphs of the characters the charts use.
-fn glyph(c: char) -> Option<[u8; 7]> {
-    Some(match c.to_ascii_uppercase() {
-        '0' => [14, 17, 19, 21, 25, 17, 14],
-        '1' => [4, 12, 4, 4, 4, 4, 14],
-        '2' => [14, 17, 1, 2, 4, 8, 31],
-        '3' => [31, 2, 4, 2, 1, 17, 14],
-        '4' => [2, 6, 10, 18, 31, 2, 2],
-        '5' => [31, 16, 30, 1, 1, 17, 14],
-        '6' => [6, 8, 16, 30, 17, 17, 14],
-        '7' => [31, 1, 2, 4, 8, 8, 8],
-        '8' => [14, 17, 17, 14, 17, 17, 14],
-        '9' => [14, 17, 17, 15, 1, 2, 12],
-        '.' => [0, 0, 0, 0, 0, 12, 12],
-        '=' => [0, 0, 31, 0, 31, 0, 0],
-        '@' => [14, 17, 23, 21, 23, 16, 14],
-        '-' => [0, 0, 0, 31, 0, 0, 0],
-        'A' => [14, 17, 17, 31, 17, 17, 17],
-        'B' => [30, 17, 17, 30, 17, 17, 30],
-        'C' => [14, 17, 16, 16, 16, 17, 14],
-        'D' => [30, 17, 17, 17, 17, 17, 30],
-        'E' => [31, 16, 16, 30, 16, 16, 31],
-        'G' => [14, 17, 16, 23, 17, 17, 15],
-        'I' => [14, 4, 4, 4, 4, 4, 14],
-        'L' => [16, 16, 16, 16, 16, 16, 31],
-        'M' => [17, 27, 21, 21, 17, 17, 17],
-        'N' => [17, 17, 25, 21, 19, 17, 17],
-        'R' => [30, 17, 17, 30, 20, 18, 17],
-        'S' => [15, 16, 16, 14, 1, 1, 30],
-        'T' => [31, 4, 4, 4, 4, 4, 4],
-        'V' => [17, 17, 17, 17, 17, 10, 4],
-        'Y' => [17, 17, 10, 4, 4, 4, 4],
-        ' ' => [0; 7],
-        _ => return None,
-    })
+/// plotters' text looks fonts up by family name; register the compiled-in one once.
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a valid TrueType font shipped by the crate; failure would be a build bug.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        );
+    });
+}
+
+/// Draw with `draw` on a white canvas of `W` × `H` and write the PNG to `path`.
+fn render(
+    path: &Path,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
+    render_sized(path, (W, H), draw)
+}
+
+/// [`render`] on a canvas of `(w, h)` pixels.
+fn render_sized(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
+    register_font();
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        draw(&root)?;
+        root.present().map_err(draw_err)?;
+    }
+    let io = |source| PlotError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let mut encoder = png::Encoder::new(file, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder
+        .write_header()
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    writer
+        .write_image_data(&buf)
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    writer.finish().map_err(|e| io(std::io::Error::other(e)))
+}
+
+/// A padded axis range around `values` (never empty).
+fn padded(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return 0.0..1.0;
+    }
+    let pad = ((hi - lo) * 0.15).max(1e-3);
+    (lo - pad)..(hi + pad)
 }
 
 /// nDCG@10 (y) against diversity (x) over an MMR λ sweep: one labelled dot per λ, joined in
 /// sweep order. `points` are (λ, nDCG@10, diversity).
-pub fn diversity_sweep(points: &[(f32, f64, f64)], path: &Path) -> std::io::Result<()> {
-    let mut c = Canvas::new();
-    let (x0, x1) = (MARGIN_L as i64, (W - MARGIN_R) as i64);
-    let (y0, y1) = ((H - MARGIN_B) as i64, MARGIN_T as i64);
-    let range = |v: Vec<f64>| {
-        let lo = v.iter().copied().fold(f64::MAX, f64::min);
-        let hi = v.iter().copied().fold(f64::MIN, f64::max);
-        let pad = ((hi - lo) * 0.15).max(1e-3);
-        (lo - pad, hi + pad)
-    };
-    let (dlo, dhi) = range(points.iter().map(|p| p.2).collect());
-    let (nlo, nhi) = range(points.iter().map(|p| p.1).collect());
-    let at = |d: f64, n: f64| {
-        (
-            x0 + ((d - dlo) / (dhi - dlo) * (x1 - x0) as f64) as i64,
-            y0 - ((n - nlo) / (nhi - nlo) * (y0 - y1) as f64) as i64,
-        )
-    };
-    let grey = [120, 120, 120];
-    c.line((x0, y0), (x1, y0), grey);
-    c.line((x0, y0), (x0, y1), grey);
-    for t in 0..=4 {
-        let f = f64::from(t) / 4.0;
-        let (d, n) = (dlo + f * (dhi - dlo), nlo + f * (nhi - nlo));
-        let (tx, ty) = at(d, n);
-        c.line((tx, y0), (tx, y0 + 5), grey);
-        c.text(tx - 24, y0 + 10, &format!("{d:.3}"));
-        c.line((x0 - 5, ty), (x0, ty), grey);
-        c.text(2, ty - 7, &format!("{n:.3}"));
+pub fn diversity_sweep(points: &[(f32, f64, f64)], path: &Path) -> Result<(), PlotError> {
+    render(path, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption("nDCG@10 against diversity by MMR λ", ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(
+                padded(points.iter().map(|p| p.2)),
+                padded(points.iter().map(|p| p.1)),
+            )
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("diversity (mean pairwise distance in a list)")
+            .y_desc("nDCG@10")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(draw_err)?;
+        let blue = RGBColor(31, 90, 200);
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.2, p.1)),
+                blue.stroke_width(2),
+            ))
+            .map_err(draw_err)?;
+        chart
+            .draw_series(points.iter().map(|&(lambda, n, d)| {
+                EmptyElement::at((d, n))
+                    + Circle::new((0, 0), 5, RGBColor(200, 40, 40).filled())
+                    + Text::new(format!("λ={lambda}"), (8, -18), ("sans-serif", 15))
+            }))
+            .map_err(draw_err)?;
+        Ok(())
+    })
+}
+
+/// One horizontal bar per label, F1 on the test set, best at the top, each named with its
+/// support (the tagging suite's per-label table at a glance). `labels` are (label, F1, support).
+/// The canvas grows with the number of labels so every name stays readable.
+pub fn label_f1_bars(
+    title: &str,
+    labels: &[(String, f64, u64)],
+    path: &Path,
+) -> Result<(), PlotError> {
+    let mut sorted: Vec<&(String, f64, u64)> = labels.iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let n = sorted.len().max(1);
+    let height = (120 + 16 * n as u32).max(H);
+    render_sized(path, (W, height), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(200)
+            .build_cartesian_2d(0f64..1f64, (0..n).into_segmented())
+            .map_err(draw_err)?;
+        let name = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => (n - 1)
+                .checked_sub(*i)
+                .and_then(|rank| sorted.get(rank))
+                .map(|(l, _, s)| format!("{l} (n={s})"))
+                .unwrap_or_default(),
+            SegmentValue::Last => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&name)
+            .x_desc(format!("F1 on the test set ({} labels)", sorted.len()))
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(draw_err)?;
+        let blue = RGBColor(31, 90, 200);
+        chart
+            .draw_series(sorted.iter().enumerate().map(|(rank, (_, f1, _))| {
+                let row = n - 1 - rank;
+                let mut bar = Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(row)),
+                        (*f1, SegmentValue::Exact(row + 1)),
+                    ],
+                    blue.filled(),
+                );
+                bar.set_margin(2, 2, 0, 0);
+                bar
+            }))
+            .map_err(draw_err)?;
+        Ok(())
+    })
+}
+
+/// Histogram of per-query nDCG@10 in ten bins of 0.1 (how many queries fail outright, how many
+/// are perfect: what the mean hides).
+pub fn ndcg_histogram(title: &str, values: &[f64], path: &Path) -> Result<(), PlotError> {
+    let mut bins = [0u32; 10];
+    for v in values {
+        bins[((v * 10.0).floor() as usize).min(9)] += 1;
     }
-    c.text(x0 + (x1 - x0) / 2 - 54, H as i64 - 24, "DIVERSITY");
-    c.text(x0, 6, "NDCG@10 BY MMR LAMBDA");
-    let blue = [31, 90, 200];
-    for w in points.windows(2) {
-        c.line(at(w[0].2, w[0].1), at(w[1].2, w[1].1), blue);
-    }
-    for &(lambda, n, d) in points {
-        let p = at(d, n);
-        c.dot(p, 5, [200, 40, 40]);
-        c.text(p.0 + 8, p.1 - 18, &format!("L={lambda}"));
-    }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut encoder = png::Encoder::new(file, W as u32, H as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
-    writer
-        .write_image_data(&c.px)
-        .map_err(std::io::Error::other)?;
-    writer.finish().map_err(std::io::Error::other)
+    let top = bins.iter().copied().max().unwrap_or(1).max(1);
+    render(path, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..1f64, 0f64..f64::from(top) * 1.1)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc(format!("nDCG@10 per query ({} queries)", values.len()))
+            .y_desc("queries")
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(draw_err)?;
+        let blue = RGBColor(31, 90, 200);
+        chart
+            .draw_series(bins.iter().enumerate().map(|(i, &count)| {
+                let x = i as f64 / 10.0;
+                Rectangle::new(
+                    [(x + 0.005, 0.0), (x + 0.095, f64::from(count))],
+                    blue.filled(),
+                )
+            }))
+            .map_err(draw_err)?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_sweep_plot_is_a_png_of_the_canvas_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.png");
-        super::diversity_sweep(&[(1.0, 0.12, 0.5), (0.5, 0.1, 0.6)], &path).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
+    use std::path::Path;
+
+    fn png_size(path: &Path) -> (u32, u32, Vec<u8>) {
+        let bytes = std::fs::read(path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-        let reader = decoder.read_info().unwrap();
-        assert_eq!((reader.info().width, reader.info().height), (640, 420));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        let info = reader.info();
+        (info.width, info.height, buf)
+    }
+
+    /// Pixels that are neither white nor the bars' blue: axes, text, dots.
+    fn ink(buf: &[u8]) -> usize {
+        buf.chunks(3)
+            .filter(|p| p != &[255, 255, 255] && p != &[31, 90, 200])
+            .count()
+    }
+
+    #[test]
+    fn each_plot_is_a_png_with_drawing_and_text_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sweep = dir.path().join("sweep.png");
+        super::diversity_sweep(&[(1.0, 0.12, 0.5), (0.5, 0.1, 0.6)], &sweep).unwrap();
+        let bars = dir.path().join("bars.png");
+        let labels = vec![
+            ("earn".to_string(), 0.97, 1087),
+            ("acq".into(), 0.92, 719),
+            ("rare".into(), 0.0, 1),
+        ];
+        super::label_f1_bars("per-label F1", &labels, &bars).unwrap();
+        let hist = dir.path().join("hist.png");
+        super::ndcg_histogram("nDCG", &[0.0, 0.3, 1.0, 1.0], &hist).unwrap();
+        for p in [&sweep, &bars, &hist] {
+            let (w, h, buf) = png_size(p);
+            assert_eq!(w, 800);
+            assert!(h >= 480);
+            // Captions and axis labels rendered from the compiled-in font leave thousands of
+            // non-background pixels; an empty canvas leaves none.
+            assert!(
+                ink(&buf) > 2000,
+                "{}: {} inked pixels",
+                p.display(),
+                ink(&buf)
+            );
+        }
+        let (_, _, bars_buf) = png_size(&bars);
+        let blue = bars_buf.chunks(3).filter(|p| p == &[31, 90, 200]).count();
+        assert!(blue > 5000, "bars drawn: {blue} blue pixels");
     }
 }

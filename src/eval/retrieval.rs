@@ -161,6 +161,9 @@ pub struct RetrievalEvalOptions {
     /// Also choose fusion settings on the train split and report them (the configured ones are
     /// still the ones evaluated).
     pub tune_fusion: bool,
+    /// Score only the first N queries of the split (in query-id order): a fixed subset for
+    /// quick runs such as the CI gate's test.
+    pub limit_queries: Option<usize>,
 }
 
 /// Ingest the corpus with `options` (into a fresh collection when `fresh`, else idempotently
@@ -289,7 +292,10 @@ pub async fn evaluate<S: VectorStore>(
     mut config: serde_json::Map<String, Value>,
 ) -> Result<(Report, BTreeMap<String, Vec<(String, f32)>>), RetrievalEvalError> {
     // Split problems surface before any searching.
-    let qrels = dataset.qrels(&options.split)?;
+    let mut qrels = dataset.qrels(&options.split)?;
+    if let Some(n) = options.limit_queries {
+        qrels = qrels.into_iter().take(n).collect();
+    }
     let searcher = Searcher::open(store, embedder, &options.collection, &options.search).await?;
     if options.tune_fusion {
         let tuner = Searcher::open(store, embedder, &options.collection, &options.search).await?;

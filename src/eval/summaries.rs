@@ -145,8 +145,16 @@ pub async fn evaluate<L: LlmClient>(
                 ("rouge2", r.rouge2),
                 ("rougeL", r.rouge_l),
             ] {
+                // Keyed by source too, so every source's mean is reproducible from per_item
+                // (the CI gate's paired test resamples these).
                 item.insert(format!("{system}.{name}"), s.f1);
+                item.insert(format!("{system}.{}.{name}", a.source), s.f1);
             }
+            let words = summary.split_whitespace().count();
+            item.insert(
+                format!("{system}.within_limit"),
+                f64::from(u8::from(words <= options.max_words)),
+            );
             scores
                 .entry(system)
                 .or_default()

@@ -135,7 +135,7 @@ pub struct LabelScores {
     pub predicted: usize,
 }
 
-fn prf(tp: usize, fp: usize, fneg: usize) -> (f64, f64, f64) {
+pub(crate) fn prf(tp: usize, fp: usize, fneg: usize) -> (f64, f64, f64) {
     let p = if tp + fp == 0 {
         0.0
     } else {

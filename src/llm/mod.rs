@@ -261,7 +261,11 @@ impl AnyLlm {
     ) -> Result<Self, LlmError> {
         let llm = &config.llm;
         let mode = cache.unwrap_or(llm.cache);
-        let cache_path = config.cache_dir.join("llm-responses.redb");
+        let cache_path = if llm.cache_file.trim().is_empty() {
+            config.cache_dir.join("llm-responses.redb")
+        } else {
+            std::path::PathBuf::from(&llm.cache_file)
+        };
         let provider = match provider.unwrap_or(llm.provider) {
             LlmProvider::Auto if llm.base_url.trim().is_empty() => LlmProvider::Local,
             LlmProvider::Auto => LlmProvider::Openai,
