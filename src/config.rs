@@ -903,6 +903,31 @@ impl Config {
         Ok(config)
     }
 
+    /// This configuration with `overrides` applied: dotted keys (`"llm.cache" = "read"`), each
+    /// typed as the value it replaces, exactly as a `SIGNALDESK_*` variable would set it. An eval
+    /// suite that needs a knob sets it here, so the knob is the configuration users set too.
+    pub fn with_overrides(
+        &self,
+        overrides: &std::collections::BTreeMap<String, toml::Value>,
+    ) -> Result<Config, ConfigError> {
+        if overrides.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut value =
+            toml::Value::try_from(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (key, v) in overrides {
+            let raw = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let var = format!("config override {key}");
+            apply_env(&mut value, &var, &key.replace('.', "__"), &raw)?;
+        }
+        let config = Config::deserialize(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.embed.batch_size == 0 {
             return Err(ConfigError::Invalid(
@@ -1044,6 +1069,24 @@ fn apply_env(root: &mut toml::Value, var: &str, key: &str, raw: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_set_dotted_keys_typed_and_name_unknown_ones() {
+        let base = Config::default();
+        let o = std::collections::BTreeMap::from([
+            ("llm.cache".to_string(), toml::Value::String("read".into())),
+            ("enrich.knn.k".to_string(), toml::Value::Integer(1)),
+        ]);
+        let c = base.with_overrides(&o).unwrap();
+        assert_eq!(c.llm.cache, CacheMode::Read);
+        assert_eq!(c.enrich.knn.k, 1);
+        let bad = std::collections::BTreeMap::from([(
+            "llm.cahce".to_string(),
+            toml::Value::String("read".into()),
+        )]);
+        let e = base.with_overrides(&bad).unwrap_err().to_string();
+        assert!(e.contains("unknown key \"llm.cahce\""), "{e}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

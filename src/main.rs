@@ -1882,13 +1882,20 @@ async fn eval_run(config: &Config, args: EvalRunArgs) -> Result<ExitCode> {
         argv.extend(spec.args.iter().cloned());
         argv.extend(["--output".to_string(), out.display().to_string()]);
         let started = std::time::Instant::now();
-        let outcome = match Cli::try_parse_from(&argv) {
-            Ok(Cli {
-                command: Command::Eval(command),
-                ..
-            }) => Box::pin(eval_suite(config, command)).await,
-            Ok(_) => Err(anyhow::anyhow!("args must name an eval suite")),
-            Err(e) => Err(anyhow::anyhow!("args do not parse: {e}")),
+        let outcome = match (
+            Cli::try_parse_from(&argv),
+            config.with_overrides(&spec.config),
+        ) {
+            (_, Err(e)) => Err(anyhow::anyhow!("the suite's config: {e}")),
+            (
+                Ok(Cli {
+                    command: Command::Eval(command),
+                    ..
+                }),
+                Ok(config),
+            ) => Box::pin(eval_suite(&config, command)).await,
+            (Ok(_), _) => Err(anyhow::anyhow!("args must name an eval suite")),
+            (Err(e), _) => Err(anyhow::anyhow!("args do not parse: {e}")),
         };
         let report = match outcome {
             Ok(code) if code == ExitCode::SUCCESS => read_report(&out).map_err(|e| e.to_string()),

@@ -176,3 +176,101 @@ fn a_missing_report_or_an_unknown_suite_is_named() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no suite named nope"), "{}", stderr(&o));
 }
+
+/// The committed LLM cache replays the recorded provider run exactly, without a provider and
+/// without touching the file; with the answers missing, every item falls back and the gate
+/// fails the suite on its floor.
+#[test]
+fn a_committed_llm_cache_replays_a_provider_run_and_a_missing_answer_fails_the_gate() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let root = common::root();
+    let committed = root.join("eval/cache/llm-responses.redb");
+    let copy = w.join("replay.redb");
+    std::fs::copy(&committed, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    // The shipped suite list's replay suite, with the cache file pointed at `file`.
+    let ci = std::fs::read_to_string(root.join("eval/ci.toml")).unwrap();
+    let list: toml::Table = toml::from_str(&ci).unwrap();
+    let suite = list["suite"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str() == Some("tagging-reuters-llm-replay"))
+        .expect("eval/ci.toml lists the replay suite")
+        .clone();
+    let write_list = |file: &Path, at: &Path| {
+        let mut s = suite.as_table().unwrap().clone();
+        let args: Vec<toml::Value> = s["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let a = a.as_str().unwrap();
+                toml::Value::String(if a.starts_with("golden-datasets/") {
+                    root.join(a).display().to_string()
+                } else {
+                    a.to_string()
+                })
+            })
+            .collect();
+        s.insert("args".into(), toml::Value::Array(args));
+        s["config"].as_table_mut().unwrap().insert(
+            "llm.cache_file".into(),
+            toml::Value::String(file.display().to_string()),
+        );
+        let mut t = toml::Table::new();
+        t.insert(
+            "suite".into(),
+            toml::Value::Array(vec![toml::Value::Table(s)]),
+        );
+        std::fs::write(at, toml::to_string(&t).unwrap()).unwrap();
+    };
+    let list_path = w.join("replay.toml");
+    write_list(&copy, &list_path);
+    let o = eval_run(w, &list_path, "replayed", false);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.join("replayed/tagging-reuters-llm-replay.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["config"]["fallbacks"], 0, "{}", r["config"]);
+    assert_eq!(r["config"]["llm_provider"], "openai");
+    let baseline: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("eval/baselines/tagging-reuters-llm-replay.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["metrics"], baseline["metrics"]);
+    assert!(
+        std::fs::read(&copy).unwrap() == before,
+        "the replay left the cache file as it was"
+    );
+
+    // No recorded answers: each call is a cache miss (never a network call), each item falls
+    // back to kNN, and the gate fails the suite on its floor.
+    let empty = w.join("empty.redb");
+    let list_path = w.join("missing.toml");
+    write_list(&empty, &list_path);
+    let o = eval_run(w, &list_path, "missing", false);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.join("missing/tagging-reuters-llm-replay.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["config"]["fallbacks"], 100, "{}", r["config"]);
+    let o = run(signaldesk(w)
+        .args(["eval", "compare"])
+        .arg(root.join("eval/baselines"))
+        .arg("missing")
+        .arg("--suites")
+        .arg(&list_path));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "FAIL tagging-reuters-llm-replay: llm_answered is 0.0000, below its floor 1.0000"
+        ),
+        "{err}"
+    );
+}

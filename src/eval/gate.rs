@@ -62,6 +62,10 @@ pub struct SuiteSpec {
     /// arguments and the configuration decide).
     #[serde(default)]
     pub settings: BTreeMap<String, toml::Value>,
+    /// Configuration the suite runs with on top of the shipped one, as dotted keys
+    /// (`"llm.cache" = "read"`): the same keys a config file or `SIGNALDESK_*` sets.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
     /// How far a metric may fall below the baseline before the gate fails (if significant).
     #[serde(default)]
     pub tolerance: BTreeMap<String, f64>,
@@ -717,8 +721,18 @@ pub fn combined_markdown(
             continue;
         };
         s.push_str(&format!("\n## {} ({:.1} s)\n\n", spec.name, run.seconds));
+        let overrides: Vec<String> = spec
+            .config
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        let with = if overrides.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", overrides.join(", "))
+        };
         s.push_str(&format!(
-            "`signaldesk eval {}`  \n{}\n\n",
+            "`signaldesk eval {}`{with}  \n{}\n\n",
             spec.args.join(" "),
             spec.subset
         ));
@@ -793,6 +807,7 @@ mod tests {
             args: vec!["retrieval".into()],
             subset: "all".into(),
             settings: Default::default(),
+            config: Default::default(),
             tolerance: tolerance.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             floor: floor.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             show: Vec::new(),

@@ -641,7 +641,22 @@ pub async fn evaluate_llm<S: VectorStore>(
         "taxonomy": taxonomy.id(),
         "backend": store.backend(),
     });
-    Ok(report(dataset, taxonomy, &test, &predicted, config))
+    let mut report = report(dataset, taxonomy, &test, &predicted, config);
+    // The share of items the LLM answered (the rest fell back to kNN), per item too so the gate
+    // can test it: a replay of a recorded run must answer every item from the cache.
+    for (item, t) in test.iter().zip(&tagged) {
+        if let Some(row) = report.per_item.get_mut(&item.id) {
+            row.insert(
+                "llm_answered".into(),
+                f64::from(u8::from(t.fallback_reason.is_none())),
+            );
+        }
+    }
+    report.metrics.insert(
+        "llm_answered".into(),
+        1.0 - fallbacks.len() as f64 / test.len().max(1) as f64,
+    );
+    Ok(report)
 }
 
 /// The suite's report for `predicted` labels of the `test` items.

@@ -24,8 +24,24 @@ pub use crate::config::CacheMode;
 pub struct CachedClient<C> {
     inner: C,
     mode: CacheMode,
-    db: Option<redb::Database>,
+    db: Option<Db>,
     path: PathBuf,
+}
+
+/// The cache file, opened for writing, or read-only in `read` mode so that replaying a
+/// committed cache (eval/cache/) leaves the file byte for byte as it was.
+enum Db {
+    ReadWrite(redb::Database),
+    ReadOnly(redb::ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::ReadWrite(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
 }
 
 fn cache_err(path: &Path, e: impl std::fmt::Display) -> LlmError {
@@ -35,18 +51,23 @@ fn cache_err(path: &Path, e: impl std::fmt::Display) -> LlmError {
 impl<C: LlmClient> CachedClient<C> {
     /// Wrap `inner`; the cache file is created on first use (not at all in `off` mode).
     pub fn new(inner: C, path: &Path, mode: CacheMode) -> Result<Self, LlmError> {
+        let mut builder = Builder::new();
+        builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
         let db = if mode == CacheMode::Off {
             None
+        } else if mode == CacheMode::Read && path.is_file() {
+            Some(Db::ReadOnly(
+                builder
+                    .open_read_only(path)
+                    .map_err(|e| cache_err(path, e))?,
+            ))
         } else {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| cache_err(path, e))?;
             }
-            Some(
-                Builder::new()
-                    .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-                    .create(path)
-                    .map_err(|e| cache_err(path, e))?,
-            )
+            Some(Db::ReadWrite(
+                builder.create(path).map_err(|e| cache_err(path, e))?,
+            ))
         };
         Ok(Self {
             inner,
@@ -96,7 +117,9 @@ impl<C: LlmClient> CachedClient<C> {
     }
 
     fn store(&self, key: &[u8; 32], response: &ChatResponse) -> Result<(), LlmError> {
-        let Some(db) = &self.db else { return Ok(()) };
+        let Some(Db::ReadWrite(db)) = &self.db else {
+            return Ok(());
+        };
         let bytes = serde_json::to_vec(response).map_err(|e| cache_err(&self.path, e))?;
         let txn = db.begin_write().map_err(|e| cache_err(&self.path, e))?;
         {
