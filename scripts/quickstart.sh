@@ -46,7 +46,7 @@ step "enrich: kNN tags against the Reuters categories, summaries from the local 
   --summaries --provider local --only-stale
 
 step "search the enriched content"
-"$sd" search "coffee export quotas" -k 3
+"$sd" search "EC sugar tender" -k 3
 
 step "eval: every suite of eval/ci.toml"
 "$sd" eval run eval/ci.toml --output eval/reports
@@ -65,7 +65,7 @@ if [ "$serve" = 1 ]; then
 API:        http://$addr/v1/...   (OpenAPI: http://$addr/openapi.json, docs: http://$addr/docs)
 editorial:  http://$addr/editorial
 API key:    $key
-try:        curl -H "Authorization: Bearer $key" "http://$addr/v1/search?q=coffee+exports"
+try:        curl -H "Authorization: Bearer $key" "http://$addr/v1/search?q=sugar+tender"
 Ctrl-C stops the server.
 EOF
   exec "$sd" --config "$config" serve --addr "$addr"

@@ -242,14 +242,19 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
         let items = crate::ingest::reindex::read_items(store, collection, todo)
             .await
             .map_err(|e| EnrichError::Items(e.to_string()))?;
-        let results: Vec<_> = stream::iter(
+        // Progress per summary, not per page: each is an LLM call of seconds.
+        let before = pages.items.saturating_sub(items.len());
+        let mut answers = stream::iter(
             items
                 .iter()
                 .map(|(item, _)| summarizer.summarize(&item.id, &item.title, &item.body)),
         )
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
+        .buffered(concurrency.max(1));
+        let mut results = Vec::with_capacity(items.len());
+        while let Some(s) = answers.next().await {
+            results.push(s);
+            on_progress(before + results.len());
+        }
         for ((item, _), s) in items.iter().zip(results) {
             summary.fallbacks += usize::from(s.fallback_reason.is_some());
             summary.over_limit += usize::from(s.over_limit);
