@@ -59,6 +59,11 @@ fn eval_run(work: &Path, list: &Path, out: &str, worse: bool) -> Output {
     run(&mut cmd)
 }
 
+/// A report (or any JSON file) as a value.
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 fn compare(work: &Path, list: &Path, baseline: &str, current: &str) -> Output {
     run(signaldesk(work)
         .args(["eval", "compare", baseline, current, "--suites"])
@@ -87,19 +92,13 @@ fn the_gate_fails_a_worse_configuration_and_passes_the_shipped_one() {
     let combined = std::fs::read_to_string(w.join("shipped/report.md")).unwrap();
     assert!(combined.contains("## retrieval-scifact-100"), "{combined}");
     assert!(combined.contains("| micro_f1 |"), "{combined}");
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(w.join("shipped/retrieval-scifact-100.json")).unwrap(),
-    )
-    .unwrap();
+    let report = read_json(&w.join("shipped/retrieval-scifact-100.json"));
     assert_eq!(report["config"]["queries"], 100);
     assert_eq!(report["config"]["mode"], "hybrid");
 
     let o = eval_run(w, &list, "worse", true);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(w.join("worse/retrieval-scifact-100.json")).unwrap(),
-    )
-    .unwrap();
+    let report = read_json(&w.join("worse/retrieval-scifact-100.json"));
     assert_eq!(report["config"]["mode"], "dense");
 
     // The worse configuration fails, and each failure names suite, metric, drop and interval.
@@ -230,17 +229,10 @@ fn a_committed_llm_cache_replays_a_provider_run_and_a_missing_answer_fails_the_g
     write_list(&copy, &list_path);
     let o = eval_run(w, &list_path, "replayed", false);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(w.join("replayed/tagging-reuters-llm-replay.json")).unwrap(),
-    )
-    .unwrap();
+    let r = read_json(&w.join("replayed/tagging-reuters-llm-replay.json"));
     assert_eq!(r["config"]["fallbacks"], 0, "{}", r["config"]);
     assert_eq!(r["config"]["llm_provider"], "openai");
-    let baseline: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("eval/baselines/tagging-reuters-llm-replay.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let baseline = read_json(&root.join("eval/baselines/tagging-reuters-llm-replay.json"));
     assert_eq!(r["metrics"], baseline["metrics"]);
     assert!(
         std::fs::read(&copy).unwrap() == before,
@@ -254,10 +246,7 @@ fn a_committed_llm_cache_replays_a_provider_run_and_a_missing_answer_fails_the_g
     write_list(&empty, &list_path);
     let o = eval_run(w, &list_path, "missing", false);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(w.join("missing/tagging-reuters-llm-replay.json")).unwrap(),
-    )
-    .unwrap();
+    let r = read_json(&w.join("missing/tagging-reuters-llm-replay.json"));
     assert_eq!(r["config"]["fallbacks"], 100, "{}", r["config"]);
     let o = run(signaldesk(w)
         .args(["eval", "compare"])

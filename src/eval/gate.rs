@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::Report;
 
@@ -792,14 +791,10 @@ pub fn combined_markdown(
     s
 }
 
-/// The settings of a suite, for the reader (a JSON object of its `settings` table).
-pub fn settings_json(spec: &SuiteSpec) -> Value {
-    serde_json::to_value(&spec.settings).unwrap_or(Value::Null)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn spec(tolerance: &[(&str, f64)], floor: &[(&str, f64)]) -> SuiteSpec {
         SuiteSpec {
