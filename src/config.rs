@@ -599,6 +599,12 @@ pub struct SearchConfig {
     /// HNSW candidates examined per dense query (Qdrant's `hnsw_ef`): higher trades speed for
     /// recall; 0 (the default) leaves it to the store (the index's `ef_construct`).
     pub hnsw_ef: usize,
+    /// On a quantized collection (`store.quantization`), how many times `k` candidates the
+    /// quantized search collects before they are rescored with the full vectors: above 1 it
+    /// recovers neighbours the coarse int8 scores ranked just below the cut. 0 leaves it to the
+    /// store (1: only the `k` found are rescored). No effect without quantization. The default,
+    /// 2, took recall@10 at 1M int8 points from 0.88 to 0.98 (README, "Scaling out").
+    pub oversampling: f64,
     pub hybrid: HybridConfig,
 }
 
@@ -608,6 +614,7 @@ impl Default for SearchConfig {
             mode: SearchMode::Hybrid,
             exact: false,
             hnsw_ef: 0,
+            oversampling: 2.0,
             hybrid: HybridConfig::default(),
         }
     }
@@ -803,7 +810,8 @@ pub struct StoreConfig {
     /// Copies that must apply a write before it is acknowledged (at most `replication_factor`).
     pub write_consistency_factor: u32,
     /// Vector quantization of new collections: `int8` keeps a 4x smaller scalar-quantized copy of
-    /// the dense vectors in RAM for the HNSW search (results rescored with the full vectors).
+    /// the dense vectors in RAM for the HNSW search and the full vectors on disk
+    /// (memory-mapped), read only to rescore the candidates.
     pub quantization: Quantization,
 }
 
@@ -814,7 +822,8 @@ pub enum Quantization {
     /// Full f32 vectors only.
     #[default]
     None,
-    /// Scalar int8 quantization (Qdrant's `scalar`, quantile 0.99, always in RAM).
+    /// Scalar int8 quantization (Qdrant's `scalar`, quantile 0.99, always in RAM; full vectors
+    /// on disk).
     Int8,
 }
 
@@ -975,6 +984,12 @@ impl Config {
                 self.search.hybrid.dense_weight
             )));
         }
+        let oversampling = self.search.oversampling;
+        if !(oversampling == 0.0 || (oversampling.is_finite() && oversampling >= 1.0)) {
+            return Err(ConfigError::Invalid(format!(
+                "search.oversampling must be 0 (the store's default) or a number >= 1, got {oversampling}"
+            )));
+        }
         Ok(())
     }
 
@@ -1086,6 +1101,21 @@ mod tests {
         )]);
         let e = base.with_overrides(&bad).unwrap_err().to_string();
         assert!(e.contains("unknown key \"llm.cahce\""), "{e}");
+    }
+
+    #[test]
+    fn oversampling_is_the_stores_default_or_at_least_one() {
+        let with = |v: f64| {
+            let o = std::collections::BTreeMap::from([(
+                "search.oversampling".to_string(),
+                toml::Value::Float(v),
+            )]);
+            Config::default().with_overrides(&o)
+        };
+        assert_eq!(with(2.5).unwrap().search.oversampling, 2.5);
+        assert_eq!(with(0.0).unwrap().search.oversampling, 0.0);
+        let e = with(0.5).unwrap_err().to_string();
+        assert!(e.contains("search.oversampling must be 0"), "{e}");
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -797,6 +797,68 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The vector store's scale curve: upsert throughput, indexing time, search p50/p99 at k,
+    /// recall@k against exact search, memory and disk, at each size and quantization.
+    ///
+    /// Points are synthetic but shaped like real embeddings: copies of the --base vectors (JSONL
+    /// with a "vector" per line, such as `signaldesk embed` writes) with Gaussian noise,
+    /// renormalised; no model runs. Each configuration builds a collection
+    /// `bench-scale-<points>-<quantization>` in the configured store (store.backend, store.url;
+    /// Edge under data_dir/bench), with the layout a user's ingest gets (store.shards, ...,
+    /// quantization as given here) and search.hnsw_ef as configured, indexes it, queries it one
+    /// query at a time after a warm-up pass, and drops it. scripts/bench-store.sh runs the whole
+    /// curve on both backends.
+    Store {
+        /// JSONL files whose "vector" arrays are the shapes copied (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        base: Vec<PathBuf>,
+        /// Collection sizes in points (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        sizes: Vec<usize>,
+        /// Quantizations to measure (comma-separated); overrides store.quantization.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "none,int8")]
+        quantization: Vec<signaldesk::config::Quantization>,
+        /// Queries timed per configuration (and as many warm-up queries before them).
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long, short, default_value_t = 10)]
+        k: usize,
+        /// Standard deviation of the noise added to each coordinate before renormalising.
+        #[arg(long, default_value_t = 0.02)]
+        noise: f32,
+        #[arg(long, default_value_t = 20261201)]
+        seed: u64,
+        /// Points per upsert call.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Pid of the Qdrant server, whose resident memory is then reported.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// The server's storage directory, whose collection size is then reported.
+        #[arg(long)]
+        server_storage: Option<PathBuf>,
+        /// Append each row as a JSON line to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// After the runs, draw every row of --output (earlier runs' too) as the scale-curve
+        /// PNG here, and print them all as the table.
+        #[arg(long, requires = "output")]
+        plot: Option<PathBuf>,
+        /// Keep the collections instead of dropping them.
+        #[arg(long)]
+        keep: bool,
+        /// Search passes with these search.hnsw_ef values (comma-separated; 0: the store's
+        /// default) on each collection built, instead of the configured one.
+        #[arg(long, value_delimiter = ',')]
+        hnsw_ef: Vec<usize>,
+        /// Search passes with these search.oversampling values (comma-separated; 0: the
+        /// store's default), combined with each --hnsw-ef.
+        #[arg(long, value_delimiter = ',')]
+        oversampling: Vec<f64>,
+        /// Measure nothing: draw and print the rows already in --output (needs --plot).
+        #[arg(long, requires = "plot")]
+        plot_only: bool,
+    },
     /// Embedding throughput: docs/s and tokens/s (input ids after truncation, special tokens
     /// included, padding excluded), without the embedding cache.
     Embed {
@@ -1061,6 +1123,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }) => runtime()?.block_on(bench_recommend(
             &config, &dataset, &taxonomy, calls, k, json,
         )),
+        Command::Bench(store @ BenchCommand::Store { .. }) => {
+            runtime()?.block_on(bench_store(&config, store))
+        }
         Command::Tag(args) => runtime()?.block_on(tag(&config, args)),
         Command::Enrich(args) => runtime()?.block_on(enrich(&config, args)),
         Command::Search(args) => runtime()?.block_on(search(&config, args)),
@@ -2491,6 +2556,199 @@ fn experiments_report(
             } else {
                 ""
             }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `signaldesk bench store`: see [`BenchCommand::Store`].
+async fn bench_store(config: &Config, command: BenchCommand) -> Result<ExitCode> {
+    use signaldesk::jobs::bench_store::{
+        exact_top_k, markdown_table, read_base, Footprint, Rss, ScaleRow, ScaleRun, SearchSetting,
+        Synthetic,
+    };
+    let BenchCommand::Store {
+        base,
+        mut sizes,
+        quantization,
+        queries,
+        k,
+        noise,
+        seed,
+        batch,
+        server_pid,
+        server_storage,
+        output,
+        plot,
+        keep,
+        hnsw_ef,
+        oversampling,
+        plot_only,
+    } = command
+    else {
+        unreachable!("bench_store is called with BenchCommand::Store")
+    };
+    anyhow::ensure!(
+        k > 0 && queries > 0 && batch > 0,
+        "--k, --queries and --batch must be > 0"
+    );
+    if plot_only {
+        sizes.clear();
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    anyhow::ensure!(
+        plot_only || sizes.first().is_some_and(|&s| s >= k),
+        "every size must be at least --k"
+    );
+    let synthetic = Synthetic {
+        base: read_base(&base)?,
+        noise,
+        seed,
+    };
+    eprintln!(
+        "bench store: {} base vectors of dimension {}, noise {noise}, {queries} queries, k {k}",
+        synthetic.base.len(),
+        synthetic.dimension()
+    );
+    let query_vectors: Vec<Vec<f32>> = (0..queries).map(|n| synthetic.query(n)).collect();
+    let largest = *sizes.last().unwrap_or(&0);
+    let bar = Progress::new("exact top-k", Some(largest as u64), "points");
+    let truth = exact_top_k(&synthetic, &query_vectors, &sizes, k, |done| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish();
+    // The configured search settings, or each combination of the lists given (0: the default).
+    let efs = if hnsw_ef.is_empty() {
+        vec![config.search.hnsw_ef]
+    } else {
+        hnsw_ef
+    };
+    let overs = if oversampling.is_empty() {
+        vec![config.search.oversampling]
+    } else {
+        oversampling
+    };
+    let settings: Vec<SearchSetting> = efs
+        .iter()
+        .flat_map(|&ef| {
+            overs.iter().map(move |&o| SearchSetting {
+                hnsw_ef: (ef > 0).then_some(ef),
+                oversampling: (o > 0.0).then_some(o),
+            })
+        })
+        .collect();
+    anyhow::ensure!(
+        settings
+            .iter()
+            .all(|s| s.oversampling.is_none_or(|o| o >= 1.0)),
+        "--oversampling values are 0 (the store's default) or >= 1"
+    );
+    let edge_root = config.data_dir.join("bench");
+    let baseline = Rss::of(None).unwrap_or_default();
+    let mut rows = Vec::new();
+    for &q in &quantization {
+        let mut store_config = config.store.clone();
+        store_config.quantization = q;
+        let store = AnyStore::from_config(&store_config, &edge_root)?;
+        let footprint = match store {
+            AnyStore::Edge(_) => Footprint::InProcess {
+                root: edge_root.clone(),
+                baseline,
+            },
+            AnyStore::Qdrant(_) => Footprint::Server {
+                pid: server_pid,
+                storage: server_storage.clone(),
+            },
+        };
+        let q_name = serde_json::to_value(q)?
+            .as_str()
+            .unwrap_or("none")
+            .to_string();
+        for (&points, truth) in sizes.iter().zip(&truth) {
+            let run = ScaleRun {
+                synthetic: &synthetic,
+                queries: &query_vectors,
+                truth,
+                points,
+                k,
+                settings: &settings,
+                quantization: &q_name,
+                batch,
+                footprint: &footprint,
+            };
+            let label = format!("{} {points} {q_name}", store.backend());
+            let bar = Progress::new(&label, Some(points as u64), "points");
+            let mut stage = String::new();
+            let measured = run
+                .measure(
+                    &store,
+                    &format!("bench-scale-{points}-{q_name}"),
+                    keep,
+                    |s, done| {
+                        if s != stage {
+                            stage = s.to_string();
+                            bar.suspend(|| eprintln!("{label}: {s}"));
+                        }
+                        if s == "upsert" {
+                            bar.set_position(done as u64);
+                        }
+                    },
+                )
+                .await?;
+            bar.finish();
+            for row in measured {
+                eprintln!(
+                    "{label} (hnsw_ef {}, oversampling {}): {:.0} points/s, index {:.1} s, p50 {:.2} ms, p99 {:.2} ms, recall@{k} {:.4}",
+                    row.hnsw_ef.map_or("default".into(), |e| e.to_string()),
+                    row.oversampling.map_or("default".into(), |o| o.to_string()),
+                    row.upsert_points_per_s,
+                    row.index_s,
+                    row.search_p50_ms,
+                    row.search_p99_ms,
+                    row.recall
+                );
+                if let Some(path) = &output {
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    writeln!(file, "{}", serde_json::to_string(&row)?)?;
+                }
+                rows.push(row);
+            }
+        }
+    }
+    let Some((path, output)) = plot.zip(output) else {
+        print!("{}", markdown_table(&rows));
+        return Ok(ExitCode::SUCCESS);
+    };
+    {
+        let all: Vec<ScaleRow> = std::fs::read_to_string(&output)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading rows from {}", output.display()))?;
+        print!("{}", markdown_table(&all));
+        let mut series: Vec<signaldesk::eval::plot::ScaleSeries> = Vec::new();
+        for r in &all {
+            let name = format!("{} {} ({})", r.backend, r.quantization, r.settings());
+            let point = (r.points as f64, r.search_p99_ms, r.recall);
+            match series.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, points)) => points.push(point),
+                None => series.push((name, vec![point])),
+            }
+        }
+        for (_, points) in &mut series {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        signaldesk::eval::plot::scale_curve(&series, &path)?;
+        eprintln!(
+            "bench store: plot of {} rows written to {}",
+            all.len(),
+            path.display()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -261,6 +261,7 @@ impl<'a, S: VectorStore> Searcher<'a, S> {
             limit,
             exact: self.settings.exact,
             hnsw_ef: (self.settings.hnsw_ef > 0).then_some(self.settings.hnsw_ef),
+            oversampling: (self.settings.oversampling > 0.0).then_some(self.settings.oversampling),
             payload_fields: None,
         }
     }

@@ -226,6 +226,7 @@ async fn conformance<S: VectorStore>(store: &S) {
         limit: 3,
         exact: true,
         hnsw_ef: None,
+        oversampling: None,
         payload_fields: None,
     };
     let hits = store

@@ -228,6 +228,97 @@ pub fn ndcg_histogram(title: &str, values: &[f64], path: &Path) -> Result<(), Pl
     })
 }
 
+/// One line of [`scale_curve`]: its name and (points, p99 ms, recall) per size.
+pub type ScaleSeries = (String, Vec<(f64, f64, f64)>);
+
+/// The store's scale curve: search p99 (left) and recall@k (right) against the number of points
+/// (log scale), one line per series (a backend and quantization). `series` are
+/// (name, [(points, p99 ms, recall)]).
+pub fn scale_curve(series: &[ScaleSeries], path: &Path) -> Result<(), PlotError> {
+    let colours = [
+        RGBColor(31, 90, 200),
+        RGBColor(200, 40, 40),
+        RGBColor(30, 150, 60),
+        RGBColor(150, 60, 170),
+        RGBColor(220, 130, 20),
+        RGBColor(90, 90, 90),
+        RGBColor(20, 170, 190),
+        RGBColor(140, 100, 40),
+    ];
+    let all = || series.iter().flat_map(|(_, points)| points.iter());
+    let x = padded(all().map(|p| p.0.max(1.0).log10()));
+    let latency = 0.0..all().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let recall = padded(all().map(|p| p.2).chain([1.0]));
+    let recall = recall.start..recall.end.min(1.02);
+    let thousands = |v: &f64| {
+        let n = 10f64.powf(*v);
+        if n >= 1e6 {
+            format!("{:.1}M", n / 1e6)
+        } else {
+            format!("{:.0}k", n / 1e3)
+        }
+    };
+    render_sized(path, (2 * W, H), |root| {
+        let panels = root.split_evenly((1, 2));
+        for (panel, right) in panels.iter().zip([false, true]) {
+            let (caption, y_desc, y) = if right {
+                (
+                    "Recall@10 against exact search",
+                    "recall@10",
+                    recall.clone(),
+                )
+            } else {
+                ("Search p99 latency (k = 10)", "p99 ms", latency.clone())
+            };
+            let mut chart = ChartBuilder::on(panel)
+                .caption(caption, ("sans-serif", 22))
+                .margin(16)
+                .x_label_area_size(44)
+                .y_label_area_size(64)
+                .build_cartesian_2d(x.clone(), y)
+                .map_err(draw_err)?;
+            chart
+                .configure_mesh()
+                .x_desc("points (log scale)")
+                .y_desc(y_desc)
+                .x_label_formatter(&thousands)
+                .label_style(("sans-serif", 14))
+                .draw()
+                .map_err(draw_err)?;
+            for (i, (name, points)) in series.iter().enumerate() {
+                let colour = colours[i % colours.len()];
+                let xy: Vec<(f64, f64)> = points
+                    .iter()
+                    .map(|p| (p.0.max(1.0).log10(), if right { p.2 } else { p.1 }))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(xy.clone(), colour.stroke_width(2)))
+                    .map_err(draw_err)?
+                    .label(name.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                    });
+                chart
+                    .draw_series(xy.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
+                    .map_err(draw_err)?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .position(if right {
+                    SeriesLabelPosition::LowerLeft
+                } else {
+                    SeriesLabelPosition::UpperLeft
+                })
+                .draw()
+                .map_err(draw_err)?;
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

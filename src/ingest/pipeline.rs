@@ -389,6 +389,12 @@ pub async fn ingest_file<S: VectorStore>(
     if let Some(w) = rejects.as_mut() {
         w.flush().map_err(rejects_err)?;
     }
+    if summary.chunks > 0 {
+        // Index what was written (Edge has no background optimizers; a server needs nothing).
+        use tracing::Instrument;
+        let span = tracing::info_span!("optimize", collection = %spec.name);
+        store.optimize(&spec.name, false).instrument(span).await?;
+    }
     Ok(summary)
 }
 
@@ -615,6 +621,7 @@ pub async fn ingest_items<S: VectorStore>(
     let salt = hash_salt(&embedder, options.chunker);
     let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
     let mut statuses = HashMap::new();
+    let mut wrote = false;
     let mut pending = items.into_iter().peekable();
     while pending.peek().is_some() {
         let batch: Vec<(ContentItem, String)> = pending
@@ -647,7 +654,13 @@ pub async fn ingest_items<S: VectorStore>(
         };
         if !prepared.points.is_empty() || !prepared.stale.is_empty() {
             write_batch(store, &mut spec, prepared).await?;
+            wrote = true;
         }
+    }
+    if wrote {
+        // As `ingest_file` does. Usually nothing to do: the optimizers act when the segment
+        // being written outgrows the indexing threshold or segments need merging.
+        store.optimize(&spec.name, false).await?;
     }
     Ok(ids.iter().map(|id| statuses[id]).collect())
 }

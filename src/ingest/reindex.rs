@@ -141,6 +141,8 @@ pub async fn reindex<S: VectorStore>(
         }
         .into());
     }
+    // Indexed before readers are moved to it (Edge has no background optimizers).
+    store.optimize(&to, false).await?;
     if from == name {
         // A collection made before ingest created collections behind aliases: `name` is a real
         // collection, so it must go before the alias can take its name (the one case with a

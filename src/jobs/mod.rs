@@ -3,4 +3,5 @@
 //! readers, so the embedder itself depends on none of them.
 
 pub mod bench_embed;
+pub mod bench_store;
 pub mod embed_file;

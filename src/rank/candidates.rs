@@ -230,6 +230,7 @@ async fn nearest<S: VectorStore>(
         limit: (n + user.history.seen.len() + 1).min(catalogue.len().max(1) * 4),
         exact: false,
         hnsw_ef: None,
+        oversampling: None,
         // Ids only: a heavy user's query returns thousands of hits.
         payload_fields: Some(Vec::new()),
     };

@@ -152,4 +152,7 @@ impl VectorStore for AnyStore {
     async fn list_aliases(&self) -> Result<Vec<(String, String)>, StoreError> {
         forward!(self, s => s.list_aliases())
     }
+    async fn optimize(&self, collection: &str, wait: bool) -> Result<(), StoreError> {
+        forward!(self, s => s.optimize(collection, wait))
+    }
 }

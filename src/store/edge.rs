@@ -15,9 +15,10 @@ use qdrant_edge::{
     CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldIndexOperations, Fusion, JsonPath,
     Modifier, NamedQuery, PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest,
-    ScoringQuery, ScrollRequest, SearchParams, SetPayloadOp, SparseVector, UpdateOperation, Vector,
-    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
+    PointInsertOperations, PointOperations, PointStruct, Prefetch, QuantizationSearchParams,
+    QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, SearchParams, SetPayloadOp, SparseVector,
+    UpdateOperation, Vector, VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface,
+    WithVector,
 };
 use serde_json::Value;
 
@@ -251,7 +252,8 @@ impl EdgeStore {
                 let params = EdgeVectorParamsBuilder::new(spec.dimension, Distance::Cosine);
                 match self.quantization {
                     Quantization::None => params,
-                    Quantization::Int8 => params.quantization_config(int8()?),
+                    // The full vectors go to disk (memory-mapped, read to rescore): the saving.
+                    Quantization::Int8 => params.on_disk(true).quantization_config(int8()?),
                 }
                 .build()
             })
@@ -446,6 +448,15 @@ impl VectorStore for EdgeStore {
         Ok(out)
     }
 
+    async fn optimize(&self, collection: &str, _wait: bool) -> Result<(), StoreError> {
+        let shard = self.existing(&self.physical(collection)?)?;
+        // Under the write lock, and flushed before returning: the module docs' durability rule.
+        let _guard = self.writes.lock().map_err(err)?;
+        shard.optimize().map_err(err)?;
+        shard.flush();
+        Ok(())
+    }
+
     async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
         self.dir(alias)?;
         if self.dir(alias)?.join("edge_config.json").is_file() {
@@ -551,6 +562,11 @@ impl VectorStore for EdgeStore {
         let params = Some(SearchParams {
             exact: query.exact,
             hnsw_ef: query.hnsw_ef,
+            quantization: query.oversampling.map(|o| QuantizationSearchParams {
+                ignore: false,
+                rescore: Some(true),
+                oversampling: Some(o),
+            }),
             ..Default::default()
         });
         let dense_query = |v: &Vec<f32>| -> Result<ScoringQuery, StoreError> {

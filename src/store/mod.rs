@@ -460,6 +460,9 @@ pub struct ChunkQuery {
     pub exact: bool,
     /// HNSW candidates per query (`None`: the store's default).
     pub hnsw_ef: Option<usize>,
+    /// Quantized candidates per result, rescored with the full vectors (`None`: the store's
+    /// default); see `search.oversampling`.
+    pub oversampling: Option<f64>,
     /// Return only these payload keys (`content_id` and `chunk_index` always); `None`: the
     /// whole payload. A recommender asking for thousands of ids reads a fraction of the bytes.
     pub payload_fields: Option<Vec<String>>,
@@ -561,6 +564,12 @@ pub trait VectorStore {
     async fn list_collections(&self) -> Result<Vec<String>, StoreError>;
     /// Every alias as (alias, collection), sorted.
     async fn list_aliases(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Bring the collection's indexes (HNSW, quantized copies, segment merges) up to date with
+    /// what was written. Qdrant Edge has no background optimizers: without this its points stay
+    /// in unindexed segments and every dense query is a full scan, so ingest calls it at the end.
+    /// A server optimizes by itself; there this only waits for it when `wait` is set (a
+    /// benchmark timing indexed search), up to the store's deadline per poll.
+    async fn optimize(&self, collection: &str, wait: bool) -> Result<(), StoreError>;
 }
 
 /// The stored spec of an existing collection, if it holds `wanted`'s model; a missing metadata

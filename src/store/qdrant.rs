@@ -296,7 +296,8 @@ impl QdrantStore {
             );
             match self.quantization {
                 Quantization::None => params,
-                Quantization::Int8 => params.quantization_config(
+                // The full vectors go to disk (memory-mapped, read to rescore): the saving.
+                Quantization::Int8 => params.on_disk(true).quantization_config(
                     ScalarQuantizationBuilder::default()
                         .r#type(QuantizationType::Int8.into())
                         .quantile(0.99)
@@ -487,6 +488,13 @@ impl QdrantStore {
         let mut params = SearchParamsBuilder::default().exact(query.exact);
         if let Some(ef) = query.hnsw_ef {
             params = params.hnsw_ef(ef as u64);
+        }
+        if let Some(oversampling) = query.oversampling {
+            params = params.quantization(
+                qdrant_client::qdrant::QuantizationSearchParamsBuilder::default()
+                    .rescore(true)
+                    .oversampling(oversampling),
+            );
         }
         let dim_check = |v: &Vec<f32>, dim: usize| {
             super::check_dimension(|| "the query vector".into(), dim, v.len())
@@ -967,6 +975,29 @@ impl VectorStore for QdrantStore {
             out.push((to_chunk(p.id, p.payload), vector));
         }
         Ok((out, next))
+    }
+
+    async fn optimize(&self, collection: &str, wait: bool) -> Result<(), StoreError> {
+        if !wait {
+            return Ok(());
+        }
+        // Green (no optimization running) with the same indexed count twice, a second apart: an
+        // optimizer may not have started yet right after the last write.
+        let mut last = None;
+        loop {
+            let info = self
+                .call(Some(collection), self.client.collection_info(collection))
+                .await?
+                .result
+                .ok_or_else(|| err(format!("Qdrant sent no info for {collection:?}")))?;
+            let green = info.status == qdrant_client::qdrant::CollectionStatus::Green as i32;
+            let indexed = info.indexed_vectors_count;
+            if green && last == Some(indexed) {
+                return Ok(());
+            }
+            last = green.then_some(indexed);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     async fn count(&self, collection: &str, filter: &Filter) -> Result<usize, StoreError> {
