@@ -597,7 +597,8 @@ pub struct SearchConfig {
     /// Score every chunk (brute force) instead of using the HNSW index: exact, slower at scale.
     pub exact: bool,
     /// HNSW candidates examined per dense query (Qdrant's `hnsw_ef`): higher trades speed for
-    /// recall; 0 (the default) leaves it to the store (the index's `ef_construct`).
+    /// recall; 0 (the default) leaves it to the store (the index's `ef_construct`). Hybrid's dense
+    /// list always examines at least four times `hybrid.candidates`.
     pub hnsw_ef: usize,
     /// On a quantized collection (`store.quantization`), how many times `k` candidates the
     /// quantized search collects before they are rescored with the full vectors: above 1 it

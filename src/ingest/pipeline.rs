@@ -389,12 +389,12 @@ pub async fn ingest_file<S: VectorStore>(
     if let Some(w) = rejects.as_mut() {
         w.flush().map_err(rejects_err)?;
     }
-    if summary.chunks > 0 {
-        // Index what was written (Edge has no background optimizers; a server needs nothing).
-        use tracing::Instrument;
-        let span = tracing::info_span!("optimize", collection = %spec.name);
-        store.optimize(&spec.name, false).instrument(span).await?;
-    }
+    // Index what was written (Edge has no background optimizers; a server needs nothing). Also
+    // when nothing changed: a collection written by an older version gets its index that way,
+    // and with nothing to do the optimizers only look at the segments.
+    use tracing::Instrument;
+    let span = tracing::info_span!("optimize", collection = %spec.name);
+    store.optimize(&spec.name, false).instrument(span).await?;
     Ok(summary)
 }
 
