@@ -57,6 +57,21 @@ fn int8() -> Result<qdrant_edge::QuantizationConfig, StoreError> {
     .map_err(err)
 }
 
+/// Segments smaller than this (KB of dense vectors) stay unindexed and are searched exactly.
+/// Qdrant's default, 10,000 KB, is per segment, and a server spreads writes over one segment per
+/// core, so on 2 cores a server collection is searched exactly up to about 20 MB of vectors
+/// (13,000 of dimension 384: SciFact's 11,352 chunks). Edge writes one segment; the same
+/// threshold for the whole collection keeps small collections exact on both stores, the same
+/// answers as the server and as an exact scan, which a full scan of that size affords (< 1 ms).
+const INDEXING_THRESHOLD_KB: usize = 20_000;
+
+fn optimizers() -> qdrant_edge::EdgeOptimizersConfig {
+    qdrant_edge::EdgeOptimizersConfig {
+        indexing_threshold: Some(INDEXING_THRESHOLD_KB),
+        ..Default::default()
+    }
+}
+
 /// Lock `root` for this process, or say which process has it.
 fn lock_root(root: &Path) -> Result<std::fs::File, StoreError> {
     std::fs::create_dir_all(root)
@@ -202,6 +217,10 @@ impl EdgeStore {
             return Ok(None);
         }
         let shard = Arc::new(EdgeShard::load(&dir, None).map_err(err)?);
+        if shard.config().optimizers != optimizers() {
+            // A collection created before the threshold below was set.
+            shard.set_optimizers_config(optimizers()).map_err(err)?;
+        }
         shards.insert(name.to_string(), shard.clone());
         Ok(Some(shard))
     }
@@ -263,6 +282,7 @@ impl EdgeStore {
                     .modifier(Modifier::Idf)
                     .build(),
             )
+            .optimizers(optimizers())
             .build();
         let shard = Arc::new(EdgeShard::new(&dir, config).map_err(err)?);
         self.shards
