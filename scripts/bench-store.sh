@@ -24,6 +24,7 @@ quantization="${QUANTIZATION:-none,int8}"
 backends="${BACKENDS:-edge,qdrant}"
 queries="${QUERIES:-200}"
 mkdir -p "$work"
+work="$(realpath "$work")"
 export SIGNALDESK_DATA_DIR="$work/data" SIGNALDESK_MODELS_DIR="${SIGNALDESK_MODELS_DIR:-$PWD/models}"
 
 embed() { # name input (BEIR's "_id" read as the id)
@@ -79,10 +80,16 @@ for s in socks:
 print(*[s.getsockname()[1] for s in socks])')
   storage="$work/qdrant-storage"
   rm -rf "$storage"
-  QDRANT__STORAGE__STORAGE_PATH="$storage" QDRANT__STORAGE__SNAPSHOTS_PATH="$work/qdrant-snapshots" \
-    QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT="$http" \
-    QDRANT__SERVICE__GRPC_PORT="$grpc" QDRANT__LOG_LEVEL=WARN QDRANT__TELEMETRY_DISABLED=true \
-    "$qdrant" --disable-telemetry > "$work/qdrant.log" 2>&1 &
+  qdrant="$(realpath "$qdrant")"
+  # Started from $work (exec, so $! is the server): Qdrant writes a marker file,
+  # .qdrant-initialized, in its working directory.
+  (
+    cd "$work"
+    exec env QDRANT__STORAGE__STORAGE_PATH="$storage" QDRANT__STORAGE__SNAPSHOTS_PATH="$work/qdrant-snapshots" \
+      QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT="$http" \
+      QDRANT__SERVICE__GRPC_PORT="$grpc" QDRANT__LOG_LEVEL=WARN QDRANT__TELEMETRY_DISABLED=true \
+      "$qdrant" --disable-telemetry > "$work/qdrant.log" 2>&1
+  ) &
   pid=$!
   trap 'kill "$pid" 2>/dev/null || true' EXIT
   for _ in $(seq 100); do
