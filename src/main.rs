@@ -2564,8 +2564,7 @@ fn experiments_report(
 /// `signaldesk bench store`: see [`BenchCommand::Store`].
 async fn bench_store(config: &Config, command: BenchCommand) -> Result<ExitCode> {
     use signaldesk::jobs::bench_store::{
-        exact_top_k, markdown_table, read_base, Footprint, Rss, ScaleRow, ScaleRun, SearchSetting,
-        Synthetic,
+        exact_top_k, markdown_table, read_base, Footprint, Rss, ScaleRun, SearchSetting, Synthetic,
     };
     let BenchCommand::Store {
         base,
@@ -2588,17 +2587,17 @@ async fn bench_store(config: &Config, command: BenchCommand) -> Result<ExitCode>
     else {
         unreachable!("bench_store is called with BenchCommand::Store")
     };
+    if let (true, Some(path), Some(output)) = (plot_only, &plot, &output) {
+        return plot_rows(output, path);
+    }
     anyhow::ensure!(
         k > 0 && queries > 0 && batch > 0,
         "--k, --queries and --batch must be > 0"
     );
-    if plot_only {
-        sizes.clear();
-    }
     sizes.sort_unstable();
     sizes.dedup();
     anyhow::ensure!(
-        plot_only || sizes.first().is_some_and(|&s| s >= k),
+        sizes.first().is_some_and(|&s| s >= k),
         "every size must be at least --k"
     );
     let synthetic = Synthetic {
@@ -2699,9 +2698,8 @@ async fn bench_store(config: &Config, command: BenchCommand) -> Result<ExitCode>
             bar.finish();
             for row in measured {
                 eprintln!(
-                    "{label} (hnsw_ef {}, oversampling {}): {:.0} points/s, index {:.1} s, p50 {:.2} ms, p99 {:.2} ms, recall@{k} {:.4}",
-                    row.hnsw_ef.map_or("default".into(), |e| e.to_string()),
-                    row.oversampling.map_or("default".into(), |o| o.to_string()),
+                    "{label} ({}): {:.0} points/s, index {:.1} s, p50 {:.2} ms, p99 {:.2} ms, recall@{k} {:.4}",
+                    row.settings(),
                     row.upsert_points_per_s,
                     row.index_s,
                     row.search_p50_ms,
@@ -2724,33 +2722,20 @@ async fn bench_store(config: &Config, command: BenchCommand) -> Result<ExitCode>
         print!("{}", markdown_table(&rows));
         return Ok(ExitCode::SUCCESS);
     };
-    {
-        let all: Vec<ScaleRow> = std::fs::read_to_string(&output)?
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("reading rows from {}", output.display()))?;
-        print!("{}", markdown_table(&all));
-        let mut series: Vec<signaldesk::eval::plot::ScaleSeries> = Vec::new();
-        for r in &all {
-            let name = format!("{} {} ({})", r.backend, r.quantization, r.settings());
-            let point = (r.points as f64, r.search_p99_ms, r.recall);
-            match series.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, points)) => points.push(point),
-                None => series.push((name, vec![point])),
-            }
-        }
-        for (_, points) in &mut series {
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        }
-        signaldesk::eval::plot::scale_curve(&series, &path)?;
-        eprintln!(
-            "bench store: plot of {} rows written to {}",
-            all.len(),
-            path.display()
-        );
-    }
+    plot_rows(&output, &path)
+}
+
+/// Print every row of `output` as the scale table and draw them as the PNG at `path`.
+fn plot_rows(output: &Path, path: &Path) -> Result<ExitCode> {
+    use signaldesk::jobs::bench_store::{markdown_table, read_rows, scale_series};
+    let all = read_rows(output)?;
+    print!("{}", markdown_table(&all));
+    signaldesk::eval::plot::scale_curve(&scale_series(&all), path)?;
+    eprintln!(
+        "bench store: plot of {} rows written to {}",
+        all.len(),
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

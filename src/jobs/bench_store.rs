@@ -481,6 +481,39 @@ impl ScaleRow {
     }
 }
 
+/// Rows as a JSONL file holds them (one per line, as `bench store --output` appends them).
+pub fn read_rows(path: &Path) -> Result<Vec<ScaleRow>, BenchStoreError> {
+    let bad = |line: usize, reason: String| BenchStoreError::BadLine {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    };
+    std::fs::read_to_string(path)
+        .map_err(|e| bad(0, e.to_string()))?
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| serde_json::from_str(l).map_err(|e| bad(n + 1, e.to_string())))
+        .collect()
+}
+
+/// The plot's lines: one per backend, quantization and search setting, points in size order.
+pub fn scale_series(rows: &[ScaleRow]) -> Vec<crate::eval::plot::ScaleSeries> {
+    let mut series: Vec<crate::eval::plot::ScaleSeries> = Vec::new();
+    for r in rows {
+        let name = format!("{} {} ({})", r.backend, r.quantization, r.settings());
+        let point = (r.points as f64, r.search_p99_ms, r.recall);
+        match series.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, points)) => points.push(point),
+            None => series.push((name, vec![point])),
+        }
+    }
+    for (_, points) in &mut series {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    series
+}
+
 /// The scale table as Markdown, rows in the given order. RSS is the process's total (anonymous
 /// + file-backed), split after it.
 pub fn markdown_table(rows: &[ScaleRow]) -> String {
