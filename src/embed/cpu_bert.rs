@@ -24,7 +24,8 @@ use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-/// Weights of one encoder layer, row-major `[out, in]` like the checkpoint.
+/// Weights of one encoder layer, the matrices transposed at load to row-major `[in, out]`
+/// (see [`linear`]).
 struct Layer {
     qkv_w: Vec<f32>,
     qkv_b: Vec<f32>,
@@ -108,15 +109,23 @@ impl CpuBert {
                 qkv_b.extend(get(&[h], &format!("{p}.attention.self.{part}.bias"))?);
             }
             layers.push(Layer {
-                qkv_w,
+                qkv_w: transpose(&qkv_w, 3 * h, h),
                 qkv_b,
-                attn_out_w: get(&[h, h], &format!("{p}.attention.output.dense.weight"))?,
+                attn_out_w: transpose(
+                    &get(&[h, h], &format!("{p}.attention.output.dense.weight"))?,
+                    h,
+                    h,
+                ),
                 attn_out_b: get(&[h], &format!("{p}.attention.output.dense.bias"))?,
                 ln1_w: get(&[h], &format!("{p}.attention.output.LayerNorm.weight"))?,
                 ln1_b: get(&[h], &format!("{p}.attention.output.LayerNorm.bias"))?,
-                inter_w: get(&[i, h], &format!("{p}.intermediate.dense.weight"))?,
+                inter_w: transpose(
+                    &get(&[i, h], &format!("{p}.intermediate.dense.weight"))?,
+                    i,
+                    h,
+                ),
                 inter_b: get(&[i], &format!("{p}.intermediate.dense.bias"))?,
-                out_w: get(&[h, i], &format!("{p}.output.dense.weight"))?,
+                out_w: transpose(&get(&[h, i], &format!("{p}.output.dense.weight"))?, h, i),
                 out_b: get(&[h], &format!("{p}.output.dense.bias"))?,
                 ln2_w: get(&[h], &format!("{p}.output.LayerNorm.weight"))?,
                 ln2_b: get(&[h], &format!("{p}.output.LayerNorm.bias"))?,
@@ -324,7 +333,26 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// `out[rows, out_dim] = x[rows, in_dim] · wᵀ + b`, `w` row-major `[out_dim, in_dim]`.
+/// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(m.len(), rows * cols);
+    let mut t = vec![0f32; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+/// `out[rows, out_dim] = x[rows, in_dim] · w + b`, `w` row-major `[in_dim, out_dim]`.
+///
+/// Why `[in, out]` and not the checkpoint's `[out, in]`: `gemm` computes a row-major output as
+/// its transpose, so the weights become its left operand, which it copies into a packed buffer
+/// on every call unless their columns are contiguous. With `[out, in]` that copy (a strided,
+/// scalar loop over the whole weight matrix) cost more than the multiplication itself for
+/// the few-token batches a server embeds (one 27-token query: 104/s before, see the README's
+/// "Serving under load").
 fn linear(x: &[f32], rows: usize, in_dim: usize, w: &[f32], b: &[f32], out: &mut [f32]) {
     let out_dim = b.len();
     assert_eq!(w.len(), out_dim * in_dim);
@@ -352,8 +380,8 @@ fn linear(x: &[f32], rows: usize, in_dim: usize, w: &[f32], b: &[f32], out: &mut
             1,
             in_dim as isize,
             w.as_ptr(),
-            in_dim as isize,
             1,
+            out_dim as isize,
             1.0,
             1.0,
             false,
