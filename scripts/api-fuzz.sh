@@ -7,6 +7,7 @@
 #   scripts/api-fuzz.sh [path/to/signaldesk]     (default: the debug build in CARGO_TARGET_DIR)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/server-url.sh
 target="${CARGO_TARGET_DIR:-target}"
 bin="$(realpath "${1:-$target/debug/signaldesk}")"
 examples="${SIGNALDESK_FUZZ_EXAMPLES:-100}"
@@ -40,13 +41,7 @@ TOML
 export SIGNALDESK_CONFIG="$work/signaldesk.toml"
 "$bin" serve --addr 127.0.0.1:0 2> "$work/server.log" &
 server=$!
-for _ in $(seq 1 300); do
-  url="$(sed -n 's/^signaldesk API on //p' "$work/server.log")"
-  [ -n "$url" ] && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "the server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
+url="$(server_url "$server" "$work/server.log" 300)"
 answered() {
   curl -s "$url/metrics" | awk '/^signaldesk_http_request_duration_seconds_count/ { n += $2 } END { print n + 0 }'
 }

@@ -13,6 +13,7 @@
 #       TAG_RATES (100,200,300)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/server-url.sh
 target="${CARGO_TARGET_DIR:-target}"
 bin="$(realpath "${1:-$target/debug/signaldesk}")"
 seconds="${LOAD_SECONDS:-60}"
@@ -94,14 +95,7 @@ start_server() {
   rm -rf "$work/serve-cache"
   SIGNALDESK_CACHE_DIR="$work/serve-cache" "$bin" serve --addr 127.0.0.1:0 2> "$work/server.log" &
   server=$!
-  url=""
-  for _ in $(seq 1 600); do
-    url="$(sed -n 's/^signaldesk API on //p' "$work/server.log")"
-    [ -n "$url" ] && break
-    kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  [ -n "$url" ] || { echo "the server did not start" >&2; exit 1; }
+  url="$(server_url "$server" "$work/server.log")"
   start_rss="$(awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$server/status)"
 }
 peak_rss=0
