@@ -10,7 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/server-url.sh
 target="${CARGO_TARGET_DIR:-target}"
 bin="$(realpath "${1:-$target/debug/signaldesk}")"
-examples="${SIGNALDESK_FUZZ_EXAMPLES:-100}"
+# Not SIGNALDESK_-prefixed: every SIGNALDESK_* variable is read as a config override.
+examples="${FUZZ_EXAMPLES:-100}"
 
 venv="$target/schemathesis-venv"
 if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF -f scripts/api-fuzz-requirements.txt; then
@@ -46,16 +47,19 @@ answered() {
   curl -s "$url/metrics" | awk '/^signaldesk_http_request_duration_seconds_count/ { n += $2 } END { print n + 0 }'
 }
 before="$(answered)"
-"$venv/bin/schemathesis" run "$url/openapi.json" \
+# From the temporary dir: schemathesis keeps a `.schemathesis/` cache in its working directory.
+schemathesis="$(realpath "$venv/bin/schemathesis")"
+reports="$(realpath -m "$target/test-artifacts/schemathesis")"
+(cd "$work" && "$schemathesis" run "$url/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --phases examples,fuzzing,stateful --max-examples "$examples" --seed 20261130 --workers 2 \
-  --report junit --report-dir "$target/test-artifacts/schemathesis"
+  --report junit --report-dir "$reports")
 after="$(answered)"
 requests=$((after - before - 1))
 echo "api-fuzz: the server answered $requests generated requests"
 if [ "$requests" -lt 500 ]; then
-  echo "api-fuzz: fewer than 500 requests; raise SIGNALDESK_FUZZ_EXAMPLES" >&2
+  echo "api-fuzz: fewer than 500 requests; raise FUZZ_EXAMPLES" >&2
   exit 1
 fi
 # Server errors, from the server's own per-route, per-status counts: 503 and 504 are answers
