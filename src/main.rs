@@ -2643,6 +2643,17 @@ async fn bench_store(config: &Config, command: BenchCommand) -> Result<ExitCode>
             .all(|s| s.oversampling.is_none_or(|o| o >= 1.0)),
         "--oversampling values are 0 (the store's default) or >= 1"
     );
+    // Opened before the long runs, so a bad path fails at once; each row is appended as measured.
+    let mut rows_file = match &output {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => None,
+    };
     let edge_root = config.data_dir.join("bench");
     let baseline = Rss::of(None).unwrap_or_default();
     let mut rows = Vec::new();
@@ -2706,18 +2717,14 @@ async fn bench_store(config: &Config, command: BenchCommand) -> Result<ExitCode>
                     row.search_p99_ms,
                     row.recall
                 );
-                if let Some(path) = &output {
-                    let mut file = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .with_context(|| format!("opening {}", path.display()))?;
+                if let Some(file) = &mut rows_file {
                     writeln!(file, "{}", serde_json::to_string(&row)?)?;
                 }
                 rows.push(row);
             }
         }
     }
+    drop(rows_file);
     let Some((path, output)) = plot.zip(output) else {
         print!("{}", markdown_table(&rows));
         return Ok(ExitCode::SUCCESS);
@@ -2807,8 +2814,7 @@ async fn bench_recommend(
     bar.finish();
     let total = started.elapsed().as_secs_f64();
     millis.sort_by(f64::total_cmp);
-    let pct =
-        |p: f64| millis[((p * millis.len() as f64).ceil() as usize).clamp(1, millis.len()) - 1];
+    let pct = |q: f64| signaldesk::observe::nearest_rank(&millis, q);
     let report = serde_json::json!({
         "calls": calls,
         "users": users.len(),

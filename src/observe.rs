@@ -18,6 +18,17 @@ type RouteHistograms = std::collections::BTreeMap<(String, u16), (Vec<u64>, u64,
 static ROUTE_LATENCY: std::sync::Mutex<RouteHistograms> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
+/// The `q` quantile (nearest rank) of ascending `sorted` latencies, 0 when empty: the one
+/// definition of p50/p90/p99 that every benchmark (`bench http`, `bench recommend`,
+/// `bench store`) reports.
+pub fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// Time each request into its route's histogram.
 pub async fn time_route(request: Request, next: Next) -> Response {
     let route = request
@@ -125,4 +136,18 @@ pub fn stage_metrics() -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_take_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(nearest_rank(&v, 0.5), 50.0);
+        assert_eq!(nearest_rank(&v, 0.99), 99.0);
+        assert_eq!(nearest_rank(&[3.0], 0.99), 3.0);
+        assert_eq!(nearest_rank(&[], 0.99), 0.0);
+    }
 }

@@ -173,13 +173,7 @@ pub async fn run(plan: &LoadPlan) -> Result<LoadReport, LoadError> {
     }
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i]
-    };
+    let at = |q: f64| crate::observe::nearest_rank(&latencies, q);
     Ok(LoadReport {
         route: plan.route,
         rate: plan.rate,

@@ -130,27 +130,16 @@ impl EmbeddingCache {
             .spawn({
                 let batch = Arc::clone(&batch);
                 move || {
-                    if let Err(e) = shared.write(batch.iter().map(|(k, v)| (k, v.as_slice()))) {
+                    if let Err(e) = shared.commit(&batch) {
                         tracing::warn!(error = %e, entries = batch.len(),
                             "embedding cache: a buffered batch was not written");
                     }
-                    shared.buffers.lock().expect("cache buffer lock").committing = None;
-                    shared.committed.notify_all();
                 }
             });
         if let Err(e) = spawned {
             // No thread to spare: commit here instead.
             tracing::debug!(error = %e, "embedding cache: committing on the caller's thread");
-            let written = self
-                .shared
-                .write(batch.iter().map(|(k, v)| (k, v.as_slice())));
-            self.shared
-                .buffers
-                .lock()
-                .expect("cache buffer lock")
-                .committing = None;
-            self.shared.committed.notify_all();
-            written?;
+            self.shared.commit(&batch)?;
         }
         Ok(())
     }
@@ -174,6 +163,14 @@ impl EmbeddingCache {
 }
 
 impl Shared {
+    /// Write the batch being committed, then clear it and wake whoever waits in `flush`.
+    fn commit(&self, batch: &Entries) -> Result<(), EmbedError> {
+        let written = self.write(batch.iter().map(|(k, v)| (k, v.as_slice())));
+        self.buffers.lock().expect("cache buffer lock").committing = None;
+        self.committed.notify_all();
+        written
+    }
+
     fn read_many(&self, keys: &[[u8; 32]]) -> Result<Vec<Option<Vec<f32>>>, EmbedError> {
         let txn = self.db.begin_read().map_err(|e| cache_err(&self.path, e))?;
         let table = match txn.open_table(VECTORS) {

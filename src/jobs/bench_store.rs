@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::ingest::jsonl::parse_object;
 use crate::ingest::{InputError, InputFile};
+use crate::observe::nearest_rank;
 use crate::store::{
     ChunkPoint, ChunkQuery, CollectionSpec, Filter, QueryVectors, StoreError, VectorStore,
 };
@@ -452,20 +453,11 @@ impl ScaleRun<'_> {
         }
         latencies.sort_by(f64::total_cmp);
         Ok((
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.99),
+            nearest_rank(&latencies, 0.50),
+            nearest_rank(&latencies, 0.99),
             recall / self.queries.len().max(1) as f64,
         ))
     }
-}
-
-/// The `q` quantile of ascending `sorted` (nearest rank).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 impl ScaleRow {
@@ -600,14 +592,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn percentiles_take_the_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 50.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&[3.0], 0.99), 3.0);
     }
 
     #[test]
