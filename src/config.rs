@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "SIGNALDESK_";
 
-/// Environment variables with the prefix that are not configuration keys.
-const RESERVED_ENV: &[&str] = &["CONFIG", "LOG"];
+/// Environment variables with the prefix that are not configuration keys: the CLI's
+/// `--config` and `--log-format`, and the log filter.
+const RESERVED_ENV: &[&str] = &["CONFIG", "LOG", "LOG_FORMAT"];
 
 /// Environment variables with the prefix that tests and tools use for their own purposes.
 const RESERVED_ENV_PREFIXES: &[&str] = &["TEST_"];
@@ -1157,6 +1158,7 @@ mod tests {
                 ("SIGNALDESK_EMBED__BATCH_SIZE", "4"),
                 ("SIGNALDESK_CHUNK__OVERLAP_TOKENS", "0"),
                 ("SIGNALDESK_LOG", "debug"),
+                ("SIGNALDESK_LOG_FORMAT", "json"),
                 ("SIGNALDESK_TEST_CRASH_AFTER", "3"),
             ]),
         )
