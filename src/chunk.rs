@@ -13,8 +13,6 @@ use std::str::FromStr;
 
 use tiktoken_rs::CoreBPE;
 
-use crate::embed::Embedder;
-
 /// Errors from chunking and token counting.
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {
@@ -34,16 +32,6 @@ pub trait TokenSpans {
     fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>, ChunkError>;
     /// Tokens the model would see for `text`: special tokens included, no truncation.
     fn count_tokens(&self, text: &str) -> Result<usize, ChunkError>;
-}
-
-impl TokenSpans for Embedder {
-    fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>, ChunkError> {
-        Embedder::token_spans(self, text).map_err(|e| ChunkError::Tokenizer(e.to_string()))
-    }
-    fn count_tokens(&self, text: &str) -> Result<usize, ChunkError> {
-        self.untruncated_token_count(text)
-            .map_err(|e| ChunkError::Tokenizer(e.to_string()))
-    }
 }
 
 /// One chunk of a text: `text[start..end]`, `tokens` long with special tokens.

@@ -72,7 +72,7 @@ pub struct ApiConfig {
     pub keys: Vec<ApiKey>,
     /// Taggers opened at start (`POST /v1/tag` items choose with `tagger`); the first is the
     /// default.
-    pub taggers: Vec<crate::enrich::TaggerKind>,
+    pub taggers: Vec<TaggerKind>,
     /// The taxonomy tags are labelled from and zeroshot tags against (empty: none).
     pub taxonomy: PathBuf,
     /// Most items in one `POST /v1/tag` batch.
@@ -110,7 +110,7 @@ impl Default for ApiConfig {
         Self {
             addr: "127.0.0.1:8090".into(),
             keys: Vec::new(),
-            taggers: vec![crate::enrich::TaggerKind::Knn],
+            taggers: vec![TaggerKind::Knn],
             taxonomy: PathBuf::new(),
             max_batch: 100,
             tag_concurrency: 4,
@@ -1253,5 +1253,33 @@ mod tests {
         let c = Config::default();
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
+    }
+}
+
+/// Which tagger runs (`--tagger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TaggerKind {
+    /// Nearest labelled neighbours vote (enrich.knn).
+    Knn,
+    /// The concepts nearest to the item by label and definition; needs a taxonomy
+    /// (enrich.zeroshot).
+    Zeroshot,
+    /// kNN's votes averaged with a linear head trained on the labelled memory, and the LLM's
+    /// picks when enrich.ensemble.llm_weight > 0 (enrich.ensemble, enrich.head, enrich.llm).
+    Ensemble,
+    /// The LLM picks among candidates retrieved for the item (kNN's votes, the taxonomy's
+    /// nearest concepts), with labelled neighbours as examples (enrich.llm, llm.*).
+    Llm,
+}
+
+impl TaggerKind {
+    /// Whether this tagger calls an LLM under `config`.
+    pub fn calls_llm(self, config: &Config) -> bool {
+        match self {
+            Self::Llm => true,
+            Self::Ensemble => config.enrich.ensemble.llm_weight > 0.0,
+            Self::Knn | Self::Zeroshot => false,
+        }
     }
 }

@@ -184,13 +184,9 @@ impl ContentItem {
         })
     }
 
-    /// The text that is embedded: title + "\n" + body, or whichever exists.
+    /// The text that is embedded: see [`item_text`].
     pub fn text(&self) -> String {
-        match (self.title.trim().is_empty(), self.body.trim().is_empty()) {
-            (false, false) => format!("{}\n{}", self.title, self.body),
-            (false, true) => self.title.clone(),
-            _ => self.body.clone(),
-        }
+        item_text(&self.title, &self.body).unwrap_or_default()
     }
 
     /// The body that [`Self::text`] joined with `title` into `text`: the inverse of that rule,
@@ -279,7 +275,7 @@ impl ContentItem {
         h.update(serde_json::to_vec(self).unwrap_or_default());
         h.update([0u8]);
         h.update(salt.as_bytes());
-        crate::embed::hex(&h.finalize())
+        crate::fingerprint::hex(&h.finalize())
     }
 }
 
@@ -288,6 +284,18 @@ fn opt_string(obj: &mut Map<String, Value>, field: &str) -> Result<Option<String
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(field_err(field, format!("must be a string, got {other}"))),
+    }
+}
+
+/// The text of an item as it is embedded, tagged and summarized, everywhere (ingest, the tag
+/// command, the tagging eval, the API): title + "\n" + body, or whichever of the two is not
+/// blank; `None` when both are.
+pub fn item_text(title: &str, body: &str) -> Option<String> {
+    match (title.trim().is_empty(), body.trim().is_empty()) {
+        (false, false) => Some(format!("{title}\n{body}")),
+        (false, true) => Some(title.to_string()),
+        (true, false) => Some(body.to_string()),
+        (true, true) => None,
     }
 }
 

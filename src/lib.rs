@@ -7,17 +7,17 @@
 //! this library: they parse, call in, and print.
 
 pub mod api;
+pub mod bench;
 pub mod chunk;
 pub mod config;
 pub mod content;
 pub mod embed;
 pub mod enrich;
 pub mod eval;
+pub mod fingerprint;
 pub mod ingest;
-pub mod jobs;
 pub mod llm;
 pub mod observe;
-pub mod pipeline;
 pub mod prompts;
 pub mod rank;
 pub mod search;

@@ -1119,3 +1119,174 @@ async fn the_compose_configuration_serves_against_a_qdrant_server() {
     assert_eq!(v["hits"][0]["id"], docs[1]["id"], "{v}");
     assert!(server.stop().success());
 }
+
+/// Every stored point of the `content` collection (item id, chunk) → its payload, with the
+/// lineage times taken out: what two enrichment runs are compared on.
+async fn stored_payloads(work: &std::path::Path) -> std::collections::BTreeMap<String, Value> {
+    use signaldesk::store::{EdgeStore, Filter, VectorStore};
+    let store = EdgeStore::new(&work.join("data/edge")).unwrap();
+    let collection = store.resolve("content").await.unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    let mut offset = None;
+    loop {
+        let (page, next) = store
+            .scroll(&collection, &Filter::default(), offset, 256)
+            .await
+            .unwrap();
+        for chunk in page {
+            let mut payload = Value::Object(chunk.payload);
+            for (field, time) in [
+                ("tags_lineage", "tagged_at"),
+                ("summary_lineage", "summarized_at"),
+            ] {
+                if let Some(lineage) = payload.get_mut(field).and_then(Value::as_object_mut) {
+                    lineage.remove(time);
+                }
+            }
+            out.insert(
+                format!("{}#{}", chunk.content_id, chunk.chunk_index),
+                payload,
+            );
+        }
+        match next {
+            Some(n) => offset = Some(n),
+            None => break,
+        }
+    }
+    out
+}
+
+/// The CLI and the API are shells over one library: `signaldesk enrich` and `POST /v1/enrich`
+/// store byte-identical payloads (lineage times aside) on the same items, and the same bad
+/// interaction events get the same verdicts through `interactions ingest` and
+/// `POST /v1/feedback`. Bad input names its field: a bad date in a search filter, a wrong type
+/// in a body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_and_the_api_share_one_path_for_enrichment_and_events() {
+    use reqwest::Method;
+    let mut server = start("", "");
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let docs = test_docs(12);
+    ingest_and_enrich(&client, &server, &docs).await;
+
+    // Bad input is a 400 naming the field: the filter (not a 503 from the store) and the JSON
+    // path of a wrong type (not the value).
+    let (status, v) = send(
+        &client,
+        Method::GET,
+        &url("/v1/search?q=oil&filter=published_at>=notadate"),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            v["error"]["code"].as_str(),
+            v["error"]["field"].as_str()
+        ),
+        (400, Some("invalid_request"), Some("filter")),
+        "{v}"
+    );
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/recommend"),
+        Some(READER),
+        Some(json!({"user": "u1", "k": -1})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (400, Some("k")),
+        "{v}"
+    );
+
+    // Events: one good, the rest each wrong in one field.
+    let known = docs[0]["id"].as_str().unwrap().to_string();
+    let tomorrow = (chrono_like_now() + 86_400).to_string();
+    let events = [
+        json!({"user": "u1", "item": known, "event": "click", "timestamp": "2026-01-02"}),
+        json!({"user": "u1", "event": "click", "timestamp": "2026-01-02"}),
+        json!({"user": "u1", "item": "no-such-item", "event": "click", "timestamp": "2026-01-02"}),
+        json!({"user": "u1", "item": known, "event": "click", "timestamp": tomorrow}),
+        json!({"user": "u1", "item": known, "event": "rating", "timestamp": "2026-01-02"}),
+        json!({"user": "u1", "item": known, "event": "click", "timestamp": "yesterday"}),
+        json!({"user": " ", "item": known, "event": "click", "timestamp": "2026-01-02"}),
+    ];
+    let mut api_verdicts = Vec::new();
+    for e in &events {
+        let mut body = e.clone();
+        body["type"] = json!("event");
+        let (status, v) = send(
+            &client,
+            Method::POST,
+            &url("/v1/feedback"),
+            Some(WRITER),
+            Some(body),
+        )
+        .await;
+        api_verdicts.push(match status {
+            202 => None,
+            400 => Some(format!(
+                "field `{}`: {}",
+                v["error"]["field"].as_str().unwrap(),
+                v["error"]["message"].as_str().unwrap()
+            )),
+            _ => panic!("{status}: {v}"),
+        });
+    }
+    assert_eq!(api_verdicts[0], None, "the good event is recorded");
+    assert!(
+        api_verdicts[1..].iter().all(Option::is_some),
+        "{api_verdicts:?}"
+    );
+    assert!(server.stop().success());
+    let after_api = stored_payloads(server.work.path()).await;
+    assert_eq!(after_api.len(), docs.len(), "one chunk per short item");
+    assert!(after_api.values().all(|p| p["tags_lineage"].is_object()));
+
+    // The same enrichment through the CLI, over the same items, rewrites the same payloads.
+    let o = run(signaldesk(server.work.path())
+        .env("SIGNALDESK_CONFIG", &server.config)
+        .args(["enrich", "--tagger", "knn", "--json", "--taxonomy"])
+        .arg(common::root().join("golden-datasets/reuters21578/modapte90/taxonomy.tsv")));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let outcome: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(outcome["tags"]["tagged"], docs.len(), "{outcome}");
+    let after_cli = stored_payloads(server.work.path()).await;
+    assert_eq!(
+        serde_json::to_string(&after_cli).unwrap(),
+        serde_json::to_string(&after_api).unwrap(),
+        "the CLI's enrich stores what POST /v1/enrich stored"
+    );
+
+    // The same events through the CLI get the same verdicts.
+    let file = server.work.path().join("events.jsonl");
+    let lines: Vec<String> = events.iter().map(Value::to_string).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let rejects = server.work.path().join("rejects.jsonl");
+    let o = run(signaldesk(server.work.path())
+        .env("SIGNALDESK_CONFIG", &server.config)
+        .args(["interactions", "ingest"])
+        .arg(&file)
+        .arg("--rejects")
+        .arg(&rejects));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let mut cli_verdicts = vec![None; events.len()];
+    for line in std::fs::read_to_string(&rejects).unwrap().lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let n = r["line"].as_u64().unwrap() as usize;
+        cli_verdicts[n - 1] = Some(r["reason"].as_str().unwrap().to_string());
+    }
+    assert_eq!(cli_verdicts, api_verdicts);
+}
+
+/// Unix seconds now.
+fn chrono_like_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

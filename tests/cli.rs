@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{minilm_dir, reference_sample, run, signaldesk, stderr};
 use serde_json::Value;
 use signaldesk::embed::{cosine, Embedder, EmbedderOptions};
-use signaldesk::pipeline::read_reference;
+use signaldesk::eval::smoke::read_reference;
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)

@@ -6,15 +6,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::tagging::batch_of;
-use super::{authorize, item_error, off_runtime, unavailable, ApiError, ApiState, Counters};
-use crate::config::{Scope, SearchMode};
+use super::{
+    item_error, off_runtime, unavailable, ApiError, ApiState, Caller, Counters, ErrorCode, Read,
+    Write,
+};
+use crate::config::SearchMode;
 use crate::content::{ContentItem, Limits};
 use crate::enrich::editorial::reviewed_tags;
 use crate::ingest::pipeline::{ingest_items, IngestOptions};
@@ -78,10 +81,9 @@ pub enum ContentRequest {
     security(("api_key" = ["write"])))]
 pub(crate) async fn ingest(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Write>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Write)?;
     let (raw, _) = batch_of(&body, state.settings.max_batch)?;
     let limits = Limits {
         max_body_bytes: state.config.ingest.max_body_bytes,
@@ -175,10 +177,9 @@ pub struct StoredItem {
     security(("api_key" = ["read"])))]
 pub(crate) async fn get_item(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let (item, extra) = read_stored(&state, &id).await?;
     let decisions = state
         .editorial
@@ -223,7 +224,7 @@ async fn read_stored(
             crate::store::StoreError::NoCollection(_),
         )) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("no item {id:?}"),
         )),
         Err(e) => Err(unavailable("reading the item", e)),
@@ -237,10 +238,9 @@ async fn read_stored(
     security(("api_key" = ["write"])))]
 pub(crate) async fn delete_item(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Write>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Write)?;
     read_stored(&state, &id).await?;
     let _write = state.writes.lock().await;
     let target = id.clone();
@@ -282,10 +282,9 @@ pub struct SearchResponse {
     security(("api_key" = ["read"])))]
 pub(crate) async fn search(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Read>,
     query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     if query.q.trim().is_empty() {
         return Err(ApiError::invalid("q", "the query is empty"));
@@ -303,8 +302,7 @@ pub(crate) async fn search(
         .filter(|p| !p.is_empty())
         .map(str::to_string)
         .collect();
-    let filter =
-        Filter::parse_pairs(&pairs).map_err(|e| ApiError::invalid("filter", e.to_string()))?;
+    let filter = Filter::parse_pairs(&pairs)?;
     let mode = query.mode.unwrap_or(state.config.search.mode);
     let admission = state.enter()?;
     let dense = match mode {
@@ -324,15 +322,8 @@ pub(crate) async fn search(
             .await
             .map(|mut all| all.pop().unwrap_or_default())
     })
-    .await?
-    .map_err(|e| match e {
-        crate::search::SearchError::NoCollection(_) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the collection holds nothing yet: POST /v1/content first",
-        ),
-        e => unavailable("search", e),
-    })?;
+    .await??;
+
     Ok(Json(json!({ "hits": hits })).into_response())
 }
 
@@ -436,10 +427,9 @@ fn now() -> String {
     security(("api_key" = ["write"])))]
 pub(crate) async fn enrich(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Write>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Write)?;
     let request: EnrichRequest = if body.iter().all(u8::is_ascii_whitespace) {
         EnrichRequest::default()
     } else {
@@ -464,17 +454,21 @@ pub(crate) async fn enrich(
     if let Some(running) = state.jobs.busy() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "busy",
+            ErrorCode::Busy,
             format!("enrichment job {running} is running; poll /v1/jobs/{running}"),
         ));
     }
-    let firsts = Filter::parse_pairs(&["chunk_index=0".into()]).expect("a valid filter");
-    let total = match state.store.count(state.collection(), &firsts).await {
+    let total = match crate::enrich::collection::items_to_enrich(
+        state.store,
+        state.collection(),
+        request.limit,
+    )
+    .await
+    {
         Ok(n) => n,
         Err(crate::store::StoreError::NoCollection(_)) => 0,
         Err(e) => return Err(unavailable("counting items", e)),
     };
-    let total = request.limit.map_or(total, |l| l.min(total));
     let id = uuid::Uuid::new_v4().to_string();
     let job = JobStatus {
         id: id.clone(),
@@ -525,41 +519,31 @@ async fn run_enrich(
     request: &EnrichRequest,
     progress: &AtomicUsize,
 ) -> Result<Value, String> {
-    use crate::enrich::signals::{enrich_collection, summarize_collection, EnrichOptions};
+    use crate::enrich::collection::{enrich_stored, EnrichOptions};
     let open = &state.taggers[&kind];
     let options = EnrichOptions {
         only_stale: request.only_stale.unwrap_or(true),
         limit: request.limit,
-        price: None,
+        price: state.llm.and_then(|llm| llm.price(&state.config.llm)),
+        concurrency: state.config.enrich.llm.concurrency,
     };
-    let tagged = enrich_collection(
+    let summarizer = match (request.summaries, &state.summarizer) {
+        (true, Some((summarizer, _))) => Some(summarizer),
+        _ => None,
+    };
+    let outcome = enrich_stored(
         state.store,
         state.collection(),
         &open.tagger,
         &open.lineage,
+        summarizer,
         &options,
-        |n| progress.store(n, Ordering::Relaxed),
+        |_, n| progress.store(n, Ordering::Relaxed),
     )
     .await
     .map_err(|e| e.to_string())?;
-    Counters::add(&state.counters.enriched, tagged.tagged as u64);
-    let mut result = json!({ "tags": tagged });
-    if request.summaries {
-        let (summarizer, lineage) = state.summarizer.as_ref().expect("checked at the request");
-        let summarized = summarize_collection(
-            state.store,
-            state.collection(),
-            summarizer,
-            lineage,
-            &options,
-            state.config.enrich.llm.concurrency,
-            |_| {},
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        result["summaries"] = json!(summarized);
-    }
-    Ok(result)
+    Counters::add(&state.counters.enriched, outcome.tags.tagged as u64);
+    Ok(json!(outcome))
 }
 
 /// `GET /v1/jobs/{id}`: a background job's progress and, once done, its result.
@@ -569,13 +553,18 @@ async fn run_enrich(
     security(("api_key" = ["read"])))]
 pub(crate) async fn job(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     state
         .jobs
         .get(&id)
         .map(|j| Json(j).into_response())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no job {id:?}")))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!("no job {id:?}"),
+            )
+        })
 }

@@ -4,16 +4,18 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{authorize, off_runtime, parse_body, unavailable, ApiError, ApiState, Counters};
-use crate::config::Scope;
+use super::{
+    off_runtime, parse_body, unavailable, ApiError, ApiState, Caller, Counters, ErrorCode, Read,
+    Write,
+};
 use crate::enrich::editorial::{TagDecision, Verdict};
-use crate::rank::interactions::{parse_timestamp, Interaction};
+use crate::rank::interactions::{EventRules, RawEvent};
 use crate::rank::recommender::RankerKind;
 use crate::rank::service::RecommendService;
 use crate::store::AnyStore;
@@ -60,7 +62,7 @@ fn recommender(state: &ApiState) -> Result<Arc<RecommendService<'static, AnyStor
     state.recommender().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             "recommendations are off: the collection holds no items yet (POST /v1/content)",
         )
     })
@@ -73,10 +75,9 @@ fn recommender(state: &ApiState) -> Result<Arc<RecommendService<'static, AnyStor
     security(("api_key" = ["read"])))]
 pub(crate) async fn recommend(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Read>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let service = recommender(&state)?;
     let request: RecommendBody = parse_body(&body)?;
     if request.k == 0 || request.k > 100 {
@@ -95,15 +96,8 @@ pub(crate) async fn recommend(
             )
             .await
     })
-    .await?
-    .map_err(|e| match e {
-        crate::rank::RankError::UnknownItem(_) => ApiError::invalid("seed", e.to_string()),
-        crate::rank::RankError::Experiments(_) => ApiError::invalid("experiment", e.to_string()),
-        crate::rank::RankError::NoModel => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
-        }
-        e => unavailable("recommend", e),
-    })?;
+    .await??;
+
     Ok(Json(served).into_response())
 }
 
@@ -140,10 +134,10 @@ pub enum FeedbackBody {
     security(("api_key" = ["write"])))]
 pub(crate) async fn feedback(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    caller: Caller<Write>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let who = authorize(&state, &headers, Scope::Write)?;
+    let who = caller.name;
     match parse_body::<FeedbackBody>(&body)? {
         FeedbackBody::Event {
             user,
@@ -153,28 +147,19 @@ pub(crate) async fn feedback(
             timestamp,
         } => {
             let service = recommender(&state)?;
-            if event.trim().is_empty() {
-                return Err(ApiError::invalid("event", "the event is empty"));
-            }
-            if event == "rating" && value.is_none() {
-                return Err(ApiError::invalid("value", "a rating needs a value"));
-            }
-            if value.is_some_and(|v| !v.is_finite()) {
-                return Err(ApiError::invalid("value", "not a finite number"));
-            }
-            let timestamp = match &timestamp {
-                None => chrono::Utc::now().timestamp(),
-                Some(raw) => parse_timestamp(raw).ok_or_else(|| {
-                    ApiError::invalid("timestamp", "Unix seconds, RFC 3339 or YYYY-MM-DD")
-                })?,
-            };
-            let event = Interaction {
-                user,
-                item,
-                event,
-                value,
+            let raw = RawEvent {
+                user: Some(user),
+                item: Some(item),
+                event: Some(event),
+                value: value.map(|v| v.to_string()),
                 timestamp,
             };
+            let recommender = service.recommender();
+            let rules = EventRules {
+                now: chrono::Utc::now().timestamp(),
+                catalogue: Some(&recommender.catalogue),
+            };
+            let event = raw.validate(&rules)?;
             service
                 .record(&event)
                 .map_err(|e| unavailable("recording the event", e))?;
@@ -205,7 +190,7 @@ pub(crate) async fn feedback(
                     field: Some("item".into()),
                     ..ApiError::new(
                         StatusCode::NOT_FOUND,
-                        "not_found",
+                        ErrorCode::NotFound,
                         format!("no item {item:?}"),
                     )
                 });

@@ -9,10 +9,15 @@
 //! answer (429 with Retry-After), never an unbounded queue.
 
 mod content;
+mod error;
 mod feedback;
-pub mod load;
 pub mod openapi;
 mod pages;
+mod state;
+
+pub(crate) use error::{item_error, parse_body, unavailable};
+pub use error::{ApiError, ErrorCode};
+pub use state::ApiSetupError;
 mod tagging;
 
 use std::collections::HashMap;
@@ -20,12 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -40,56 +44,6 @@ use crate::llm::AnyLlm;
 use crate::rank::service::RecommendService;
 use crate::store::AnyStore;
 use crate::Config;
-
-/// An API error: HTTP status and the JSON body `{"error": {"code", "message", "field"?}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct ApiError {
-    #[serde(skip)]
-    pub status: StatusCode,
-    /// Stable, machine-readable: `unauthorized`, `forbidden`, `rate_limited`, `invalid_request`, `overloaded`,
-    /// `too_large`, `timeout`, `not_found`, `not_ready`, `unavailable`, `busy`, `internal`.
-    #[schema(value_type = String)]
-    pub code: &'static str,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// Seconds for the Retry-After header of a 429 (1 when unset).
-    #[serde(skip)]
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            retry_after: None,
-        }
-    }
-
-    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: Some(field.into()),
-            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({ "error": self }))).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            let seconds = self.retry_after.unwrap_or(1).to_string();
-            response.headers_mut().insert(
-                "retry-after",
-                HeaderValue::from_str(&seconds).expect("digits are a valid header value"),
-            );
-        }
-        response
-    }
-}
 
 /// A tagger the server opened at start, with the lineage its tags carry.
 pub struct OpenTagger {
@@ -259,7 +213,7 @@ impl ApiState {
             Counters::add(&self.counters.overloaded, 1);
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "overloaded",
+                ErrorCode::Overloaded,
                 format!(
                     "{bound} requests are computing or waiting (api.workers + api.queue); retry after a second"
                 ),
@@ -279,7 +233,7 @@ impl ApiState {
         self.workers.clone().acquire_owned().await.map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "shutting down",
             )
         })
@@ -321,15 +275,51 @@ pub fn editorial_log_path(config: &Config) -> std::path::PathBuf {
 
 /// The hex sha256 of an API key: what the configuration stores instead of the key.
 pub fn key_hash(key: &str) -> String {
-    crate::embed::hex(&Sha256::digest(key.as_bytes()))
+    crate::fingerprint::hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// A route's scope as a type, for [`Caller`]: a handler's arguments say which scope it needs.
+pub(crate) trait RouteScope {
+    const SCOPE: Scope;
+}
+
+/// The read scope: search, tagging, summaries, recommendations.
+pub(crate) struct Read;
+/// The write scope: content in and out, enrichment jobs, feedback.
+pub(crate) struct Write;
+
+impl RouteScope for Read {
+    const SCOPE: Scope = Scope::Read;
+}
+
+impl RouteScope for Write {
+    const SCOPE: Scope = Scope::Write;
+}
+
+/// The caller of a route that needs scope `S`, authorized (see [`authorize`]) before the handler
+/// runs and before its body is read.
+pub(crate) struct Caller<S> {
+    /// The key's name (`api.keys[].name`): who an editor's decision is recorded under.
+    pub name: String,
+    scope: std::marker::PhantomData<S>,
+}
+
+impl<S: RouteScope + Send + Sync> axum::extract::FromRequestParts<Arc<ApiState>> for Caller<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        authorize(state, &parts.headers, S::SCOPE).map(|name| Caller {
+            name,
+            scope: std::marker::PhantomData,
+        })
+    }
 }
 
 /// The caller's key must exist (401) and carry `scope` or `admin` (403); answers the key's name.
-pub(crate) fn authorize(
-    state: &ApiState,
-    headers: &HeaderMap,
-    scope: Scope,
-) -> Result<String, ApiError> {
+fn authorize(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -338,7 +328,7 @@ pub(crate) fn authorize(
     let Some(presented) = presented else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "an API key is required (Authorization: Bearer KEY, or X-Api-Key)",
         ));
     };
@@ -346,7 +336,7 @@ pub(crate) fn authorize(
     let Some(key) = state.settings.keys.iter().find(|k| k.sha256 == hash) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "unknown API key",
         ));
     };
@@ -358,7 +348,7 @@ pub(crate) fn authorize(
                 retry_after: Some(wait.as_secs().max(1)),
                 ..ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     format!(
                         "key {:?} is over api.rate_per_key ({}/s)",
                         key.name, state.settings.rate_per_key
@@ -372,7 +362,7 @@ pub(crate) fn authorize(
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!("key {:?} lacks the {scope:?} scope", key.name).to_lowercase(),
         ))
     }
@@ -426,11 +416,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/editorial", get(pages::editorial))
         .with_state(state)
         .merge(v1)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not answer that method (see /openapi.json)",
             )
         })
@@ -477,16 +469,16 @@ async fn json_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (code, message) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the body is over the size limit"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::TooLarge, "the body is over the size limit"),
         StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => {
-            ("timeout", "the request took too long")
+            (ErrorCode::Timeout, "the request took too long")
         }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "the body must be JSON (Content-Type: application/json)",
         ),
-        s if s.is_client_error() => ("invalid_request", "the request is malformed"),
-        _ => ("internal", "internal error"),
+        s if s.is_client_error() => (ErrorCode::InvalidRequest, "the request is malformed"),
+        _ => (ErrorCode::Internal, "internal error"),
     };
     let status = if status == StatusCode::REQUEST_TIMEOUT {
         StatusCode::GATEWAY_TIMEOUT
@@ -638,24 +630,9 @@ async fn healthz() -> Json<Value> {
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
     match readiness(&state).await {
         Ok(v) => Json(v).into_response(),
-        Err(reason) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).into_response()
-        }
+        Err(reason) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, reason)
+            .into_response(),
     }
-}
-
-/// Parse a JSON body into `T`; a problem names the field at fault.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
-    serde_json::from_value(value).map_err(|e| {
-        let message = e.to_string();
-        let field = message
-            .split('`')
-            .nth(1)
-            .map_or("body".to_string(), str::to_string);
-        ApiError::invalid(field, message)
-    })
 }
 
 /// Run a library future on the blocking pool, driven by the runtime's handle there. Taggers'
@@ -676,25 +653,10 @@ where
         .map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 format!("the work stopped: {e}"),
             )
         })
-}
-
-/// A batch item's own error entry.
-pub(crate) fn item_error(id: Option<Value>, e: &ApiError) -> Value {
-    json!({"id": id, "error": e})
-}
-
-/// A 503 for a failure of the store, the embedder or the LLM (logged).
-pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "{what} failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        format!("{what} failed: {e}"),
-    )
 }
 
 /// Serve until Ctrl-C or SIGTERM, draining in-flight requests; background jobs are waited for

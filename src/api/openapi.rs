@@ -7,7 +7,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{content, feedback, tagging, ApiError};
+use super::{content, feedback, tagging, ApiError, ErrorCode};
 
 /// The error body every failure carries.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -37,7 +37,7 @@ pub struct ErrorBody {
         feedback::recommend,
         feedback::feedback,
     ),
-    components(schemas(ErrorBody, ApiError)),
+    components(schemas(ErrorBody, ApiError, ErrorCode)),
     modifiers(&Common),
     tags(
         (name = "content", description = "Content in and out, search, enrichment jobs"),

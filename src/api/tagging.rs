@@ -5,14 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{authorize, item_error, off_runtime, unavailable, ApiError, ApiState, Counters};
-use crate::config::Scope;
+use super::{
+    item_error, off_runtime, unavailable, ApiError, ApiState, Caller, Counters, ErrorCode, Read,
+};
 use crate::enrich::{AnyTagger, Tagger, TaggerKind};
 
 /// One item of `POST /v1/tag`.
@@ -109,7 +110,7 @@ fn permit(state: &ApiState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError
         Counters::add(&state.counters.overloaded, 1);
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "overloaded",
+            ErrorCode::Overloaded,
             format!(
                 "{} tagging or summarizing requests are running; retry after a second",
                 state.settings.tag_concurrency
@@ -126,140 +127,26 @@ fn permit(state: &ApiState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError
     security(("api_key" = ["read"])))]
 pub(crate) async fn tag(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Read>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let _permit = permit(&state)?;
     let (raw, _) = batch_of(&body, state.settings.max_batch)?;
     let mut answers: Vec<Option<Value>> = vec![None; raw.len()];
     // Valid items grouped by tagger, each group tagged in one call.
     let mut groups: HashMap<TaggerKind, Vec<(usize, Option<Value>, String)>> = HashMap::new();
     for (i, v) in raw.into_iter().enumerate() {
-        let id = v.get("id").cloned();
-        let item = match serde_json::from_value::<TagItem>(v) {
-            Ok(item) => item,
-            Err(e) => {
-                answers[i] = Some(item_error(
-                    id,
-                    &ApiError::invalid(format!("items[{i}]"), e.to_string()),
-                ));
-                continue;
-            }
-        };
-        let text = match (item.title.trim(), item.body.trim()) {
-            ("", "") => {
-                answers[i] = Some(item_error(
-                    item.id,
-                    &ApiError::invalid(format!("items[{i}].body"), "title and body are both empty"),
-                ));
-                continue;
-            }
-            (t, "") => t.to_string(),
-            ("", b) => b.to_string(),
-            (t, b) => format!("{t}\n{b}"),
-        };
-        if let Some(wanted) = &item.taxonomy {
-            let known = state.taxonomy.map(|t| t.id());
-            if known
-                .as_deref()
-                .is_none_or(|k| k != wanted && !k.starts_with(&format!("{wanted}@")))
-            {
-                answers[i] = Some(item_error(
-                    item.id,
-                    &ApiError::invalid(
-                        format!("items[{i}].taxonomy"),
-                        format!(
-                            "this server tags against {}",
-                            known.unwrap_or_else(|| "no taxonomy".into())
-                        ),
-                    ),
-                ));
-                continue;
-            }
+        match tag_item_of(&state, i, v) {
+            Ok((kind, id, text)) => groups.entry(kind).or_default().push((i, id, text)),
+            Err(answer) => answers[i] = Some(answer),
         }
-        let kind = item.tagger.unwrap_or(state.default_tagger);
-        if !state.taggers.contains_key(&kind) {
-            let open: Vec<_> = state
-                .taggers
-                .keys()
-                .map(|k| format!("{k:?}").to_lowercase())
-                .collect();
-            answers[i] = Some(item_error(
-                item.id,
-                &ApiError::invalid(
-                    format!("items[{i}].tagger"),
-                    format!("not open on this server (open: {})", open.join(", ")),
-                ),
-            ));
-            continue;
-        }
-        groups.entry(kind).or_default().push((i, item.id, text));
     }
     let admission = state.enter()?;
     for (kind, items) in groups {
-        let open = &state.taggers[&kind];
         let texts: Vec<String> = items.iter().map(|(_, _, t)| t.clone()).collect();
-        // Tagging embeds (CPU-bound) and its future is not provably Send (the LLM tagger's
-        // buffered stream trips rustc's higher-ranked lifetime check), so it runs on the
-        // blocking pool, driven by the runtime's handle there, off the async workers.
-        let tagged = if matches!(open.tagger, AnyTagger::Knn(_)) {
-            // kNN: the texts join the embedding batcher with other requests' texts, then the
-            // memory is searched with their vectors (the same path as `Tagger::tag`).
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let vectors = state
-                .batcher
-                .embed_many(&refs)
-                .await
-                .map_err(|e| unavailable("embedding", e))?;
-            let _worker = state.worker(&admission).await?;
-            off_runtime(&state, move |s| async move {
-                let AnyTagger::Knn(knn) = &s.taggers[&kind].tagger else {
-                    unreachable!("checked above")
-                };
-                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                knn.tag_embedded(&texts, vectors).await.map(|all| {
-                    all.into_iter()
-                        .map(|tags| crate::enrich::Tagged {
-                            tags,
-                            ..Default::default()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .await?
-            .map_err(|e| unavailable("tagging", e))?
-        } else {
-            let _worker = state.worker(&admission).await?;
-            off_runtime(&state, move |s| async move {
-                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                s.taggers[&kind].tagger.tag_items(&texts).await
-            })
-            .await?
-            .map_err(|e| unavailable("tagging", e))?
-        };
+        let tagged = tag_group(&state, &admission, kind, texts).await?;
         for ((i, id, _), t) in items.into_iter().zip(tagged) {
-            let tags: Vec<Value> = t
-                .tags
-                .iter()
-                .map(|tag| {
-                    let label = state
-                        .taxonomy
-                        .and_then(|tx| tx.get(&tag.label))
-                        .map_or(tag.label.clone(), |c| c.label.clone());
-                    json!({"id": tag.label, "label": label, "confidence": tag.confidence, "source": tag.source, "evidence": tag.evidence})
-                })
-                .collect();
-            let mut answer = json!({"id": id, "tags": tags, "lineage": open.lineage});
-            Counters::add(&state.counters.tagged, 1);
-            state
-                .counters
-                .note_labels(t.tags.iter().map(|tag| tag.label.as_str()));
-            if let Some(reason) = t.fallback_reason {
-                Counters::add(&state.counters.fallbacks, 1);
-                answer["fallback_reason"] = json!(reason);
-            }
-            answers[i] = Some(answer);
+            answers[i] = Some(tag_answer(&state, kind, id, t));
         }
     }
     let errors = answers
@@ -269,6 +156,129 @@ pub(crate) async fn tag(
         .count();
     Counters::add(&state.counters.item_errors, errors as u64);
     Ok(Json(json!({"items": answers})).into_response())
+}
+
+/// Item `i` of a tag request as (tagger, id, text), or its error answer naming the field.
+fn tag_item_of(
+    state: &ApiState,
+    i: usize,
+    v: Value,
+) -> Result<(TaggerKind, Option<Value>, String), Value> {
+    let id = v.get("id").cloned();
+    let item = serde_json::from_value::<TagItem>(v)
+        .map_err(|e| item_error(id, &ApiError::invalid(format!("items[{i}]"), e.to_string())))?;
+    let refuse = |field: &str, message: String| {
+        item_error(
+            item.id.clone(),
+            &ApiError::invalid(format!("items[{i}].{field}"), message),
+        )
+    };
+    let Some(text) = crate::content::item_text(&item.title, &item.body) else {
+        return Err(refuse("body", "title and body are both empty".into()));
+    };
+    if let Some(wanted) = &item.taxonomy {
+        let known = state.taxonomy.map(|t| t.id());
+        if known
+            .as_deref()
+            .is_none_or(|k| k != wanted && !k.starts_with(&format!("{wanted}@")))
+        {
+            let serving = known.unwrap_or_else(|| "no taxonomy".into());
+            return Err(refuse(
+                "taxonomy",
+                format!("this server tags against {serving}"),
+            ));
+        }
+    }
+    let kind = item.tagger.unwrap_or(state.default_tagger);
+    if !state.taggers.contains_key(&kind) {
+        let open: Vec<_> = state
+            .taggers
+            .keys()
+            .map(|k| format!("{k:?}").to_lowercase())
+            .collect();
+        return Err(refuse(
+            "tagger",
+            format!("not open on this server (open: {})", open.join(", ")),
+        ));
+    }
+    Ok((kind, item.id, text))
+}
+
+/// Tag one tagger's texts. Tagging embeds (CPU-bound) and its future is not provably Send (the
+/// LLM tagger's buffered stream trips rustc's higher-ranked lifetime check), so it runs on the
+/// blocking pool, driven by the runtime's handle there, off the async workers.
+async fn tag_group(
+    state: &Arc<ApiState>,
+    admission: &super::Admission,
+    kind: TaggerKind,
+    texts: Vec<String>,
+) -> Result<Vec<crate::enrich::Tagged>, ApiError> {
+    if matches!(state.taggers[&kind].tagger, AnyTagger::Knn(_)) {
+        // kNN: the texts join the embedding batcher with other requests' texts, then the
+        // memory is searched with their vectors (the same path as `Tagger::tag`).
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = state
+            .batcher
+            .embed_many(&refs)
+            .await
+            .map_err(|e| unavailable("embedding", e))?;
+        let _worker = state.worker(admission).await?;
+        off_runtime(state, move |s| async move {
+            let AnyTagger::Knn(knn) = &s.taggers[&kind].tagger else {
+                unreachable!("checked above")
+            };
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            knn.tag_embedded(&texts, vectors).await.map(|all| {
+                all.into_iter()
+                    .map(|tags| crate::enrich::Tagged {
+                        tags,
+                        ..Default::default()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await?
+        .map_err(|e| unavailable("tagging", e))
+    } else {
+        let _worker = state.worker(admission).await?;
+        off_runtime(state, move |s| async move {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            s.taggers[&kind].tagger.tag_items(&texts).await
+        })
+        .await?
+        .map_err(|e| unavailable("tagging", e))
+    }
+}
+
+/// One tagged item's answer (tags with their taxonomy labels, lineage, fallback), counted.
+fn tag_answer(
+    state: &ApiState,
+    kind: TaggerKind,
+    id: Option<Value>,
+    t: crate::enrich::Tagged,
+) -> Value {
+    let tags: Vec<Value> = t
+        .tags
+        .iter()
+        .map(|tag| {
+            let label = state
+                .taxonomy
+                .and_then(|tx| tx.get(&tag.label))
+                .map_or(tag.label.clone(), |c| c.label.clone());
+            json!({"id": tag.label, "label": label, "confidence": tag.confidence, "source": tag.source, "evidence": tag.evidence})
+        })
+        .collect();
+    let lineage = &state.taggers[&kind].lineage;
+    let mut answer = json!({"id": id, "tags": tags, "lineage": lineage});
+    Counters::add(&state.counters.tagged, 1);
+    state
+        .counters
+        .note_labels(t.tags.iter().map(|tag| tag.label.as_str()));
+    if let Some(reason) = t.fallback_reason {
+        Counters::add(&state.counters.fallbacks, 1);
+        answer["fallback_reason"] = json!(reason);
+    }
+    answer
 }
 
 /// One item of `POST /v1/summarize`.
@@ -324,14 +334,13 @@ pub struct SummarizeResponse {
     security(("api_key" = ["read"])))]
 pub(crate) async fn summarize(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Read>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     if state.summarizer.is_none() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             "summaries are off: api.llm is false",
         ));
     }
@@ -414,10 +423,9 @@ pub struct TaxonomyResponse {
     security(("api_key" = ["read"])))]
 pub(crate) async fn taxonomy(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _caller: Caller<Read>,
     query: Result<Query<TaxonomyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {

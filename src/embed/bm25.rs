@@ -9,8 +9,6 @@
 use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
 use qdrant_edge::external::ordered_float::NotNan;
 
-use crate::store::Sparse;
-
 /// BM25's term-frequency saturation.
 pub const K1: f64 = 1.2;
 /// BM25's length normalisation.
@@ -81,6 +79,13 @@ impl Bm25Encoder {
             })
             .sum()
     }
+}
+
+/// A sparse vector (BM25 term weights).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Sparse {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
 }
 
 #[cfg(test)]

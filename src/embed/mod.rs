@@ -20,7 +20,6 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 pub use cache::EmbeddingCache;
-pub(crate) use model_dir::hex;
 pub use model_dir::{ModelSpec, Pooling, REQUIRED_FILES};
 
 use crate::config::Config;
@@ -528,4 +527,39 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         return 0.0;
     }
     (dot / (na.sqrt() * nb.sqrt())) as f32
+}
+
+/// Embedding models loaded once per configuration for the life of a holder: a run of several
+/// eval suites loads the model once, and the embedding cache (one redb file) can only be open
+/// once per process anyway.
+#[derive(Default)]
+pub struct LoadedEmbedders {
+    loaded: std::sync::Mutex<Vec<(String, std::sync::Arc<Embedder>)>>,
+}
+
+impl LoadedEmbedders {
+    /// The embedder for `config`'s models, cache and `embed.*`, loaded on first use.
+    pub fn get(&self, config: &Config) -> Result<std::sync::Arc<Embedder>, EmbedError> {
+        let key =
+            serde_json::json!([config.models_dir, config.cache_dir, config.embed]).to_string();
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, e)) = loaded.iter().find(|(k, _)| *k == key) {
+            return Ok(e.clone());
+        }
+        let embedder = std::sync::Arc::new(Embedder::from_config(config)?);
+        loaded.push((key, embedder.clone()));
+        Ok(embedder)
+    }
+}
+
+/// The chunker splits texts by this model's tokens.
+impl crate::chunk::TokenSpans for Embedder {
+    fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>, crate::chunk::ChunkError> {
+        Embedder::token_spans(self, text)
+            .map_err(|e| crate::chunk::ChunkError::Tokenizer(e.to_string()))
+    }
+    fn count_tokens(&self, text: &str) -> Result<usize, crate::chunk::ChunkError> {
+        self.untruncated_token_count(text)
+            .map_err(|e| crate::chunk::ChunkError::Tokenizer(e.to_string()))
+    }
 }

@@ -207,10 +207,5 @@ fn fingerprint(dir: &Path) -> Result<String, EmbedError> {
             hasher.update(&buf[..n]);
         }
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// Lower-case hex of a byte string.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(crate::fingerprint::hex(&hasher.finalize()))
 }

@@ -44,6 +44,73 @@ pub(crate) fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core:
         .mean_all()
 }
 
+/// How [`fit_logistic`] trains.
+#[derive(Debug, Clone, Copy)]
+pub struct LogisticFit {
+    pub learning_rate: f64,
+    pub epochs: usize,
+    /// The weight of ½‖w‖²'s counterpart in the loss: `l2`·Σw² (0: none).
+    pub l2: f64,
+    /// Minibatches of this many rows, in an order shuffled each epoch from this seed; `None`:
+    /// each step sees every row, in order.
+    pub minibatch: Option<(usize, u64)>,
+}
+
+/// Logistic regression, one output per column of `y` (0/1 targets), by AdamW on the mean
+/// binary cross-entropy plus `l2`·Σw²: the one trainer behind the tagging head and the
+/// recommender's blend. Returns the weights (`x` columns × outputs) and the biases.
+pub fn fit_logistic(
+    x: &Tensor,
+    y: &Tensor,
+    fit: &LogisticFit,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let device = x.device();
+    let (n, d) = x.dims2()?;
+    let outputs = y.dims2()?.1;
+    let w = Var::zeros((d, outputs), DType::F32, device)?;
+    let b = Var::zeros(outputs, DType::F32, device)?;
+    let mut optimizer = candle_nn::AdamW::new(
+        vec![w.clone(), b.clone()],
+        ParamsAdamW {
+            lr: fit.learning_rate,
+            // The penalty is in the loss (plain L2), not decoupled decay.
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let step = |xb: &Tensor, yb: &Tensor, optimizer: &mut candle_nn::AdamW| {
+        let logits = xb.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
+        let mut loss = bce_with_logits(&logits, yb)?;
+        if fit.l2 > 0.0 {
+            loss = (loss + (w.as_tensor().sqr()?.sum_all()? * fit.l2)?)?;
+        }
+        optimizer.backward_step(&loss)?;
+        loss.to_scalar::<f32>()
+    };
+    match fit.minibatch {
+        None => {
+            for _ in 0..fit.epochs {
+                step(x, y, &mut optimizer)?;
+            }
+        }
+        Some((batch, seed)) => {
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            for epoch in 0..fit.epochs {
+                let mut epoch_loss = 0.0;
+                order.shuffle(&mut rng);
+                for chunk in order.chunks(batch.max(1)) {
+                    let idx = Tensor::from_slice(chunk, chunk.len(), device)?;
+                    let (xb, yb) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
+                    epoch_loss += step(&xb, &yb, &mut optimizer)? * chunk.len() as f32;
+                }
+                tracing::debug!(epoch, loss = epoch_loss / n as f32, "logistic training");
+            }
+        }
+    }
+    Ok((w.as_tensor().clone(), b.as_tensor().clone()))
+}
+
 impl LinearHead {
     /// Train on `(vector, labels)` examples; every label seen becomes an output.
     pub fn train(
@@ -77,45 +144,21 @@ impl LinearHead {
         let device = Device::Cpu;
         let x = Tensor::from_vec(x, (n, dim), &device)?;
         let y = Tensor::from_vec(y, (n, labels.len()), &device)?;
-        let w = Var::zeros((dim, labels.len()), DType::F32, &device)?;
-        let b = Var::zeros(labels.len(), DType::F32, &device)?;
-        let mut optimizer = candle_nn::AdamW::new(
-            vec![w.clone(), b.clone()],
-            ParamsAdamW {
-                lr: settings.learning_rate,
-                // The penalty is in the loss (plain L2), not decoupled decay.
-                weight_decay: 0.0,
-                ..ParamsAdamW::default()
-            },
-        )?;
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(settings.seed);
-        let batch = settings.batch_size.max(1);
-        // C·Σᵢ loss + ½‖w‖² per label, divided by C·n·labels to match the mean loss below.
+        // C·Σᵢ loss + ½‖w‖² per label, divided by C·n·labels to match the mean loss.
         let l2 = if settings.c > 0.0 {
             1.0 / (2.0 * settings.c * n as f64 * labels.len() as f64)
         } else {
             0.0
         };
-        for epoch in 0..settings.epochs {
-            let mut epoch_loss = 0.0;
-            order.shuffle(&mut rng);
-            for chunk in order.chunks(batch) {
-                let idx = Tensor::from_slice(chunk, chunk.len(), &device)?;
-                let xb = x.index_select(&idx, 0)?;
-                let yb = y.index_select(&idx, 0)?;
-                let logits = xb.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
-                let mut loss = bce_with_logits(&logits, &yb)?;
-                if l2 > 0.0 {
-                    loss = (loss + (w.as_tensor().sqr()?.sum_all()? * l2)?)?;
-                }
-                optimizer.backward_step(&loss)?;
-                epoch_loss += loss.to_scalar::<f32>()? * chunk.len() as f32;
-            }
-            tracing::debug!(epoch, loss = epoch_loss / n as f32, "head training");
-        }
-        let weights = w.as_tensor().t()?.contiguous()?.flatten_all()?.to_vec1()?;
-        let bias = b.as_tensor().to_vec1()?;
+        let fit = LogisticFit {
+            learning_rate: settings.learning_rate,
+            epochs: settings.epochs,
+            l2,
+            minibatch: Some((settings.batch_size, settings.seed)),
+        };
+        let (w, b) = fit_logistic(&x, &y, &fit)?;
+        let weights = w.t()?.contiguous()?.flatten_all()?.to_vec1()?;
+        let bias = b.to_vec1()?;
         Ok(Self {
             labels,
             dim,

@@ -12,12 +12,12 @@
 //!
 //! `signaldesk tag`, `signaldesk enrich` and `signaldesk eval tagging` run any of them.
 
+pub mod collection;
 pub mod editorial;
 pub mod ensemble;
 pub mod head;
 pub mod knn;
 pub mod llm_tagger;
-pub mod signals;
 pub mod summarizer;
 pub mod summary;
 pub mod tag_file;
@@ -70,33 +70,7 @@ pub struct Tagged {
     pub usage: crate::llm::Usage,
 }
 
-/// Which tagger runs (`--tagger`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TaggerKind {
-    /// Nearest labelled neighbours vote (enrich.knn).
-    Knn,
-    /// The concepts nearest to the item by label and definition; needs a taxonomy
-    /// (enrich.zeroshot).
-    Zeroshot,
-    /// kNN's votes averaged with a linear head trained on the labelled memory, and the LLM's
-    /// picks when enrich.ensemble.llm_weight > 0 (enrich.ensemble, enrich.head, enrich.llm).
-    Ensemble,
-    /// The LLM picks among candidates retrieved for the item (kNN's votes, the taxonomy's
-    /// nearest concepts), with labelled neighbours as examples (enrich.llm, llm.*).
-    Llm,
-}
-
-impl TaggerKind {
-    /// Whether this tagger calls an LLM under `config`.
-    pub fn calls_llm(self, config: &Config) -> bool {
-        match self {
-            Self::Llm => true,
-            Self::Ensemble => config.enrich.ensemble.llm_weight > 0.0,
-            Self::Knn | Self::Zeroshot => false,
-        }
-    }
-}
+pub use crate::config::TaggerKind;
 
 /// Either tagger, chosen at run time.
 pub enum AnyTagger<'a, S> {
@@ -160,6 +134,33 @@ pub enum TaggerSetupError {
     },
 }
 
+/// The configuration and LLM client a tagger of `kind` runs with. `concurrency` (a command's
+/// `--concurrency`) sets enrich.llm.concurrency and raises the client's own limit to match;
+/// `provider` overrides llm.provider. Taggers that call no LLM get none: loading a local model
+/// they would not use costs seconds and memory.
+pub fn tagger_llm(
+    config: &Config,
+    kind: TaggerKind,
+    provider: Option<crate::llm::LlmProvider>,
+    concurrency: Option<usize>,
+) -> Result<(Config, Option<crate::llm::AnyLlm>), crate::llm::LlmError> {
+    let mut config = config.clone();
+    if let Some(n) = concurrency {
+        if n == 0 {
+            return Err(crate::llm::LlmError::Config(
+                "concurrency must be at least 1".into(),
+            ));
+        }
+        config.enrich.llm.concurrency = n;
+        config.llm.concurrency = config.llm.concurrency.max(n);
+    }
+    if !kind.calls_llm(&config) {
+        return Ok((config, None));
+    }
+    let llm = crate::llm::AnyLlm::from_config(&config, provider, None)?;
+    Ok((config, Some(llm)))
+}
+
 /// The tagger `kind` as configured, and the lineage its tags carry (tagger, model, settings,
 /// memory or labels collection, taxonomy id@version, time). `memory` overrides
 /// `enrich.knn.memory`.
@@ -172,21 +173,71 @@ pub async fn open_tagger<'a, S: VectorStore>(
     memory: Option<String>,
     llm: Option<&'a crate::llm::AnyLlm>,
 ) -> Result<(AnyTagger<'a, S>, Value), TaggerSetupError> {
-    // The LLM side, when this tagger calls one: the labeller and the taxonomy's concepts.
-    let llm_parts = || async {
-        let llm = llm.ok_or_else(|| {
+    let setup = TaggerSetup {
+        store,
+        embedder,
+        config,
+        taxonomy,
+        llm,
+        tagged_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    match kind {
+        TaggerKind::Knn => setup.knn(memory).await,
+        TaggerKind::Ensemble => setup.ensemble(memory, kind.calls_llm(config)).await,
+        TaggerKind::Llm => setup.llm_tagger(memory).await,
+        TaggerKind::Zeroshot => setup.zeroshot().await,
+    }
+}
+
+/// What [`open_tagger`] opens taggers from.
+struct TaggerSetup<'a, 'c, S> {
+    store: &'a S,
+    embedder: &'a Arc<Embedder>,
+    config: &'c Config,
+    taxonomy: Option<&'a taxonomy::Taxonomy>,
+    llm: Option<&'a crate::llm::AnyLlm>,
+    tagged_at: String,
+}
+
+impl<'a, S: VectorStore> TaggerSetup<'a, '_, S> {
+    fn taxonomy_id(&self) -> Option<String> {
+        self.taxonomy.map(taxonomy::Taxonomy::id)
+    }
+
+    /// The labelled memory (`memory`, else enrich.knn.memory) opened for searching.
+    async fn memory(
+        &self,
+        memory: Option<String>,
+    ) -> Result<(Searcher<'a, S>, String), TaggerSetupError> {
+        let config = self.config;
+        let memory = memory.unwrap_or_else(|| config.enrich.knn.memory.clone());
+        Searcher::open(self.store, self.embedder, &memory, &config.search)
+            .await
+            .map(|searcher| (searcher, memory.clone()))
+            .map_err(|source| TaggerSetupError::Memory {
+                collection: memory,
+                source,
+            })
+    }
+
+    /// The LLM side of a tagger that calls one: the labeller and the taxonomy's concepts.
+    async fn llm_parts(&self) -> Result<llm_tagger::LlmParts<'a, S>, TaggerSetupError> {
+        let config = self.config;
+        let llm = self.llm.ok_or_else(|| {
             TaggerSetupError::NeedsLlm("no LLM client was configured for it".into())
         })?;
         let labeller = llm_tagger::LlmLabeller::new(
             llm,
             &config.prompts_dir,
-            taxonomy,
+            self.taxonomy,
             config.enrich.llm.clone(),
         )?;
-        let concepts = match taxonomy {
+        let concepts = match self.taxonomy {
             Some(t) => {
-                let labels = zeroshot::prepare_labels(store, embedder.clone(), config, t).await?;
-                let searcher = Searcher::open(store, embedder, &labels, &config.search).await?;
+                let labels =
+                    zeroshot::prepare_labels(self.store, self.embedder.clone(), config, t).await?;
+                let searcher =
+                    Searcher::open(self.store, self.embedder, &labels, &config.search).await?;
                 Some(zeroshot::ZeroShotTagger::new(
                     searcher,
                     crate::config::ZeroShotConfig {
@@ -197,111 +248,113 @@ pub async fn open_tagger<'a, S: VectorStore>(
             }
             None => None,
         };
-        Ok::<_, TaggerSetupError>(llm_tagger::LlmParts { labeller, concepts })
-    };
-    let llm_lineage = |parts: &llm_tagger::LlmParts<'a, S>| {
+        Ok(llm_tagger::LlmParts { labeller, concepts })
+    }
+
+    fn llm_lineage(&self, parts: &llm_tagger::LlmParts<'a, S>) -> Value {
         json!({
             "provider": parts.labeller.llm().provider(),
             "model": parts.labeller.llm().model(),
             "prompt": parts.labeller.prompt_reference(),
-            "candidates": config.enrich.llm.candidates,
-            "examples": config.enrich.llm.examples,
+            "candidates": self.config.enrich.llm.candidates,
+            "examples": self.config.enrich.llm.examples,
         })
-    };
-    let tagged_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let open_memory = |memory: Option<String>| async {
-        let memory = memory.unwrap_or_else(|| config.enrich.knn.memory.clone());
-        Searcher::open(store, embedder, &memory, &config.search)
-            .await
-            .map(|searcher| (searcher, memory.clone()))
-            .map_err(|source| TaggerSetupError::Memory {
-                collection: memory,
-                source,
-            })
-    };
-    match kind {
-        TaggerKind::Knn => {
-            let settings = config.enrich.knn.clone();
-            let (searcher, memory) = open_memory(memory).await?;
-            let lineage = json!({
-                "tagger": "knn", "model": embedder.model_id(), "memory": memory,
-                "k": settings.k, "threshold": settings.threshold, "weighting": settings.weighting,
-                "taxonomy": taxonomy.map(taxonomy::Taxonomy::id), "tagged_at": tagged_at,
-            });
-            Ok((
-                AnyTagger::Knn(knn::KnnTagger::new(searcher, settings)),
-                lineage,
-            ))
-        }
-        TaggerKind::Ensemble => {
-            let (searcher, memory) = open_memory(memory).await?;
-            let head =
-                ensemble::train_head(store, &memory, &Default::default(), &config.enrich.head)
-                    .await
-                    .map_err(|source| TaggerSetupError::Head {
-                        collection: memory.clone(),
-                        source,
-                    })?;
-            let knn = config.enrich.knn.clone();
-            let settings = config.enrich.ensemble.clone();
-            let parts = if kind.calls_llm(config) {
-                Some(llm_parts().await?)
-            } else {
-                None
-            };
-            let lineage = json!({
-                "tagger": "ensemble", "model": embedder.model_id(), "memory": memory,
-                "k": knn.k, "weighting": knn.weighting,
-                "head_weight": settings.head_weight, "knn_weight": settings.knn_weight,
-                "llm_weight": settings.llm_weight, "llm": parts.as_ref().map(llm_lineage),
-                "threshold": settings.threshold, "head": config.enrich.head,
-                "taxonomy": taxonomy.map(taxonomy::Taxonomy::id), "tagged_at": tagged_at,
-            });
-            Ok((
-                AnyTagger::Ensemble(
-                    ensemble::EnsembleTagger::new(
-                        knn::KnnTagger::new(searcher, knn),
-                        head,
-                        settings,
-                    )
-                    .with_llm(parts),
-                ),
-                lineage,
-            ))
-        }
-        TaggerKind::Llm => {
-            let (searcher, memory) = open_memory(memory).await?;
-            let knn = config.enrich.knn.clone();
-            let parts = llm_parts().await?;
-            let lineage = json!({
-                "tagger": "llm", "model": embedder.model_id(), "memory": memory,
-                "k": knn.k, "llm": llm_lineage(&parts), "fallback": "knn",
-                "taxonomy": taxonomy.map(taxonomy::Taxonomy::id), "tagged_at": tagged_at,
-            });
-            Ok((
-                AnyTagger::Llm(llm_tagger::LlmTagger::new(
-                    knn::KnnTagger::new(searcher, knn),
-                    parts,
-                )),
-                lineage,
-            ))
-        }
-        TaggerKind::Zeroshot => {
-            let taxonomy = taxonomy.ok_or(TaggerSetupError::NeedsTaxonomy)?;
-            let labels =
-                zeroshot::prepare_labels(store, embedder.clone(), config, taxonomy).await?;
-            let searcher = Searcher::open(store, embedder, &labels, &config.search).await?;
-            let settings = config.enrich.zeroshot.clone();
-            let lineage = json!({
-                "tagger": "zeroshot", "model": embedder.model_id(), "labels": labels,
-                "threshold": settings.threshold, "max_labels": settings.max_labels,
-                "taxonomy": taxonomy.id(), "tagged_at": tagged_at,
-            });
-            Ok((
-                AnyTagger::ZeroShot(zeroshot::ZeroShotTagger::new(searcher, settings)),
-                lineage,
-            ))
-        }
+    }
+
+    async fn knn(
+        &self,
+        memory: Option<String>,
+    ) -> Result<(AnyTagger<'a, S>, Value), TaggerSetupError> {
+        let settings = self.config.enrich.knn.clone();
+        let (searcher, memory) = self.memory(memory).await?;
+        let lineage = json!({
+            "tagger": "knn", "model": self.embedder.model_id(), "memory": memory,
+            "k": settings.k, "threshold": settings.threshold, "weighting": settings.weighting,
+            "taxonomy": self.taxonomy_id(), "tagged_at": self.tagged_at,
+        });
+        Ok((
+            AnyTagger::Knn(knn::KnnTagger::new(searcher, settings)),
+            lineage,
+        ))
+    }
+
+    async fn ensemble(
+        &self,
+        memory: Option<String>,
+        calls_llm: bool,
+    ) -> Result<(AnyTagger<'a, S>, Value), TaggerSetupError> {
+        let config = self.config;
+        let (searcher, memory) = self.memory(memory).await?;
+        let head = ensemble::train_head(
+            self.store,
+            &memory,
+            &Default::default(),
+            &config.enrich.head,
+        )
+        .await
+        .map_err(|source| TaggerSetupError::Head {
+            collection: memory.clone(),
+            source,
+        })?;
+        let knn = config.enrich.knn.clone();
+        let settings = config.enrich.ensemble.clone();
+        let parts = if calls_llm {
+            Some(self.llm_parts().await?)
+        } else {
+            None
+        };
+        let lineage = json!({
+            "tagger": "ensemble", "model": self.embedder.model_id(), "memory": memory,
+            "k": knn.k, "weighting": knn.weighting,
+            "head_weight": settings.head_weight, "knn_weight": settings.knn_weight,
+            "llm_weight": settings.llm_weight,
+            "llm": parts.as_ref().map(|p| self.llm_lineage(p)),
+            "threshold": settings.threshold, "head": config.enrich.head,
+            "taxonomy": self.taxonomy_id(), "tagged_at": self.tagged_at,
+        });
+        let tagger =
+            ensemble::EnsembleTagger::new(knn::KnnTagger::new(searcher, knn), head, settings)
+                .with_llm(parts);
+        Ok((AnyTagger::Ensemble(tagger), lineage))
+    }
+
+    async fn llm_tagger(
+        &self,
+        memory: Option<String>,
+    ) -> Result<(AnyTagger<'a, S>, Value), TaggerSetupError> {
+        let (searcher, memory) = self.memory(memory).await?;
+        let knn = self.config.enrich.knn.clone();
+        let parts = self.llm_parts().await?;
+        let lineage = json!({
+            "tagger": "llm", "model": self.embedder.model_id(), "memory": memory,
+            "k": knn.k, "llm": self.llm_lineage(&parts), "fallback": "knn",
+            "taxonomy": self.taxonomy_id(), "tagged_at": self.tagged_at,
+        });
+        Ok((
+            AnyTagger::Llm(llm_tagger::LlmTagger::new(
+                knn::KnnTagger::new(searcher, knn),
+                parts,
+            )),
+            lineage,
+        ))
+    }
+
+    async fn zeroshot(&self) -> Result<(AnyTagger<'a, S>, Value), TaggerSetupError> {
+        let config = self.config;
+        let taxonomy = self.taxonomy.ok_or(TaggerSetupError::NeedsTaxonomy)?;
+        let labels =
+            zeroshot::prepare_labels(self.store, self.embedder.clone(), config, taxonomy).await?;
+        let searcher = Searcher::open(self.store, self.embedder, &labels, &config.search).await?;
+        let settings = config.enrich.zeroshot.clone();
+        let lineage = json!({
+            "tagger": "zeroshot", "model": self.embedder.model_id(), "labels": labels,
+            "threshold": settings.threshold, "max_labels": settings.max_labels,
+            "taxonomy": taxonomy.id(), "tagged_at": self.tagged_at,
+        });
+        Ok((
+            AnyTagger::ZeroShot(zeroshot::ZeroShotTagger::new(searcher, settings)),
+            lineage,
+        ))
     }
 }
 

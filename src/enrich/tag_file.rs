@@ -64,6 +64,8 @@ pub struct TagFileOptions<'a> {
     pub max_line_bytes: usize,
     /// Written with every item's tags: tagger, model, settings, taxonomy, time.
     pub lineage: Value,
+    /// The LLM's price ([`crate::llm::AnyLlm::price`]), for the run's cost; none for local models.
+    pub price: Option<crate::config::Price>,
 }
 
 /// Tag the items of `path` (`.jsonl`, `.jsonl.gz`, `.csv`).
@@ -105,6 +107,9 @@ pub async fn tag_file(
             let mut tags = tagged.tags;
             summary.prompt_tokens += tagged.usage.prompt_tokens;
             summary.completion_tokens += tagged.usage.completion_tokens;
+            summary.cost_usd += options.price.map_or(0.0, |p| {
+                p.cost(tagged.usage.prompt_tokens, tagged.usage.completion_tokens)
+            });
             summary.fallbacks += usize::from(tagged.fallback_reason.is_some());
             if let Some(t) = options.taxonomy {
                 tags.retain(|tag| t.contains(&tag.label));

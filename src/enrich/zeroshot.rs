@@ -40,7 +40,7 @@ pub async fn prepare_labels<S: VectorStore>(
     // The name carries the taxonomy's version: a collection already holding every active
     // concept is this taxonomy's, so nothing is read, spooled or checked again.
     let active = taxonomy.concepts().iter().filter(|c| c.active).count();
-    let firsts = Filter::parse_pairs(&["chunk_index=0".into()])?;
+    let firsts = Filter::first_chunks();
     if store.count(&collection, &firsts).await.ok() == Some(active) {
         return Ok(collection);
     }

@@ -701,6 +701,72 @@ pub struct SuiteRun {
     pub report: Result<Report, String>,
 }
 
+/// What [`run_suites`] did: each suite's outcome, and the combined report written beside them.
+#[derive(Debug)]
+pub struct GateRun {
+    pub runs: Vec<SuiteRun>,
+    /// The combined markdown report, as written to `report.md`.
+    pub markdown: String,
+    pub combined: PathBuf,
+}
+
+impl GateRun {
+    /// The suites that failed to produce a report.
+    pub fn failed(&self) -> Vec<&str> {
+        self.runs
+            .iter()
+            .filter(|r| r.report.is_err())
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+}
+
+/// Run every suite into `output` and write the combined report (`report.md`), with `baselines`
+/// beside the figures when given. `run_one(index, suite, report_path)` runs one suite's command
+/// (given its own copy of the suite, which the returned future may keep),
+/// which writes its report at `report_path`; a suite that fails (or writes no readable report)
+/// is recorded with its reason and the others still run.
+pub async fn run_suites<F, Fut>(
+    suites: &[&SuiteSpec],
+    output: &Path,
+    baselines: Option<&Path>,
+    mut run_one: F,
+) -> Result<GateRun, GateError>
+where
+    F: FnMut(usize, SuiteSpec, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    std::fs::create_dir_all(output).map_err(|source| GateError::Write {
+        path: output.display().to_string(),
+        source,
+    })?;
+    let mut runs = Vec::with_capacity(suites.len());
+    for (i, spec) in suites.iter().enumerate() {
+        let out = report_path(output, &spec.name);
+        let started = std::time::Instant::now();
+        let report = match run_one(i, (*spec).clone(), out.clone()).await {
+            Ok(()) => read_report(&out).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        runs.push(SuiteRun {
+            name: spec.name.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+            report,
+        });
+    }
+    let markdown = combined_markdown(suites, &runs, baselines, output);
+    let combined = output.join("report.md");
+    std::fs::write(&combined, &markdown).map_err(|source| GateError::Write {
+        path: combined.display().to_string(),
+        source,
+    })?;
+    Ok(GateRun {
+        runs,
+        markdown,
+        combined,
+    })
+}
+
 /// The combined markdown report of an `eval run`: per suite, the headline metrics beside the
 /// outside references and the baseline, and the suite's plots.
 pub fn combined_markdown(

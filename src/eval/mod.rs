@@ -12,6 +12,7 @@ pub mod porter;
 pub mod recommend;
 pub mod retrieval;
 pub mod rouge;
+pub mod smoke;
 pub mod summaries;
 pub mod tagging;
 

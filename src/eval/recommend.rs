@@ -15,7 +15,7 @@ use super::metrics::{mrr_at, ndcg_at, precision_at, recall_at, Judgments};
 use super::Report;
 use crate::config::{ObjectivesConfig, RankConfig};
 use crate::embed::Embedder;
-use crate::enrich::signals::{enrich_collection, EnrichOptions};
+use crate::enrich::collection::{enrich_collection, EnrichOptions};
 use crate::enrich::taxonomy::Taxonomy;
 use crate::enrich::{open_tagger, TaggerKind};
 use crate::ingest::pipeline::{ingest_file, IngestOptions};
@@ -44,7 +44,7 @@ pub enum RecommendEvalError {
     #[error(transparent)]
     Tagger(#[from] Box<crate::enrich::TaggerSetupError>),
     #[error(transparent)]
-    Enrich(#[from] crate::enrich::signals::EnrichError),
+    Enrich(#[from] crate::enrich::collection::EnrichError),
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -192,7 +192,7 @@ pub struct Prepared {
     pub events: Vec<crate::rank::interactions::Interaction>,
     pub taxonomy: Taxonomy,
     /// What tagging did (items tagged, kept).
-    pub tagging: crate::enrich::signals::EnrichSummary,
+    pub tagging: crate::enrich::collection::EnrichSummary,
     pub ingest_seconds: f64,
     pub tag_seconds: f64,
 }
@@ -273,7 +273,10 @@ pub async fn prepare<S: VectorStore>(
     let tag_seconds = tagged_at.elapsed().as_secs_f64();
     // 3. The catalogue as the recommender reads it, and the interactions.
     let catalogue = Catalogue::load(store, collection).await?;
-    let (events, rejects) = read_file(&dataset.join("ratings.csv"))?;
+    let (events, rejects) = read_file(
+        &dataset.join("ratings.csv"),
+        &crate::rank::interactions::EventRules::now(),
+    )?;
     if !rejects.is_empty() {
         return Err(RecommendEvalError::Dataset(format!(
             "ratings.csv: {} lines rejected, the first at line {}: {}",
@@ -291,6 +294,63 @@ pub async fn prepare<S: VectorStore>(
         ingest_seconds,
         tag_seconds,
     })
+}
+
+/// The console summary of a recommendation report: one line per ranker (and the ablation
+/// without tags), then the diversity sweep.
+pub fn console_summary(report: &Report, sweep: &[(f32, f64, f64)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let c = &report.config;
+    let _ = writeln!(
+        out,
+        "recommend on {} ({} test users, {} movies, {} tagged):",
+        report.dataset, c["test_users"], c["movies"], c["tagged_movies"]
+    );
+    let _ = writeln!(
+        out,
+        "  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "ranker", "nDCG@10", "P@10", "R@10", "R@50", "MRR", "cover", "divers"
+    );
+    let rankers = report.extra["rankers"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let ablation = &report.extra["ablation"]["blend_without_tags"];
+    for (name, m) in rankers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .chain([("blend, no tags", ablation)])
+    {
+        let g = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            out,
+            "  {name:<14} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+            g("ndcg@10"),
+            g("precision@10"),
+            g("recall@10"),
+            g("recall@50"),
+            g("mrr"),
+            g("coverage"),
+            g("diversity")
+        );
+    }
+    for (lambda, ndcg, diversity) in sweep {
+        let _ = writeln!(
+            out,
+            "  λ = {lambda:<5} nDCG@10 {ndcg:.4}  diversity {diversity:.4}"
+        );
+    }
+    out
+}
+
+/// Where the diversity plot of a report goes: `report.json` → `report-diversity.png`.
+pub fn diversity_plot_path(output: &Path) -> PathBuf {
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    output.with_file_name(format!("{stem}-diversity.png"))
 }
 
 /// Run the suite.
@@ -330,12 +390,104 @@ pub async fn evaluate<S: VectorStore>(
     let split = temporal_split(&events, &settings, 5);
     // 4. The blend, from the training side only, with and without the tag feature.
     let trained_at = std::time::Instant::now();
-    let model = train_blend(
+    let [model, ablated] = train_with_and_without_tags(
         store,
         collection,
         &catalogue,
         &split.train,
         &settings,
+        &mut progress,
+    )
+    .await?;
+    let train_seconds = trained_at.elapsed().as_secs_f64();
+    let variant_runs = variant_runs(options, &settings)?;
+    // 5. Every ranker on every test user.
+    let signals = InteractionSignals::build(&split.train, &catalogue, &settings);
+    let recommender = Recommender {
+        store,
+        collection: collection.to_string(),
+        catalogue,
+        signals,
+        settings: settings.clone(),
+    };
+    let catalogue = &recommender.catalogue;
+    let users: Vec<(&String, &Vec<String>)> = split
+        .held_out
+        .iter()
+        .take(options.limit_users.unwrap_or(usize::MAX))
+        .collect();
+    let run = ScoringRun {
+        model: &model,
+        ablated: &ablated,
+        variants: &variant_runs,
+        plain: ObjectivesConfig {
+            mmr_lambda: 1.0,
+            ..settings.objectives.clone()
+        },
+        lambdas: &options.lambdas,
+        settings: &settings,
+    };
+    let mut scores = RunScores::default();
+    let mut per_item: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let scored_at = std::time::Instant::now();
+    for (done, (user, held)) in users.iter().enumerate() {
+        let row = run
+            .score_user(&recommender, user, held, &mut scores)
+            .await?;
+        per_item.insert((*user).clone(), row);
+        progress("score", done + 1, users.len());
+    }
+    let score_seconds = scored_at.elapsed().as_secs_f64();
+    let references = std::fs::read_to_string(dataset.join("references.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .unwrap_or(json!({}));
+    let (metrics, extra, sweep_points) = scores.summarize(catalogue, options, references);
+    let config_json = json!({
+        "split": "per user with >= 5 positives (rating >= 4): the last max(1, floor(0.2n + 0.5)) positives by (timestamp, movie id) are test; that user's events from the first test event on are left out of training",
+        "item_text": "title + genres (tags.csv unused)",
+        "test_users": users.len(),
+        "training_interactions": split.train.len(),
+        "movies": movies,
+        "tagged_movies": tagged_items,
+        "tagger": "zeroshot",
+        "taxonomy": taxonomy.id(),
+        "tagging": enrich,
+        "model": embedder.model_id(),
+        "blend_model": {"version": model.version, "features": model.features, "weights": model.weights, "training": model.training},
+        "blend_without_tags_model": {"version": ablated.version, "features": ablated.features, "weights": ablated.weights},
+        "rank": settings,
+        "k": K,
+        "backend": store.backend(),
+        "seconds": {"ingest": ingest_seconds, "tag": tag_seconds, "train": train_seconds, "score": score_seconds},
+    });
+    let report = Report {
+        suite: "recommend".into(),
+        dataset: dataset.display().to_string(),
+        config: config_json,
+        metrics,
+        per_item,
+        details: Value::Null,
+        extra,
+    };
+    Ok((report, sweep_points))
+}
+
+/// The blend trained on `train`, and the same without the tag feature (the ablation).
+async fn train_with_and_without_tags<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    catalogue: &Catalogue,
+    train: &[crate::rank::interactions::Interaction],
+    settings: &RankConfig,
+    progress: &mut impl FnMut(&str, usize, usize),
+) -> Result<[BlendModel; 2], RecommendEvalError> {
+    let model = train_blend(
+        store,
+        collection,
+        catalogue,
+        train,
+        settings,
         &[],
         |d, n| progress("train", d, n),
     )
@@ -343,14 +495,25 @@ pub async fn evaluate<S: VectorStore>(
     let ablated = train_blend(
         store,
         collection,
-        &catalogue,
-        &split.train,
-        &settings,
+        catalogue,
+        train,
+        settings,
         &["tag_overlap"],
         |d, n| progress("train (no tags)", d, n),
     )
     .await?;
-    let train_seconds = trained_at.elapsed().as_secs_f64();
+    Ok([model, ablated])
+}
+
+/// An experiment variant scored beside the rankers: name, ranker, its own model (else the
+/// blend's), objectives.
+type VariantRun = (String, RankerKind, Option<BlendModel>, ObjectivesConfig);
+
+/// The variants `options` names, from `rank.experiments`.
+fn variant_runs(
+    options: &RecommendEvalOptions,
+    settings: &RankConfig,
+) -> Result<Vec<VariantRun>, RecommendEvalError> {
     let experiments = if options.variants.is_empty() {
         ExperimentsFile::default()
     } else {
@@ -382,73 +545,69 @@ pub async fn evaluate<S: VectorStore>(
             v.objectives(&settings.objectives),
         ));
     }
-    // 5. Every ranker on every test user.
-    let signals = InteractionSignals::build(&split.train, &catalogue, &settings);
-    let recommender = Recommender {
-        store,
-        collection: collection.to_string(),
-        catalogue,
-        signals,
-        settings: settings.clone(),
-    };
-    let catalogue = &recommender.catalogue;
-    let plain = ObjectivesConfig {
-        mmr_lambda: 1.0,
-        ..settings.objectives.clone()
-    };
-    let users: Vec<(&String, &Vec<String>)> = split
-        .held_out
-        .iter()
-        .take(options.limit_users.unwrap_or(usize::MAX))
-        .collect();
-    let mut rankers: BTreeMap<String, Scores> = BTreeMap::new();
-    let mut sweep: BTreeMap<String, Scores> = BTreeMap::new();
-    let mut per_item: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    let scored_at = std::time::Instant::now();
-    for (done, (user, held)) in users.iter().enumerate() {
+    Ok(variant_runs)
+}
+
+/// What every test user is scored with.
+struct ScoringRun<'r> {
+    model: &'r BlendModel,
+    ablated: &'r BlendModel,
+    variants: &'r [VariantRun],
+    /// The objectives without diversity (MMR λ = 1).
+    plain: ObjectivesConfig,
+    lambdas: &'r [f32],
+    settings: &'r RankConfig,
+}
+
+/// Scores accumulated over the test users: per ranker (and variant), and per MMR λ.
+#[derive(Default)]
+struct RunScores {
+    rankers: BTreeMap<String, Scores>,
+    sweep: BTreeMap<String, Scores>,
+}
+
+impl ScoringRun<'_> {
+    /// Every ranker, the ablation, each variant and each λ of the sweep on one user; returns
+    /// the user's row of per-item metrics.
+    async fn score_user<S: VectorStore>(
+        &self,
+        recommender: &Recommender<'_, S>,
+        user: &str,
+        held: &[String],
+        scores: &mut RunScores,
+    ) -> Result<BTreeMap<String, f64>, RecommendEvalError> {
+        let catalogue = &recommender.catalogue;
         let judgments: Judgments = held.iter().map(|i| (i.clone(), 1)).collect();
         let ctx = recommender.context(user, None, None)?;
         let candidates = recommender.candidates(&ctx).await?;
         let mut row = BTreeMap::new();
-        let mut runs: Vec<(
-            String,
-            RankerKind,
-            Option<&BlendModel>,
-            &ObjectivesConfig,
-            usize,
-        )> = RankerKind::ALL
-            .iter()
-            .map(|&r| (r.name().to_string(), r, Some(&model), &plain, K_RECALL))
-            .collect();
+        let mut runs: Vec<(String, RankerKind, Option<&BlendModel>, &ObjectivesConfig)> =
+            RankerKind::ALL
+                .iter()
+                .map(|&r| (r.name().to_string(), r, Some(self.model), &self.plain))
+                .collect();
         runs.push((
             "blend_without_tags".into(),
             RankerKind::Blend,
-            Some(&ablated),
-            &plain,
-            K_RECALL,
+            Some(self.ablated),
+            &self.plain,
         ));
-        for (name, ranker, m, objectives, _) in &variant_runs
-            .iter()
-            .map(|(n, r, m, o)| {
-                (
-                    format!("variant:{n}"),
-                    *r,
-                    m.as_ref().or(Some(&model)),
-                    o,
-                    K_RECALL,
-                )
-            })
-            .collect::<Vec<_>>()
-        {
-            runs.push((name.clone(), *ranker, *m, objectives, K_RECALL));
+        for (n, r, m, o) in self.variants {
+            runs.push((
+                format!("variant:{n}"),
+                *r,
+                m.as_ref().or(Some(self.model)),
+                o,
+            ));
         }
-        for (name, ranker, m, objectives, k) in runs {
+        for (name, ranker, m, objectives) in runs {
             let scored = recommender.score(&candidates, ranker, m)?;
-            let list: Vec<usize> = rerank(scored, catalogue, objectives, ctx.now, k)
+            let list: Vec<usize> = rerank(scored, catalogue, objectives, ctx.now, K_RECALL)
                 .iter()
                 .map(|s| s.item)
                 .collect();
-            let m = rankers
+            let m = scores
+                .rankers
                 .entry(name.clone())
                 .or_default()
                 .add(catalogue, &list, &judgments);
@@ -456,102 +615,87 @@ pub async fn evaluate<S: VectorStore>(
                 row.insert(format!("{name}.{metric}"), v);
             }
         }
-        for &lambda in &options.lambdas {
+        for &lambda in self.lambdas {
             let objectives = ObjectivesConfig {
                 mmr_lambda: lambda,
-                ..settings.objectives.clone()
+                ..self.settings.objectives.clone()
             };
-            let scored = recommender.score(&candidates, RankerKind::Blend, Some(&model))?;
+            let scored = recommender.score(&candidates, RankerKind::Blend, Some(self.model))?;
             let list: Vec<usize> = rerank(scored, catalogue, &objectives, ctx.now, K)
                 .iter()
                 .map(|s| s.item)
                 .collect();
-            sweep
+            scores
+                .sweep
                 .entry(format!("{lambda}"))
                 .or_default()
                 .add(catalogue, &list, &judgments);
         }
-        per_item.insert((*user).clone(), row);
-        progress("score", done + 1, users.len());
+        Ok(row)
     }
-    let score_seconds = scored_at.elapsed().as_secs_f64();
-    let table = |name: &str| {
-        rankers
-            .get(name)
-            .map(|s| s.metrics(catalogue))
-            .unwrap_or_default()
-    };
-    let mut metrics = BTreeMap::new();
-    for r in RankerKind::ALL {
-        for (k, v) in table(r.name()) {
-            metrics.insert(format!("{}.{k}", r.name()), v);
+}
+
+impl RunScores {
+    /// The report's metrics, its `rankers`, `references`, `diversity_sweep`, `ablation` and
+    /// `variants` entries, and the sweep's (λ, nDCG@10, diversity) points for the plot.
+    #[allow(clippy::type_complexity)]
+    fn summarize(
+        &self,
+        catalogue: &Catalogue,
+        options: &RecommendEvalOptions,
+        references: Value,
+    ) -> (
+        BTreeMap<String, f64>,
+        Map<String, Value>,
+        Vec<(f32, f64, f64)>,
+    ) {
+        let table = |name: &str| {
+            self.rankers
+                .get(name)
+                .map(|s| s.metrics(catalogue))
+                .unwrap_or_default()
+        };
+        let mut metrics = BTreeMap::new();
+        for r in RankerKind::ALL {
+            for (k, v) in table(r.name()) {
+                metrics.insert(format!("{}.{k}", r.name()), v);
+            }
         }
+        let rankers_json: Map<String, Value> = RankerKind::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), json!(table(r.name()))))
+            .collect();
+        let variants_json: Map<String, Value> = options
+            .variants
+            .iter()
+            .map(|n| (n.clone(), json!(table(&format!("variant:{n}")))))
+            .collect();
+        let mut sweep_points = Vec::new();
+        let sweep_json: Vec<Value> = options
+            .lambdas
+            .iter()
+            .map(|&l| {
+                let m = self.sweep[&format!("{l}")].metrics(catalogue);
+                sweep_points.push((l, m["ndcg@10"], m["diversity"]));
+                json!({"lambda": l, "ndcg@10": m["ndcg@10"], "diversity": m["diversity"], "coverage": m["coverage"]})
+            })
+            .collect();
+        let mut extra = Map::new();
+        extra.insert("rankers".into(), Value::Object(rankers_json));
+        extra.insert("references".into(), references);
+        extra.insert("diversity_sweep".into(), json!(sweep_json));
+        extra.insert(
+            "ablation".into(),
+            json!({
+                "blend": table("blend"),
+                "blend_without_tags": table("blend_without_tags"),
+                "ndcg@10_change": table("blend").get("ndcg@10").copied().unwrap_or(0.0)
+                    - table("blend_without_tags").get("ndcg@10").copied().unwrap_or(0.0),
+            }),
+        );
+        if !variants_json.is_empty() {
+            extra.insert("variants".into(), Value::Object(variants_json));
+        }
+        (metrics, extra, sweep_points)
     }
-    let rankers_json: Map<String, Value> = RankerKind::ALL
-        .iter()
-        .map(|r| (r.name().to_string(), json!(table(r.name()))))
-        .collect();
-    let variants_json: Map<String, Value> = options
-        .variants
-        .iter()
-        .map(|n| (n.clone(), json!(table(&format!("variant:{n}")))))
-        .collect();
-    let mut sweep_points = Vec::new();
-    let sweep_json: Vec<Value> = options
-        .lambdas
-        .iter()
-        .map(|&l| {
-            let m = sweep[&format!("{l}")].metrics(catalogue);
-            sweep_points.push((l, m["ndcg@10"], m["diversity"]));
-            json!({"lambda": l, "ndcg@10": m["ndcg@10"], "diversity": m["diversity"], "coverage": m["coverage"]})
-        })
-        .collect();
-    let references = std::fs::read_to_string(dataset.join("references.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .unwrap_or(json!({}));
-    let mut extra = Map::new();
-    extra.insert("rankers".into(), Value::Object(rankers_json));
-    extra.insert("references".into(), references);
-    extra.insert("diversity_sweep".into(), json!(sweep_json));
-    extra.insert(
-        "ablation".into(),
-        json!({
-            "blend": table("blend"),
-            "blend_without_tags": table("blend_without_tags"),
-            "ndcg@10_change": table("blend").get("ndcg@10").copied().unwrap_or(0.0)
-                - table("blend_without_tags").get("ndcg@10").copied().unwrap_or(0.0),
-        }),
-    );
-    if !variants_json.is_empty() {
-        extra.insert("variants".into(), Value::Object(variants_json));
-    }
-    let config_json = json!({
-        "split": "per user with >= 5 positives (rating >= 4): the last max(1, floor(0.2n + 0.5)) positives by (timestamp, movie id) are test; that user's events from the first test event on are left out of training",
-        "item_text": "title + genres (tags.csv unused)",
-        "test_users": users.len(),
-        "training_interactions": split.train.len(),
-        "movies": movies,
-        "tagged_movies": tagged_items,
-        "tagger": "zeroshot",
-        "taxonomy": taxonomy.id(),
-        "tagging": enrich,
-        "model": embedder.model_id(),
-        "blend_model": {"version": model.version, "features": model.features, "weights": model.weights, "training": model.training},
-        "blend_without_tags_model": {"version": ablated.version, "features": ablated.features, "weights": ablated.weights},
-        "rank": settings,
-        "k": K,
-        "backend": store.backend(),
-        "seconds": {"ingest": ingest_seconds, "tag": tag_seconds, "train": train_seconds, "score": score_seconds},
-    });
-    let report = Report {
-        suite: "recommend".into(),
-        dataset: dataset.display().to_string(),
-        config: config_json,
-        metrics,
-        per_item,
-        details: Value::Null,
-        extra,
-    };
-    Ok((report, sweep_points))
 }

@@ -166,6 +166,39 @@ pub struct RetrievalEvalOptions {
     pub limit_queries: Option<usize>,
 }
 
+/// The collection `eval retrieval` ingests a dataset into: `eval-<dataset>-chunked` or
+/// `eval-<dataset>-whole`, so chunked and whole-document runs never share one.
+pub fn eval_collection_name(dataset: &BeirDataset, chunked: bool) -> String {
+    let name = dataset
+        .dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    format!("eval-{name}-{}", if chunked { "chunked" } else { "whole" })
+}
+
+/// Ingest the corpus into a fresh [`eval_collection_name`] collection with the configured ingest
+/// settings (the code `signaldesk ingest` runs); returns the collection and what the ingest did,
+/// as the report's `ingest` entry.
+pub async fn ingest_eval_collection<S: VectorStore>(
+    store: &S,
+    embedder: Arc<Embedder>,
+    dataset: &BeirDataset,
+    config: &crate::Config,
+    chunker: Option<crate::chunk::Chunker>,
+    on_progress: impl FnMut(usize),
+) -> Result<(String, IngestSummary, Value), RetrievalEvalError> {
+    let collection = eval_collection_name(dataset, chunker.is_some());
+    let options = IngestOptions::from_config(config, &collection, chunker);
+    let (summary, seconds) =
+        ingest_corpus(store, embedder, dataset, &options, true, on_progress).await?;
+    let entry = serde_json::json!({
+        "documents": summary.read, "chunks": summary.chunks, "tokens": summary.tokens,
+        "seconds": seconds,
+    });
+    Ok((collection, summary, entry))
+}
+
 /// Ingest the corpus with `options` (into a fresh collection when `fresh`, else idempotently
 /// into the existing one); returns the summary and the seconds it took.
 pub async fn ingest_corpus<S: VectorStore>(

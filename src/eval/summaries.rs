@@ -91,6 +91,73 @@ pub struct SummariesEvalOptions {
     pub limit: Option<usize>,
 }
 
+/// Articles a run summarizes: all of them, or at most `limit` of each source.
+pub fn articles_to_summarize(articles: &[Article], limit: Option<usize>) -> usize {
+    match limit {
+        Some(n) => ["cnndm", "xsum"]
+            .iter()
+            .map(|s| articles.iter().filter(|a| a.source == *s).count().min(n))
+            .sum(),
+        None => articles.len(),
+    }
+}
+
+/// The console summary of a summaries report: ROUGE per system and source, lengths, and the
+/// LLM's own figures when it ran.
+pub fn console_summary(report: &Report, max_words: usize, with_llm: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let m = &report.metrics;
+    let _ = writeln!(
+        out,
+        "summaries on {} ({} articles): ROUGE F1 (1 / 2 / L), mean words, within {} words",
+        report.dataset, report.config["articles"], max_words
+    );
+    let systems: &[&str] = if with_llm {
+        &["llm", "extractive", "lead3"]
+    } else {
+        &["extractive", "lead3"]
+    };
+    for &system in systems {
+        for source in ["cnndm", "xsum"] {
+            let key = |k: &str| {
+                m.get(&format!("{system}.{source}.{k}"))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            let _ = writeln!(
+                out,
+                "  {system:<10} {source:<6} {:.4} / {:.4} / {:.4}",
+                key("rouge1"),
+                key("rouge2"),
+                key("rougeL")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {system:<10} words {:.1}, within limit {:.1}%",
+            m.get(&format!("{system}.mean_words"))
+                .copied()
+                .unwrap_or(0.0),
+            100.0
+                * m.get(&format!("{system}.within_limit"))
+                    .copied()
+                    .unwrap_or(0.0)
+        );
+    }
+    if with_llm {
+        let _ = writeln!(out,
+            "  llm: within limits as generated {:.1}%, {} fallbacks to extractive, {} map-reduced, {} prompt + {} completion tokens",
+            100.0 * m.get("llm.within_limit_as_generated").copied().unwrap_or(0.0),
+            m.get("llm.fallbacks").copied().unwrap_or(0.0),
+            m.get("llm.map_reduced").copied().unwrap_or(0.0),
+            m.get("llm.prompt_tokens").copied().unwrap_or(0.0),
+            m.get("llm.completion_tokens").copied().unwrap_or(0.0)
+        );
+    }
+    out
+}
+
 /// Run the suite: lead-3 and the extractive summarizer on every article, and the LLM
 /// summarizer too when one is given.
 pub async fn evaluate<L: LlmClient>(
@@ -110,13 +177,9 @@ pub async fn evaluate<L: LlmClient>(
         });
     }
     let started = std::time::Instant::now();
-    // system → source → scores
-    let mut scores: BTreeMap<&str, BTreeMap<String, Vec<Rouge>>> = BTreeMap::new();
-    let mut lengths: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut tally = Tally::default();
     let mut per_item = BTreeMap::new();
     let mut summaries = serde_json::Map::new();
-    let (mut llm_over, mut llm_fallbacks, mut llm_parts) = (0usize, 0usize, 0usize);
-    let mut llm_usage = crate::llm::Usage::default();
     for (done, a) in articles.iter().enumerate() {
         let lead3 = lead(&a.text, 3);
         let extracted = extractive(embedder, &a.text, options.max_words)?;
@@ -125,11 +188,11 @@ pub async fn evaluate<L: LlmClient>(
         let mut record = json!({"source": a.source, "reference": a.reference, "lead3": lead3, "extractive": extracted});
         if let Some(summarizer) = llm {
             let s = summarizer.summarize(&a.id, "", &a.text).await;
-            llm_over += usize::from(s.over_limit);
-            llm_fallbacks += usize::from(s.fallback_reason.is_some());
-            llm_parts += usize::from(s.parts > 0);
-            llm_usage.prompt_tokens += s.usage.prompt_tokens;
-            llm_usage.completion_tokens += s.usage.completion_tokens;
+            tally.llm_over += usize::from(s.over_limit);
+            tally.llm_fallbacks += usize::from(s.fallback_reason.is_some());
+            tally.llm_parts += usize::from(s.parts > 0);
+            tally.llm_usage.prompt_tokens += s.usage.prompt_tokens;
+            tally.llm_usage.completion_tokens += s.usage.completion_tokens;
             record["llm"] = json!(s.summary);
             record["llm_standfirst"] = json!(s.standfirst);
             if let Some(reason) = &s.fallback_reason {
@@ -137,72 +200,14 @@ pub async fn evaluate<L: LlmClient>(
             }
             systems.push(("llm", s.summary));
         }
-        for (system, summary) in &systems {
-            let system: &str = system;
-            let r = rouge::score(summary, &a.reference);
-            for (name, s) in [
-                ("rouge1", r.rouge1),
-                ("rouge2", r.rouge2),
-                ("rougeL", r.rouge_l),
-            ] {
-                // Keyed by source too, so every source's mean is reproducible from per_item
-                // (the CI gate's paired test resamples these).
-                item.insert(format!("{system}.{name}"), s.f1);
-                item.insert(format!("{system}.{}.{name}", a.source), s.f1);
-            }
-            let words = summary.split_whitespace().count();
-            item.insert(
-                format!("{system}.within_limit"),
-                f64::from(u8::from(words <= options.max_words)),
-            );
-            scores
-                .entry(system)
-                .or_default()
-                .entry(a.source.clone())
-                .or_default()
-                .push(r);
-            lengths
-                .entry(system)
-                .or_default()
-                .push(summary.split_whitespace().count());
+        for &(system, ref summary) in &systems {
+            tally.add(system, summary, a, options.max_words, &mut item);
         }
         per_item.insert(a.id.clone(), item);
         summaries.insert(a.id.clone(), record);
         on_progress(done + 1);
     }
-    let mut metrics = BTreeMap::new();
-    for (system, by_source) in &scores {
-        let mut all: Vec<&Rouge> = Vec::new();
-        for (source, rs) in by_source {
-            mean_into(&mut metrics, &format!("{system}.{source}"), rs.iter());
-            all.extend(rs);
-        }
-        mean_into(&mut metrics, system, all.into_iter());
-        let l = &lengths[system];
-        metrics.insert(
-            format!("{system}.mean_words"),
-            l.iter().sum::<usize>() as f64 / l.len().max(1) as f64,
-        );
-        metrics.insert(
-            format!("{system}.within_limit"),
-            l.iter().filter(|&&n| n <= options.max_words).count() as f64 / l.len().max(1) as f64,
-        );
-    }
-    if llm.is_some() {
-        let n = articles.len().max(1) as f64;
-        // The model's own answers within both limits (before any cut), and the fallbacks.
-        metrics.insert(
-            "llm.within_limit_as_generated".into(),
-            1.0 - llm_over as f64 / n,
-        );
-        metrics.insert("llm.fallbacks".into(), llm_fallbacks as f64);
-        metrics.insert("llm.map_reduced".into(), llm_parts as f64);
-        metrics.insert("llm.prompt_tokens".into(), llm_usage.prompt_tokens as f64);
-        metrics.insert(
-            "llm.completion_tokens".into(),
-            llm_usage.completion_tokens as f64,
-        );
-    }
+    let metrics = tally.metrics(options.max_words, llm.is_some(), articles.len());
     let config = json!({
         "summarizers": {"extractive": format!("most central sentences by embedding, at most {} words", options.max_words),
                         "lead3": "first three sentences"},
@@ -223,6 +228,97 @@ pub async fn evaluate<L: LlmClient>(
         details: json!({"summaries": summaries}),
         extra: Default::default(),
     })
+}
+
+/// ROUGE and lengths per summarizer (system) and source, and the LLM's own counts.
+#[derive(Default)]
+struct Tally<'s> {
+    /// system → source → scores.
+    scores: BTreeMap<&'s str, BTreeMap<String, Vec<Rouge>>>,
+    lengths: BTreeMap<&'s str, Vec<usize>>,
+    llm_over: usize,
+    llm_fallbacks: usize,
+    llm_parts: usize,
+    llm_usage: crate::llm::Usage,
+}
+
+impl<'s> Tally<'s> {
+    /// Score `system`'s summary of `a` against its reference, into the tally and `item` (the
+    /// article's per-item row).
+    fn add(
+        &mut self,
+        system: &'s str,
+        summary: &str,
+        a: &Article,
+        max_words: usize,
+        item: &mut BTreeMap<String, f64>,
+    ) {
+        let r = rouge::score(summary, &a.reference);
+        for (name, s) in [
+            ("rouge1", r.rouge1),
+            ("rouge2", r.rouge2),
+            ("rougeL", r.rouge_l),
+        ] {
+            // Keyed by source too, so every source's mean is reproducible from per_item
+            // (the CI gate's paired test resamples these).
+            item.insert(format!("{system}.{name}"), s.f1);
+            item.insert(format!("{system}.{}.{name}", a.source), s.f1);
+        }
+        let words = summary.split_whitespace().count();
+        item.insert(
+            format!("{system}.within_limit"),
+            f64::from(u8::from(words <= max_words)),
+        );
+        self.scores
+            .entry(system)
+            .or_default()
+            .entry(a.source.clone())
+            .or_default()
+            .push(r);
+        self.lengths.entry(system).or_default().push(words);
+    }
+
+    /// The report's metrics: mean ROUGE per system (and source), lengths, and with an LLM its
+    /// share within limits as generated, fallbacks, map-reduced articles and tokens.
+    fn metrics(&self, max_words: usize, with_llm: bool, articles: usize) -> BTreeMap<String, f64> {
+        let mut metrics = BTreeMap::new();
+        for (system, by_source) in &self.scores {
+            let mut all: Vec<&Rouge> = Vec::new();
+            for (source, rs) in by_source {
+                mean_into(&mut metrics, &format!("{system}.{source}"), rs.iter());
+                all.extend(rs);
+            }
+            mean_into(&mut metrics, system, all.into_iter());
+            let l = &self.lengths[system];
+            metrics.insert(
+                format!("{system}.mean_words"),
+                l.iter().sum::<usize>() as f64 / l.len().max(1) as f64,
+            );
+            metrics.insert(
+                format!("{system}.within_limit"),
+                l.iter().filter(|&&n| n <= max_words).count() as f64 / l.len().max(1) as f64,
+            );
+        }
+        if with_llm {
+            let n = articles.max(1) as f64;
+            // The model's own answers within both limits (before any cut), and the fallbacks.
+            metrics.insert(
+                "llm.within_limit_as_generated".into(),
+                1.0 - self.llm_over as f64 / n,
+            );
+            metrics.insert("llm.fallbacks".into(), self.llm_fallbacks as f64);
+            metrics.insert("llm.map_reduced".into(), self.llm_parts as f64);
+            metrics.insert(
+                "llm.prompt_tokens".into(),
+                self.llm_usage.prompt_tokens as f64,
+            );
+            metrics.insert(
+                "llm.completion_tokens".into(),
+                self.llm_usage.completion_tokens as f64,
+            );
+        }
+        metrics
+    }
 }
 
 /// Mean F1 of `rs` under `prefix.rouge1` etc.

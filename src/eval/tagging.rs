@@ -113,11 +113,7 @@ pub fn read_labelled(
                 ),
             ));
         }
-        let text = match (title.is_empty(), body.is_empty()) {
-            (false, false) => format!("{title}\n{body}"),
-            (false, true) => title.to_string(),
-            _ => body.to_string(),
-        };
+        let text = crate::content::item_text(title, body).unwrap_or_default();
         items.push(LabelledItem { id, text, labels });
     }
     Ok(items)
@@ -363,6 +359,103 @@ pub struct TaggingEvalOptions {
     pub validation: usize,
     /// Evaluate only the first N test documents.
     pub limit: Option<usize>,
+}
+
+/// Evaluate the tagger `kind`: the one dispatch `signaldesk eval tagging` and the eval gate run.
+/// `llm` is the client of taggers that call one (the `llm` tagger needs it).
+#[allow(clippy::too_many_arguments)]
+pub async fn evaluate<S: VectorStore>(
+    kind: crate::config::TaggerKind,
+    store: &S,
+    embedder: Arc<Embedder>,
+    config: &Config,
+    dataset: &Path,
+    taxonomy: &Taxonomy,
+    options: &TaggingEvalOptions,
+    llm: Option<&crate::llm::AnyLlm>,
+    on_progress: impl FnMut(usize),
+) -> Result<Report, TaggingEvalError> {
+    use crate::config::TaggerKind;
+    match kind {
+        TaggerKind::Knn => {
+            evaluate_knn(
+                store,
+                embedder,
+                config,
+                dataset,
+                taxonomy,
+                options,
+                on_progress,
+            )
+            .await
+        }
+        TaggerKind::Zeroshot => {
+            evaluate_zeroshot(store, embedder, config, dataset, taxonomy, options).await
+        }
+        TaggerKind::Llm => {
+            let llm =
+                llm.ok_or_else(|| TaggingEvalError::Tagger("the llm tagger needs an LLM".into()))?;
+            evaluate_llm(
+                store,
+                embedder,
+                config,
+                dataset,
+                taxonomy,
+                options,
+                llm,
+                on_progress,
+            )
+            .await
+        }
+        TaggerKind::Ensemble => {
+            evaluate_ensemble(
+                store,
+                embedder,
+                config,
+                dataset,
+                taxonomy,
+                options,
+                on_progress,
+            )
+            .await
+        }
+    }
+}
+
+/// The settings a tagging report was made with, in one line (`knn k=5 threshold=0.40 ...`).
+pub fn settings_line(kind: crate::config::TaggerKind, report: &Report) -> String {
+    use crate::config::TaggerKind;
+    let c = &report.config;
+    let num = |k: &str| c[k].as_f64().unwrap_or_default();
+    let text = |k: &str| c[k].as_str().unwrap_or("-").to_string();
+    match kind {
+        TaggerKind::Knn => format!(
+            "knn k={} threshold={:.2} weighting={}",
+            c["k"],
+            num("threshold"),
+            text("weighting")
+        ),
+        TaggerKind::Zeroshot => format!(
+            "zeroshot threshold={:.3} max_labels={}",
+            num("threshold"),
+            c["max_labels"]
+        ),
+        TaggerKind::Llm => format!(
+            "llm {} via {} (candidates from knn k={}; {} of {} items fell back to knn)",
+            text("llm_model"),
+            text("prompt"),
+            c["k"],
+            c["fallbacks"],
+            c["test_documents"]
+        ),
+        TaggerKind::Ensemble => format!(
+            "ensemble head_weight={:.2} knn_weight={:.2} threshold={:.3} (knn k={})",
+            num("head_weight"),
+            num("knn_weight"),
+            num("threshold"),
+            c["k"]
+        ),
+    }
 }
 
 /// Run the suite with the kNN tagger; `on_progress(items)` hears the memory's ingest.

@@ -66,11 +66,10 @@ pub fn text_of(record: &Map<String, Value>, field: Option<&str>) -> Result<Strin
         None if title.is_some() => string_field(record, "text")?.filter(|s| !s.trim().is_empty()),
         None => None,
     };
-    let text = match (title, body) {
-        (Some(t), Some(b)) => format!("{t}\n{b}"),
-        (Some(t), None) => t.to_string(),
-        (None, Some(b)) => b.to_string(),
-        (None, None) => match string_field(record, "text")? {
+    let joined = crate::content::item_text(title.unwrap_or(""), body.unwrap_or(""));
+    let text = match joined {
+        Some(text) => text,
+        None => match string_field(record, "text")? {
             Some(t) if !t.trim().is_empty() => t.to_string(),
             Some(_) => return Err(RecordError::EmptyText("\"text\"".into())),
             None if record.contains_key("title") || record.contains_key("body") => {

@@ -4,6 +4,7 @@
 //! time (a line longer than the limit is skipped without ever being held whole), and every problem
 //! is reported with the line it came from, so one bad record never costs the rest of the file.
 
+pub mod embed_file;
 pub mod jsonl;
 pub mod pipeline;
 pub mod reindex;
@@ -25,6 +26,41 @@ pub enum InputError {
         line: usize,
         source: io::Error,
     },
+}
+
+/// Standard input copied to a file under a directory, removed when dropped: ingest and tagging
+/// read their input twice (once to find the last record of each id, once to process it), which a
+/// pipe cannot do.
+pub struct SpooledStdin(PathBuf);
+
+impl SpooledStdin {
+    /// Copy all of standard input to `dir/.stdin-<pid>.jsonl`.
+    pub fn new(dir: &Path) -> Result<Self, InputError> {
+        let open_err = |path: &Path, source| InputError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(dir, e))?;
+        let spooled = Self(dir.join(format!(".stdin-{}.jsonl", std::process::id())));
+        let mut file = File::create(&spooled.0).map_err(|e| open_err(&spooled.0, e))?;
+        io::copy(&mut io::stdin().lock(), &mut file).map_err(|source| InputError::Read {
+            path: PathBuf::from("<stdin>"),
+            line: 0,
+            source,
+        })?;
+        Ok(spooled)
+    }
+
+    /// Where the copy is.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SpooledStdin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A file opened for streaming, plain or gzip'd (by its `.gz` suffix).

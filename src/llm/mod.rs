@@ -10,7 +10,6 @@
 //! counted by [`accounting`]. Enrichment (tagging, summaries) is written against the trait.
 
 pub mod accounting;
-pub mod bench;
 pub mod cache;
 pub mod local;
 pub mod openai;
@@ -322,6 +321,15 @@ impl AnyLlm {
         match self {
             Self::Local(c) => Some(c.inner().clone()),
             Self::OpenAi(_) => None,
+        }
+    }
+
+    /// What this client's calls cost per token: `llm.prices[llm.model]` for a remote server,
+    /// nothing for the local model. The one price rule behind every stored and reported cost.
+    pub fn price(&self, config: &crate::config::LlmConfig) -> Option<crate::config::Price> {
+        match self {
+            Self::OpenAi(_) => config.prices.get(&config.model).copied(),
+            Self::Local(_) => None,
         }
     }
 }

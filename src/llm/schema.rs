@@ -78,71 +78,13 @@ impl Schema {
             .as_object()
             .ok_or_else(|| schema_err(path, "a schema must be an object"))?;
         if let Some(target) = obj.get("$ref") {
-            let target = target
-                .as_str()
-                .ok_or_else(|| schema_err(path, "$ref must be a string"))?;
-            if let Some(k) = obj
-                .keys()
-                .find(|k| *k != "$ref" && !ANNOTATIONS.contains(&k.as_str()) && *k != "$defs")
-            {
-                return Err(schema_err(
-                    path,
-                    format!("keyword {k:?} beside $ref is not supported"),
-                ));
-            }
-            if refs >= MAX_REF_DEPTH {
-                return Err(schema_err(
-                    path,
-                    format!("$ref {target:?} nests more than {MAX_REF_DEPTH} deep: recursive schemas are not supported"),
-                ));
-            }
-            let resolved = target
-                .strip_prefix('#')
-                .and_then(|pointer| root.pointer(pointer))
-                .ok_or_else(|| {
-                    schema_err(
-                        path,
-                        format!("$ref {target:?} does not point into this schema (only \"#/$defs/...\" references are supported)"),
-                    )
-                })?;
-            return Self::parse_at(resolved, path, root, refs + 1);
+            return Self::parse_ref(obj, target, path, root, refs);
         }
         if let Some(branches) = obj.get("anyOf") {
-            if let Some(k) = obj
-                .keys()
-                .find(|k| *k != "anyOf" && !ANNOTATIONS.contains(&k.as_str()) && *k != "$defs")
-            {
-                return Err(schema_err(
-                    path,
-                    format!("keyword {k:?} beside anyOf is not supported"),
-                ));
-            }
-            let branches = branches
-                .as_array()
-                .filter(|a| !a.is_empty())
-                .ok_or_else(|| schema_err(path, "anyOf must be a non-empty array"))?;
-            return Ok(Self::AnyOf(
-                branches
-                    .iter()
-                    .map(|b| Self::parse_at(b, path, root, refs))
-                    .collect::<Result<_, _>>()?,
-            ));
+            return Self::parse_any_of(obj, branches, path, root, refs);
         }
         if let Some(Value::Array(types)) = obj.get("type") {
-            if types.is_empty() {
-                return Err(schema_err(path, "type must not be an empty list"));
-            }
-            let mut branches = Vec::with_capacity(types.len());
-            for t in types {
-                let mut one = obj.clone();
-                one.insert("type".into(), t.clone());
-                branches.push(Self::parse_at(&Value::Object(one), path, root, refs)?);
-            }
-            return Ok(if branches.len() == 1 {
-                branches.remove(0)
-            } else {
-                Self::AnyOf(branches)
-            });
+            return Self::parse_type_list(obj, types, path, root, refs);
         }
         let known: &[&str] = &[
             "$defs",
@@ -198,56 +140,7 @@ impl Schema {
             .and_then(Value::as_str)
             .ok_or_else(|| schema_err(path, "needs a \"type\" (one string) or an enum"))?;
         Ok(match ty {
-            "object" => {
-                let mut properties = Vec::new();
-                if let Some(props) = obj.get("properties") {
-                    let props = props
-                        .as_object()
-                        .ok_or_else(|| schema_err(path, "properties must be an object"))?;
-                    for (name, sub) in props {
-                        properties.push((
-                            name.clone(),
-                            Self::parse_at(sub, &format!("{path}.{name}"), root, refs)?,
-                        ));
-                    }
-                }
-                let required: Vec<String> = match obj.get("required") {
-                    None => Vec::new(),
-                    Some(r) => r
-                        .as_array()
-                        .ok_or_else(|| schema_err(path, "required must be an array"))?
-                        .iter()
-                        .map(|s| {
-                            s.as_str().map(str::to_string).ok_or_else(|| {
-                                schema_err(path, "required must list property names")
-                            })
-                        })
-                        .collect::<Result<_, _>>()?,
-                };
-                for r in &required {
-                    if !properties.iter().any(|(n, _)| n == r) {
-                        return Err(schema_err(
-                            path,
-                            format!("required property {r:?} is not in properties"),
-                        ));
-                    }
-                }
-                let additional = match obj.get("additionalProperties") {
-                    None | Some(Value::Bool(true)) => true,
-                    Some(Value::Bool(false)) => false,
-                    Some(_) => {
-                        return Err(schema_err(
-                            path,
-                            "additionalProperties must be true or false",
-                        ))
-                    }
-                };
-                Self::Object {
-                    properties,
-                    required,
-                    additional,
-                }
-            }
+            "object" => Self::parse_object(obj, path, root, refs)?,
             "array" => Self::Array {
                 items: Box::new(Self::parse_at(
                     obj.get("items")
@@ -274,6 +167,154 @@ impl Schema {
             "boolean" => Self::Boolean,
             "null" => Self::Null,
             other => return Err(schema_err(path, format!("unknown type {other:?}"))),
+        })
+    }
+
+    /// A `$ref` into the root's `$defs`, resolved (at most [`MAX_REF_DEPTH`] deep).
+    fn parse_ref(
+        obj: &serde_json::Map<String, Value>,
+        target: &Value,
+        path: &str,
+        root: &Value,
+        refs: usize,
+    ) -> Result<Self, LlmError> {
+        let target = target
+            .as_str()
+            .ok_or_else(|| schema_err(path, "$ref must be a string"))?;
+        if let Some(k) = obj
+            .keys()
+            .find(|k| *k != "$ref" && !ANNOTATIONS.contains(&k.as_str()) && *k != "$defs")
+        {
+            return Err(schema_err(
+                path,
+                format!("keyword {k:?} beside $ref is not supported"),
+            ));
+        }
+        if refs >= MAX_REF_DEPTH {
+            return Err(schema_err(
+                path,
+                format!("$ref {target:?} nests more than {MAX_REF_DEPTH} deep: recursive schemas are not supported"),
+            ));
+        }
+        let resolved = target
+            .strip_prefix('#')
+            .and_then(|pointer| root.pointer(pointer))
+            .ok_or_else(|| {
+                schema_err(
+                    path,
+                    format!("$ref {target:?} does not point into this schema (only \"#/$defs/...\" references are supported)"),
+                )
+            })?;
+        Self::parse_at(resolved, path, root, refs + 1)
+    }
+
+    /// `anyOf`: each branch parsed at the same path.
+    fn parse_any_of(
+        obj: &serde_json::Map<String, Value>,
+        branches: &Value,
+        path: &str,
+        root: &Value,
+        refs: usize,
+    ) -> Result<Self, LlmError> {
+        if let Some(k) = obj
+            .keys()
+            .find(|k| *k != "anyOf" && !ANNOTATIONS.contains(&k.as_str()) && *k != "$defs")
+        {
+            return Err(schema_err(
+                path,
+                format!("keyword {k:?} beside anyOf is not supported"),
+            ));
+        }
+        let branches = branches
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| schema_err(path, "anyOf must be a non-empty array"))?;
+        Ok(Self::AnyOf(
+            branches
+                .iter()
+                .map(|b| Self::parse_at(b, path, root, refs))
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+
+    /// `"type": [..]`: one branch per type, the other keywords shared.
+    fn parse_type_list(
+        obj: &serde_json::Map<String, Value>,
+        types: &[Value],
+        path: &str,
+        root: &Value,
+        refs: usize,
+    ) -> Result<Self, LlmError> {
+        if types.is_empty() {
+            return Err(schema_err(path, "type must not be an empty list"));
+        }
+        let mut branches = Vec::with_capacity(types.len());
+        for t in types {
+            let mut one = obj.clone();
+            one.insert("type".into(), t.clone());
+            branches.push(Self::parse_at(&Value::Object(one), path, root, refs)?);
+        }
+        Ok(if branches.len() == 1 {
+            branches.remove(0)
+        } else {
+            Self::AnyOf(branches)
+        })
+    }
+
+    /// An object's properties, required list and additionalProperties.
+    fn parse_object(
+        obj: &serde_json::Map<String, Value>,
+        path: &str,
+        root: &Value,
+        refs: usize,
+    ) -> Result<Self, LlmError> {
+        let mut properties = Vec::new();
+        if let Some(props) = obj.get("properties") {
+            let props = props
+                .as_object()
+                .ok_or_else(|| schema_err(path, "properties must be an object"))?;
+            for (name, sub) in props {
+                properties.push((
+                    name.clone(),
+                    Self::parse_at(sub, &format!("{path}.{name}"), root, refs)?,
+                ));
+            }
+        }
+        let required: Vec<String> = match obj.get("required") {
+            None => Vec::new(),
+            Some(r) => r
+                .as_array()
+                .ok_or_else(|| schema_err(path, "required must be an array"))?
+                .iter()
+                .map(|s| {
+                    s.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| schema_err(path, "required must list property names"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        for r in &required {
+            if !properties.iter().any(|(n, _)| n == r) {
+                return Err(schema_err(
+                    path,
+                    format!("required property {r:?} is not in properties"),
+                ));
+            }
+        }
+        let additional = match obj.get("additionalProperties") {
+            None | Some(Value::Bool(true)) => true,
+            Some(Value::Bool(false)) => false,
+            Some(_) => {
+                return Err(schema_err(
+                    path,
+                    "additionalProperties must be true or false",
+                ))
+            }
+        };
+        Ok(Self::Object {
+            properties,
+            required,
+            additional,
         })
     }
 

@@ -373,7 +373,34 @@ fn parse_completion(body: &[u8]) -> Result<Completion, ApiError> {
             format!("n must be between 1 and {MAX_CHOICES}, not {choices}"),
         ));
     }
-    let stop = match obj.get("stop") {
+    let stop = parse_stop(obj.get("stop"))?;
+    // Seeds are 64-bit on the wire; a negative one is as good a seed as any.
+    let seed = integer("seed")?.unwrap_or(0) as u64;
+    let stream = boolean("stream")?.unwrap_or(false);
+    let include_usage = parse_stream_options(obj.get("stream_options"), stream)?;
+    let schema = parse_response_format(obj.get("response_format"))?;
+    if let Some(schema) = &schema {
+        super::Schema::parse(schema)?;
+    }
+    Ok(Completion {
+        messages,
+        sampling: Sampling {
+            max_tokens,
+            temperature: temperature as f32,
+            top_p: top_p as f32,
+            seed,
+            stop,
+        },
+        schema,
+        choices: choices as usize,
+        stream,
+        include_usage,
+    })
+}
+
+/// `stop`: a string or a list of at most [`MAX_STOP`] non-empty strings.
+fn parse_stop(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let stop = match value {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
@@ -397,10 +424,12 @@ fn parse_completion(body: &[u8]) -> Result<Completion, ApiError> {
             format!("stop takes at most {MAX_STOP} strings, none empty"),
         ));
     }
-    // Seeds are 64-bit on the wire; a negative one is as good a seed as any.
-    let seed = integer("seed")?.unwrap_or(0) as u64;
-    let stream = boolean("stream")?.unwrap_or(false);
-    let include_usage = match obj.get("stream_options") {
+    Ok(stop)
+}
+
+/// `stream_options` (only with `stream: true`): whether the last chunk carries the usage.
+fn parse_stream_options(value: Option<&Value>, stream: bool) -> Result<bool, ApiError> {
+    let include_usage = match value {
         None | Some(Value::Null) => false,
         Some(_) if !stream => {
             return Err(ApiError::invalid(
@@ -436,24 +465,7 @@ fn parse_completion(body: &[u8]) -> Result<Completion, ApiError> {
             ))
         }
     };
-    let schema = parse_response_format(obj.get("response_format"))?;
-    if let Some(schema) = &schema {
-        super::Schema::parse(schema)?;
-    }
-    Ok(Completion {
-        messages,
-        sampling: Sampling {
-            max_tokens,
-            temperature: temperature as f32,
-            top_p: top_p as f32,
-            seed,
-            stop,
-        },
-        schema,
-        choices: choices as usize,
-        stream,
-        include_usage,
-    })
+    Ok(include_usage)
 }
 
 /// The 400 for a field this server cannot honour, or for one OpenAI does not define. Fields

@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{Optimizer, ParamsAdamW};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -91,24 +90,15 @@ impl BlendModel {
         let device = Device::Cpu;
         let x = Tensor::from_vec(flat, (n, d), &device)?;
         let y = Tensor::from_vec(y, (n, 1), &device)?;
-        let w = Var::zeros((d, 1), DType::F32, &device)?;
-        let b = Var::zeros(1, DType::F32, &device)?;
-        let mut optimizer = candle_nn::AdamW::new(
-            vec![w.clone(), b.clone()],
-            ParamsAdamW {
-                lr: settings.learning_rate,
-                weight_decay: 0.0,
-                ..ParamsAdamW::default()
-            },
-        )?;
-        for _ in 0..settings.epochs {
-            let logits = x.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
-            let loss = (crate::enrich::head::bce_with_logits(&logits, &y)?
-                + (w.as_tensor().sqr()?.sum_all()? * settings.l2)?)?;
-            optimizer.backward_step(&loss)?;
-        }
-        let weights: Vec<f32> = w.as_tensor().flatten_all()?.to_vec1()?;
-        let bias = b.as_tensor().to_vec1::<f32>()?[0];
+        let fit = crate::enrich::head::LogisticFit {
+            learning_rate: settings.learning_rate,
+            epochs: settings.epochs,
+            l2: settings.l2,
+            minibatch: None,
+        };
+        let (w, b) = crate::enrich::head::fit_logistic(&x, &y, &fit)?;
+        let weights: Vec<f32> = w.flatten_all()?.to_vec1()?;
+        let bias = b.to_vec1::<f32>()?[0];
         let mut hash = Sha256::new();
         for v in weights.iter().chain(&mean).chain(&scale).chain([&bias]) {
             hash.update(v.to_le_bytes());
@@ -116,7 +106,7 @@ impl BlendModel {
         for f in features {
             hash.update(f.as_bytes());
         }
-        let version = crate::embed::hex(&hash.finalize()[..6]);
+        let version = crate::fingerprint::hex(&hash.finalize()[..6]);
         Ok(Self {
             format: FORMAT.into(),
             version,

@@ -56,6 +56,21 @@ pub struct Reject {
     pub reason: String,
 }
 
+/// Write `rejects` of `file` to `path` as JSON lines (`file`, `line`, `reason`).
+pub fn write_rejects(path: &Path, file: &Path, rejects: &[Reject]) -> Result<(), RankError> {
+    use std::io::Write;
+    let io = |source| RankError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    for r in rejects {
+        let line = serde_json::json!({"file": file, "line": r.line, "reason": r.reason});
+        writeln!(out, "{line}").map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
 /// Header names accepted for each field (MovieLens' own names included, so its `ratings.csv`
 /// loads as it is).
 const USER: &[&str] = &["user", "user_id", "userId"];
@@ -64,9 +79,13 @@ const EVENT: &[&str] = &["event", "event_type", "type"];
 const VALUE: &[&str] = &["value", "rating"];
 const TIME: &[&str] = &["timestamp", "ts", "time"];
 
-/// Read interactions from CSV (with a header) or JSONL (by extension), keeping good lines and
-/// reporting bad ones. A `rating` column without an `event` column makes every line a `rating`.
-pub fn read_file(path: &Path) -> Result<(Vec<Interaction>, Vec<Reject>), RankError> {
+/// Read interactions from CSV (with a header) or JSONL (by extension), keeping the lines that
+/// pass [`RawEvent::validate`] under `rules` and reporting the others with their line and
+/// reason. A `rating` column without an `event` column makes every line a `rating`.
+pub fn read_file(
+    path: &Path,
+    rules: &EventRules<'_>,
+) -> Result<(Vec<Interaction>, Vec<Reject>), RankError> {
     let io = |source| RankError::Read {
         path: path.to_path_buf(),
         source,
@@ -88,7 +107,7 @@ pub fn read_file(path: &Path) -> Result<(Vec<Interaction>, Vec<Reject>), RankErr
         let col = |names: &[&str]| header.iter().position(|h| names.contains(&h.as_str()));
         let (user, item, event, value, time) =
             (col(USER), col(ITEM), col(EVENT), col(VALUE), col(TIME));
-        let missing: Vec<&str> = [("user", user), ("item", item), ("timestamp", time)]
+        let missing: Vec<&str> = [("user", user), ("item", item)]
             .iter()
             .filter(|(_, c)| c.is_none())
             .map(|(n, _)| *n)
@@ -130,9 +149,12 @@ pub fn read_file(path: &Path) -> Result<(Vec<Interaction>, Vec<Reject>), RankErr
             if rating_only {
                 fields.insert("event".into(), Value::from("rating"));
             }
-            match parse_fields(&fields) {
+            match RawEvent::from_fields(&fields).validate(rules) {
                 Ok(x) => good.push(x),
-                Err(reason) => rejects.push(Reject { line, reason }),
+                Err(e) => rejects.push(Reject {
+                    line,
+                    reason: e.to_string(),
+                }),
             }
         }
     } else {
@@ -145,7 +167,9 @@ pub fn read_file(path: &Path) -> Result<(Vec<Interaction>, Vec<Reject>), RankErr
             let parsed = serde_json::from_str::<Value>(&text)
                 .map_err(|e| format!("not JSON: {e}"))
                 .and_then(|v| match v {
-                    Value::Object(map) => parse_fields(&map),
+                    Value::Object(map) => RawEvent::from_fields(&map)
+                        .validate(rules)
+                        .map_err(|e| e.to_string()),
                     _ => Err("not a JSON object".to_string()),
                 });
             match parsed {
@@ -157,41 +181,135 @@ pub fn read_file(path: &Path) -> Result<(Vec<Interaction>, Vec<Reject>), RankErr
     Ok((good, rejects))
 }
 
-/// One record's fields (strings or numbers) as an interaction, or the reason it is not one.
-fn parse_fields(map: &serde_json::Map<String, Value>) -> Result<Interaction, String> {
-    let text = |names: &[&str]| -> Option<String> {
-        names.iter().find_map(|n| match map.get(*n) {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        })
-    };
-    let user = text(USER).ok_or("missing field `user`")?;
-    let item = text(ITEM).ok_or("missing field `item`")?;
-    let event = text(EVENT).ok_or("missing field `event` (view, click, like, rating, ...)")?;
-    let value = match text(VALUE) {
-        None => None,
-        Some(v) => Some(
-            v.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| format!("field `value`: {v:?} is not a number"))?,
-        ),
-    };
-    if event == "rating" && value.is_none() {
-        return Err("a `rating` event needs a `value`".into());
+/// Furthest an event's timestamp may lie ahead of the receiving clock, in seconds: clocks of
+/// callers drift, but an event from the future would sort after everything that really happens
+/// next and never age out of a user's recent history.
+pub const MAX_CLOCK_SKEW_S: i64 = 300;
+
+/// An interaction as it arrives (a file line's fields, or `POST /v1/feedback`'s body), before
+/// [`RawEvent::validate`] holds it to the one rule for every way in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawEvent {
+    pub user: Option<String>,
+    pub item: Option<String>,
+    pub event: Option<String>,
+    /// The value as written (a number, or text that should hold one).
+    pub value: Option<String>,
+    /// Unix seconds, RFC 3339 or `YYYY-MM-DD`; absent: the time the event is received.
+    pub timestamp: Option<String>,
+}
+
+/// Why an event was refused: the field at fault and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl std::fmt::Display for EventError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.reason)
     }
-    let raw = text(TIME).ok_or("missing field `timestamp`")?;
-    let timestamp = parse_timestamp(&raw).ok_or_else(|| {
-        format!("field `timestamp`: {raw:?} is neither Unix seconds nor RFC 3339")
-    })?;
-    Ok(Interaction {
-        user,
-        item,
-        event,
-        value,
-        timestamp,
-    })
+}
+
+/// What an event is checked against when it is received.
+#[derive(Clone, Copy)]
+pub struct EventRules<'a> {
+    /// The receiving clock, Unix seconds: the default timestamp and the skew bound's base.
+    pub now: i64,
+    /// The stored items events may name; `None` when there is no collection to check against
+    /// yet (a log loaded before any content, or a dataset's own interactions).
+    pub catalogue: Option<&'a super::catalogue::Catalogue>,
+}
+
+impl EventRules<'_> {
+    /// Rules at the current time with no catalogue.
+    pub fn now() -> Self {
+        Self {
+            now: chrono::Utc::now().timestamp(),
+            catalogue: None,
+        }
+    }
+}
+
+impl RawEvent {
+    /// The fields of one record (strings or numbers; MovieLens' names accepted).
+    pub fn from_fields(map: &serde_json::Map<String, Value>) -> Self {
+        let text = |names: &[&str]| -> Option<String> {
+            names.iter().find_map(|n| match map.get(*n) {
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        Self {
+            user: text(USER),
+            item: text(ITEM),
+            event: text(EVENT),
+            value: text(VALUE),
+            timestamp: text(TIME),
+        }
+    }
+
+    /// The one rule for an interaction, whether it comes from `signaldesk interactions ingest`
+    /// or `POST /v1/feedback`: `user`, `item` and `event` are present and not blank; `value`, when
+    /// given, is a finite number, and a `rating` has one; `timestamp` is Unix seconds, RFC 3339
+    /// or `YYYY-MM-DD` (absent: `rules.now`) and at most [`MAX_CLOCK_SKEW_S`] ahead of
+    /// `rules.now`; and the item is a stored item of the collection when there is one.
+    pub fn validate(&self, rules: &EventRules<'_>) -> Result<Interaction, EventError> {
+        let err = |field: &'static str, reason: String| EventError { field, reason };
+        let present = |field: &'static str, v: &Option<String>, what: &str| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| err(field, format!("missing{what}")))
+        };
+        let user = present("user", &self.user, "")?;
+        let item = present("item", &self.item, "")?;
+        let event = present("event", &self.event, " (view, click, like, rating, ...)")?;
+        let value = match self.value.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) => Some(
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| err("value", format!("{v:?} is not a finite number")))?,
+            ),
+        };
+        if event == "rating" && value.is_none() {
+            return Err(err("value", "a `rating` event needs a value".into()));
+        }
+        let timestamp = match self.timestamp.as_deref().map(str::trim) {
+            None | Some("") => rules.now,
+            Some(raw) => parse_timestamp(raw).ok_or_else(|| {
+                err(
+                    "timestamp",
+                    format!("{raw:?} is neither Unix seconds, RFC 3339 nor YYYY-MM-DD"),
+                )
+            })?,
+        };
+        if timestamp > rules.now + MAX_CLOCK_SKEW_S {
+            return Err(err(
+                "timestamp",
+                format!(
+                    "{timestamp} is more than {MAX_CLOCK_SKEW_S} s ahead of the receiving clock"
+                ),
+            ));
+        }
+        if let Some(catalogue) = rules.catalogue {
+            if catalogue.position(&item).is_none() {
+                return Err(err("item", format!("{item:?} is not a stored item")));
+            }
+        }
+        Ok(Interaction {
+            user,
+            item,
+            event,
+            value,
+            timestamp,
+        })
+    }
 }
 
 /// Unix seconds, or what ingest's one date parser takes (RFC 3339 or `YYYY-MM-DD`).
@@ -318,7 +436,7 @@ mod tests {
             "userId,movieId,rating,timestamp\n1,10,4.5,964982703\n1,,3,964982703\n2,11,x,5\n",
         )
         .unwrap();
-        let (good, bad) = read_file(&csv).unwrap();
+        let (good, bad) = read_file(&csv, &EventRules::now()).unwrap();
         assert_eq!(good.len(), 1);
         assert_eq!(
             (good[0].event.as_str(), good[0].value),
@@ -338,10 +456,51 @@ mod tests {
             ),
         )
         .unwrap();
-        let (good, bad) = read_file(&jsonl).unwrap();
+        let (good, bad) = read_file(&jsonl, &EventRules::now()).unwrap();
         assert_eq!(good[0].timestamp, 1_767_323_045);
         assert_eq!(bad.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 3]);
         assert!(bad[1].reason.contains("timestamp"));
+    }
+
+    #[test]
+    fn one_rule_for_every_event_field() {
+        let rules = EventRules {
+            now: 1_800_000_000,
+            catalogue: None,
+        };
+        let event = |timestamp: Option<&str>, value: Option<&str>, event: &str| RawEvent {
+            user: Some("u1".into()),
+            item: Some("a".into()),
+            event: Some(event.into()),
+            value: value.map(str::to_string),
+            timestamp: timestamp.map(str::to_string),
+        };
+        // Absent timestamp: the receiving clock; a little skew is tolerated, more is not.
+        assert_eq!(
+            event(None, None, "click")
+                .validate(&rules)
+                .unwrap()
+                .timestamp,
+            rules.now
+        );
+        let ahead = (rules.now + MAX_CLOCK_SKEW_S).to_string();
+        assert!(event(Some(&ahead), None, "click").validate(&rules).is_ok());
+        let far = (rules.now + MAX_CLOCK_SKEW_S + 1).to_string();
+        let e = event(Some(&far), None, "click")
+            .validate(&rules)
+            .unwrap_err();
+        assert_eq!(e.field, "timestamp", "{e}");
+        let e = event(None, None, "rating").validate(&rules).unwrap_err();
+        assert_eq!(e.field, "value");
+        let e = event(None, Some("NaN"), "click")
+            .validate(&rules)
+            .unwrap_err();
+        assert_eq!(e.field, "value");
+        let blank_user = RawEvent {
+            user: Some("  ".into()),
+            ..event(None, None, "click")
+        };
+        assert_eq!(blank_user.validate(&rules).unwrap_err().field, "user");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::blend::BlendModel;
 use super::catalogue::Catalogue;
 use super::experiments::{Assignment, Exposure, ExposureLog, LiveExperiments};
-use super::interactions::{Interaction, InteractionStore};
+use super::interactions::{read_file, EventRules, Interaction, InteractionStore, Reject};
 use super::recommender::{RankerKind, RecommendRequest, Recommended, Recommender};
 use super::signals::{InteractionSignals, UserHistory};
 use super::RankError;
@@ -64,6 +64,37 @@ pub struct Served {
     pub model_version: Option<String>,
     pub assignment: Option<Assignment>,
     pub items: Vec<Recommended>,
+}
+
+/// The catalogue of the collection recommendations come from (`rank.collection`, else
+/// `store.collection`), or `None` while that collection does not exist: what received events
+/// are checked against ([`super::interactions::EventRules`]).
+pub async fn stored_catalogue<S: VectorStore>(
+    store: &S,
+    config: &Config,
+) -> Result<Option<Catalogue>, RankError> {
+    let collection = store.resolve(&collection_name(config)).await?;
+    if store.collection_spec(&collection).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Catalogue::load(store, &collection).await?))
+}
+
+/// Read an interactions file under the one event rule (see
+/// [`super::interactions::RawEvent::validate`]): the receiving clock, and the stored catalogue
+/// when there is one. The `bool` says whether items were checked against a catalogue.
+pub async fn read_events<S: VectorStore>(
+    store: &S,
+    config: &Config,
+    path: &Path,
+) -> Result<(Vec<Interaction>, Vec<Reject>, bool), RankError> {
+    let catalogue = stored_catalogue(store, config).await?;
+    let rules = EventRules {
+        now: chrono::Utc::now().timestamp(),
+        catalogue: catalogue.as_ref(),
+    };
+    let (events, rejects) = read_file(path, &rules)?;
+    Ok((events, rejects, catalogue.is_some()))
 }
 
 /// A warm recommender with its model, experiments and exposure log.

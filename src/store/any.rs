@@ -22,6 +22,18 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
+    /// The store the product's commands use: `store.*`, with Edge's collections under
+    /// `data_dir/edge`.
+    pub fn open(config: &crate::config::Config) -> Result<Self, StoreError> {
+        Self::from_config(&config.store, &config.data_dir.join("edge"))
+    }
+
+    /// The store offline evaluations write their collections to: `store.*`, with Edge's under
+    /// `data_dir/eval`, apart from the product's own.
+    pub fn open_for_eval(config: &crate::config::Config) -> Result<Self, StoreError> {
+        Self::from_config(&config.store, &config.data_dir.join("eval"))
+    }
+
     /// The configured backend: `edge` keeps its collections under `edge_root`; `qdrant`
     /// connects to `config.url` with the API key from `QDRANT_API_KEY` if set.
     pub fn from_config(config: &StoreConfig, edge_root: &Path) -> Result<Self, StoreError> {

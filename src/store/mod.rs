@@ -76,6 +76,55 @@ pub struct CollectionSpec {
     pub bm25_total_len: f64,
 }
 
+/// What `collections list` and `info` show of one collection: its physical name, backend,
+/// counts, model and aliases.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub backend: &'static str,
+    /// Content items (first chunks).
+    pub items: usize,
+    pub chunks: usize,
+    pub model: String,
+    pub model_fingerprint: String,
+    pub dimension: usize,
+    pub bm25_avg_len: f64,
+    /// Aliases pointing at this collection.
+    pub aliases: Vec<String>,
+}
+
+/// Describe the collection (or alias) `name` of `store`.
+pub async fn describe_collection<S: VectorStore>(
+    store: &S,
+    name: &str,
+) -> Result<CollectionInfo, StoreError> {
+    let physical = store.resolve(name).await?;
+    let spec = store
+        .collection_spec(&physical)
+        .await?
+        .ok_or_else(|| StoreError::NoCollection(name.to_string()))?;
+    let items = store.count(&physical, &Filter::first_chunks()).await?;
+    let chunks = store.count(&physical, &Filter::default()).await?;
+    let aliases = store
+        .list_aliases()
+        .await?
+        .into_iter()
+        .filter(|(_, c)| *c == physical)
+        .map(|(a, _)| a)
+        .collect();
+    Ok(CollectionInfo {
+        name: physical,
+        backend: store.backend(),
+        items,
+        chunks,
+        model: spec.model_id,
+        model_fingerprint: spec.model_fingerprint,
+        dimension: spec.dimension,
+        bm25_avg_len: spec.bm25_avg_len,
+        aliases,
+    })
+}
+
 /// Test hook: abort the process at a named step of a collection's first writes
 /// (`collection-created`, `indexes-created`, `metadata-written`, and on Edge `upsert-applied`,
 /// between an upsert and its flush), so the crash tests can stop at each one.
@@ -99,12 +148,7 @@ pub(crate) fn crash_point(step: &str) {
     }
 }
 
-/// A sparse vector (BM25 term weights).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Sparse {
-    pub indices: Vec<u32>,
-    pub values: Vec<f32>,
-}
+pub use crate::embed::bm25::Sparse;
 
 /// One chunk of one content item, ready to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +264,17 @@ pub enum Condition {
 }
 
 impl Filter {
+    /// Each item's first chunk (`chunk_index = 0`): one point per item, for counting and paging
+    /// items rather than chunks.
+    pub fn first_chunks() -> Self {
+        Self {
+            must: vec![Condition::Equals {
+                field: "chunk_index".into(),
+                value: Value::from(0),
+            }],
+        }
+    }
+
     /// A filter from the CLI's `--filter` strings, all of which must hold: `field=value`,
     /// `field>=value`, `field<value`, several in one string joined by commas
     /// (`source=a,language=en`). Fields are the indexed ones ([`INDEXED_FIELDS`]) and
@@ -231,7 +286,10 @@ impl Filter {
         for p in pairs.iter().flat_map(|p| split_conditions(p)) {
             must.push(parse_condition(p)?);
         }
-        Ok(Self { must })
+        let filter = Self { must };
+        // A bad date fails here, where the caller's input is, not at the store.
+        filter.normalized()?;
+        Ok(filter)
     }
 
     /// `content_id = id`.

@@ -45,6 +45,36 @@ struct State {
     cached: Vec<u32>,
 }
 
+impl State {
+    /// Run the prompt through the model, reusing the cached prefix it shares with the last one
+    /// (but always running at least its last token); the logits after it, and the prompt's
+    /// share of the stats.
+    fn process_prompt(
+        &mut self,
+        prompt_ids: &[u32],
+    ) -> candle_core::Result<(Vec<f32>, GenerationStats)> {
+        let common = self
+            .cached
+            .iter()
+            .zip(prompt_ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt_ids.len() - 1);
+        let mut stats = GenerationStats {
+            prompt_tokens: prompt_ids.len(),
+            prompt_tokens_processed: prompt_ids.len() - common,
+            ..Default::default()
+        };
+        self.model.truncate_cache(common)?;
+        self.cached.truncate(common);
+        let started = Instant::now();
+        let logits = self.model.forward(&prompt_ids[common..])?;
+        self.cached.extend_from_slice(&prompt_ids[common..]);
+        stats.prompt_seconds = started.elapsed().as_secs_f64();
+        Ok((logits, stats))
+    }
+}
+
 /// Timings of one generation, for the benchmark.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct GenerationStats {
@@ -160,29 +190,7 @@ impl LocalLlm {
             .lock()
             .map_err(|_| LlmError::Model("model lock poisoned by an earlier panic".into()))?;
         let model_err = |e: candle_core::Error| LlmError::Model(e.to_string());
-        // Reuse the cached prefix, but always run at least the last prompt token.
-        let common = state
-            .cached
-            .iter()
-            .zip(&prompt_ids)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt_ids.len() - 1);
-        let mut stats = GenerationStats {
-            prompt_tokens: prompt_ids.len(),
-            prompt_tokens_processed: prompt_ids.len() - common,
-            ..Default::default()
-        };
-        state.model.truncate_cache(common).map_err(model_err)?;
-        state.cached.truncate(common);
-        let started = Instant::now();
-        let mut logits = state
-            .model
-            .forward(&prompt_ids[common..])
-            .map_err(model_err)?;
-        state.cached.extend_from_slice(&prompt_ids[common..]);
-        stats.prompt_seconds = started.elapsed().as_secs_f64();
-
+        let (mut logits, mut stats) = state.process_prompt(&prompt_ids).map_err(model_err)?;
         let started = Instant::now();
         let vocab = logits.len().min(tok.token_bytes().len());
         let mut matcher = schema.map(|s| self.matcher(s, vocab)).transpose()?;
@@ -205,22 +213,7 @@ impl LocalLlm {
                 None => None,
             };
             let allowed = |id: usize| mask.as_ref().is_none_or(|m| m.is_allowed(id as u32));
-            let next = if sampling.temperature <= 0.0 {
-                greedy(&logits[..vocab], allowed)
-            } else {
-                sample(
-                    &logits[..vocab],
-                    allowed,
-                    sampling.temperature,
-                    sampling.top_p,
-                    &mut rng,
-                )
-            };
-            let Some(next) = next else {
-                return Err(LlmError::Model(
-                    "constrained decoding found no allowed token".into(),
-                ));
-            };
+            let next = pick_token(&logits[..vocab], allowed, sampling, &mut rng)?;
             if next == tok.eos_id {
                 finish = Finish::Stop;
                 break;
@@ -441,6 +434,21 @@ impl<'s> TextStream<'s> {
 
 /// The highest-scoring allowed token: the top token if allowed (the usual case), else one scan
 /// for the best allowed token (no sort of the vocabulary).
+/// The next token: greedy at temperature 0, else sampled; an error when a constraint allows none.
+fn pick_token(
+    logits: &[f32],
+    allowed: impl Fn(usize) -> bool,
+    sampling: &crate::llm::Sampling,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<u32, LlmError> {
+    let next = if sampling.temperature <= 0.0 {
+        greedy(logits, allowed)
+    } else {
+        sample(logits, allowed, sampling.temperature, sampling.top_p, rng)
+    };
+    next.ok_or_else(|| LlmError::Model("constrained decoding found no allowed token".into()))
+}
+
 fn greedy(logits: &[f32], allowed: impl Fn(usize) -> bool) -> Option<u32> {
     let best = logits
         .iter()

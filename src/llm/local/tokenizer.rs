@@ -76,6 +76,53 @@ fn byte_decoder() -> std::collections::HashMap<char, u8> {
         .collect()
 }
 
+/// The Hugging Face tokenizer a byte-level BPE GGUF describes: its vocabulary and merges, its
+/// special tokens as added tokens, and llama.cpp's pre-tokenizer `pre`.
+fn hf_tokenizer(
+    tokens: &[String],
+    merges: &[String],
+    special_ids: &[usize],
+    pre: &str,
+) -> Result<Tokenizer, LlmError> {
+    let added: Vec<Value> = special_ids
+        .iter()
+        .map(|&i| {
+            json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false,
+                       "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), Value::from(i)))
+        .collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
+                                "trim_offsets": true, "use_regex": true});
+    // llama.cpp's "smollm" pre-tokenizer splits every digit apart before GPT-2's regex,
+    // as SmolLM's tokenizer.json does (Digits(individual) + ByteLevel).
+    let pre_tokenizer = if pre == "smollm" {
+        json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level]})
+    } else {
+        byte_level.clone()
+    };
+    let definition = json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": pre_tokenizer, "post_processor": null,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges}
+    });
+    Tokenizer::from_bytes(definition.to_string().as_bytes()).map_err(|e| {
+        bad(format!(
+            "cannot build the tokenizer from GGUF metadata: {e}"
+        ))
+    })
+}
+
 impl GgufTokenizer {
     /// Build from GGUF metadata.
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self, LlmError> {
@@ -131,43 +178,7 @@ impl GgufTokenizer {
         let special_ids: Vec<usize> = (0..tokens.len())
             .filter(|&i| types.get(i) == Some(&3))
             .collect();
-        let added: Vec<Value> = special_ids
-            .iter()
-            .map(|&i| {
-                json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false,
-                       "rstrip": false, "normalized": false, "special": true})
-            })
-            .collect();
-        let vocab: serde_json::Map<String, Value> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), Value::from(i)))
-            .collect();
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
-                                "trim_offsets": true, "use_regex": true});
-        // llama.cpp's "smollm" pre-tokenizer splits every digit apart before GPT-2's regex,
-        // as SmolLM's tokenizer.json does (Digits(individual) + ByteLevel).
-        let pre_tokenizer = if pre == "smollm" {
-            json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level]})
-        } else {
-            byte_level.clone()
-        };
-        let definition = json!({
-            "version": "1.0", "truncation": null, "padding": null,
-            "added_tokens": added, "normalizer": null,
-            "pre_tokenizer": pre_tokenizer, "post_processor": null,
-            "decoder": byte_level,
-            "model": {"type": "BPE", "dropout": null, "unk_token": null,
-                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges}
-        });
-        let tokenizer = Tokenizer::from_bytes(definition.to_string().as_bytes()).map_err(|e| {
-            bad(format!(
-                "cannot build the tokenizer from GGUF metadata: {e}"
-            ))
-        })?;
+        let tokenizer = hf_tokenizer(&tokens, &merges, &special_ids, &pre)?;
         let decoder = byte_decoder();
         let token_bytes = tokens
             .iter()

@@ -37,8 +37,80 @@ pub struct EnrichOptions {
     pub only_stale: bool,
     /// Stop after this many items (tagged or skipped).
     pub limit: Option<usize>,
-    /// The LLM's price (`llm.prices`), for each item's stored cost; none for local models.
+    /// The LLM's price (`llm.prices`, see [`crate::llm::AnyLlm::price`]), for each item's stored
+    /// cost and the run's; none for local models.
     pub price: Option<crate::config::Price>,
+    /// Summaries (LLM calls) in flight at once (`enrich.llm.concurrency`).
+    pub concurrency: usize,
+}
+
+/// Which part of [`enrich_stored`] a progress count belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrichStage {
+    Tags,
+    Summaries,
+}
+
+/// What [`enrich_stored`] did: the tagging pass and, when asked for, the summaries pass.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EnrichOutcome {
+    pub tags: EnrichSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summaries: Option<SummarizeSummary>,
+}
+
+/// The enrichment of stored items that `signaldesk enrich` and `POST /v1/enrich` both run: tag
+/// every item of `collection` (see [`enrich_collection`]), then, with a summarizer, summarize
+/// them (see [`summarize_collection`]). Each pass stamps its lineage with the time the run
+/// started (`tagged_at`, `summarized_at`), so the stored payloads of two runs over the same items
+/// differ in those times only.
+pub async fn enrich_stored<S: VectorStore, L: crate::llm::LlmClient>(
+    store: &S,
+    collection: &str,
+    tagger: &impl Tagger,
+    tag_lineage: &Value,
+    summarizer: Option<&super::summarizer::Summarizer<'_, L>>,
+    options: &EnrichOptions,
+    mut on_progress: impl FnMut(EnrichStage, usize),
+) -> Result<EnrichOutcome, EnrichError> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut lineage = tag_lineage.clone();
+    lineage["tagged_at"] = json!(now);
+    let tags = enrich_collection(store, collection, tagger, &lineage, options, |n| {
+        on_progress(EnrichStage::Tags, n)
+    })
+    .await?;
+    let summaries = match summarizer {
+        Some(summarizer) => {
+            let mut lineage = summarizer.lineage();
+            lineage["summarized_at"] = json!(now);
+            Some(
+                summarize_collection(store, collection, summarizer, &lineage, options, |n| {
+                    on_progress(EnrichStage::Summaries, n)
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
+    Ok(EnrichOutcome { tags, summaries })
+}
+
+/// Items an enrichment of `collection` looks at: its items, at most `limit`.
+pub async fn items_to_enrich<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    limit: Option<usize>,
+) -> Result<usize, StoreError> {
+    let items = store.count(collection, &Filter::first_chunks()).await?;
+    Ok(limit.map_or(items, |l| l.min(items)))
+}
+
+/// What `usage` cost at `price` (nothing for local models).
+fn cost_of(usage: crate::llm::Usage, price: Option<crate::config::Price>) -> f64 {
+    price.map_or(0.0, |p| {
+        p.cost(usage.prompt_tokens, usage.completion_tokens)
+    })
 }
 
 /// An item's LLM spend as stored beside its signals.
@@ -46,7 +118,7 @@ fn usage_field(usage: crate::llm::Usage, price: Option<crate::config::Price>) ->
     json!({
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
-        "cost_usd": price.map_or(0.0, |p| p.cost(usage.prompt_tokens, usage.completion_tokens)),
+        "cost_usd": cost_of(usage, price),
     })
 }
 
@@ -65,6 +137,8 @@ pub struct EnrichSummary {
     pub completion_tokens: usize,
     /// Items the LLM failed on, tagged by the other signals (`tags_fallback_reason` stored).
     pub fallbacks: usize,
+    /// What this run's LLM calls cost (`llm.prices`; the sum of the items' stored costs).
+    pub cost_usd: f64,
 }
 
 /// The lineage without its timestamp: what decides whether stored tags are current.
@@ -103,7 +177,7 @@ impl<'a> StalePages<'a> {
             collection,
             lineage_field,
             current: lineage_key(lineage),
-            firsts: Filter::parse_pairs(&["chunk_index=0".into()])?,
+            firsts: Filter::first_chunks(),
             options,
             offset: None,
             done: false,
@@ -177,6 +251,7 @@ pub async fn enrich_collection<S: VectorStore>(
             let tags = tagged.tags;
             summary.prompt_tokens += tagged.usage.prompt_tokens;
             summary.completion_tokens += tagged.usage.completion_tokens;
+            summary.cost_usd += cost_of(tagged.usage, options.price);
             let mut fields = Map::new();
             // A fallback is stored as such (and cleared when a later run gets the LLM's answer).
             summary.fallbacks += usize::from(tagged.fallback_reason.is_some());
@@ -219,6 +294,8 @@ pub struct SummarizeSummary {
     pub over_limit: usize,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// What this run's LLM calls cost (`llm.prices`; the sum of the items' stored costs).
+    pub cost_usd: f64,
     pub seconds: f64,
 }
 
@@ -231,7 +308,6 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
     summarizer: &super::summarizer::Summarizer<'_, L>,
     lineage: &Value,
     options: &EnrichOptions,
-    concurrency: usize,
     mut on_progress: impl FnMut(usize),
 ) -> Result<SummarizeSummary, EnrichError> {
     use futures_util::stream::{self, StreamExt};
@@ -249,7 +325,7 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
                 .iter()
                 .map(|(item, _)| summarizer.summarize(&item.id, &item.title, &item.body)),
         )
-        .buffered(concurrency.max(1));
+        .buffered(options.concurrency.max(1));
         let mut results = Vec::with_capacity(items.len());
         while let Some(s) = answers.next().await {
             results.push(s);
@@ -260,6 +336,7 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
             summary.over_limit += usize::from(s.over_limit);
             summary.prompt_tokens += s.usage.prompt_tokens;
             summary.completion_tokens += s.usage.completion_tokens;
+            summary.cost_usd += cost_of(s.usage, options.price);
             let mut fields = Map::new();
             fields.insert("summary".into(), json!(s.summary));
             fields.insert("standfirst".into(), json!(s.standfirst));

@@ -188,3 +188,31 @@ pub async fn run(plan: &LoadPlan) -> Result<LoadReport, LoadError> {
         max_ms: latencies.last().copied().unwrap_or(0.0),
     })
 }
+
+/// Run `plan` at each of `rates` in turn, inputs continuing where the last rate stopped;
+/// `on_report` sees each rate's report as it lands, and `on_wrap(inputs, needed)` is told when
+/// the inputs run out and start to repeat (answers may then come from caches). Returns the
+/// highest rate whose p99 stayed under `p99_ms` with no errors, when a target is given.
+pub async fn run_rates(
+    mut plan: LoadPlan,
+    rates: &[f64],
+    p99_ms: Option<f64>,
+    mut on_report: impl FnMut(&LoadReport),
+    mut on_wrap: impl FnMut(usize, usize),
+) -> Result<Option<f64>, LoadError> {
+    let mut best: Option<f64> = None;
+    for &rate in rates {
+        plan.rate = rate;
+        let needed = (rate * plan.duration.as_secs_f64()).round() as usize;
+        if plan.start + needed > plan.inputs.len() {
+            on_wrap(plan.inputs.len(), plan.start + needed);
+        }
+        let report = run(&plan).await?;
+        plan.start += needed;
+        on_report(&report);
+        if p99_ms.is_some_and(|t| report.p99_ms < t && report.error_count() == 0) {
+            best = Some(best.map_or(rate, |b: f64| b.max(rate)));
+        }
+    }
+    Ok(best)
+}

@@ -65,7 +65,7 @@ pub fn read_base(paths: &[PathBuf]) -> Result<Vec<Vec<f32>>, BenchStoreError> {
             reason,
         };
         for (n, line) in InputFile::open(path)?
-            .lines(super::embed_file::DEFAULT_MAX_LINE_BYTES)
+            .lines(crate::ingest::embed_file::DEFAULT_MAX_LINE_BYTES)
             .enumerate()
         {
             let text = line?.content.map_err(|e| bad(n + 1, e.to_string()))?;
@@ -541,6 +541,255 @@ pub fn markdown_table(rows: &[ScaleRow]) -> String {
         ));
     }
     out
+}
+
+/// What a scale-curve run measures: `signaldesk bench store`'s options, one definition for the
+/// command line and the library.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CurveOptions {
+    /// JSONL files whose "vector" arrays are the shapes copied (comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub base: Vec<PathBuf>,
+    /// Collection sizes in points (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub sizes: Vec<usize>,
+    /// Quantizations to measure (comma-separated); overrides store.quantization.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "none,int8")]
+    pub quantization: Vec<crate::config::Quantization>,
+    /// Queries timed per configuration (and as many warm-up queries before them).
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+    /// Results per query; recall is measured at k.
+    #[arg(long, short, default_value_t = 10)]
+    pub k: usize,
+    /// Standard deviation of the noise added to each coordinate before renormalising.
+    #[arg(long, default_value_t = 0.02)]
+    pub noise: f32,
+    /// Seed of the synthetic points and queries.
+    #[arg(long, default_value_t = 20261201)]
+    pub seed: u64,
+    /// Points per upsert call.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Pid of the Qdrant server, whose resident memory is then reported.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The server's storage directory, whose collection size is then reported.
+    #[arg(long)]
+    pub server_storage: Option<PathBuf>,
+    /// Append each row as a JSON line to this file.
+    #[arg(long = "output", id = "output")]
+    pub rows_file: Option<PathBuf>,
+    /// Keep the collections instead of dropping them.
+    #[arg(long)]
+    pub keep: bool,
+    /// Search passes with these search.hnsw_ef values (comma-separated; 0: the store's
+    /// default) on each collection built, instead of the configured one.
+    #[arg(long, value_delimiter = ',')]
+    pub hnsw_ef: Vec<usize>,
+    /// Search passes with these search.oversampling values (comma-separated; 0: the
+    /// store's default), combined with each --hnsw-ef.
+    #[arg(long, value_delimiter = ',')]
+    pub oversampling: Vec<f64>,
+}
+
+/// What a scale-curve run reports as it goes, for progress lines.
+#[derive(Debug)]
+pub enum CurveEvent<'a> {
+    /// The base vectors are read.
+    Base { vectors: usize, dimension: usize },
+    /// Exact top-k computed over this many points.
+    Exact { done: usize, total: usize },
+    /// A configuration (`label`: backend, size, quantization) is in `stage`, `done` points in.
+    Stage {
+        label: &'a str,
+        stage: &'a str,
+        done: usize,
+        total: usize,
+    },
+    /// One row measured.
+    Row { label: &'a str, row: &'a ScaleRow },
+}
+
+/// Why a scale-curve run cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum CurveError {
+    #[error("{0}")]
+    Options(&'static str),
+    #[error(transparent)]
+    Bench(#[from] BenchStoreError),
+    #[error("{path}: {source}")]
+    Rows {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The search settings a curve measures: the configured ones, or each combination of the lists
+/// given (0: the store's default).
+fn curve_settings(config: &crate::Config, options: &CurveOptions) -> Vec<SearchSetting> {
+    let efs = if options.hnsw_ef.is_empty() {
+        vec![config.search.hnsw_ef]
+    } else {
+        options.hnsw_ef.clone()
+    };
+    let overs = if options.oversampling.is_empty() {
+        vec![config.search.oversampling]
+    } else {
+        options.oversampling.clone()
+    };
+    efs.iter()
+        .flat_map(|&ef| {
+            overs.iter().map(move |&o| SearchSetting {
+                hnsw_ef: (ef > 0).then_some(ef),
+                oversampling: (o > 0.0).then_some(o),
+            })
+        })
+        .collect()
+}
+
+/// The file rows are appended to as they are measured (JSON lines).
+struct RowsFile {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl RowsFile {
+    fn open(path: &Path) -> Result<Self, CurveError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| CurveError::Rows {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn append(&mut self, row: &ScaleRow) -> Result<(), CurveError> {
+        use std::io::Write;
+        let line = serde_json::to_string(row).unwrap_or_default();
+        writeln!(self.file, "{line}").map_err(|source| CurveError::Rows {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Measure the store's scale curve: for each quantization and size, build the collection in the
+/// configured store (Edge under `data_dir/bench`), index it and query it (see [`ScaleRun`]).
+pub async fn scale_curve(
+    config: &crate::Config,
+    options: &CurveOptions,
+    mut on_event: impl FnMut(CurveEvent<'_>),
+) -> Result<Vec<ScaleRow>, CurveError> {
+    let k = options.k;
+    if k == 0 || options.queries == 0 || options.batch == 0 {
+        return Err(CurveError::Options(
+            "--k, --queries and --batch must be > 0",
+        ));
+    }
+    let mut sizes = options.sizes.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.first().is_none_or(|&s| s < k) {
+        return Err(CurveError::Options("every size must be at least --k"));
+    }
+    let settings = curve_settings(config, options);
+    if settings
+        .iter()
+        .any(|s| s.oversampling.is_some_and(|o| o < 1.0))
+    {
+        return Err(CurveError::Options(
+            "--oversampling values are 0 (the store's default) or >= 1",
+        ));
+    }
+    // Opened before the long runs, so a bad path fails at once; each row is appended as measured.
+    let mut rows_file = options
+        .rows_file
+        .as_deref()
+        .map(RowsFile::open)
+        .transpose()?;
+    let synthetic = Synthetic {
+        base: read_base(&options.base)?,
+        noise: options.noise,
+        seed: options.seed,
+    };
+    on_event(CurveEvent::Base {
+        vectors: synthetic.base.len(),
+        dimension: synthetic.dimension(),
+    });
+    let query_vectors: Vec<Vec<f32>> = (0..options.queries).map(|n| synthetic.query(n)).collect();
+    let largest = *sizes.last().unwrap_or(&0);
+    let truth = exact_top_k(&synthetic, &query_vectors, &sizes, k, |done| {
+        on_event(CurveEvent::Exact {
+            done,
+            total: largest,
+        })
+    })?;
+    let edge_root = config.data_dir.join("bench");
+    let baseline = Rss::of(None).unwrap_or_default();
+    let mut rows = Vec::new();
+    for &q in &options.quantization {
+        let mut store_config = config.store.clone();
+        store_config.quantization = q;
+        let store = crate::store::AnyStore::from_config(&store_config, &edge_root)
+            .map_err(BenchStoreError::from)?;
+        let footprint = match store {
+            crate::store::AnyStore::Edge(_) => Footprint::InProcess {
+                root: edge_root.clone(),
+                baseline,
+            },
+            crate::store::AnyStore::Qdrant(_) => Footprint::Server {
+                pid: options.server_pid,
+                storage: options.server_storage.clone(),
+            },
+        };
+        let q_name = serde_json::to_value(q)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "none".into());
+        for (&points, truth) in sizes.iter().zip(&truth) {
+            let run = ScaleRun {
+                synthetic: &synthetic,
+                queries: &query_vectors,
+                truth,
+                points,
+                k,
+                settings: &settings,
+                quantization: &q_name,
+                batch: options.batch,
+                footprint: &footprint,
+            };
+            let label = format!("{} {points} {q_name}", store.backend());
+            let name = format!("bench-scale-{points}-{q_name}");
+            let measured = run
+                .measure(&store, &name, options.keep, |stage, done| {
+                    on_event(CurveEvent::Stage {
+                        label: &label,
+                        stage,
+                        done,
+                        total: points,
+                    })
+                })
+                .await?;
+            for row in measured {
+                on_event(CurveEvent::Row {
+                    label: &label,
+                    row: &row,
+                });
+                if let Some(file) = &mut rows_file {
+                    file.append(&row)?;
+                }
+                rows.push(row);
+            }
+        }
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

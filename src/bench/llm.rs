@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use super::local::LocalLlm;
-use super::{ChatRequest, LlmError, Message, Sampling};
+use crate::llm::local::LocalLlm;
+use crate::llm::{ChatRequest, LlmError, Message, Sampling};
 
 /// One benchmark result (medians over rounds).
 #[derive(Debug, Clone, serde::Serialize)]

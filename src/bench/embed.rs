@@ -29,7 +29,7 @@ pub fn load_texts(
 ) -> Result<(Vec<String>, usize), crate::ingest::InputError> {
     let mut texts = Vec::new();
     let mut skipped = 0;
-    for line in input.lines(super::embed_file::DEFAULT_MAX_LINE_BYTES) {
+    for line in input.lines(crate::ingest::embed_file::DEFAULT_MAX_LINE_BYTES) {
         if limit.is_some_and(|l| texts.len() >= l) {
             break;
         }

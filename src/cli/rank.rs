@@ -1,0 +1,392 @@
+//! The recommender's commands: `interactions ingest`, `rank train`, `recommend`,
+//! `experiments report` and `feedback export` (editors' decisions as golden data).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use signaldesk::store::{AnyStore, VectorStore};
+use signaldesk::Config;
+
+use super::output::{open_output, Progress};
+
+#[derive(Subcommand)]
+pub enum FeedbackCommand {
+    /// Write editors' tag decisions (data_dir/editorial.jsonl) as golden data.
+    ///
+    /// One line per reviewed item of store.collection, in the tagging eval's test format:
+    /// {"id", "title", "body", "labels", "rejected", "editors"}, where labels are the model's
+    /// tags the editors accepted plus the tags they added, minus the ones they rejected (the
+    /// latest decision per label counts). `eval tagging --test FILE` reads it as it is.
+    Export {
+        /// The output format (only tagging-gold so far).
+        #[arg(long, value_enum, default_value = "tagging-gold")]
+        format: ExportFormat,
+        /// Where to write the JSONL ("-" for stdout).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+/// What `feedback export` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The tagging eval's test format.
+    TaggingGold,
+}
+
+#[derive(Subcommand)]
+pub enum InteractionsCommand {
+    /// Add interactions from a file to the log (data_dir/interactions.redb, redb).
+    ///
+    /// CSV with a header or JSONL; fields user, item, event (view, click, like, rating, ...),
+    /// value (a rating's stars), timestamp (Unix seconds, RFC 3339 or YYYY-MM-DD). MovieLens'
+    /// userId, movieId, rating, timestamp load as they are. Re-ingesting adds nothing twice. Bad
+    /// lines go to stderr and the rejects file with their line and reason; the run then exits 1.
+    Ingest {
+        /// The file (.csv or .jsonl).
+        file: PathBuf,
+        /// Where rejected lines go (JSONL: line, reason).
+        #[arg(long, default_value = "interactions-rejects.jsonl")]
+        rejects: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RankCommand {
+    /// Learn the blend from the interaction log alone and save it (rank.model, versioned).
+    ///
+    /// An inner temporal split of the log (each user's latest 20% of positives, users with at
+    /// least 5) gives clicks; the candidates the recommender proposes from the earlier part are
+    /// the examples, trained pairwise (logistic loss on feature differences).
+    Train {
+        /// Leave these features out (e.g. tag_overlap).
+        #[arg(long, value_delimiter = ',')]
+        drop_features: Vec<String>,
+        /// Write the model here instead of rank.model.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct RecommendArgs {
+    /// The user to recommend to.
+    #[arg(long)]
+    user: String,
+    /// Items to return.
+    #[arg(long, short, default_value_t = 10)]
+    k: usize,
+    /// "More like this": recommend around this item instead of the user's profile.
+    #[arg(long)]
+    seed: Option<String>,
+    /// Serve through this experiment's variants.
+    #[arg(long)]
+    experiment: Option<String>,
+    /// Rank with this instead of the blend (ignored inside an experiment).
+    #[arg(long, value_enum)]
+    ranker: Option<signaldesk::rank::recommender::RankerKind>,
+    /// Print JSON (items with features and contributions) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ExperimentsCommand {
+    /// Per-variant exposures, clicks, CTR with a 95% interval, the difference to control with
+    /// its interval, and a sample-ratio-mismatch check, from the exposure log joined with later
+    /// interactions (a click: a positive engagement with a shown item within
+    /// rank.attribution_window_hours).
+    Report {
+        /// Only this experiment.
+        #[arg(long)]
+        experiment: Option<String>,
+        /// The exposure log (default rank.exposures).
+        #[arg(long)]
+        exposures: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `signaldesk interactions ...`.
+pub fn interactions(config: &Config, cmd: InteractionsCommand) -> Result<ExitCode> {
+    let InteractionsCommand::Ingest { file, rejects } = cmd;
+    super::runtime()?.block_on(interactions_ingest(config, &file, &rejects))
+}
+
+/// `signaldesk rank ...`.
+pub async fn rank(config: &Config, cmd: RankCommand) -> Result<ExitCode> {
+    let RankCommand::Train {
+        drop_features,
+        output,
+    } = cmd;
+    rank_train(config, &drop_features, output).await
+}
+
+/// `signaldesk experiments ...`.
+pub fn experiments(config: &Config, cmd: ExperimentsCommand) -> Result<ExitCode> {
+    let ExperimentsCommand::Report {
+        experiment,
+        exposures,
+        json,
+    } = cmd;
+    experiments_report(config, experiment, exposures, json)
+}
+
+/// `signaldesk feedback ...`.
+pub async fn feedback(config: &Config, cmd: FeedbackCommand) -> Result<ExitCode> {
+    let FeedbackCommand::Export { format, output } = cmd;
+    feedback_export(config, format, &output).await
+}
+
+async fn interactions_ingest(
+    config: &Config,
+    file: &Path,
+    rejects_path: &Path,
+) -> Result<ExitCode> {
+    use signaldesk::rank::interactions::{write_rejects, InteractionStore};
+    use signaldesk::rank::service::{read_events, RankPaths};
+    let (events, rejects, checked) = read_events(&AnyStore::open(config)?, config, file).await?;
+    if !checked {
+        eprintln!(
+            "interactions: no stored collection yet, so items are not checked against one (ingest content first to check them)"
+        );
+    }
+    let store = InteractionStore::open(&RankPaths::of(config).interactions)?;
+    let mut added = 0;
+    for batch in events.chunks(10_000) {
+        added += store.append(batch)?;
+    }
+    for r in &rejects {
+        eprintln!("{}:{}: {}", file.display(), r.line, r.reason);
+    }
+    if !rejects.is_empty() {
+        write_rejects(rejects_path, file, &rejects)?;
+    }
+    outln!(
+        "{} interactions read, {added} new, {} already in the log, {} rejected{} ({})",
+        events.len(),
+        events.len() - added,
+        rejects.len(),
+        if rejects.is_empty() {
+            String::new()
+        } else {
+            format!(" (see {})", rejects_path.display())
+        },
+        store.path().display()
+    );
+    Ok(if rejects.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn rank_train(config: &Config, drop: &[String], output: Option<PathBuf>) -> Result<ExitCode> {
+    use signaldesk::rank::catalogue::Catalogue;
+    use signaldesk::rank::interactions::InteractionStore;
+    use signaldesk::rank::service::{collection_name, RankPaths};
+    let paths = RankPaths::of(config);
+    let store = AnyStore::open(config)?;
+    let collection = store.resolve(&collection_name(config)).await?;
+    let catalogue = Catalogue::load(&store, &collection).await?;
+    let events = InteractionStore::open(&paths.interactions)?.all()?;
+    anyhow::ensure!(
+        !events.is_empty(),
+        "the interaction log is empty: run `signaldesk interactions ingest FILE` first"
+    );
+    let bar = Progress::new("rank train", None, "users");
+    let drop: Vec<&str> = drop.iter().map(String::as_str).collect();
+    let model = signaldesk::rank::train_blend(
+        &store,
+        &collection,
+        &catalogue,
+        &events,
+        &config.rank,
+        &drop,
+        |d, _| bar.set_position(d as u64),
+    )
+    .await?;
+    bar.finish();
+    let path = output.unwrap_or(paths.model);
+    model.save(&path)?;
+    outln!(
+        "blend {} trained on {} ({} items, {} interactions): {}",
+        model.version,
+        collection,
+        catalogue.len(),
+        events.len(),
+        model.training
+    );
+    for (f, w) in model.features.iter().zip(&model.weights) {
+        outln!("  {f:<14} {w:+.4}");
+    }
+    outln!("saved: {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn recommend(config: &Config, args: RecommendArgs) -> Result<ExitCode> {
+    use signaldesk::rank::service::RecommendService;
+    let store = AnyStore::open(config)?;
+    let service = RecommendService::open(&store, config, true).await?;
+    let served = service
+        .recommend(
+            &args.user,
+            args.k,
+            args.seed.as_deref(),
+            args.experiment.as_deref(),
+            args.ranker,
+            None,
+        )
+        .await?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&served)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let arm = served
+        .assignment
+        .as_ref()
+        .map(|a| format!(", experiment {} variant {}", a.experiment, a.served))
+        .unwrap_or_default();
+    outln!(
+        "{} for user {} (ranker {}{}{arm}):",
+        served.items.len(),
+        served.user,
+        served.ranker.name(),
+        served
+            .model_version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default()
+    );
+    for (rank, item) in served.items.iter().enumerate() {
+        let parts: Vec<String> = item
+            .contributions
+            .iter()
+            .filter(|(k, _)| *k != "relevance")
+            .map(|(k, v)| format!("{k} {v:+.3}"))
+            .collect();
+        outln!(
+            "{:>3}. {:<12} {:>8.4}  {}  [{}]",
+            rank + 1,
+            item.id,
+            item.score,
+            item.title,
+            item.sources.join("+")
+        );
+        outln!("     {}", parts.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn experiments_report(
+    config: &Config,
+    only: Option<String>,
+    exposures: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    use signaldesk::rank::experiments::{read_exposures, readout, ExperimentsFile};
+    use signaldesk::rank::interactions::InteractionStore;
+    use signaldesk::rank::service::RankPaths;
+    let paths = RankPaths::of(config);
+    let text = std::fs::read_to_string(&paths.experiments)
+        .with_context(|| format!("cannot read {}", paths.experiments.display()))?;
+    let file = ExperimentsFile::parse(&text, &paths.experiments.display().to_string())?;
+    let exposures = read_exposures(&exposures.unwrap_or(paths.exposures))?;
+    let interactions = InteractionStore::open(&paths.interactions)?.all()?;
+    let readouts: Vec<_> = file
+        .experiments
+        .iter()
+        .filter(|x| only.as_ref().is_none_or(|n| *n == x.name))
+        .map(|x| readout(x, &exposures, &interactions, &config.rank))
+        .collect();
+    anyhow::ensure!(
+        !readouts.is_empty(),
+        "no such experiment in {}",
+        paths.experiments.display()
+    );
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&readouts)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &readouts {
+        outln!("experiment {} (control {}):", r.experiment, r.control);
+        outln!(
+            "  {:<12} {:>9} {:>7} {:>7} {:>8} {:>19} {:>9} {:>21}",
+            "variant",
+            "exposures",
+            "users",
+            "clicks",
+            "CTR",
+            "95% CI",
+            "diff",
+            "95% CI"
+        );
+        for a in &r.arms {
+            let diff = a.diff.map(|d| format!("{d:+.4}")).unwrap_or("-".into());
+            let ci = match (a.diff_low, a.diff_high) {
+                (Some(l), Some(h)) => format!("[{l:+.4}, {h:+.4}]"),
+                _ => "-".into(),
+            };
+            outln!(
+                "  {:<12} {:>9} {:>7} {:>7} {:>8.4} {:>19} {:>9} {:>21}",
+                a.variant,
+                a.exposures,
+                a.users,
+                a.clicks,
+                a.ctr,
+                format!("[{:.4}, {:.4}]", a.ctr_low, a.ctr_high),
+                diff,
+                ci
+            );
+        }
+        outln!(
+            "  sample ratio: chi2 {:.2}, p {:.4}{}",
+            r.srm_chi2,
+            r.srm_p,
+            if r.srm {
+                "  MISMATCH: users are not split as allocated; do not trust the differences"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn feedback_export(config: &Config, format: ExportFormat, output: &Path) -> Result<ExitCode> {
+    use signaldesk::enrich::editorial::{export_tagging_gold, read_log};
+    let ExportFormat::TaggingGold = format;
+    let log = signaldesk::api::editorial_log_path(config);
+    let decisions = read_log(&log)?;
+    if decisions.is_empty() {
+        eprintln!(
+            "feedback export: {} holds no decisions; nothing to export",
+            log.display()
+        );
+    }
+    let store = AnyStore::open(config)?;
+    let mut out = open_output(output)?;
+    let summary =
+        export_tagging_gold(&store, &config.store.collection, &decisions, &mut out).await?;
+    out.flush()?;
+    eprintln!(
+        "feedback export: {} items from {} decisions{}{}",
+        summary.items,
+        summary.decisions,
+        if summary.missing > 0 {
+            format!("; {} reviewed items are no longer stored", summary.missing)
+        } else {
+            String::new()
+        },
+        if summary.empty > 0 {
+            format!("; {} items had every label rejected", summary.empty)
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
