@@ -130,7 +130,8 @@ fn two_hundred_stored_items_at_concurrency_eight_take_about_a_fifth_of_the_seria
     ]));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let outcome: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let summary = &outcome["tags"];
     assert_eq!(summary["tagged"], 200, "{summary}");
     assert_eq!(summary["fallbacks"], 0, "{summary}");
     assert_eq!(summary["prompt_tokens"], 200 * 100, "{summary}");
