@@ -88,20 +88,25 @@ fn imported_modules(src: &str, prefix: &str) -> Vec<(usize, String)> {
         }
         let rest = &code[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
+            // A branch `group[from..to]`: its first name, on the line where that name starts.
+            let branch = |from: usize, to: usize| {
+                let text = &group[from..to];
+                let lead = text.len() - text.trim_start().len();
+                let at_name = at + prefix.len() + 1 + from + lead;
+                (line_of(at_name), ident(text.trim_start()))
+            };
             // Top-level branches of the group: split on commas at brace depth 0.
             let (mut depth, mut start) = (0usize, 0usize);
             for (i, c) in group.char_indices() {
                 match c {
                     '{' => depth += 1,
                     '}' if depth == 0 => {
-                        let name = ident(group[start..i].trim_start());
-                        found.push((line_of(at + prefix.len() + 1 + start), name));
+                        found.push(branch(start, i));
                         break;
                     }
                     '}' => depth -= 1,
                     ',' if depth == 0 => {
-                        let name = ident(group[start..i].trim_start());
-                        found.push((line_of(at + prefix.len() + 1 + start), name));
+                        found.push(branch(start, i));
                         start = i + 1;
                     }
                     _ => {}

@@ -175,11 +175,12 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
         }
         let path = e.path().to_string();
         let message = inner.to_string();
-        // serde names a missing or unknown field in backticks, at the object holding it.
-        let named = message.split('`').nth(1).filter(|_| {
-            message.starts_with("missing field") || message.starts_with("unknown field")
-        });
-        let field = match (path.as_str(), named) {
+        // serde names a missing field in backticks, at the path of the object that lacks it.
+        let missing = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.starts_with("missing field"));
+        let field = match (path.as_str(), missing) {
             (".", Some(name)) => name.to_string(),
             (".", None) => "body".to_string(),
             (p, Some(name)) => format!("{p}.{name}"),
