@@ -38,6 +38,7 @@ pub enum BenchCommand {
         /// An API key with the read scope.
         #[arg(long, env = "BENCH_API_KEY", hide_env_values = true)]
         key: String,
+        /// The route loaded (inputs as described above).
         #[arg(long, value_enum)]
         route: signaldesk::bench::http::LoadRoute,
         /// Requests per second; several (comma-separated) run one after another.
@@ -46,6 +47,7 @@ pub enum BenchCommand {
         /// Seconds per rate.
         #[arg(long, default_value_t = 60.0)]
         duration_s: f64,
+        /// JSONL inputs, one request's each, used in turn.
         #[arg(long)]
         inputs: PathBuf,
         /// Most requests in flight; later ones are dropped and counted as errors.
@@ -67,15 +69,19 @@ pub enum BenchCommand {
         /// Dataset directory with movies.csv and ratings.csv.
         #[arg(long, default_value = "golden-datasets/movielens")]
         dataset: PathBuf,
+        /// The taxonomy the movies are tagged against (zero-shot, as `eval recommend`).
         #[arg(
             long,
             default_value = "golden-datasets/iab-content-taxonomy/content_taxonomy_3.1.tsv"
         )]
         taxonomy: PathBuf,
+        /// Recommend calls timed (after 50 untimed warm-up calls).
         #[arg(long, default_value_t = 10_000)]
         calls: usize,
+        /// Items per list.
         #[arg(long, short, default_value_t = 10)]
         k: usize,
+        /// Print one JSON object instead of the line.
         #[arg(long)]
         json: bool,
     },

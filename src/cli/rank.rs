@@ -106,6 +106,7 @@ pub enum ExperimentsCommand {
         /// The exposure log (default rank.exposures).
         #[arg(long)]
         exposures: Option<PathBuf>,
+        /// Print the readouts as JSON instead of the table.
         #[arg(long)]
         json: bool,
     },

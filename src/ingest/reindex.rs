@@ -22,7 +22,7 @@ use super::pipeline::{
 use crate::chunk::Chunker;
 use crate::content::ContentItem;
 use crate::embed::Embedder;
-use crate::store::{Condition, Filter, StoreError, StoredChunk, VectorStore};
+use crate::store::{Filter, StoreError, StoredChunk, VectorStore};
 
 /// What a reindex did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -73,12 +73,7 @@ pub async fn reindex<S: VectorStore>(
         .open_collection(&collection_spec(&to, &embedder))
         .await?;
     let salt = hash_salt(&embedder, chunker);
-    let first_chunks = Filter {
-        must: vec![Condition::Equals {
-            field: "chunk_index".into(),
-            value: Value::from(0),
-        }],
-    };
+    let first_chunks = Filter::first_chunks();
     let mut summary = ReindexSummary {
         name: name.to_string(),
         from: from.clone(),
