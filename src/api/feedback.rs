@@ -105,12 +105,16 @@ pub(crate) async fn recommend(
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FeedbackBody {
-    /// A user's interaction, into the interaction log at once.
+    /// A user's interaction, into the interaction log at once. `user`, `item` and `event` are
+    /// required; they are checked by the one event rule (`signaldesk interactions ingest`'s
+    /// too), which names the field at fault.
     Event {
-        user: String,
-        item: String,
+        /// The user (not blank).
+        user: Option<String>,
+        /// A stored item's id.
+        item: Option<String>,
         /// `view`, `click`, `play`, `like`, `share`, `rating`, `skip`... (`rank.event_weights`).
-        event: String,
+        event: Option<String>,
         value: Option<f64>,
         /// Unix seconds, RFC 3339 or YYYY-MM-DD (default: now).
         timestamp: Option<String>,
@@ -148,9 +152,9 @@ pub(crate) async fn feedback(
         } => {
             let service = recommender(&state)?;
             let raw = RawEvent {
-                user: Some(user),
-                item: Some(item),
-                event: Some(event),
+                user,
+                item,
+                event,
                 value: value.map(|v| v.to_string()),
                 timestamp,
             };
