@@ -299,6 +299,17 @@ pub fn item_text(title: &str, body: &str) -> Option<String> {
     }
 }
 
+/// Unix seconds, or what ingest's one date parser takes (RFC 3339 or `YYYY-MM-DD`).
+pub fn parse_timestamp(raw: &str) -> Option<i64> {
+    if let Ok(n) = raw.trim().parse::<i64>() {
+        return Some(n);
+    }
+    let rfc3339 = parse_date(raw)?;
+    chrono::DateTime::parse_from_rfc3339(&rfc3339)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
 /// RFC 3339 date-time or a plain date (`YYYY-MM-DD`, midnight UTC), as RFC 3339 UTC: the one
 /// date parser for ingest and for filter bounds on every store backend.
 pub fn parse_date(s: &str) -> Option<String> {

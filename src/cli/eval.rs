@@ -159,7 +159,7 @@ pub fn run(config: &Config, cmd: EvalCommand) -> Result<ExitCode> {
     match cmd {
         EvalCommand::Suite(suite) => {
             let embedders = LoadedEmbedders::default();
-            super::runtime()?.block_on(suites::run(config, suite, &embedders))
+            super::runtime()?.block_on(run_suite(config, suite, &embedders))
         }
         EvalCommand::Run(args) => super::runtime()?.block_on(eval_run(config, args)),
         EvalCommand::Compare(args) => eval_compare(args),
@@ -202,7 +202,7 @@ async fn eval_run(config: &Config, args: EvalRunArgs) -> Result<ExitCode> {
                 (_, Err(e)) => Err(format!("the suite's config: {e}")),
                 (Err(e), _) => Err(format!("args do not parse: {e}")),
                 (Ok(parsed), Ok(config)) => {
-                    match Box::pin(suites::run(&config, parsed.suite, embedders)).await {
+                    match Box::pin(run_suite(&config, parsed.suite, embedders)).await {
                         Ok(code) if code == ExitCode::SUCCESS => Ok(()),
                         Ok(_) => {
                             Err("the suite's command exited with a failure (see above)".into())
@@ -372,4 +372,18 @@ fn print_pipeline(r: &smoke::PipelineReport) -> Result<()> {
         if r.passed() { "PASS" } else { "FAIL" }
     );
     Ok(())
+}
+
+/// Run one suite; `embedders` shares the embedding model between the suites of a run.
+async fn run_suite(
+    config: &Config,
+    suite: Suite,
+    embedders: &LoadedEmbedders,
+) -> Result<ExitCode> {
+    match suite {
+        Suite::Retrieval(args) => suites::retrieval(config, args, embedders).await,
+        Suite::Tagging(args) => suites::tagging(config, args, embedders).await,
+        Suite::Recommend(args) => suites::recommend(config, args, embedders).await,
+        Suite::Summaries(args) => suites::summaries(config, args, embedders).await,
+    }
 }

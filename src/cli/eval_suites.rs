@@ -136,21 +136,9 @@ pub struct EvalRecommendArgs {
     output: PathBuf,
 }
 
-/// Run one suite; `embedders` shares the embedding model between the suites of a run.
-pub async fn run(
-    config: &Config,
-    suite: super::eval::Suite,
-    embedders: &LoadedEmbedders,
-) -> Result<ExitCode> {
-    match suite {
-        super::eval::Suite::Retrieval(args) => retrieval(config, args, embedders).await,
-        super::eval::Suite::Tagging(args) => tagging(config, args, embedders).await,
-        super::eval::Suite::Recommend(args) => recommend(config, args, embedders).await,
-        super::eval::Suite::Summaries(args) => summaries(config, args, embedders).await,
-    }
-}
 
-async fn tagging(
+/// `signaldesk eval tagging`: the tagger on a labelled dataset, report and summary lines.
+pub async fn tagging(
     config: &Config,
     args: EvalTaggingArgs,
     embedders: &LoadedEmbedders,
@@ -212,7 +200,8 @@ async fn tagging(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn recommend(
+/// `signaldesk eval recommend`: the rankers on MovieLens, report, plot and table.
+pub async fn recommend(
     config: &Config,
     args: EvalRecommendArgs,
     embedders: &LoadedEmbedders,
@@ -261,7 +250,8 @@ async fn recommend(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn summaries(
+/// `signaldesk eval summaries`: ROUGE on FRANK, report and summary lines.
+pub async fn summaries(
     config: &Config,
     args: EvalSummariesArgs,
     embedders: &LoadedEmbedders,
@@ -313,7 +303,9 @@ async fn summaries(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn retrieval(
+/// `signaldesk eval retrieval`: search quality on a BEIR dataset (its corpus ingested first,
+/// unless `--collection`), report and markdown.
+pub async fn retrieval(
     config: &Config,
     args: EvalRetrievalArgs,
     embedders: &LoadedEmbedders,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::interactions::parse_timestamp;
+use crate::content::parse_timestamp;
 use super::RankError;
 use crate::store::{Filter, VectorStore};
 

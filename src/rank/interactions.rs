@@ -282,7 +282,7 @@ impl RawEvent {
         }
         let timestamp = match self.timestamp.as_deref().map(str::trim) {
             None | Some("") => rules.now,
-            Some(raw) => parse_timestamp(raw).ok_or_else(|| {
+            Some(raw) => crate::content::parse_timestamp(raw).ok_or_else(|| {
                 err(
                     "timestamp",
                     format!("{raw:?} is neither Unix seconds, RFC 3339 nor YYYY-MM-DD"),
@@ -312,16 +312,6 @@ impl RawEvent {
     }
 }
 
-/// Unix seconds, or what ingest's one date parser takes (RFC 3339 or `YYYY-MM-DD`).
-pub fn parse_timestamp(raw: &str) -> Option<i64> {
-    if let Ok(n) = raw.trim().parse::<i64>() {
-        return Some(n);
-    }
-    let rfc3339 = crate::content::parse_date(raw)?;
-    chrono::DateTime::parse_from_rfc3339(&rfc3339)
-        .ok()
-        .map(|t| t.timestamp())
-}
 
 /// The durable interaction log.
 pub struct InteractionStore {
