@@ -375,11 +375,7 @@ fn print_pipeline(r: &smoke::PipelineReport) -> Result<()> {
 }
 
 /// Run one suite; `embedders` shares the embedding model between the suites of a run.
-async fn run_suite(
-    config: &Config,
-    suite: Suite,
-    embedders: &LoadedEmbedders,
-) -> Result<ExitCode> {
+async fn run_suite(config: &Config, suite: Suite, embedders: &LoadedEmbedders) -> Result<ExitCode> {
     match suite {
         Suite::Retrieval(args) => suites::retrieval(config, args, embedders).await,
         Suite::Tagging(args) => suites::tagging(config, args, embedders).await,

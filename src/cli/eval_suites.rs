@@ -136,7 +136,6 @@ pub struct EvalRecommendArgs {
     output: PathBuf,
 }
 
-
 /// `signaldesk eval tagging`: the tagger on a labelled dataset, report and summary lines.
 pub async fn tagging(
     config: &Config,

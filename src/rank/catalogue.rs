@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::content::parse_timestamp;
 use super::RankError;
+use crate::content::parse_timestamp;
 use crate::store::{Filter, VectorStore};
 
 /// One item: its mean chunk vector (unit length), tags and ranking-relevant payload.

@@ -312,7 +312,6 @@ impl RawEvent {
     }
 }
 
-
 /// The durable interaction log.
 pub struct InteractionStore {
     db: redb::Database,
