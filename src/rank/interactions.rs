@@ -59,7 +59,7 @@ pub struct Reject {
 /// Write `rejects` of `file` to `path` as JSON lines (`file`, `line`, `reason`).
 pub fn write_rejects(path: &Path, file: &Path, rejects: &[Reject]) -> Result<(), RankError> {
     use std::io::Write;
-    let io = |source| RankError::Read {
+    let io = |source| RankError::Write {
         path: path.to_path_buf(),
         source,
     };

@@ -67,7 +67,8 @@ pub struct Served {
 }
 
 /// The catalogue of the collection recommendations come from (`rank.collection`, else
-/// `store.collection`), or `None` while that collection does not exist: what received events
+/// `store.collection`), or `None` while that collection does not exist or holds no items: what
+/// received events
 /// are checked against ([`super::interactions::EventRules`]).
 pub async fn stored_catalogue<S: VectorStore>(
     store: &S,
@@ -77,7 +78,12 @@ pub async fn stored_catalogue<S: VectorStore>(
     if store.collection_spec(&collection).await?.is_none() {
         return Ok(None);
     }
-    Ok(Some(Catalogue::load(store, &collection).await?))
+    match Catalogue::load(store, &collection).await {
+        Ok(catalogue) => Ok(Some(catalogue)),
+        // A collection whose items were all deleted has nothing to check against yet.
+        Err(RankError::EmptyCatalogue(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Read an interactions file under the one event rule (see
