@@ -159,9 +159,10 @@ pub(crate) async fn feedback(
                 timestamp,
             };
             let recommender = service.recommender();
+            let is_stored = |id: &str| recommender.catalogue.position(id).is_some();
             let rules = EventRules {
                 now: chrono::Utc::now().timestamp(),
-                catalogue: Some(&recommender.catalogue),
+                is_stored: Some(&is_stored),
             };
             let event = raw.validate(&rules)?;
             service

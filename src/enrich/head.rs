@@ -85,7 +85,7 @@ pub fn fit_logistic(
             loss = (loss + (w.as_tensor().sqr()?.sum_all()? * fit.l2)?)?;
         }
         optimizer.backward_step(&loss)?;
-        loss.to_scalar::<f32>()
+        Ok::<_, candle_core::Error>(loss)
     };
     match fit.minibatch {
         None => {
@@ -102,7 +102,8 @@ pub fn fit_logistic(
                 for chunk in order.chunks(batch.max(1)) {
                     let idx = Tensor::from_slice(chunk, chunk.len(), device)?;
                     let (xb, yb) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
-                    epoch_loss += step(&xb, &yb, &mut optimizer)? * chunk.len() as f32;
+                    let loss = step(&xb, &yb, &mut optimizer)?.to_scalar::<f32>()?;
+                    epoch_loss += loss * chunk.len() as f32;
                 }
                 tracing::debug!(epoch, loss = epoch_loss / n as f32, "logistic training");
             }

@@ -217,9 +217,9 @@ impl std::fmt::Display for EventError {
 pub struct EventRules<'a> {
     /// The receiving clock, Unix seconds: the default timestamp and the skew bound's base.
     pub now: i64,
-    /// The stored items events may name; `None` when there is no collection to check against
-    /// yet (a log loaded before any content, or a dataset's own interactions).
-    pub catalogue: Option<&'a super::catalogue::Catalogue>,
+    /// Whether an item id is a stored item; `None` when there is no collection to check
+    /// against yet (a log loaded before any content, or a dataset's own interactions).
+    pub is_stored: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
 }
 
 impl EventRules<'_> {
@@ -227,7 +227,7 @@ impl EventRules<'_> {
     pub fn now() -> Self {
         Self {
             now: chrono::Utc::now().timestamp(),
-            catalogue: None,
+            is_stored: None,
         }
     }
 }
@@ -297,8 +297,8 @@ impl RawEvent {
                 ),
             ));
         }
-        if let Some(catalogue) = rules.catalogue {
-            if catalogue.position(&item).is_none() {
+        if let Some(is_stored) = rules.is_stored {
+            if !is_stored(&item) {
                 return Err(err("item", format!("{item:?} is not a stored item")));
             }
         }
@@ -455,7 +455,7 @@ mod tests {
     fn one_rule_for_every_event_field() {
         let rules = EventRules {
             now: 1_800_000_000,
-            catalogue: None,
+            is_stored: None,
         };
         let event = |timestamp: Option<&str>, value: Option<&str>, event: &str| RawEvent {
             user: Some("u1".into()),

@@ -1,7 +1,7 @@
 //! Serving recommendations: the recommender, the trained blend, live experiments and the
 //! exposure log together, so the CLI and the HTTP API serve one way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -66,41 +66,51 @@ pub struct Served {
     pub items: Vec<Recommended>,
 }
 
-/// The catalogue of the collection recommendations come from (`rank.collection`, else
-/// `store.collection`), or `None` while that collection does not exist or holds no items: what
-/// received events
-/// are checked against ([`super::interactions::EventRules`]).
-pub async fn stored_catalogue<S: VectorStore>(
+/// The ids of the items stored in the collection recommendations come from (`rank.collection`,
+/// else `store.collection`), or `None` while that collection does not exist: what received events
+/// are checked against ([`super::interactions::EventRules`]). Reads first chunks' payloads only,
+/// no vectors.
+pub async fn stored_item_ids<S: VectorStore>(
     store: &S,
     config: &Config,
-) -> Result<Option<Catalogue>, RankError> {
+) -> Result<Option<HashSet<String>>, RankError> {
     let collection = store.resolve(&collection_name(config)).await?;
     if store.collection_spec(&collection).await?.is_none() {
         return Ok(None);
     }
-    match Catalogue::load(store, &collection).await {
-        Ok(catalogue) => Ok(Some(catalogue)),
-        // A collection whose items were all deleted has nothing to check against yet.
-        Err(RankError::EmptyCatalogue(_)) => Ok(None),
-        Err(e) => Err(e),
+    let first_chunks = crate::store::Filter::first_chunks();
+    let (mut ids, mut offset) = (HashSet::new(), None);
+    loop {
+        let (page, next) = store
+            .scroll(&collection, &first_chunks, offset, 1024)
+            .await?;
+        let last = page.is_empty();
+        ids.extend(page.into_iter().map(|c| c.content_id));
+        match next {
+            Some(n) if !last => offset = Some(n),
+            _ => return Ok(Some(ids)),
+        }
     }
 }
 
 /// Read an interactions file under the one event rule (see
-/// [`super::interactions::RawEvent::validate`]): the receiving clock, and the stored catalogue
-/// when there is one. The `bool` says whether items were checked against a catalogue.
+/// [`super::interactions::RawEvent::validate`]): the receiving clock, and the stored items when
+/// the collection exists. The `bool` says whether items were checked against it.
 pub async fn read_events<S: VectorStore>(
     store: &S,
     config: &Config,
     path: &Path,
 ) -> Result<(Vec<Interaction>, Vec<Reject>, bool), RankError> {
-    let catalogue = stored_catalogue(store, config).await?;
+    let stored = stored_item_ids(store, config).await?;
+    let is_stored = |id: &str| stored.as_ref().is_some_and(|ids| ids.contains(id));
     let rules = EventRules {
         now: chrono::Utc::now().timestamp(),
-        catalogue: catalogue.as_ref(),
+        is_stored: stored
+            .is_some()
+            .then_some(&is_stored as &(dyn Fn(&str) -> bool + Sync)),
     };
     let (events, rejects) = read_file(path, &rules)?;
-    Ok((events, rejects, catalogue.is_some()))
+    Ok((events, rejects, stored.is_some()))
 }
 
 /// A warm recommender with its model, experiments and exposure log.
