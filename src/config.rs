@@ -137,13 +137,24 @@ pub struct ApiKey {
     pub scopes: Vec<Scope>,
 }
 
-/// What a key may do: `read` (tag, search, recommend), `write` (ingest, feedback), `admin`
-/// (everything).
+/// What a key may do, scoped by risk: a calling service gets `read` (+ `write` to send content and
+/// events), an editor `read` + `write`, an operator `admin`. Deleting content, collection-wide
+/// jobs and the raw LLM routes each need their own scope, so a leaked editor's key cannot empty
+/// the archive or spend LLM tokens freely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// Search, tag, summarize ad-hoc items, the taxonomy, recommendations, stored items.
     Read,
+    /// Content in (`POST /v1/content`), users' events and editors' decisions (`POST /v1/feedback`).
     Write,
+    /// `DELETE /v1/content/{id}`.
+    Delete,
+    /// Collection-wide jobs: `POST /v1/enrich` (tags and summaries over stored items).
+    Jobs,
+    /// The local model's raw routes: `POST /v1/chat/completions`, `GET /v1/models`.
+    Llm,
+    /// Everything.
     Admin,
 }
 
@@ -159,6 +170,10 @@ pub struct RankConfig {
     /// Weight of each event type in a user's profile and in co-occurrence and popularity counts
     /// (`rating` events use 1 when positive); an event type not listed weighs 0 (seen only).
     pub event_weights: std::collections::BTreeMap<String, f64>,
+    /// Event names received events may use, beside those of `event_weights` and `rating`; any
+    /// other name is refused (400 naming `event`, a reject line in `interactions ingest`), so a
+    /// typo (`clik`) cannot slip into the log as an event that weighs nothing.
+    pub events: Vec<String>,
     /// Half-life, in days before the user's latest event, of an engagement's weight in the
     /// user's dense and tag profiles.
     pub profile_half_life_days: f64,
@@ -191,6 +206,17 @@ pub struct RankConfig {
     pub attribution_window_hours: f64,
 }
 
+impl RankConfig {
+    /// Every event name a received event may use: `events`, the names of `event_weights`, and
+    /// `rating`.
+    pub fn event_vocabulary(&self) -> Vec<String> {
+        let mut names: std::collections::BTreeSet<String> = self.events.iter().cloned().collect();
+        names.extend(self.event_weights.keys().cloned());
+        names.insert("rating".into());
+        names.into_iter().collect()
+    }
+}
+
 impl Default for RankConfig {
     fn default() -> Self {
         let event_weights = [("view", 0.5), ("click", 1.0), ("like", 2.0), ("share", 2.0)]
@@ -201,6 +227,9 @@ impl Default for RankConfig {
             collection: String::new(),
             positive_rating: 4.0,
             event_weights,
+            events: ["skip", "dislike", "complete", "purchase"]
+                .map(str::to_string)
+                .to_vec(),
             profile_half_life_days: 180.0,
             popularity_half_life_days: 0.0,
             freshness_half_life_days: 3650.0,

@@ -3,167 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Stdio};
-
+use common::server::{
+    gz_lines, listening_url_and_log, post, send, start, start_with, test_docs, Server, EDITOR,
+    OPERATOR, READER, WRITER,
+};
 use common::{run, signaldesk, stderr};
 use serde_json::{json, Value};
-
-const READER: &str = "reader-key-123";
-const WRITER: &str = "writer-key-456";
-const EDITOR: &str = "editor-key-789";
-
-struct Server {
-    child: Child,
-    url: String,
-    work: tempfile::TempDir,
-    config: std::path::PathBuf,
-}
-
-impl Server {
-    /// Stop as an orchestrator does (SIGTERM) and wait: in-flight work drains, the store is
-    /// closed, and the data dir can be opened by a command.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let o = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn gz_lines(path: &std::path::Path, n: usize) -> Vec<String> {
-    let file = std::fs::File::open(path).unwrap();
-    BufReader::new(flate2::read::GzDecoder::new(file))
-        .lines()
-        .take(n)
-        .map(Result::unwrap)
-        .collect()
-}
-
-/// Wait for a starting `signaldesk serve` to print where it listens; keeps draining its stderr.
-fn listening_url(child: &mut Child) -> String {
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let url = loop {
-        line.clear();
-        if err.read_line(&mut line).unwrap() == 0 {
-            let mut rest = String::new();
-            let _ = err.read_to_string(&mut rest);
-            panic!("the server ended before listening: {rest}");
-        }
-        if let Some(addr) = line.trim().strip_prefix("signaldesk API on ") {
-            break addr.to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in err.lines() {});
-    url
-}
-
-/// A server over a 300-document labelled memory, tagging with kNN, one tagging request at a time,
-/// with `extra` configuration and `interactions` (JSONL) in its log; no LLM.
-fn start(extra: &str, interactions: &str) -> Server {
-    start_with(extra, interactions, &[])
-}
-
-/// [`start`] with environment overrides (`SIGNALDESK_API__LLM=true` opens the local LLM).
-fn start_with(extra: &str, interactions: &str, env: &[(&str, &str)]) -> Server {
-    let work = tempfile::tempdir().unwrap();
-    let data = common::root().join("golden-datasets/reuters21578/modapte90");
-    std::fs::write(
-        work.path().join("train.jsonl"),
-        gz_lines(&data.join("train.jsonl.gz"), 300).join("\n"),
-    )
-    .unwrap();
-    let o = run(signaldesk(work.path()).args([
-        "ingest",
-        "--chunking",
-        "off",
-        "--collection",
-        "labelled-memory",
-        "train.jsonl",
-    ]));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let hash = |key: &str| {
-        let o = run(signaldesk(work.path()).args(["serve", "--hash-key", key]));
-        String::from_utf8(o.stdout).unwrap().trim().to_string()
-    };
-    let config = format!(
-        r#"
-[api]
-taggers = ["knn"]
-taxonomy = "{}"
-tag_concurrency = 1
-llm = false
-keys = [
-  {{ name = "reader", sha256 = "{}", scopes = ["read"] }},
-  {{ name = "writer", sha256 = "{}", scopes = ["write"] }},
-  {{ name = "editor", sha256 = "{}", scopes = ["read", "write"] }},
-]
-"#,
-        data.join("taxonomy.tsv").display(),
-        hash(READER),
-        hash(WRITER),
-        hash(EDITOR)
-    );
-    let config_path = work.path().join("signaldesk.toml");
-    std::fs::write(&config_path, config + extra).unwrap();
-    if !interactions.is_empty() {
-        std::fs::write(work.path().join("events.jsonl"), interactions).unwrap();
-        let o = run(signaldesk(work.path())
-            .env("SIGNALDESK_CONFIG", &config_path)
-            .args(["interactions", "ingest", "events.jsonl"]));
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    }
-    let mut child = signaldesk(work.path())
-        .env("SIGNALDESK_CONFIG", &config_path)
-        .envs(env.iter().copied())
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let url = listening_url(&mut child);
-    Server {
-        child,
-        url,
-        work,
-        config: config_path,
-    }
-}
-
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    key: Option<&str>,
-    body: &str,
-) -> (u16, Value, Option<String>) {
-    let mut request = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let retry = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let text = response.text().await.unwrap();
-    let value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
-    (status, value, retry)
-}
+use std::process::Stdio;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_tagging_api_answers_per_item_checks_keys_and_sheds_load() {
@@ -415,42 +261,6 @@ async fn a_recorded_event_changes_the_next_recommendation() {
     );
 }
 
-async fn send(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = client.request(method, url);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
-    (status, value)
-}
-
-/// Test documents as content items (`{"id", "title", "body"}`).
-fn test_docs(n: usize) -> Vec<Value> {
-    gz_lines(
-        &common::root().join("golden-datasets/reuters21578/modapte90/test.jsonl.gz"),
-        n,
-    )
-    .iter()
-    .map(|l| {
-        let d: Value = serde_json::from_str(l).unwrap();
-        json!({"id": d["id"], "title": d["title"], "body": d["body"], "source": "reuters"})
-    })
-    .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
     use reqwest::Method;
@@ -563,12 +373,26 @@ async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
     .await;
     assert_eq!((status, v["error"]["field"].as_str()), (400, Some("k")));
 
-    // Enrich the stored items in the background and watch the job finish.
+    // Enrich the stored items in the background and watch the job finish: a collection-wide job
+    // needs the jobs scope, which an editor's read + write key lacks.
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/enrich"),
+        Some(EDITOR),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
     let (status, job) = send(
         &client,
         Method::POST,
         &url("/v1/enrich"),
-        Some(WRITER),
+        Some(OPERATOR),
         Some(json!({})),
     )
     .await;
@@ -701,11 +525,23 @@ async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
         "{metrics}"
     );
     let last = docs.last().unwrap()["id"].as_str().unwrap().to_string();
+    // Deleting needs the delete scope: not an editor's, not a calling service's write key.
+    for key in [WRITER, EDITOR] {
+        let (status, v) = send(
+            &client,
+            Method::DELETE,
+            &url(&format!("/v1/content/{last}")),
+            Some(key),
+            None,
+        )
+        .await;
+        assert_eq!(status, 403, "{v}");
+    }
     let (status, _) = send(
         &client,
         Method::DELETE,
         &url(&format!("/v1/content/{last}")),
-        Some(WRITER),
+        Some(OPERATOR),
         None,
     )
     .await;
@@ -811,6 +647,20 @@ async fn summaries_and_chat_completions_come_from_the_local_model_behind_the_key
         Method::POST,
         &url("/v1/chat/completions"),
         Some(READER),
+        Some(chat.clone()),
+    )
+    .await;
+    // The raw LLM route spends tokens on any prompt: the llm scope, not read.
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/chat/completions"),
+        Some(OPERATOR),
         Some(chat),
     )
     .await;
@@ -841,7 +691,14 @@ async fn ingest_and_enrich(client: &reqwest::Client, server: &Server, docs: &[Va
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    let (status, job) = send(client, Method::POST, &url("/v1/enrich"), Some(WRITER), None).await;
+    let (status, job) = send(
+        client,
+        Method::POST,
+        &url("/v1/enrich"),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
     assert_eq!(status, 202, "{job}");
     let job_url = url(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()));
     for _ in 0..600 {
@@ -1074,12 +931,13 @@ async fn the_compose_configuration_serves_against_a_qdrant_server() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let url = listening_url(&mut child);
+    let (url, log) = listening_url_and_log(&mut child);
     let mut server = Server {
         child,
         url,
         config: common::root().join("deploy/signaldesk.toml"),
         work,
+        log,
     };
     let client = reqwest::Client::new();
     let key = "dev-key-change-me";

@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::tagging::batch_of;
 use super::{
-    item_error, off_runtime, unavailable, ApiError, ApiState, Caller, Counters, ErrorCode, Read,
-    Write,
+    item_error, off_runtime, off_runtime_to_end, unavailable, ApiError, ApiState, Caller, Counters,
+    DeleteScope, ErrorCode, JobsScope, Read, Write,
 };
 use crate::config::SearchMode;
 use crate::content::{ContentItem, Limits};
@@ -126,8 +126,11 @@ pub(crate) async fn ingest(
     }
     if !items.is_empty() {
         let _admission = state.admit().await?;
-        let _write = state.writes.lock().await;
-        let statuses = off_runtime(&state, move |s| async move {
+        let write = state.write_lock().await;
+        // To the end, holding the lock: a write that outlives api.timeout_s finishes before the
+        // next one starts (the caller got a 504 and may retry: ingest is idempotent).
+        let statuses = off_runtime_to_end(&state, move |s| async move {
+            let _write = write;
             let chunker = crate::chunk::Chunker::from_config(
                 &s.config.chunk,
                 s.embedder.max_seq_length(),
@@ -135,18 +138,20 @@ pub(crate) async fn ingest(
             );
             let options = IngestOptions::from_config(s.config, s.collection(), chunker);
             let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-            ingest_items(s.store, (*s.embedder).clone(), items, &options)
+            let statuses = ingest_items(s.store, (*s.embedder).clone(), items, &options)
                 .await
-                .map(|statuses| ids.into_iter().zip(statuses).collect::<Vec<_>>())
+                .map(|statuses| ids.into_iter().zip(statuses).collect::<Vec<_>>());
+            if let Ok(written) = &statuses {
+                Counters::add(&s.counters.ingested, written.len() as u64);
+                s.catalogue_changed().await;
+            }
+            statuses
         })
         .await?
         .map_err(|e| unavailable("ingest", e))?;
-        let written = statuses.len() as u64;
         for (i, (id, status)) in order.into_iter().zip(statuses) {
             answers[i] = json!({"id": id, "status": status});
         }
-        Counters::add(&state.counters.ingested, written);
-        state.catalogue_changed().await;
     }
     Ok(Json(json!({"collection": state.collection(), "items": answers})).into_response())
 }
@@ -160,6 +165,9 @@ pub struct StoredItem {
     /// additions (source `editor`).
     #[schema(value_type = Vec<Object>)]
     pub tags: Value,
+    /// The concept ids the item serves (search filters, hits, recommendations): the model's
+    /// tags minus editors' rejections plus their additions.
+    pub served_tags: Vec<String>,
     pub summary: Option<String>,
     pub standfirst: Option<String>,
     /// `tags` and `summary` lineage as enrichment stored them.
@@ -199,6 +207,7 @@ pub(crate) async fn get_item(
     Ok(Json(json!({
         "item": item,
         "tags": labelled,
+        "served_tags": extra.get("tags").cloned().unwrap_or_else(|| json!([])),
         "summary": text("summary"),
         "standfirst": text("standfirst"),
         "lineage": {"tags": extra.get("tags_lineage"), "summary": extra.get("summary_lineage")},
@@ -235,26 +244,36 @@ async fn read_stored(
 #[utoipa::path(delete, path = "/v1/content/{id}", tag = "content",
     params(("id" = String, Path, description = "The item's id")),
     responses((status = 200, description = "Deleted", body = Object)),
-    security(("api_key" = ["write"])))]
+    security(("api_key" = ["delete"])))]
 pub(crate) async fn delete_item(
     State(state): State<Arc<ApiState>>,
-    _caller: Caller<Write>,
+    _caller: Caller<DeleteScope>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     read_stored(&state, &id).await?;
-    let _write = state.writes.lock().await;
+    let write = state.write_lock().await;
     let target = id.clone();
-    off_runtime(&state, move |s| async move {
-        s.store.delete_content(s.collection(), &target, 0).await
+    off_runtime_to_end(&state, move |s| async move {
+        let _write = write;
+        s.store
+            .delete_content(s.collection(), &target, 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Its decisions go with it: an item posted later under this id starts unreviewed.
+        s.editorial
+            .archive_item(&target)
+            .map_err(|e| e.to_string())?;
+        s.catalogue_changed().await;
+        Ok::<_, String>(())
     })
     .await?
     .map_err(|e| unavailable("deleting", e))?;
-    state.catalogue_changed().await;
     Ok(Json(json!({"deleted": id})).into_response())
 }
 
 /// `GET /v1/search` query.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// The query text (not blank).
     #[param(min_length = 1, pattern = "\\S")]
@@ -424,10 +443,10 @@ fn now() -> String {
 /// One enrichment runs at a time: another request meanwhile gets 409 `busy`.
 #[utoipa::path(post, path = "/v1/enrich", tag = "content", request_body = EnrichRequest,
     responses((status = 202, description = "The job started", body = JobStatus)),
-    security(("api_key" = ["write"])))]
+    security(("api_key" = ["jobs"])))]
 pub(crate) async fn enrich(
     State(state): State<Arc<ApiState>>,
-    _caller: Caller<Write>,
+    _caller: Caller<JobsScope>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let request: EnrichRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -521,12 +540,13 @@ async fn run_enrich(
 ) -> Result<Value, String> {
     use crate::enrich::collection::{enrich_stored, EnrichOptions};
     let open = &state.taggers[&kind];
-    let options = EnrichOptions {
-        only_stale: request.only_stale.unwrap_or(true),
-        limit: request.limit,
-        price: state.llm.and_then(|llm| llm.price(&state.config.llm)),
-        concurrency: state.config.enrich.llm.concurrency,
-    };
+    let options = EnrichOptions::for_run(
+        state.config,
+        request.only_stale.unwrap_or(true),
+        request.limit,
+        state.llm.and_then(|llm| llm.price(&state.config.llm)),
+    )
+    .map_err(|e| e.to_string())?;
     let summarizer = match (request.summaries, &state.summarizer) {
         (true, Some((summarizer, _))) => Some(summarizer),
         _ => None,

@@ -38,6 +38,10 @@ pub enum ErrorCode {
     Unavailable,
     /// One enrichment job at a time (409).
     Busy,
+    /// A well-formed event or decision about an item the collection does not hold (422).
+    UnknownItem,
+    /// A decision on a label the item does not have, or an addition outside the taxonomy (422).
+    InvalidLabel,
     /// A bug (500).
     Internal,
 }
@@ -151,9 +155,44 @@ impl From<crate::rank::RankError> for ApiError {
 }
 
 /// An interaction refused by the one event rule names its field.
+/// A malformed event is a 400 naming its field; an event about an item the collection does not
+/// hold is a 422 `unknown_item` naming `item`.
 impl From<crate::rank::interactions::EventError> for ApiError {
     fn from(e: crate::rank::interactions::EventError) -> Self {
-        ApiError::invalid(e.field, e.reason)
+        if e.unknown_item {
+            ApiError {
+                field: Some(e.field.into()),
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::UnknownItem,
+                    e.reason,
+                )
+            }
+        } else {
+            ApiError::invalid(e.field, e.reason)
+        }
+    }
+}
+
+/// An editor's decision: refused ones name their field (an item not stored: 422
+/// `unknown_item`; a label the item lacks, or outside the taxonomy: 422 `invalid_label`).
+impl From<crate::enrich::editorial::DecisionError> for ApiError {
+    fn from(e: crate::enrich::editorial::DecisionError) -> Self {
+        use crate::enrich::editorial::DecisionError;
+        let code = match &e {
+            DecisionError::NoItem(_) => ErrorCode::UnknownItem,
+            DecisionError::EmptyLabel => return ApiError::invalid("label", e.to_string()),
+            DecisionError::NotATag { .. } | DecisionError::NotInTaxonomy { .. } => {
+                ErrorCode::InvalidLabel
+            }
+            DecisionError::Log(_) | DecisionError::Store(_) => {
+                return unavailable("recording the decision", e)
+            }
+        };
+        ApiError {
+            field: e.field().map(str::to_string),
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+        }
     }
 }
 

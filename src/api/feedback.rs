@@ -14,7 +14,7 @@ use super::{
     off_runtime, parse_body, unavailable, ApiError, ApiState, Caller, Counters, ErrorCode, Read,
     Write,
 };
-use crate::enrich::editorial::{TagDecision, Verdict};
+use crate::enrich::editorial::{decide, TagDecision, Verdict};
 use crate::rank::interactions::{EventRules, RawEvent};
 use crate::rank::recommender::RankerKind;
 use crate::rank::service::RecommendService;
@@ -160,9 +160,11 @@ pub(crate) async fn feedback(
             };
             let recommender = service.recommender();
             let is_stored = |id: &str| recommender.catalogue.position(id).is_some();
+            let vocabulary = state.config.rank.event_vocabulary();
             let rules = EventRules {
                 now: chrono::Utc::now().timestamp(),
                 is_stored: Some(&is_stored),
+                vocabulary: Some(&vocabulary),
             };
             let event = raw.validate(&rules)?;
             service
@@ -176,30 +178,6 @@ pub(crate) async fn feedback(
             label,
             verdict,
         } => {
-            if let Some(t) = state.taxonomy {
-                if !t.contains(&label) {
-                    return Err(ApiError::invalid(
-                        "label",
-                        format!("{label:?} is not in taxonomy {}", t.id()),
-                    ));
-                }
-            }
-            let target = item.clone();
-            let exists = off_runtime(&state, move |s| async move {
-                use crate::store::VectorStore;
-                s.store.get(s.collection(), &[(target, 0)]).await
-            })
-            .await?;
-            if !exists.is_ok_and(|found| !found.is_empty()) {
-                return Err(ApiError {
-                    field: Some("item".into()),
-                    ..ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        ErrorCode::NotFound,
-                        format!("no item {item:?}"),
-                    )
-                });
-            }
             let decision = TagDecision {
                 item,
                 label,
@@ -207,10 +185,12 @@ pub(crate) async fn feedback(
                 editor: who,
                 at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             };
-            state
-                .editorial
-                .record(&decision)
-                .map_err(|e| unavailable("recording the decision", e))?;
+            let recorded = decision.clone();
+            let served = off_runtime(&state, move |s| async move {
+                decide(s.store, s.collection(), &s.editorial, s.taxonomy, recorded).await
+            })
+            .await??;
+            state.catalogue_changed().await;
             let verdict_name = serde_json::to_value(decision.verdict)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
@@ -222,7 +202,11 @@ pub(crate) async fn feedback(
                 .expect("verdicts lock")
                 .entry((decision.label.clone(), verdict_name))
                 .or_insert(0) += 1;
-            Ok((StatusCode::ACCEPTED, Json(json!({"recorded": decision}))).into_response())
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"recorded": decision, "tags": served})),
+            )
+                .into_response())
         }
     }
 }

@@ -86,8 +86,8 @@ pub struct ApiState {
     pub(crate) batcher: crate::embed::batcher::EmbedBatcher,
     pub(crate) jobs: content::Jobs,
     /// Writes to the collection (ingest, delete) one at a time: each updates the collection's
-    /// BM25 statistics, which two concurrent writers would race on.
-    pub(crate) writes: tokio::sync::Mutex<()>,
+    /// BM25 statistics, which two concurrent writers would race on. See [`Self::write_lock`].
+    writes: Arc<tokio::sync::Mutex<()>>,
     /// Tagging and summarizing requests running at once; beyond it, 429 at once (never a queue).
     pub(crate) tag_permits: Semaphore,
     pub(crate) counters: Counters,
@@ -175,13 +175,13 @@ impl ApiState {
             store: parts.store,
             embedder: parts.embedder,
             config: parts.config,
-            editorial: EditorialLog::open(&editorial_log_path(parts.config))?,
+            editorial: EditorialLog::open(&crate::enrich::editorial::log_path(parts.config))?,
             batcher: crate::embed::batcher::EmbedBatcher::spawn(
                 (*parts.embedder).clone(),
                 parts.config.api.embed_batch.max(1),
             ),
             jobs: content::Jobs::default(),
-            writes: tokio::sync::Mutex::new(()),
+            writes: Arc::new(tokio::sync::Mutex::new(())),
             limiter,
             counters: Counters::default(),
             recommender: std::sync::RwLock::new(parts.recommender.map(Arc::new)),
@@ -239,6 +239,12 @@ impl ApiState {
         })
     }
 
+    /// The one-writer lock, owned: moved into the write's work (run by [`off_runtime_to_end`]),
+    /// it is held until the write ends, even when the request that started it timed out.
+    pub(crate) async fn write_lock(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.writes.clone().lock_owned().await
+    }
+
     /// The collection content goes into and is read from (`store.collection`).
     pub(crate) fn collection(&self) -> &str {
         &self.config.store.collection
@@ -268,11 +274,6 @@ impl ApiState {
     }
 }
 
-/// Where editors' decisions are logged: `data_dir/editorial.jsonl`.
-pub fn editorial_log_path(config: &Config) -> std::path::PathBuf {
-    config.data_dir.join("editorial.jsonl")
-}
-
 /// The hex sha256 of an API key: what the configuration stores instead of the key.
 pub fn key_hash(key: &str) -> String {
     crate::fingerprint::hex(&Sha256::digest(key.as_bytes()))
@@ -294,6 +295,19 @@ impl RouteScope for Read {
 
 impl RouteScope for Write {
     const SCOPE: Scope = Scope::Write;
+}
+
+/// The delete scope: `DELETE /v1/content/{id}`.
+pub(crate) struct DeleteScope;
+/// The jobs scope: collection-wide enrichment.
+pub(crate) struct JobsScope;
+
+impl RouteScope for DeleteScope {
+    const SCOPE: Scope = Scope::Delete;
+}
+
+impl RouteScope for JobsScope {
+    const SCOPE: Scope = Scope::Jobs;
 }
 
 /// The caller of a route that needs scope `S`, authorized (see [`authorize`]) before the handler
@@ -318,45 +332,75 @@ impl<S: RouteScope + Send + Sync> axum::extract::FromRequestParts<Arc<ApiState>>
     }
 }
 
-/// The caller's key must exist (401) and carry `scope` or `admin` (403); answers the key's name.
-fn authorize(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
-    let presented = headers
+/// The key a request presents: `Authorization: Bearer KEY` (the scheme in any case, as HTTP's
+/// auth schemes are case-insensitive) or `X-Api-Key: KEY`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    let Some(presented) = presented else {
+        .and_then(|v| {
+            let (scheme, key) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(key)
+        });
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+/// The rate bucket every request without a known key shares: guessing keys is rate-limited
+/// like using one, and cannot use up a known key's bucket.
+const UNKNOWN_KEY_BUCKET: &str = "\0unknown";
+
+/// Spend one request of `bucket`'s rate (`api.rate_per_key`), or the 429 that says how long to
+/// wait.
+fn spend_rate(state: &ApiState, bucket: &str) -> Result<(), ApiError> {
+    let Some(limiter) = &state.limiter else {
+        return Ok(());
+    };
+    limiter.check_key(&bucket.to_string()).map_err(|not_until| {
+        use governor::clock::Clock;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        let who = if bucket == UNKNOWN_KEY_BUCKET {
+            "requests without a known key are".to_string()
+        } else {
+            format!("key {bucket:?} is")
+        };
+        ApiError {
+            retry_after: Some(wait.as_secs().max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                format!(
+                    "{who} over api.rate_per_key ({}/s)",
+                    state.settings.rate_per_key
+                ),
+            )
+        }
+    })
+}
+
+/// The caller's key must exist (401) and carry `scope` or `admin` (403); answers the key's name.
+/// Every attempt spends rate: a known key its own bucket, the rest one shared bucket.
+fn authorize(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
+    let Some(presented) = presented_key(headers) else {
+        spend_rate(state, UNKNOWN_KEY_BUCKET)?;
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
             "an API key is required (Authorization: Bearer KEY, or X-Api-Key)",
         ));
     };
-    let hash = key_hash(presented.trim());
+    let hash = key_hash(presented);
     let Some(key) = state.settings.keys.iter().find(|k| k.sha256 == hash) else {
+        spend_rate(state, UNKNOWN_KEY_BUCKET)?;
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
             "unknown API key",
         ));
     };
-    if let Some(limiter) = &state.limiter {
-        if let Err(not_until) = limiter.check_key(&key.name) {
-            use governor::clock::Clock;
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            return Err(ApiError {
-                retry_after: Some(wait.as_secs().max(1)),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ErrorCode::RateLimited,
-                    format!(
-                        "key {:?} is over api.rate_per_key ({}/s)",
-                        key.name, state.settings.rate_per_key
-                    ),
-                )
-            });
-        }
-    }
+    spend_rate(state, &key.name)?;
     if key.scopes.contains(&scope) || key.scopes.contains(&Scope::Admin) {
         Ok(key.name.clone())
     } else {
@@ -388,14 +432,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/feedback", post(feedback::feedback))
         .with_state(state.clone());
     if let Some(local) = state.llm.and_then(AnyLlm::local_model) {
-        // The local model's OpenAI-compatible routes, behind this server's keys (read scope).
+        // The local model's OpenAI-compatible routes, behind this server's keys (llm scope).
         let options = crate::llm::serve::ServeOptions::from_config(&state.config.llm);
         let guard = state.clone();
         v1 = v1.merge(crate::llm::serve::chat_routes(local, options).layer(
             axum::middleware::from_fn(move |request: Request, next: Next| {
                 let guard = guard.clone();
                 async move {
-                    match authorize(&guard, request.headers(), Scope::Read) {
+                    match authorize(&guard, request.headers(), Scope::Llm) {
                         Ok(_) => next.run(request).await,
                         Err(e) => e.into_response(),
                     }
@@ -428,36 +472,91 @@ pub fn router(state: Arc<ApiState>) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(crate::observe::time_route))
-        .layer(axum::middleware::from_fn(json_errors))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             timeout,
         ))
+        // Outside the timeout, so its 504 becomes the JSON error too.
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(limit_uri))
+        .layer(axum::middleware::from_fn(access_log))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                |request: &axum::http::Request<axum::body::Body>| {
-                    let id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!(
-                        "request",
-                        request_id = %id,
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                    )
-                },
-            ),
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // The access log below says how each request ended; no second line per request.
+                .on_response(())
+                .on_failure(()),
         )
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             tower_http::request_id::MakeRequestUuid,
         ))
 }
 
+/// The span every request's log lines carry (its id, method and path). At ERROR level, so it is
+/// recorded whenever any line is logged (at the default `warn`, an INFO span would be off and
+/// error lines would lose their request id).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::error_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
+
+/// The access log: one line per request, at INFO under the `access` target, which the default
+/// log filter keeps (`SIGNALDESK_LOG` can turn it off with `access=off`).
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let key = request.headers().get("authorization").is_some()
+        || request.headers().get("x-api-key").is_some();
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "access",
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        ms = (started.elapsed().as_secs_f64() * 1e3).round() as u64,
+        key,
+        "served"
+    );
+    response
+}
+
+/// The longest request target the API reads (path and query): longer ones are answered 414 with
+/// the JSON error naming `uri`. hyper itself refuses request lines over 64 KiB before any of
+/// this runs (its empty-bodied 414; not configurable), so the API's own bound sits below it.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+
+async fn limit_uri(request: Request, next: Next) -> Response {
+    let len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if len > MAX_URI_BYTES {
+        return ApiError {
+            field: Some("uri".into()),
+            ..ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                ErrorCode::TooLarge,
+                format!("the request target is {len} bytes, over {MAX_URI_BYTES}: send long input in a POST body"),
+            )
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
+
 /// Errors axum and tower answer in plain text (body limits, bad JSON, timeouts) become the JSON
-/// error with a stable code.
+/// error with a stable code. Redirects and other non-errors pass as they are.
 async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
@@ -465,14 +564,15 @@ async fn json_errors(request: Request, next: Next) -> Response {
         .headers()
         .get("content-type")
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if status.is_success() || is_json {
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let (code, message) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::TooLarge, "the body is over the size limit"),
-        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => {
-            (ErrorCode::Timeout, "the request took too long")
-        }
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => (
+            ErrorCode::Timeout,
+            "the request took longer than api.timeout_s; its work was stopped (a write finishes first)",
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             ErrorCode::InvalidRequest,
             "the body must be JSON (Content-Type: application/json)",
@@ -485,6 +585,10 @@ async fn json_errors(request: Request, next: Next) -> Response {
     } else {
         status
     };
+    if status.is_server_error() {
+        // In the request's span: the line carries its request id.
+        tracing::warn!(status = status.as_u16(), code = ?code, "{message}");
+    }
     ApiError::new(status, code, message).into_response()
 }
 
@@ -635,10 +739,14 @@ async fn ready(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-/// Run a library future on the blocking pool, driven by the runtime's handle there. Taggers'
-/// and the recommender's futures are not provably `Send` (the LLM tagger's buffered stream trips
-/// rustc's higher-ranked lifetime check), and tagging embeds (CPU-bound), so this also keeps
-/// that work off the async workers.
+/// Run a library future on the blocking pool, driven by the runtime's handle there, in the
+/// request's span (its log lines carry the request id). Taggers' and the recommender's futures
+/// are not provably `Send` (the LLM tagger's buffered stream trips rustc's higher-ranked lifetime
+/// check), and tagging embeds (CPU-bound), so this also keeps that work off the async workers.
+///
+/// The work stops when the request does: a request dropped at `api.timeout_s` (or by a client
+/// that went away) drops the work's future, which stops a search, an embedding batch between
+/// batches, an LLM call (the local model at its next token). Writes use [`off_runtime_to_end`].
 pub(crate) async fn off_runtime<T, F>(
     state: &Arc<ApiState>,
     work: impl FnOnce(Arc<ApiState>) -> F + Send + 'static,
@@ -647,16 +755,54 @@ where
     F: std::future::Future<Output = T>,
     T: Send + 'static,
 {
+    use tracing::Instrument;
     let state = state.clone();
-    tokio::task::spawn_blocking(move || tokio::runtime::Handle::current().block_on(work(state)))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::Internal,
-                format!("the work stopped: {e}"),
-            )
-        })
+    let span = tracing::Span::current();
+    // Dropped with this future: the blocking side sees its receiver fail and drops the work.
+    let (_running, stopped) = tokio::sync::oneshot::channel::<()>();
+    let out = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(
+            async move {
+                tokio::select! {
+                    out = work(state) => Some(out),
+                    _ = stopped => None,
+                }
+            }
+            .instrument(span),
+        )
+    })
+    .await
+    .map_err(stopped_work)?;
+    out.ok_or_else(|| ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::Timeout, "stopped"))
+}
+
+/// [`off_runtime`] for writes: the work runs to its end even when the request is dropped at
+/// `api.timeout_s`, so whatever it holds (the write lock: see [`ApiState::write_lock`]) is held
+/// until the write is done and no second writer runs beside it.
+pub(crate) async fn off_runtime_to_end<T, F>(
+    state: &Arc<ApiState>,
+    work: impl FnOnce(Arc<ApiState>) -> F + Send + 'static,
+) -> Result<T, ApiError>
+where
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    use tracing::Instrument;
+    let state = state.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(work(state).instrument(span))
+    })
+    .await
+    .map_err(stopped_work)
+}
+
+fn stopped_work(e: tokio::task::JoinError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        format!("the work stopped: {e}"),
+    )
 }
 
 /// Serve until Ctrl-C or SIGTERM, draining in-flight requests; background jobs are waited for

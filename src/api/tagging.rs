@@ -393,12 +393,15 @@ pub(crate) async fn summarize(
 
 /// `GET /v1/taxonomy?q=` query.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TaxonomyQuery {
     /// Concepts whose id or label contains this (case-insensitive); empty: all.
     #[serde(default)]
+    #[param(required = false)]
     pub q: String,
     /// Most concepts answered (1 to 1000, default 20).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -294,8 +294,9 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
     // qdrant-edge warns on every shard open that its global feature flags and an mmap check are
     // not initialised; both live in a private module and fall back to their defaults, so its
     // warnings are hidden unless asked for (SIGNALDESK_LOG=qdrant_edge=warn).
+    // The API's access log (target `access`, one line per request) is on at every level.
     let default = match verbose {
-        0 => "warn,qdrant_edge=error",
+        0 => "warn,qdrant_edge=error,access=info",
         1 => "info,qdrant_edge=error",
         _ => "debug",
     };

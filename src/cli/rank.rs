@@ -361,7 +361,7 @@ fn experiments_report(
 async fn feedback_export(config: &Config, format: ExportFormat, output: &Path) -> Result<ExitCode> {
     use signaldesk::enrich::editorial::{export_tagging_gold, read_log};
     let ExportFormat::TaggingGold = format;
-    let log = signaldesk::api::editorial_log_path(config);
+    let log = signaldesk::enrich::editorial::log_path(config);
     let decisions = read_log(&log)?;
     if decisions.is_empty() {
         eprintln!(
@@ -375,16 +375,17 @@ async fn feedback_export(config: &Config, format: ExportFormat, output: &Path) -
         export_tagging_gold(&store, &config.store.collection, &decisions, &mut out).await?;
     out.flush()?;
     eprintln!(
-        "feedback export: {} items from {} decisions{}{}",
+        "feedback export: {} items from {} decisions ({} partly reviewed: their unreviewed model tags are kept, listed under `unreviewed`){}{}",
         summary.items,
         summary.decisions,
+        summary.partly_reviewed,
         if summary.missing > 0 {
             format!("; {} reviewed items are no longer stored", summary.missing)
         } else {
             String::new()
         },
         if summary.empty > 0 {
-            format!("; {} items had every label rejected", summary.empty)
+            format!("; {} items were left with no label (every tag rejected) and are not written", summary.empty)
         } else {
             String::new()
         }

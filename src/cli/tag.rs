@@ -203,14 +203,14 @@ pub async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
             )
         })
         .transpose()?;
-    let options = EnrichOptions {
-        only_stale: args.only_stale,
-        limit: args.limit,
-        price: summary_llm
+    let options = EnrichOptions::for_run(
+        &config,
+        args.only_stale,
+        args.limit,
+        summary_llm
             .or(llm.as_ref())
             .and_then(|l| l.price(&config.llm)),
-        concurrency: config.enrich.llm.concurrency,
-    };
+    )?;
     let progress = StagedProgress::new(Some(total as u64), "items");
     let outcome = enrich_stored(
         &store,

@@ -42,6 +42,33 @@ pub struct EnrichOptions {
     pub price: Option<crate::config::Price>,
     /// Summaries (LLM calls) in flight at once (`enrich.llm.concurrency`).
     pub concurrency: usize,
+    /// Editors' decisions by item: the `tags` an item serves after a run are the model's new
+    /// tags with its editors' additions and rejections applied, as [`super::editorial::decide`]
+    /// leaves them.
+    pub decisions: std::collections::BTreeMap<String, Vec<super::editorial::TagDecision>>,
+}
+
+impl EnrichOptions {
+    /// The options of an enrichment `signaldesk enrich` or `POST /v1/enrich` starts: the
+    /// configured concurrency and the editors' decisions of `data_dir/editorial.jsonl`.
+    pub fn for_run(
+        config: &crate::Config,
+        only_stale: bool,
+        limit: Option<usize>,
+        price: Option<crate::config::Price>,
+    ) -> Result<Self, super::editorial::EditorialError> {
+        let mut decisions: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+        for d in super::editorial::read_log(&super::editorial::log_path(config))? {
+            decisions.entry(d.item.clone()).or_default().push(d);
+        }
+        Ok(Self {
+            only_stale,
+            limit,
+            price,
+            concurrency: config.enrich.llm.concurrency,
+            decisions,
+        })
+    }
 }
 
 /// Which part of [`enrich_stored`] a progress count belongs to.
@@ -260,10 +287,12 @@ pub async fn enrich_collection<S: VectorStore>(
                 "tags_usage".into(),
                 usage_field(tagged.usage, options.price),
             );
-            fields.insert(
-                "tags".into(),
-                json!(tags.iter().map(|t| t.label.as_str()).collect::<Vec<_>>()),
-            );
+            let model: Vec<String> = tags.iter().map(|t| t.label.clone()).collect();
+            let decided = options
+                .decisions
+                .get(&chunk.content_id)
+                .map_or(&[][..], Vec::as_slice);
+            fields.extend(super::editorial::served_fields(&model, decided));
             fields.insert("tag_scores".into(), json!(tags));
             fields.insert("tags_lineage".into(), lineage.clone());
             store

@@ -2,6 +2,11 @@
 //! one line appended (and synced) to a JSONL log, with who and when, so nothing an editor did is
 //! lost and the log can be replayed. The export turns the decisions into the tagging eval's test
 //! format, so editors' work becomes golden data.
+//!
+//! A decision takes effect at once: an item serves the model's tags plus the tags editors added
+//! minus the ones they rejected ([`served_tags`]) in its `tags` payload, which search filters,
+//! hits, the API's content view and the recommender's tag features all read; the model's own
+//! tags stay in `tag_scores` beside the lineage. [`decide`] is the one way a decision is made.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
@@ -12,7 +17,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::ingest::reindex::read_item;
-use crate::store::VectorStore;
+use crate::store::{StoreError, VectorStore};
+
+/// Where editors' decisions are logged: `data_dir/editorial.jsonl`.
+pub fn log_path(config: &crate::Config) -> PathBuf {
+    config.data_dir.join("editorial.jsonl")
+}
+
+/// Where a deleted item's decisions go ([`EditorialLog::archive_item`]), beside the log.
+pub fn archive_path(log: &Path) -> PathBuf {
+    log.with_file_name("editorial-archive.jsonl")
+}
 
 /// What an editor did to one label of one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -106,6 +121,195 @@ impl EditorialLog {
     pub fn of_item(&self, item: &str) -> Result<Vec<TagDecision>, EditorialError> {
         Ok(self.all()?.into_iter().filter(|d| d.item == item).collect())
     }
+
+    /// Every decision, grouped by item, oldest first within each.
+    pub fn by_item(&self) -> Result<BTreeMap<String, Vec<TagDecision>>, EditorialError> {
+        let mut out: BTreeMap<String, Vec<TagDecision>> = BTreeMap::new();
+        for d in self.all()? {
+            out.entry(d.item.clone()).or_default().push(d);
+        }
+        Ok(out)
+    }
+
+    /// Move the decisions on `item` (which was deleted) to the archive beside the log, so an item
+    /// posted later under the same id starts unreviewed. The archive is appended and synced
+    /// before the log is rewritten (to a temporary file, renamed over it): a crash between the
+    /// two leaves the decisions in both places, never in neither. Answers how many moved.
+    pub fn archive_item(&self, item: &str) -> Result<usize, EditorialError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| EditorialError::Io { path, source }
+        };
+        let mut file = self.writer.lock().expect("editorial log lock");
+        let (moving, staying): (Vec<_>, Vec<_>) = read_log(&self.path)?
+            .into_iter()
+            .partition(|d| d.item == item);
+        if moving.is_empty() {
+            return Ok(0);
+        }
+        let lines = |ds: &[TagDecision]| -> String {
+            ds.iter()
+                .map(|d| serde_json::to_string(d).expect("a decision serializes") + "\n")
+                .collect()
+        };
+        let archive = archive_path(&self.path);
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&archive)
+            .map_err(io(&archive))?;
+        out.write_all(lines(&moving).as_bytes())
+            .and_then(|()| out.sync_data())
+            .map_err(io(&archive))?;
+        let tmp = self.path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, lines(&staying)).map_err(io(&tmp))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        *file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io(&self.path))?;
+        Ok(moving.len())
+    }
+}
+
+/// The tags an item serves: the model's (in its order), minus the ones editors rejected, plus
+/// the ones they added (each label's latest verdict wins).
+pub fn served_tags(model: &[String], decisions: &[TagDecision]) -> Vec<String> {
+    let verdicts = latest_verdicts(decisions);
+    let mut out: Vec<String> = model
+        .iter()
+        .filter(|l| verdicts.get(*l) != Some(&Verdict::Reject))
+        .cloned()
+        .collect();
+    for (label, verdict) in verdicts {
+        if verdict == Verdict::Add && !out.contains(&label) {
+            out.push(label);
+        }
+    }
+    out
+}
+
+/// The model's tags of a stored item: the labels of its `tag_scores` payload.
+pub fn model_tags(payload: &serde_json::Map<String, Value>) -> Vec<String> {
+    payload
+        .get("tag_scores")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("label").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// The payload fields an item's decisions set: `tags` (served) and `editor_tags` (what editors
+/// added and rejected, so the served tags can be told from the model's).
+pub fn served_fields(
+    model: &[String],
+    decisions: &[TagDecision],
+) -> serde_json::Map<String, Value> {
+    let verdicts = latest_verdicts(decisions);
+    let with = |v: Verdict| -> Vec<&String> {
+        verdicts
+            .iter()
+            .filter(|(_, x)| **x == v)
+            .map(|(l, _)| l)
+            .collect()
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("tags".into(), json!(served_tags(model, decisions)));
+    fields.insert(
+        "editor_tags".into(),
+        json!({"added": with(Verdict::Add), "rejected": with(Verdict::Reject)}),
+    );
+    fields
+}
+
+/// Why a decision was refused; each names the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error("no item {0:?}")]
+    NoItem(String),
+    #[error("{label:?} is not a tag of item {item:?} (its tags: {tags:?}): accept and reject are for the item's own tags; use add for a new one")]
+    NotATag {
+        item: String,
+        label: String,
+        tags: Vec<String>,
+    },
+    #[error("{label:?} is not a concept of taxonomy {taxonomy}")]
+    NotInTaxonomy { label: String, taxonomy: String },
+    #[error("the label is empty")]
+    EmptyLabel,
+    #[error(transparent)]
+    Log(#[from] EditorialError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl DecisionError {
+    /// The request field the refusal is about (`item` or `label`); none for a failure.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            DecisionError::NoItem(_) => Some("item"),
+            DecisionError::NotATag { .. }
+            | DecisionError::NotInTaxonomy { .. }
+            | DecisionError::EmptyLabel => Some("label"),
+            DecisionError::Log(_) | DecisionError::Store(_) => None,
+        }
+    }
+}
+
+/// Record an editor's decision on a stored item of `collection` and serve its effect at once:
+/// `accept` and `reject` only for the item's own tags (the model's, or ones editors added),
+/// `add` only for concepts of `taxonomy` (when there is one). Answers the item's served tags.
+pub async fn decide<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    log: &EditorialLog,
+    taxonomy: Option<&super::taxonomy::Taxonomy>,
+    decision: TagDecision,
+) -> Result<Vec<String>, DecisionError> {
+    if decision.label.trim().is_empty() {
+        return Err(DecisionError::EmptyLabel);
+    }
+    let first = match store.get(collection, &[(decision.item.clone(), 0)]).await {
+        Ok(found) => found,
+        Err(StoreError::NoCollection(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(first) = first.into_iter().next() else {
+        return Err(DecisionError::NoItem(decision.item));
+    };
+    let model = model_tags(&first.payload);
+    let mut decisions = log.of_item(&decision.item)?;
+    let current = served_tags(&model, &decisions);
+    let own = model.contains(&decision.label) || current.contains(&decision.label);
+    match decision.verdict {
+        Verdict::Accept | Verdict::Reject if !own => {
+            return Err(DecisionError::NotATag {
+                item: decision.item,
+                label: decision.label,
+                tags: current,
+            })
+        }
+        Verdict::Add => {
+            if let Some(t) = taxonomy.filter(|t| !t.contains(&decision.label)) {
+                return Err(DecisionError::NotInTaxonomy {
+                    label: decision.label,
+                    taxonomy: t.id(),
+                });
+            }
+        }
+        _ => {}
+    }
+    log.record(&decision)?;
+    decisions.push(decision.clone());
+    let fields = served_fields(&model, &decisions);
+    store
+        .set_item_fields(collection, &decision.item, fields)
+        .await?;
+    Ok(served_tags(&model, &decisions))
 }
 
 /// Read a decisions log; a missing file holds none.
@@ -163,18 +367,23 @@ pub fn gold_labels(decisions: &[TagDecision]) -> Vec<String> {
 /// What an export wrote.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ExportSummary {
-    /// Items written (reviewed, still stored, with at least one gold label).
+    /// Items written (reviewed, still stored, with at least one label as decided).
     pub items: usize,
+    /// Of those, items with model tags no editor gave a verdict on (exported as served, and
+    /// listed under `unreviewed`).
+    pub partly_reviewed: usize,
     pub decisions: usize,
     /// Reviewed items no longer in the collection.
     pub missing: usize,
-    /// Reviewed items whose every label was rejected (no gold labels to write).
+    /// Reviewed items left with no label at all (every tag rejected, none added).
     pub empty: usize,
 }
 
 /// Write every reviewed item of `collection` in the tagging eval's test format, one JSON object
-/// per line: `{"id", "title", "body", "labels", "rejected", "editors"}` (`eval tagging --test`
-/// reads id, title, body and labels), in item id order.
+/// per line: `{"id", "title", "body", "labels", "rejected", "added", "unreviewed", "editors"}`
+/// (`eval tagging --test` reads id, title, body and labels), in item id order. `labels` are the
+/// labels as decided, which are the item's served tags ([`served_tags`]): a partly reviewed
+/// item keeps the model tags nobody rejected (named in `unreviewed`, for a stricter reader).
 pub async fn export_tagging_gold<S: VectorStore>(
     store: &S,
     collection: &str,
@@ -190,24 +399,34 @@ pub async fn export_tagging_gold<S: VectorStore>(
         ..ExportSummary::default()
     };
     for (id, decisions) in by_item {
-        let Some((item, _)) = read_item(store, collection, id).await? else {
+        let Some((item, payload)) = read_item(store, collection, id).await? else {
             summary.missing += 1;
             continue;
         };
-        let labels = gold_labels(&decisions);
+        let model = model_tags(&payload);
+        let labels = served_tags(&model, &decisions);
         if labels.is_empty() {
             summary.empty += 1;
             continue;
         }
-        let rejected: Vec<String> = latest_verdicts(&decisions)
-            .into_iter()
-            .filter(|(_, v)| *v == Verdict::Reject)
-            .map(|(l, _)| l)
+        let verdicts = latest_verdicts(&decisions);
+        let with = |v: Verdict| -> Vec<&String> {
+            verdicts
+                .iter()
+                .filter(|(_, x)| **x == v)
+                .map(|(l, _)| l)
+                .collect()
+        };
+        let unreviewed: Vec<&String> = model
+            .iter()
+            .filter(|l| !verdicts.contains_key(*l))
             .collect();
+        summary.partly_reviewed += usize::from(!unreviewed.is_empty());
         let editors: BTreeSet<&str> = decisions.iter().map(|d| d.editor.as_str()).collect();
         let line = json!({
             "id": item.id, "title": item.title, "body": item.body,
-            "labels": labels, "rejected": rejected, "editors": editors,
+            "labels": labels, "rejected": with(Verdict::Reject), "added": with(Verdict::Add),
+            "unreviewed": unreviewed, "editors": editors,
         });
         writeln!(out, "{line}").map_err(|source| EditorialError::Io {
             path: PathBuf::from("<export>"),

@@ -45,7 +45,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::local::{Control, Finish, LocalLlm};
+use super::local::{CancelOnDrop, Control, Finish, LocalLlm};
 use super::{
     accounting, ChatRequest, ChatResponse, LlmClient, LlmError, Message, Role, Sampling, Usage,
 };
@@ -645,16 +645,6 @@ fn parse_message(m: &Value, at: &str) -> Result<Message, ApiError> {
         }
     };
     Ok(Message { role, content })
-}
-
-/// Sets its flag when dropped: a request future dropped because the client went away (or the
-/// deadline passed) stops its generation at the next token.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 async fn completions(

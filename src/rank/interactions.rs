@@ -204,6 +204,9 @@ pub struct RawEvent {
 pub struct EventError {
     pub field: &'static str,
     pub reason: String,
+    /// The event is well-formed but names an item this collection does not hold (the API's
+    /// 422); otherwise the event itself is malformed (400).
+    pub unknown_item: bool,
 }
 
 impl std::fmt::Display for EventError {
@@ -220,14 +223,18 @@ pub struct EventRules<'a> {
     /// Whether an item id is a stored item; `None` when there is no collection to check
     /// against yet (a log loaded before any content, or a dataset's own interactions).
     pub is_stored: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+    /// The event names accepted (`RankConfig::event_vocabulary`); `None`: any name (a dataset's
+    /// own interactions, read by the eval).
+    pub vocabulary: Option<&'a [String]>,
 }
 
 impl EventRules<'_> {
-    /// Rules at the current time with no catalogue.
+    /// Rules at the current time with no catalogue and any event name.
     pub fn now() -> Self {
         Self {
             now: chrono::Utc::now().timestamp(),
             is_stored: None,
+            vocabulary: None,
         }
     }
 }
@@ -257,7 +264,11 @@ impl RawEvent {
     /// or `YYYY-MM-DD` (absent: `rules.now`) and at most [`MAX_CLOCK_SKEW_S`] ahead of
     /// `rules.now`; and the item is a stored item of the collection when there is one.
     pub fn validate(&self, rules: &EventRules<'_>) -> Result<Interaction, EventError> {
-        let err = |field: &'static str, reason: String| EventError { field, reason };
+        let err = |field: &'static str, reason: String| EventError {
+            field,
+            reason,
+            unknown_item: false,
+        };
         let present = |field: &'static str, v: &Option<String>, what: &str| {
             v.as_deref()
                 .map(str::trim)
@@ -277,6 +288,15 @@ impl RawEvent {
                     .ok_or_else(|| err("value", format!("{v:?} is not a finite number")))?,
             ),
         };
+        if let Some(names) = rules.vocabulary.filter(|n| !n.contains(&event)) {
+            return Err(err(
+                "event",
+                format!(
+                    "{event:?} is not an event name here (rank.events: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
         if event == "rating" && value.is_none() {
             return Err(err("value", "a `rating` event needs a value".into()));
         }
@@ -299,7 +319,10 @@ impl RawEvent {
         }
         if let Some(is_stored) = rules.is_stored {
             if !is_stored(&item) {
-                return Err(err("item", format!("{item:?} is not a stored item")));
+                return Err(EventError {
+                    unknown_item: true,
+                    ..err("item", format!("{item:?} is not a stored item"))
+                });
             }
         }
         Ok(Interaction {
@@ -453,9 +476,11 @@ mod tests {
 
     #[test]
     fn one_rule_for_every_event_field() {
+        let vocabulary = crate::config::RankConfig::default().event_vocabulary();
         let rules = EventRules {
             now: 1_800_000_000,
             is_stored: None,
+            vocabulary: Some(&vocabulary),
         };
         let event = |timestamp: Option<&str>, value: Option<&str>, event: &str| RawEvent {
             user: Some("u1".into()),
@@ -490,6 +515,17 @@ mod tests {
             ..event(None, None, "click")
         };
         assert_eq!(blank_user.validate(&rules).unwrap_err().field, "user");
+        // Names outside the vocabulary are refused; a stored-item check marks unknown items.
+        let e = event(None, None, "clik").validate(&rules).unwrap_err();
+        assert_eq!((e.field, e.unknown_item), ("event", false), "{e}");
+        assert!(event(None, None, "skip").validate(&rules).is_ok());
+        let only_b = |id: &str| id == "b";
+        let checked = EventRules {
+            is_stored: Some(&only_b),
+            ..rules
+        };
+        let e = event(None, None, "click").validate(&checked).unwrap_err();
+        assert_eq!((e.field, e.unknown_item), ("item", true), "{e}");
     }
 
     #[test]

@@ -103,11 +103,13 @@ pub async fn read_events<S: VectorStore>(
 ) -> Result<(Vec<Interaction>, Vec<Reject>, bool), RankError> {
     let stored = stored_item_ids(store, config).await?;
     let is_stored = |id: &str| stored.as_ref().is_some_and(|ids| ids.contains(id));
+    let vocabulary = config.rank.event_vocabulary();
     let rules = EventRules {
         now: chrono::Utc::now().timestamp(),
         is_stored: stored
             .is_some()
             .then_some(&is_stored as &(dyn Fn(&str) -> bool + Sync)),
+        vocabulary: Some(&vocabulary),
     };
     let (events, rejects) = read_file(path, &rules)?;
     Ok((events, rejects, stored.is_some()))

@@ -3,6 +3,7 @@
 
 pub mod qdrant;
 pub mod scripted_llm;
+pub mod server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

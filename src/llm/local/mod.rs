@@ -12,6 +12,7 @@ pub mod q8;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -162,6 +163,21 @@ impl LocalLlm {
         Ok((g.text, g.finish.as_str().to_string(), g.stats))
     }
 
+    /// [`Self::generate_blocking`] that stops at the next token once `cancelled` is set (by a
+    /// [`CancelOnDrop`] in the future that waits for it).
+    pub fn generate_cancellable(
+        &self,
+        prompt: &str,
+        request: &ChatRequest,
+        schema: Option<&serde_json::Value>,
+        cancelled: &AtomicBool,
+    ) -> Result<(String, String, GenerationStats), LlmError> {
+        let stop = || cancelled.load(Ordering::Relaxed);
+        let mut control = Control::default().cancelled(&stop);
+        let g = self.generate(prompt, request, schema, &mut control)?;
+        Ok((g.text, g.finish.as_str().to_string(), g.stats))
+    }
+
     /// Generate from an already rendered prompt (blocking), under `control`: text is handed
     /// to `control.on_text` as it is decoded, and generation stops at `max_tokens` (clamped to
     /// the room the prompt leaves in the context), a `stop` string, the end of a constrained
@@ -256,6 +272,16 @@ impl LocalLlm {
             finish,
             stats,
         })
+    }
+}
+
+/// Sets its flag when dropped: a request future dropped because the client went away (or a
+/// deadline passed) stops its generation at the next token.
+pub struct CancelOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -544,8 +570,12 @@ impl LocalLlm {
         let prompt = self.tokenizer.render_chat_safe(&request.messages)?;
         let this = self.clone();
         let req = request.clone();
+        // A dropped future (a timed-out or abandoned request) stops generation at the next token
+        // instead of generating on for nobody.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (text, finish, stats) = tokio::task::spawn_blocking(move || {
-            this.generate_blocking(&prompt, &req, req.json_schema.as_ref())
+            this.generate_cancellable(&prompt, &req, req.json_schema.as_ref(), &cancel)
         })
         .await
         .map_err(|e| LlmError::Model(format!("generation task failed: {e}")))??;

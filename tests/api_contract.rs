@@ -1,0 +1,249 @@
+//! The API's contract at its edges, through the real server: deadlines (a write past
+//! `api.timeout_s` finishes under its lock, an LLM call stops), redirects, long URIs, the auth
+//! header's scheme in any case, rate limits for unknown keys, and request ids in the log.
+
+mod common;
+
+use common::server::{send, start, start_with, test_docs, Server, OPERATOR, READER, WRITER};
+use common::{run, signaldesk, stderr};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Lines of the server's log that contain every one of `needles`.
+fn log_lines_with(server: &Server, needles: &[&str]) -> Vec<String> {
+    server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redirects_long_uris_auth_schemes_unknown_keys_and_the_access_log() {
+    let server = start("rate_per_key = 2\nrate_burst = 2\n", "");
+    let url = |path: &str| format!("{}{path}", server.url);
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // GET / is a redirect to the editorial page, with its Location, not a rewritten error.
+    let r = plain.get(url("/")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/editorial");
+
+    // A request target over the API's bound is the JSON error naming the URI.
+    let long = format!("/v1/search?q={}", "a".repeat(20_000));
+    let r = plain
+        .get(url(&long))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 414);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+        (Some("too_large"), Some("uri")),
+        "{v}"
+    );
+
+    // The scheme of `Authorization` is case-insensitive.
+    let r = plain
+        .get(url("/v1/taxonomy?q=grain"))
+        .header("authorization", format!("bearer {READER}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+
+    // Unknown keys share one rate bucket: guessing is limited like using a key (2/s here),
+    // and the guesses do not spend a known key's rate.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let (status, v) = send(
+            &plain,
+            Method::GET,
+            &url("/v1/taxonomy"),
+            Some(&format!("guess-{i}")),
+            None,
+        )
+        .await;
+        if status == 429 {
+            assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+        }
+        statuses.push(status);
+    }
+    assert!(statuses.contains(&401), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let (status, v) = send(
+        &plain,
+        Method::GET,
+        &url("/v1/taxonomy"),
+        Some(WRITER),
+        None,
+    )
+    .await;
+    assert_ne!(status, 429, "{v}");
+
+    // One access-log line per request at the default log level, with its request id.
+    let r = plain
+        .get(url("/v1/taxonomy?q=corn"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = log_lines_with(&server, &[&id, "served", "/v1/taxonomy", "status=200"]);
+        if !lines.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines.len(), 1, "{:?}", server.log.lock().unwrap());
+}
+
+/// The collection's item and chunk counts and BM25 statistics, read by `collections info` on a
+/// stopped server's data dir.
+fn collection_stats(server: &mut Server) -> (u64, u64, f64) {
+    assert!(server.stop().success());
+    let o = run(signaldesk(server.work.path())
+        .env("SIGNALDESK_CONFIG", &server.config)
+        .args(["collections", "info", "content", "--json"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    (
+        v["items"].as_u64().unwrap(),
+        v["chunks"].as_u64().unwrap(),
+        v["bm25_avg_len"].as_f64().unwrap(),
+    )
+}
+
+/// POST `docs` until it is answered 200 (a 504 means the write lock was busy or the write ran
+/// past the deadline; the write is idempotent, so a retry is safe).
+async fn post_until_written(client: &reqwest::Client, server: &Server, key: &str, docs: &[Value]) {
+    for _ in 0..120 {
+        let (status, v) = send(
+            client,
+            Method::POST,
+            &format!("{}/v1/content", server.url),
+            Some(key),
+            Some(json!(docs)),
+        )
+        .await;
+        match status {
+            200 => return,
+            504 => assert_eq!(v["error"]["code"], "timeout", "{v}"),
+            _ => panic!("{status}: {v}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("the write never went through");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_past_the_deadline_finishes_under_its_lock_and_answers_the_json_error() {
+    let docs = test_docs(300);
+    let (slow, quick) = docs.split_at(280);
+    let client = reqwest::Client::new();
+
+    // Serially, with time to spare: the statistics two writes leave.
+    let mut serial = start("", "");
+    post_until_written(&client, &serial, WRITER, slow).await;
+    post_until_written(&client, &serial, WRITER, quick).await;
+    let expected = collection_stats(&mut serial);
+
+    // A slow write past a 1 s deadline, and a second write sent while it runs.
+    let mut server = start("timeout_s = 1\n", "");
+    let first = {
+        let client = client.clone();
+        let url = format!("{}/v1/content", server.url);
+        let body = json!(slow);
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(WRITER)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+            (r.status().as_u16(), id, r.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    post_until_written(&client, &server, WRITER, quick).await;
+    let (status, request_id, v) = first.await.unwrap();
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (504, Some("timeout")),
+        "the slow write was meant to pass the deadline: {v}"
+    );
+    // The error line in the log carries the request's id.
+    assert!(
+        !log_lines_with(&server, &[&request_id, "WARN", "api.timeout_s"]).is_empty(),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
+    // The slow write finished (under its lock); writing it again changes nothing.
+    post_until_written(&client, &server, WRITER, slow).await;
+    let got = collection_stats(&mut server);
+    assert_eq!(got.0, expected.0, "items");
+    assert_eq!(got.1, expected.1, "chunks");
+    assert!(
+        (got.2 - expected.2).abs() < 1e-9,
+        "BM25 average length {} (serial: {})",
+        got.2,
+        expected.2
+    );
+}
+
+/// The local LLM's generated-token count on `/metrics`.
+async fn generated_tokens(client: &reqwest::Client, server: &Server) -> f64 {
+    let text = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("signaldesk_llm_completion_tokens_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn summaries_past_the_deadline_stop_generating() {
+    let server = start_with("timeout_s = 1\n", "", &[("SIGNALDESK_API__LLM", "true")]);
+    let client = reqwest::Client::new();
+    let items: Vec<Value> = test_docs(9)
+        .into_iter()
+        .map(|d| json!({"id": d["id"], "title": d["title"], "body": d["body"]}))
+        .collect();
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &format!("{}/v1/summarize", server.url),
+        Some(OPERATOR),
+        Some(json!(items)),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (504, Some("timeout")),
+        "{v}"
+    );
+    // Generation stops at the next token: the count settles at once and stays put.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let settled = generated_tokens(&client, &server).await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(generated_tokens(&client, &server).await, settled);
+}
