@@ -4,8 +4,8 @@
 mod common;
 
 use common::server::{
-    gz_lines, listening_url_and_log, post, send, start, start_with, test_docs, Server, EDITOR,
-    OPERATOR, READER, WRITER,
+    gz_lines, ingest_and_enrich, listening_url_and_log, post, send, start, start_with, test_docs,
+    Server, EDITOR, OPERATOR, READER, WRITER,
 };
 use common::{run, signaldesk, stderr};
 use serde_json::{json, Value};
@@ -484,16 +484,104 @@ async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
         assert_eq!(status, 202, "{v}");
         assert_eq!(v["recorded"]["editor"], "writer");
     }
+    // Decisions are validated: additions come from the taxonomy; accept and reject are for the
+    // item's own tags (an accepted label the item lacks would become false gold).
+    for (label, verdict) in [("not-a-concept", "add"), (added, "accept")] {
+        let other = ["gold", "coffee", "cocoa", "sugar"]
+            .into_iter()
+            .find(|l| *l != added && tags.iter().all(|t| t["id"] != *l))
+            .unwrap();
+        let label = if verdict == "accept" { other } else { label };
+        let (status, v) = send(
+            &client,
+            Method::POST,
+            &feedback,
+            Some(WRITER),
+            Some(json!({"type": "tag", "item": first_id, "label": label, "verdict": verdict})),
+        )
+        .await;
+        assert_eq!(
+            (
+                status,
+                v["error"]["code"].as_str(),
+                v["error"]["field"].as_str()
+            ),
+            (422, Some("invalid_label"), Some("label")),
+            "{verdict} {label}: {v}"
+        );
+    }
     let (status, v) = send(
         &client,
         Method::POST,
         &feedback,
         Some(WRITER),
-        Some(json!({"type": "tag", "item": first_id, "label": "not-a-concept", "verdict": "add"})),
+        Some(json!({"type": "tag", "item": "no-such-item", "label": added, "verdict": "add"})),
     )
     .await;
-    assert_eq!((status, v["error"]["field"].as_str()), (400, Some("label")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("unknown_item")),
+        "{v}"
+    );
+
+    // The decisions change what is served at once: the search filter on the rejected tag no
+    // longer finds the item, the one on the added tag does, and hits carry the served tags.
+    let filtered = |tag: &str| {
+        format!(
+            "{}?q={}&k=50&filter=tags%3D{tag}",
+            url("/v1/search"),
+            docs[0]["title"]
+                .as_str()
+                .unwrap()
+                .replace(' ', "+")
+                .replace('&', "%26")
+        )
+    };
+    let found = |v: &Value| {
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == first_id.as_str())
+            .cloned()
+    };
+    let (status, v) = send(
+        &client,
+        Method::GET,
+        &filtered(&rejected),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        found(&v).is_none(),
+        "the rejected tag still finds the item: {v}"
+    );
+    let (_, v) = send(&client, Method::GET, &filtered(added), Some(READER), None).await;
+    let hit = found(&v).unwrap_or_else(|| panic!("the added tag does not find the item: {v}"));
+    let hit_text = hit.to_string();
+    assert!(hit_text.contains(added), "{hit}");
     let (_, v) = send(&client, Method::GET, &item_url, Some(READER), None).await;
+    let served: Vec<&str> = v["served_tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        served.contains(&added) && !served.contains(&rejected.as_str()),
+        "{v}"
+    );
+    // The model's own tags stay in the lineage (its scores), the rejected one included.
+    assert!(
+        v["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == rejected.as_str() && t["source"] == "knn"),
+        "{v}"
+    );
     let verdict = |label: &str| {
         v["tags"]
             .as_array()
@@ -525,6 +613,19 @@ async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
         "{metrics}"
     );
     let last = docs.last().unwrap()["id"].as_str().unwrap().to_string();
+    // A decision on the item that is then deleted: archived with it, not resurrected.
+    let last_url = url(&format!("/v1/content/{last}"));
+    let (_, v) = send(&client, Method::GET, &last_url, Some(READER), None).await;
+    let last_tag = v["tags"][0]["id"].as_str().unwrap().to_string();
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &feedback,
+        Some(WRITER),
+        Some(json!({"type": "tag", "item": last, "label": last_tag, "verdict": "reject"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
     // Deleting needs the delete scope: not an editor's, not a calling service's write key.
     for key in [WRITER, EDITOR] {
         let (status, v) = send(
@@ -555,6 +656,42 @@ async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
     )
     .await;
     assert_eq!(status, 404);
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/content"),
+        Some(WRITER),
+        Some(json!([docs.last().unwrap()])),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = send(&client, Method::GET, &last_url, Some(READER), None).await;
+    assert_eq!(v["decisions"], json!([]), "{v}");
+    // A second item, partly reviewed: one of its tags rejected, the rest left as they are.
+    let partly = docs[1]["id"].as_str().unwrap().to_string();
+    let (_, v) = send(
+        &client,
+        Method::GET,
+        &url(&format!("/v1/content/{partly}")),
+        Some(READER),
+        None,
+    )
+    .await;
+    let partly_tags: Vec<String> = v["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &feedback,
+        Some(EDITOR),
+        Some(json!({"type": "tag", "item": partly, "label": partly_tags[0], "verdict": "reject"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
     assert!(server.stop().success(), "a graceful stop exits 0");
 
     // The decisions become golden data.
@@ -574,11 +711,31 @@ async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 1, "{gold}");
-    assert_eq!(lines[0]["id"], first_id.as_str());
-    assert_eq!(lines[0]["labels"], json!([added]));
-    assert_eq!(lines[0]["rejected"], json!([rejected]));
-    assert_eq!(lines[0]["body"], docs[0]["body"]);
+    // The reviewed items with their labels as decided (the partly reviewed one too, its
+    // unreviewed model tags kept and named); the deleted item's decision is not there.
+    let by_id = |id: &str| lines.iter().find(|l| l["id"] == id).cloned();
+    assert_eq!(
+        lines.len(),
+        if partly_tags.len() > 1 { 2 } else { 1 },
+        "{gold}"
+    );
+    let first = by_id(&first_id).unwrap();
+    let mut expected: Vec<String> = tags
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .filter(|t| *t != rejected)
+        .collect();
+    expected.push(added.to_string());
+    assert_eq!(first["labels"], json!(expected), "{first}");
+    assert_eq!(first["rejected"], json!([rejected]));
+    assert_eq!(first["body"], docs[0]["body"]);
+    assert!(by_id(&last).is_none(), "{gold}");
+    if partly_tags.len() > 1 {
+        let second = by_id(&partly).unwrap();
+        assert_eq!(second["labels"], json!(partly_tags[1..]), "{second}");
+        assert_eq!(second["unreviewed"], json!(partly_tags[1..]), "{second}");
+    }
+    assert!(stderr(&o).contains("partly reviewed"), "{}", stderr(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -679,39 +836,6 @@ async fn summaries_and_chat_completions_come_from_the_local_model_behind_the_key
 }
 
 /// Ingest `docs` through the API and tag them with an enrichment job; waits for it.
-async fn ingest_and_enrich(client: &reqwest::Client, server: &Server, docs: &[Value]) {
-    use reqwest::Method;
-    let url = |path: &str| format!("{}{path}", server.url);
-    let (status, v) = send(
-        client,
-        Method::POST,
-        &url("/v1/content"),
-        Some(WRITER),
-        Some(json!(docs)),
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
-    let (status, job) = send(
-        client,
-        Method::POST,
-        &url("/v1/enrich"),
-        Some(OPERATOR),
-        None,
-    )
-    .await;
-    assert_eq!(status, 202, "{job}");
-    let job_url = url(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()));
-    for _ in 0..600 {
-        let (_, v) = send(client, Method::GET, &job_url, Some(READER), None).await;
-        if v["state"] == "done" {
-            return;
-        }
-        assert_eq!(v["state"], "running", "{v}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the enrichment job did not finish in a minute");
-}
-
 /// A free port on 127.0.0.1.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -1072,9 +1196,12 @@ async fn the_cli_and_the_api_share_one_path_for_enrichment_and_events() {
         json!({"user": "u1", "item": known, "event": "rating", "timestamp": "2026-01-02"}),
         json!({"user": "u1", "item": known, "event": "click", "timestamp": "yesterday"}),
         json!({"user": " ", "item": known, "event": "click", "timestamp": "2026-01-02"}),
+        json!({"user": "u1", "item": known, "event": "clik", "timestamp": "2026-01-02"}),
     ];
+    // An unknown item is 422 `unknown_item`; every other fault is a 400 naming its field.
+    let statuses = [202, 400, 422, 400, 400, 400, 400, 400];
     let mut api_verdicts = Vec::new();
-    for e in &events {
+    for (e, expected) in events.iter().zip(statuses) {
         let mut body = e.clone();
         body["type"] = json!("event");
         let (status, v) = send(
@@ -1085,9 +1212,10 @@ async fn the_cli_and_the_api_share_one_path_for_enrichment_and_events() {
             Some(body),
         )
         .await;
+        assert_eq!(status, expected, "{e}: {v}");
         api_verdicts.push(match status {
             202 => None,
-            400 => Some(format!(
+            400 | 422 => Some(format!(
                 "field `{}`: {}",
                 v["error"]["field"].as_str().unwrap(),
                 v["error"]["message"].as_str().unwrap()

@@ -265,3 +265,100 @@ pub fn top_n(scores: impl Iterator<Item = (usize, f32)>, n: usize) -> Vec<(usize
     v.sort_by(cmp);
     v
 }
+
+/// Why a backfilled item is in a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backfill {
+    /// Among the most recently published.
+    Fresh,
+    /// Among the most engaged-with.
+    Popular,
+    /// The freshest item of a tag the list does not cover yet.
+    Diverse,
+    /// Anything else unseen, in catalogue order (a catalogue with no dates and no events).
+    Catalogue,
+}
+
+impl Backfill {
+    /// The source name lists carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Popular => "popular",
+            Self::Diverse => "diverse",
+            Self::Catalogue => "catalogue",
+        }
+    }
+}
+
+/// Up to `n` items to fill a list the ranker left short (a new reader with no history, a
+/// `dense` list with no profile, a user who has seen everything the sources proposed): fresh,
+/// popular and diverse items in turn, then the rest of the catalogue, never one the user has
+/// seen, the seed, an item in `taken`, or one the objectives' hard filters keep out at `now`.
+pub fn backfill(
+    catalogue: &Catalogue,
+    signals: &InteractionSignals,
+    user: &UserContext,
+    taken: &[usize],
+    objectives: &crate::config::ObjectivesConfig,
+    n: usize,
+) -> Vec<(usize, Backfill)> {
+    let eligible = |i: usize| {
+        !user.history.seen.contains(&i)
+            && user.seed != Some(i)
+            && !taken.contains(&i)
+            && super::rerank::showable(catalogue, i, objectives, user.now)
+    };
+    let mut fresh: Vec<usize> = (0..catalogue.len())
+        .filter(|&i| catalogue.items[i].published.is_some())
+        .collect();
+    fresh.sort_by_key(|&i| (std::cmp::Reverse(catalogue.items[i].published), i));
+    // Diverse: each tag's freshest item, tags taken by how many items they cover.
+    let mut by_tag: HashMap<&str, Vec<usize>> = HashMap::new();
+    let undated = (0..catalogue.len()).filter(|&i| catalogue.items[i].published.is_none());
+    for i in fresh.iter().copied().chain(undated) {
+        if let Some((tag, _)) = catalogue.items[i].tags.first() {
+            by_tag.entry(tag.as_str()).or_default().push(i);
+        }
+    }
+    let mut tags: Vec<(&str, Vec<usize>)> = by_tag.into_iter().collect();
+    tags.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+    let diverse: Vec<usize> = tags
+        .iter()
+        .filter_map(|(_, items)| items.first().copied())
+        .collect();
+    let lists: [(Backfill, &[usize]); 3] = [
+        (Backfill::Fresh, &fresh),
+        (Backfill::Popular, &signals.by_popularity),
+        (Backfill::Diverse, &diverse),
+    ];
+    let mut cursors = [0usize; 3];
+    let mut out: Vec<(usize, Backfill)> = Vec::with_capacity(n);
+    let mut chosen = std::collections::HashSet::new();
+    let mut exhausted = false;
+    while out.len() < n && !exhausted {
+        exhausted = true;
+        for (k, (why, list)) in lists.iter().enumerate() {
+            while let Some(&i) = list.get(cursors[k]) {
+                cursors[k] += 1;
+                if eligible(i) && chosen.insert(i) {
+                    out.push((i, *why));
+                    exhausted = false;
+                    break;
+                }
+            }
+            if out.len() == n {
+                return out;
+            }
+        }
+    }
+    for i in 0..catalogue.len() {
+        if out.len() == n {
+            break;
+        }
+        if eligible(i) && chosen.insert(i) {
+            out.push((i, Backfill::Catalogue));
+        }
+    }
+    out
+}

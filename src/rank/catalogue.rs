@@ -20,7 +20,8 @@ pub struct CatalogueItem {
     pub published: Option<i64>,
     /// Not recommendable before this time (`embargo_until`, top level or in `metadata`).
     pub embargo_until: Option<i64>,
-    /// Enrichment's tags with their confidence (`tag_scores`), or `tags` at confidence 1.
+    /// The served tags (`tags`, editors' decisions applied) at the model's confidence
+    /// (`tag_scores`), or 1 for an editor's addition.
     pub tags: Vec<(String, f32)>,
     /// The whole first chunk's payload, for numeric features and business rules.
     pub payload: Map<String, Value>,
@@ -150,26 +151,32 @@ fn item_from_payload(id: String, payload: Map<String, Value>) -> CatalogueItem {
                 _ => None,
             })
     };
-    let tags = match payload.get("tag_scores").and_then(Value::as_array) {
-        Some(scored) => scored
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.get("label")?.as_str()?.to_string(),
-                    t.get("confidence").and_then(Value::as_f64).unwrap_or(1.0) as f32,
-                ))
-            })
-            .collect(),
-        None => payload
-            .get("tags")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| Some((t.as_str()?.to_string(), 1.0)))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
+    // The served tags (`tags`: the model's with editors' decisions applied), each at the model's
+    // confidence (`tag_scores`) when it has one, an editor's addition at 1.
+    let confidence: HashMap<&str, f32> = payload
+        .get("tag_scores")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some((
+                t.get("label")?.as_str()?,
+                t.get("confidence").and_then(Value::as_f64).unwrap_or(1.0) as f32,
+            ))
+        })
+        .collect();
+    let tags = payload
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    let t = t.as_str()?;
+                    Some((t.to_string(), confidence.get(t).copied().unwrap_or(1.0)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     CatalogueItem {
         title: text("title").unwrap_or_default(),
         source: text("source"),

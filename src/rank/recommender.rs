@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blend::BlendModel;
 use super::candidates::{
-    CandidateSource, CoOccurrence, Dense, MoreLikeThis, Popularity, UserContext,
+    backfill, Backfill, CandidateSource, CoOccurrence, Dense, MoreLikeThis, Popularity, UserContext,
 };
 use super::catalogue::{dot, numeric_field, Catalogue};
 use super::rerank::{rerank, Scored};
@@ -90,6 +90,8 @@ pub struct Recommended {
     pub features: BTreeMap<String, f32>,
     /// The blend's per-feature logit shares, then what each objective added.
     pub contributions: BTreeMap<String, f32>,
+    /// Why it is in the list, in words a reader could be shown.
+    pub reason: String,
 }
 
 /// A catalogue, the signals of an interaction log, and the store the dense sources search.
@@ -277,7 +279,12 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
         };
         Ok(candidates
             .iter()
-            .filter(|c| ranker == RankerKind::Blend || c.sources.contains(&ranker.name()))
+            .filter(|c| {
+                ranker == RankerKind::Blend
+                    || c.sources.contains(&ranker.name())
+                    // A seed's neighbours are the dense list of a "more like this" request.
+                    || (ranker == RankerKind::Dense && c.sources.contains(&"more_like_this"))
+            })
             .map(|c| {
                 let mut contributions = BTreeMap::new();
                 let score = match (&columns, model) {
@@ -332,7 +339,8 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
         );
         let names = self.feature_names();
         let by_item: HashMap<usize, &Candidate> = candidates.iter().map(|c| (c.item, c)).collect();
-        Ok(ranked
+        let seed_title = ctx.seed.map(|s| self.catalogue.items[s].title.clone());
+        let mut out: Vec<Recommended> = ranked
             .into_iter()
             .map(|s| {
                 let c = by_item[&s.item];
@@ -348,8 +356,74 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                         .zip(c.features.iter().copied())
                         .collect(),
                     contributions: s.contributions,
+                    reason: reason(&c.sources, seed_title.as_deref()),
                 }
             })
-            .collect())
+            .collect();
+        // A list holds k items whenever the catalogue has k the user can be shown.
+        if out.len() < request.k {
+            let taken: Vec<usize> = out
+                .iter()
+                .filter_map(|r| self.catalogue.position(&r.id))
+                .collect();
+            let fill = backfill(
+                &self.catalogue,
+                &self.signals,
+                &ctx,
+                &taken,
+                &request.objectives,
+                request.k - out.len(),
+            );
+            for (i, why) in fill {
+                let item = &self.catalogue.items[i];
+                out.push(Recommended {
+                    id: item.id.clone(),
+                    title: item.title.clone(),
+                    score: 0.0,
+                    sources: vec![why.name()],
+                    features: names.iter().cloned().zip(self.features(&ctx, i)).collect(),
+                    contributions: BTreeMap::new(),
+                    reason: backfill_reason(why, item),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Why a ranked item is in a list: its strongest source, in words.
+fn reason(sources: &[&str], seed_title: Option<&str>) -> String {
+    let has = |s: &str| sources.contains(&s);
+    if has("more_like_this") {
+        return format!(
+            "more like \"{}\"",
+            seed_title.unwrap_or("the item you opened")
+        );
+    }
+    if has("cooccurrence") {
+        "read by readers who read what you read".into()
+    } else if has("dense") {
+        "close to what you have read".into()
+    } else {
+        "popular with readers".into()
+    }
+}
+
+/// Why a backfilled item is in a list.
+fn backfill_reason(why: Backfill, item: &super::catalogue::CatalogueItem) -> String {
+    match why {
+        Backfill::Fresh => match item
+            .published
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        {
+            Some(at) => format!("new: published {}", at.format("%Y-%m-%d")),
+            None => "new".into(),
+        },
+        Backfill::Popular => "popular with readers".into(),
+        Backfill::Diverse => match item.tags.first() {
+            Some((tag, _)) => format!("something different: {tag}"),
+            None => "something different".into(),
+        },
+        Backfill::Catalogue => "from the archive".into(),
     }
 }

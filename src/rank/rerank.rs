@@ -23,6 +23,16 @@ pub struct Scored {
     pub contributions: BTreeMap<String, f32>,
 }
 
+/// The hard filters: an embargoed item, or one with an excluded tag, never appears in a list.
+pub fn showable(catalogue: &Catalogue, i: usize, objectives: &ObjectivesConfig, now: i64) -> bool {
+    let item = &catalogue.items[i];
+    item.embargo_until.is_none_or(|t| t <= now)
+        && !item
+            .tags
+            .iter()
+            .any(|(t, _)| objectives.excluded_tags.contains(t))
+}
+
 /// Apply `objectives` at time `now` and keep the best `k`, in order.
 pub fn rerank(
     mut candidates: Vec<Scored>,
@@ -31,15 +41,7 @@ pub fn rerank(
     now: i64,
     k: usize,
 ) -> Vec<Scored> {
-    // Hard filters: embargoed items and excluded tags never appear.
-    candidates.retain(|c| {
-        let item = &catalogue.items[c.item];
-        item.embargo_until.is_none_or(|t| t <= now)
-            && !item
-                .tags
-                .iter()
-                .any(|(t, _)| objectives.excluded_tags.contains(t))
-    });
+    candidates.retain(|c| showable(catalogue, c.item, objectives, now));
     for c in &mut candidates {
         let item = &catalogue.items[c.item];
         for boost in &objectives.boosts {

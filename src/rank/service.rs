@@ -247,10 +247,12 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
         let experiments = self.experiments.current()?;
         let mut objectives = settings.objectives.clone();
         let mut model = self.model.clone();
-        let mut kind = ranker.unwrap_or(if model.is_some() {
-            RankerKind::Blend
-        } else {
-            RankerKind::Popularity
+        // Without a trained blend: a seed's neighbours ("more like this"), else popularity; a
+        // short list is filled either way (see `Recommender::recommend`).
+        let mut kind = ranker.unwrap_or(match (&model, seed) {
+            (Some(_), _) => RankerKind::Blend,
+            (None, Some(_)) => RankerKind::Dense,
+            (None, None) => RankerKind::Popularity,
         });
         let mut assignment = None;
         if let Some(name) = experiment {

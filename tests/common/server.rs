@@ -220,3 +220,37 @@ pub fn test_docs(n: usize) -> Vec<Value> {
     })
     .collect()
 }
+
+/// POST `docs` and run an enrichment job over the collection to its end.
+pub async fn ingest_and_enrich(client: &reqwest::Client, server: &Server, docs: &[Value]) {
+    use reqwest::Method;
+    let url = |path: &str| format!("{}{path}", server.url);
+    let (status, v) = send(
+        client,
+        Method::POST,
+        &url("/v1/content"),
+        Some(WRITER),
+        Some(json!(docs)),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, job) = send(
+        client,
+        Method::POST,
+        &url("/v1/enrich"),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let job_url = url(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()));
+    for _ in 0..600 {
+        let (_, v) = send(client, Method::GET, &job_url, Some(READER), None).await;
+        if v["state"] == "done" {
+            return;
+        }
+        assert_eq!(v["state"], "running", "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the enrichment job did not finish in a minute");
+}
