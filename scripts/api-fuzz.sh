@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Bad input against the real server: schemathesis generates requests from /openapi.json (valid
+# The API's contract against the real server: /openapi.json passes openapi-spec-validator, a
+# client generated from it calls the main routes (scripts/api_client_check.py), then bad input:
+# schemathesis generates requests from /openapi.json (valid
 # and invalid bodies, parameters and headers) and checks every answer's status code, content
 # type, headers and body against the document (503 and 504 included, which must be the JSON
 # error); the server's own counts then show no 5xx but those. Fails below 500 requests answered.
@@ -14,7 +16,8 @@ bin="$(realpath "${1:-$target/debug/signaldesk}")"
 examples="${FUZZ_EXAMPLES:-100}"
 
 venv="$target/schemathesis-venv"
-if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF -f scripts/api-fuzz-requirements.txt; then
+# (Re)installed unless every pinned requirement is there.
+if [ ! -x "$venv/bin/schemathesis" ] || "$venv/bin/pip" freeze 2>/dev/null | grep -vxFq -f - scripts/api-fuzz-requirements.txt; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/api-fuzz-requirements.txt
 fi
@@ -43,6 +46,14 @@ export SIGNALDESK_CONFIG="$work/signaldesk.toml"
 "$bin" serve --addr 127.0.0.1:0 2> "$work/server.log" &
 server=$!
 url="$(server_url "$server" "$work/server.log" 300)"
+# The contract first, on a fresh server: the document is valid OpenAPI, and a client generated
+# from it (openapi-python-client) calls content, search, tag, feedback and recommend.
+curl -sf "$url/openapi.json" > "$work/openapi.json"
+"$venv/bin/openapi-spec-validator" "$work/openapi.json"
+mkdir -p "$work/gen"
+(cd "$work/gen" && PATH="$(realpath "$venv/bin"):$PATH" \
+  "$(realpath "$venv/bin/openapi-python-client")" generate --path ../openapi.json --meta none >/dev/null)
+PYTHONPATH="$work/gen" "$venv/bin/python" scripts/api_client_check.py "$url" "$key"
 answered() {
   curl -s "$url/metrics" | awk '/^signaldesk_http_request_duration_seconds_count/ { n += $2 } END { print n + 0 }'
 }

@@ -103,6 +103,10 @@ pub struct ApiConfig {
     pub queue: usize,
     /// Most query texts of concurrent requests embedded in one forward pass.
     pub embed_batch: usize,
+    /// A development run: the server starts even with a key whose hash is the documented
+    /// example key's (`dev-key-change-me`, in deploy/signaldesk.toml), which it otherwise
+    /// refuses, since anyone who read the docs holds that key.
+    pub development: bool,
 }
 
 impl Default for ApiConfig {
@@ -123,6 +127,7 @@ impl Default for ApiConfig {
             workers: 0,
             queue: 64,
             embed_batch: 32,
+            development: false,
         }
     }
 }

@@ -1044,12 +1044,36 @@ async fn the_compose_configuration_serves_against_a_qdrant_server() {
     let data = common::root().join("golden-datasets/reuters21578/modapte90");
     // deploy/signaldesk.toml as docker-compose.yml mounts it; only what differs outside the
     // container is overridden: the Qdrant address, the taxonomy's path, the listening address.
+    let refused = signaldesk(work.path())
+        .env(
+            "SIGNALDESK_CONFIG",
+            common::root().join("deploy/signaldesk.toml"),
+        )
+        .env("SIGNALDESK_STORE__URL", qdrant.url())
+        .env("SIGNALDESK_API__TAXONOMY", data.join("taxonomy.tsv"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    // The deployed configuration's key is the documented example: refused outside a
+    // development run.
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("example key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let mut child = signaldesk(work.path())
         .env(
             "SIGNALDESK_CONFIG",
             common::root().join("deploy/signaldesk.toml"),
         )
         .env("SIGNALDESK_STORE__URL", qdrant.url())
+        .env("SIGNALDESK_API__DEVELOPMENT", "true")
         .env("SIGNALDESK_API__TAXONOMY", data.join("taxonomy.tsv"))
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stderr(Stdio::piped())

@@ -247,3 +247,87 @@ async fn summaries_past_the_deadline_stop_generating() {
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     assert_eq!(generated_tokens(&client, &server).await, settled);
 }
+
+/// The ids of a recommendation answer, and each item's reason.
+fn listed(v: &Value) -> Vec<(String, String)> {
+    v["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_reader_gets_a_full_list_with_reasons() {
+    // A fresh install: content, no events, no trained blend.
+    let server = start("", "");
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let docs = test_docs(30);
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/content"),
+        Some(WRITER),
+        Some(json!(docs)),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let recommend = |body: Value| {
+        let client = client.clone();
+        let url = url("/v1/recommend");
+        async move { send(&client, Method::POST, &url, Some(READER), Some(body)).await }
+    };
+
+    // A new reader: k items, each with its reason.
+    let (status, v) = recommend(json!({"user": "alice", "k": 10})).await;
+    assert_eq!(status, 200, "{v}");
+    let first = listed(&v);
+    assert_eq!(first.len(), 10, "{v}");
+    assert!(first.iter().all(|(_, why)| !why.is_empty()), "{v}");
+
+    // After a click on the top item: still k items, without it.
+    let clicked = first[0].0.clone();
+    let event = json!({"type": "event", "user": "alice", "item": clicked, "event": "click"});
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url("/v1/feedback"),
+        Some(WRITER),
+        Some(event),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let (_, v) = recommend(json!({"user": "alice", "k": 10})).await;
+    let after = listed(&v);
+    assert_eq!(after.len(), 10, "{v}");
+    assert!(after.iter().all(|(id, _)| *id != clicked), "{v}");
+
+    // A new reader asking for the dense ranker (no profile yet) still gets a full list.
+    let (_, v) = recommend(json!({"user": "bob", "k": 10, "ranker": "dense"})).await;
+    assert_eq!(listed(&v).len(), 10, "{v}");
+
+    // A seed: more like it, from the store, the seed itself never listed.
+    let seed = docs[3]["id"].as_str().unwrap();
+    let (_, v) = recommend(json!({"user": "carol", "k": 5, "seed": seed})).await;
+    let similar = listed(&v);
+    assert_eq!(similar.len(), 5, "{v}");
+    assert!(similar.iter().all(|(id, _)| id != seed), "{v}");
+    assert!(similar[0].1.starts_with("more like"), "{v}");
+
+    // More than the catalogue holds: every item the reader has not seen, once.
+    let (_, v) = recommend(json!({"user": "alice", "k": 100})).await;
+    let all = listed(&v);
+    let unique: std::collections::BTreeSet<&String> = all.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        (all.len(), unique.len()),
+        (docs.len() - 1, docs.len() - 1),
+        "{v}"
+    );
+}

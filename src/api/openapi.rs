@@ -150,13 +150,15 @@ pub fn document() -> Value {
 /// carries `code` and `message`.
 fn add_chat_routes(doc: &mut Value) {
     use serde_json::json;
+    doc["components"]["schemas"]["ChatErrorBody"] = json!({
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            "type": {"type": "string"}, "param": {"type": ["string", "null"]},
+            "field": {"type": "string"}}}}});
     let error = |description: &str| {
         json!({"description": description, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["error"],
-            "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"},
-                "type": {"type": "string"}, "param": {"type": ["string", "null"]},
-                "field": {"type": "string"}}}}}}}})
+            "$ref": "#/components/schemas/ChatErrorBody"}}}})
     };
     let mut errors = serde_json::Map::new();
     for (code, description) in [

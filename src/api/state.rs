@@ -37,7 +37,12 @@ pub enum ApiSetupError {
     Prompt(#[from] crate::prompts::PromptError),
     #[error("the editorial log: {0}")]
     Editorial(#[from] crate::enrich::editorial::EditorialError),
+    #[error("api.keys: key {0:?} is the documented example key (dev-key-change-me), which anyone who read the docs holds: make a key with `signaldesk serve --hash-key NEW_KEY`, or set api.development = true (SIGNALDESK_API__DEVELOPMENT=true) for a development run")]
+    ExampleKey(String),
 }
+
+/// The hash of the example key the docs and deploy/signaldesk.toml show.
+const EXAMPLE_KEY_SHA256: &str = "57c8139db7290a9064aa57837c951138a32df40cca3aca526319f55651368823";
 
 /// Moves a value to the heap for the rest of the process. The taggers, summarizer and
 /// recommender borrow the store, embedder, taxonomy, configuration and LLM, and a server's state
@@ -54,6 +59,17 @@ impl ApiState {
         let Some(&default_tagger) = config.api.taggers.first() else {
             return Err(ApiSetupError::NoTaggers);
         };
+        if let Some(key) = config
+            .api
+            .keys
+            .iter()
+            .find(|k| k.sha256.eq_ignore_ascii_case(EXAMPLE_KEY_SHA256))
+        {
+            if !config.api.development {
+                return Err(ApiSetupError::ExampleKey(key.name.clone()));
+            }
+            tracing::warn!(key = %key.name, "a development run: the example key is accepted");
+        }
         if config.api.keys.is_empty() {
             tracing::warn!("api.keys is empty: every /v1 request will be refused with 401");
         }

@@ -17,9 +17,11 @@ pub enum FeedbackCommand {
     /// Write editors' tag decisions (data_dir/editorial.jsonl) as golden data.
     ///
     /// One line per reviewed item of store.collection, in the tagging eval's test format:
-    /// {"id", "title", "body", "labels", "rejected", "editors"}, where labels are the model's
-    /// tags the editors accepted plus the tags they added, minus the ones they rejected (the
-    /// latest decision per label counts). `eval tagging --test FILE` reads it as it is.
+    /// {"id", "title", "body", "labels", "rejected", "added", "unreviewed", "editors"}, where
+    /// labels are the labels as decided: the item's model tags minus the ones editors rejected,
+    /// plus the ones they added (the latest decision per label counts); a partly reviewed
+    /// item's model tags nobody judged stay, named in "unreviewed". `eval tagging --test FILE`
+    /// reads it as it is.
     Export {
         /// The output format (only tagging-gold so far).
         #[arg(long, value_enum, default_value = "tagging-gold")]
@@ -278,7 +280,10 @@ pub async fn recommend(config: &Config, args: RecommendArgs) -> Result<ExitCode>
             item.title,
             item.sources.join("+")
         );
-        outln!("     {}", parts.join(", "));
+        outln!("     why: {}", item.reason);
+        if !parts.is_empty() {
+            outln!("     {}", parts.join(", "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -382,7 +382,8 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                     score: 0.0,
                     sources: vec![why.name()],
                     features: names.iter().cloned().zip(self.features(&ctx, i)).collect(),
-                    contributions: BTreeMap::new(),
+                    // No ranker scored it: relevance 0, below every ranked item.
+                    contributions: BTreeMap::from([("relevance".to_string(), 0.0)]),
                     reason: backfill_reason(why, item),
                 });
             }
