@@ -416,6 +416,12 @@ async fn the_api_end_to_end_ingest_tag_search_enrich_recommend_and_review() {
         !tags.is_empty() && tags.iter().all(|t| t["source"] == "knn"),
         "{v}"
     );
+    // The evidence is named: the labelled-memory neighbours' titles beside their ids.
+    assert!(
+        tags[0]["evidence_titles"][0]["title"].is_string(),
+        "{}",
+        tags[0]
+    );
     assert_eq!(v["lineage"]["tags"]["tagger"], "knn", "{v}");
 
     // Users' events, then a recommendation that changes with the next event.
@@ -957,6 +963,44 @@ async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decision
         )))
         .await
         .unwrap();
+    // Marked as rejected, with its history (who, when, what).
+    let marked = browser
+        .find(Locator::Css(&format!(
+            "#tags tr.tag.rejected[data-label=\"{rejected}\"] td.label"
+        )))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        marked.contains("rejected") && marked.contains("rejected by editor on"),
+        "{marked}"
+    );
+    // The search filter on the rejected tag no longer finds the item.
+    let filtered = |tag: &str| {
+        format!(
+            "{}/v1/search?k=50&filter=tags%3D{tag}&q={}",
+            server.url,
+            title.replace(' ', "+").replace('&', "%26")
+        )
+    };
+    let finds = |v: &Value| {
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["id"] == docs[0]["id"])
+    };
+    let (_, v) = send(
+        &client,
+        reqwest::Method::GET,
+        &filtered(&rejected),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert!(!finds(&v), "{v}");
     let existing: Vec<String> = {
         let mut labels = Vec::new();
         for r in browser
@@ -999,11 +1043,29 @@ async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decision
         )))
         .await
         .unwrap();
+    let (_, v) = send(
+        &client,
+        reqwest::Method::GET,
+        &filtered(added),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert!(finds(&v), "the added tag finds the item: {v}");
     let related = browser
         .find_all(Locator::Css("#related li.hit"))
         .await
         .unwrap();
     assert!(!related.is_empty(), "related items are listed");
+    // The lineage reads as sentences.
+    let lineage = browser
+        .find(Locator::Id("lineage"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(lineage.contains("Tags by the knn tagger"), "{lineage}");
     let shot = browser.screenshot().await.unwrap();
     let path = artifacts_dir().join("editorial-review.png");
     std::fs::write(&path, &shot).unwrap();
@@ -1011,6 +1073,40 @@ async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decision
         shot.starts_with(b"\x89PNG"),
         "a PNG screenshot at {}",
         path.display()
+    );
+    // At 800 px wide the verdict buttons are on screen.
+    browser.set_window_size(800, 1000).await.unwrap();
+    let button = browser
+        .find(Locator::Css("#tags tr.tag button.reject"))
+        .await
+        .unwrap();
+    let (x, _, width, _) = button.rectangle().await.unwrap();
+    let viewport: f64 = browser
+        .execute("return document.documentElement.clientWidth;", vec![])
+        .await
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    assert!(
+        x + width <= viewport,
+        "the button ends at {} of {viewport} px",
+        x + width
+    );
+    let shot = browser.screenshot().await.unwrap();
+    std::fs::write(artifacts_dir().join("editorial-review-800px.png"), &shot).unwrap();
+    // The page is served with a policy: no framing, scripts only its own.
+    let page = client
+        .get(format!("{}/editorial", server.url))
+        .send()
+        .await
+        .unwrap();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        policy.contains("frame-ancestors 'none'") && policy.contains("script-src 'sha256-"),
+        "{policy}"
     );
     browser.close().await.unwrap();
     let _ = driver.kill();
@@ -1028,7 +1124,14 @@ async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decision
     )
     .unwrap();
     assert_eq!(gold["id"], docs[0]["id"]);
-    assert_eq!(gold["labels"], json!([added]), "{gold}");
+    // The labels as decided: the model's tags but the rejected one, and the added one.
+    let mut expected: Vec<&str> = existing
+        .iter()
+        .map(String::as_str)
+        .filter(|l| *l != rejected)
+        .collect();
+    expected.push(added);
+    assert_eq!(gold["labels"], json!(expected), "{gold}");
     assert_eq!(gold["rejected"], json!([rejected]), "{gold}");
     assert_eq!(gold["editors"], json!(["editor"]), "{gold}");
 }

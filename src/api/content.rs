@@ -194,7 +194,17 @@ pub(crate) async fn get_item(
         .of_item(&id)
         .map_err(|e| unavailable("the editorial log", e))?;
     let mut labelled = reviewed_tags(extra.get("tag_scores"), &decisions);
+    let titles = evidence_titles(&state, &extra, &labelled).await;
     for tag in &mut labelled {
+        // The neighbours behind a kNN tag, by title (an editor cannot judge a bare id).
+        if let Some(evidence) = tag.get("evidence").and_then(Value::as_array) {
+            let named: Vec<Value> = evidence
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|id| json!({"id": id, "title": titles.get(id)}))
+                .collect();
+            tag["evidence_titles"] = json!(named);
+        }
         let label = tag["label"].as_str().unwrap_or_default().to_string();
         let name = state
             .taxonomy
@@ -214,6 +224,48 @@ pub(crate) async fn get_item(
         "decisions": decisions,
     }))
     .into_response())
+}
+
+/// Titles of the labelled-memory items the tags cite as evidence (the memory the tags' lineage
+/// names); an id the memory no longer holds has none.
+async fn evidence_titles(
+    state: &Arc<ApiState>,
+    extra: &Map<String, Value>,
+    tags: &[Value],
+) -> HashMap<String, String> {
+    let Some(memory) = extra
+        .get("tags_lineage")
+        .and_then(|l| l.get("memory"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return HashMap::new();
+    };
+    let ids: Vec<(String, usize)> = tags
+        .iter()
+        .filter_map(|t| t.get("evidence").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|id| (id.to_string(), 0))
+        .collect();
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    let found = off_runtime(state, move |s| async move {
+        use crate::store::VectorStore;
+        s.store.get(&memory, &ids).await
+    })
+    .await;
+    match found {
+        Ok(Ok(chunks)) => chunks
+            .into_iter()
+            .filter_map(|c| {
+                let title = c.payload.get("title")?.as_str()?.to_string();
+                Some((c.content_id, title))
+            })
+            .collect(),
+        _ => HashMap::new(),
+    }
 }
 
 /// The stored item `id`, or 404.

@@ -7,6 +7,11 @@
 //! extractive summarizer answers instead and the result says so (`fallback_reason`). Answers
 //! over their word limit are cut at the last whole sentence that fits (else at the limit) and
 //! counted (`over_limit`), so the reported share within limits is the model's own.
+//!
+//! What is served must be publishable: an answer that fails [`check_publishable`] (its last
+//! sentence unfinished, the prompt echoed, an all-caps fragment the source does not have, too
+//! little of it from the source) is replaced by the extractive summary, with `fallback_reason`
+//! saying which check failed (`guard: ...`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +41,83 @@ pub struct Summary {
     /// Parts summarized first (0: the item fit in one prompt).
     pub parts: usize,
     pub usage: Usage,
+}
+
+/// The least share of an answer's content words (4+ letters) that must occur in the source: a
+/// summary that mostly says other things is not a summary of it.
+pub const MIN_SOURCE_OVERLAP: f64 = 0.5;
+
+/// Lower-cased words of `s` (letters and digits), for the guard's comparisons.
+fn word_list(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Why an LLM answer must not be served, if it must not: the summary's last sentence is
+/// unfinished; it repeats five words running of the prompt's instructions that the source does
+/// not have (an echo); the summary or standfirst holds an all-caps word of 4+ letters the
+/// source does not have (a fragment like "SANDVERMILLA"); or under [`MIN_SOURCE_OVERLAP`] of
+/// the summary's content words occur in the source. `instructions` is the prompt rendered
+/// without the item.
+pub fn check_publishable(
+    summary: &str,
+    standfirst: &str,
+    source: &str,
+    instructions: &str,
+) -> Result<(), String> {
+    let ends = summary
+        .trim_end()
+        .trim_end_matches(['"', '\'', ')', '\u{201d}', '\u{2019}'])
+        .ends_with(['.', '!', '?']);
+    if !ends {
+        return Err("guard: the summary's last sentence is unfinished".into());
+    }
+    let source_words = word_list(source);
+    let grams = |w: &[String]| -> std::collections::HashSet<String> {
+        w.windows(5).map(|g| g.join(" ")).collect()
+    };
+    let source_grams = grams(&source_words);
+    let instruction_grams = grams(&word_list(instructions));
+    for text in [summary, standfirst] {
+        let w = word_list(text);
+        if let Some(g) = w
+            .windows(5)
+            .map(|g| g.join(" "))
+            .find(|g| instruction_grams.contains(g) && !source_grams.contains(g))
+        {
+            return Err(format!("guard: the answer echoes the prompt (\"{g}\")"));
+        }
+        if let Some(caps) = text.split(|c: char| !c.is_alphabetic()).find(|w| {
+            w.chars().count() >= 4 && w.chars().all(char::is_uppercase) && !source.contains(*w)
+        }) {
+            return Err(format!(
+                "guard: an all-caps fragment the source lacks ({caps})"
+            ));
+        }
+    }
+    let source_set: std::collections::HashSet<&str> =
+        source_words.iter().map(String::as_str).collect();
+    let content: Vec<String> = word_list(summary)
+        .into_iter()
+        .filter(|w| w.chars().count() >= 4)
+        .collect();
+    if !content.is_empty() {
+        let shared = content
+            .iter()
+            .filter(|w| source_set.contains(w.as_str()))
+            .count();
+        let overlap = shared as f64 / content.len() as f64;
+        if overlap < MIN_SOURCE_OVERLAP {
+            return Err(format!(
+                "guard: {:.0}% of the summary's words are from the source (under {:.0}%)",
+                overlap * 100.0,
+                MIN_SOURCE_OVERLAP * 100.0
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn words(s: &str) -> usize {
@@ -238,6 +320,21 @@ impl<'a, L: LlmClient> Summarizer<'a, L> {
             };
             (answer, parts.len())
         };
+        let text = if title.is_empty() {
+            body.to_string()
+        } else {
+            format!("{title}\n{body}")
+        };
+        let instructions = self.prompt.render(&self.values("", "")).unwrap_or_default();
+        let answer = answer.and_then(|(summary, standfirst)| {
+            check_publishable(
+                &cut(&summary, self.settings.max_words),
+                &cut(&standfirst, self.settings.standfirst_words),
+                &text,
+                &instructions,
+            )?;
+            Ok((summary, standfirst))
+        });
         match answer {
             Ok((summary, standfirst)) => {
                 let over = words(&summary) > self.settings.max_words
@@ -253,11 +350,6 @@ impl<'a, L: LlmClient> Summarizer<'a, L> {
                 }
             }
             Err(reason) => {
-                let text = if title.is_empty() {
-                    body.to_string()
-                } else {
-                    format!("{title}\n{body}")
-                };
                 let summary =
                     extractive(self.embedder, &text, self.settings.max_words).unwrap_or_default();
                 let standfirst = extractive(self.embedder, &text, self.settings.standfirst_words)
@@ -278,7 +370,39 @@ impl<'a, L: LlmClient> Summarizer<'a, L> {
 
 #[cfg(test)]
 mod tests {
-    use super::cut;
+    use super::{check_publishable, cut};
+
+    const SOURCE: &str =
+        "Sugar prices rose on Monday after the harvest in Brazil was smaller than \
+        expected, traders said. The price is a determining factor in a market that ENSA follows.";
+    const INSTRUCTIONS: &str = "Summarize the item. The item is at most 60 words long and the \
+        standfirst is one sentence. Answer in JSON.";
+
+    /// The three answers the local model gave that a desk could not publish, and one it could.
+    #[test]
+    fn unpublishable_answers_are_refused_with_the_check_that_failed() {
+        let ok = "Sugar prices rose after a smaller harvest in Brazil, traders said.";
+        let check = |summary: &str, standfirst: &str| {
+            check_publishable(summary, standfirst, SOURCE, INSTRUCTIONS)
+        };
+        assert_eq!(check(ok, "Sugar prices rose."), Ok(()));
+        let e = check(
+            "Sugar prices rose. The price is a determining factor in a",
+            "Sugar.",
+        )
+        .unwrap_err();
+        assert!(e.contains("unfinished"), "{e}");
+        let e = check(ok, "SANDVERMILLA").unwrap_err();
+        assert!(e.contains("all-caps"), "{e}");
+        // An acronym the source has is not a fragment.
+        assert_eq!(check(ok, "ENSA follows sugar."), Ok(()));
+        let e = check("The item is at most 60 words long.", "Sugar.").unwrap_err();
+        assert!(e.contains("echoes"), "{e}");
+        let elsewhere =
+            "Football clubs celebrated championship victories across several stadiums tonight.";
+        let e = check(elsewhere, "Sugar.").unwrap_err();
+        assert!(e.contains("from the source"), "{e}");
+    }
 
     #[test]
     fn over_long_answers_are_cut_at_sentences() {

@@ -147,8 +147,9 @@ pub fn console_summary(report: &Report, max_words: usize, with_llm: bool) -> Str
     }
     if with_llm {
         let _ = writeln!(out,
-            "  llm: within limits as generated {:.1}%, {} fallbacks to extractive, {} map-reduced, {} prompt + {} completion tokens",
+            "  llm: within limits as generated {:.1}%, {:.1}% passed the publishability guard, {} fallbacks to extractive (the served `llm` scores count them), {} map-reduced, {} prompt + {} completion tokens",
             100.0 * m.get("llm.within_limit_as_generated").copied().unwrap_or(0.0),
+            100.0 * m.get("llm.guard_passed").copied().unwrap_or(0.0),
             m.get("llm.fallbacks").copied().unwrap_or(0.0),
             m.get("llm.map_reduced").copied().unwrap_or(0.0),
             m.get("llm.prompt_tokens").copied().unwrap_or(0.0),
@@ -190,6 +191,12 @@ pub async fn evaluate<L: LlmClient>(
             let s = summarizer.summarize(&a.id, "", &a.text).await;
             tally.llm_over += usize::from(s.over_limit);
             tally.llm_fallbacks += usize::from(s.fallback_reason.is_some());
+            tally.llm_guarded += usize::from(
+                s.fallback_reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("guard:")),
+            );
+            record["llm_fallback_reason"] = json!(s.fallback_reason);
             tally.llm_parts += usize::from(s.parts > 0);
             tally.llm_usage.prompt_tokens += s.usage.prompt_tokens;
             tally.llm_usage.completion_tokens += s.usage.completion_tokens;
@@ -238,6 +245,8 @@ struct Tally<'s> {
     lengths: BTreeMap<&'s str, Vec<usize>>,
     llm_over: usize,
     llm_fallbacks: usize,
+    /// Answers the publishability guard refused (served extractively).
+    llm_guarded: usize,
     llm_parts: usize,
     llm_usage: crate::llm::Usage,
 }
@@ -307,6 +316,8 @@ impl<'s> Tally<'s> {
                 1.0 - self.llm_over as f64 / n,
             );
             metrics.insert("llm.fallbacks".into(), self.llm_fallbacks as f64);
+            // Of the model's answers, the share the guard let through (served as written).
+            metrics.insert("llm.guard_passed".into(), 1.0 - self.llm_guarded as f64 / n);
             metrics.insert("llm.map_reduced".into(), self.llm_parts as f64);
             metrics.insert(
                 "llm.prompt_tokens".into(),
