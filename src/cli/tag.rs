@@ -73,6 +73,11 @@ pub struct EnrichArgs {
     /// the extractive summary when a call fails, marked), after tagging.
     #[arg(long)]
     summaries: bool,
+    /// With --summaries: the LLM summarizes at most N items, the rest are summarized
+    /// extractively at once (marked, with fallback_reason, and stale for a later run), so a
+    /// first look at a collection does not wait minutes per hundred items on a local model.
+    #[arg(long, value_name = "N")]
+    llm_items: Option<usize>,
     /// Stop after N items.
     #[arg(long)]
     limit: Option<usize>,
@@ -211,6 +216,10 @@ pub async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
             .or(llm.as_ref())
             .and_then(|l| l.price(&config.llm)),
     )?;
+    let options = EnrichOptions {
+        llm_items: args.llm_items,
+        ..options
+    };
     let progress = StagedProgress::new(Some(total as u64), "items");
     let outcome = enrich_stored(
         &store,

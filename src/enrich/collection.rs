@@ -46,6 +46,9 @@ pub struct EnrichOptions {
     /// tags with its editors' additions and rejections applied, as [`super::editorial::decide`]
     /// leaves them.
     pub decisions: std::collections::BTreeMap<String, Vec<super::editorial::TagDecision>>,
+    /// The LLM summarizes at most this many items of a run; the rest get the extractive
+    /// summary (marked, and with a lineage that leaves them stale for a later run).
+    pub llm_items: Option<usize>,
 }
 
 impl EnrichOptions {
@@ -67,6 +70,7 @@ impl EnrichOptions {
             price,
             concurrency: config.enrich.llm.concurrency,
             decisions,
+            llm_items: None,
         })
     }
 }
@@ -349,11 +353,24 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
             .map_err(|e| EnrichError::Items(e.to_string()))?;
         // Progress per summary, not per page: each is an LLM call of seconds.
         let before = pages.items.saturating_sub(items.len());
-        let mut answers = stream::iter(
-            items
-                .iter()
-                .map(|(item, _)| summarizer.summarize(&item.id, &item.title, &item.body)),
-        )
+        let budget = options.llm_items.unwrap_or(usize::MAX);
+        let done = summary.summarized;
+        let mut answers = stream::iter(items.iter().enumerate().map(|(i, (item, _))| {
+            let by_llm = done + i < budget;
+            async move {
+                if by_llm {
+                    summarizer
+                        .summarize(&item.id, &item.title, &item.body)
+                        .await
+                } else {
+                    summarizer.extractive_summary(
+                        &item.title,
+                        &item.body,
+                        format!("over the run's LLM budget of {budget} items (--llm-items)"),
+                    )
+                }
+            }
+        }))
         .buffered(options.concurrency.max(1));
         let mut results = Vec::with_capacity(items.len());
         while let Some(s) = answers.next().await {
@@ -371,7 +388,12 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
             fields.insert("standfirst".into(), json!(s.standfirst));
             fields.insert("summary_source".into(), json!(s.source));
             fields.insert("summary_fallback_reason".into(), json!(s.fallback_reason));
-            fields.insert("summary_lineage".into(), lineage.clone());
+            // A summary the budget made extractive stays stale: a later run gives it the LLM's.
+            let mut item_lineage = lineage.clone();
+            if s.source == "extractive" && s.usage.prompt_tokens == 0 {
+                item_lineage["source"] = json!("extractive");
+            }
+            fields.insert("summary_lineage".into(), item_lineage);
             fields.insert("summary_usage".into(), usage_field(s.usage, options.price));
             store.set_item_fields(collection, &item.id, fields).await?;
             summary.summarized += 1;

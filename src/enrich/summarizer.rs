@@ -349,21 +349,32 @@ impl<'a, L: LlmClient> Summarizer<'a, L> {
                     usage,
                 }
             }
-            Err(reason) => {
-                let summary =
-                    extractive(self.embedder, &text, self.settings.max_words).unwrap_or_default();
-                let standfirst = extractive(self.embedder, &text, self.settings.standfirst_words)
-                    .unwrap_or_default();
-                Summary {
-                    summary,
-                    standfirst,
-                    source: "extractive".into(),
-                    fallback_reason: Some(reason),
-                    over_limit: false,
-                    parts,
-                    usage,
-                }
-            }
+            Err(reason) => Summary {
+                parts,
+                usage,
+                ..self.extractive_summary(title, body, reason)
+            },
+        }
+    }
+
+    /// The extractive summary and standfirst of an item (the most central sentences by
+    /// embedding), marked `extractive` with `reason` as its `fallback_reason`: what is served
+    /// when the LLM fails, is refused by the guard, or is over a run's budget.
+    pub fn extractive_summary(&self, title: &str, body: &str, reason: String) -> Summary {
+        let text = if title.is_empty() {
+            body.to_string()
+        } else {
+            format!("{title}\n{body}")
+        };
+        Summary {
+            summary: extractive(self.embedder, &text, self.settings.max_words).unwrap_or_default(),
+            standfirst: extractive(self.embedder, &text, self.settings.standfirst_words)
+                .unwrap_or_default(),
+            source: "extractive".into(),
+            fallback_reason: Some(reason),
+            over_limit: false,
+            parts: 0,
+            usage: Usage::default(),
         }
     }
 }
