@@ -154,13 +154,13 @@ async fn a_write_past_the_deadline_finishes_under_its_lock_and_answers_the_json_
     let client = reqwest::Client::new();
 
     // Serially, with time to spare: the statistics two writes leave.
-    let mut serial = start("", "");
+    let mut serial = start("max_batch = 300\n", "");
     post_until_written(&client, &serial, WRITER, slow).await;
     post_until_written(&client, &serial, WRITER, quick).await;
     let expected = collection_stats(&mut serial);
 
     // A slow write past a 1 s deadline, and a second write sent while it runs.
-    let mut server = start("timeout_s = 1\n", "");
+    let mut server = start("timeout_s = 1\nmax_batch = 300\n", "");
     let first = {
         let client = client.clone();
         let url = format!("{}/v1/content", server.url);

@@ -41,6 +41,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A failing test shows what the server said last.
+        if std::thread::panicking() {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            let tail = log.len().saturating_sub(40);
+            eprintln!("--- the server's last log lines ---\n{}", log[tail..].join("\n"));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
