@@ -125,12 +125,13 @@ pub(crate) async fn ingest(
         }
     }
     if !items.is_empty() {
-        let _admission = state.admit().await?;
+        let admission = state.admit().await?;
         let write = state.write_lock().await;
-        // To the end, holding the lock: a write that outlives api.timeout_s finishes before the
-        // next one starts (the caller got a 504 and may retry: ingest is idempotent).
+        // To the end, holding the lock and its worker: a write that outlives api.timeout_s
+        // finishes before the next one starts (the caller got a 504 and may retry: ingest is
+        // idempotent), and still counts against api.workers while it runs.
         let statuses = off_runtime_to_end(&state, move |s| async move {
-            let _write = write;
+            let (_write, _admission) = (write, admission);
             let chunker = crate::chunk::Chunker::from_config(
                 &s.config.chunk,
                 s.embedder.max_seq_length(),

@@ -23,7 +23,7 @@ use crate::rank::blend::BlendModel;
 use crate::rank::catalogue::{dot, Catalogue};
 use crate::rank::experiments::ExperimentsFile;
 use crate::rank::interactions::read_file;
-use crate::rank::recommender::{RankerKind, Recommender};
+use crate::rank::recommender::{RankerKind, RecommendRequest, Recommender};
 use crate::rank::rerank::rerank;
 use crate::rank::signals::InteractionSignals;
 use crate::rank::{temporal_split, train_blend};
@@ -68,6 +68,8 @@ pub struct RecommendEvalOptions {
 /// Cut-offs the report gives.
 const K: usize = 10;
 const K_RECALL: usize = 50;
+/// Test users with at most this many training ratings are cold starts (the cold-start readout).
+const COLD_START_RATINGS: usize = 5;
 
 /// Write the movies as content items (title + genres; `published_at` from the title's year).
 fn movies_as_items(dataset: &Path, out: &Path) -> Result<usize, RecommendEvalError> {
@@ -138,6 +140,11 @@ struct Scores {
 }
 
 impl Scores {
+    /// Users scored so far.
+    fn users(&self) -> usize {
+        self.users
+    }
+
     fn add(
         &mut self,
         catalogue: &Catalogue,
@@ -341,6 +348,16 @@ pub fn console_summary(report: &Report, sweep: &[(f32, f64, f64)]) -> String {
             "  λ = {lambda:<5} nDCG@10 {ndcg:.4}  diversity {diversity:.4}"
         );
     }
+    let cold = &report.extra["cold_start"];
+    let _ = writeln!(
+        out,
+        "  cold start ({} test users with <= {} training ratings): the served list's nDCG@10 {:.4}, popularity's {:.4} (ratio {:.2})",
+        cold["users"],
+        cold["max_training_ratings"],
+        cold["served"]["ndcg@10"].as_f64().unwrap_or(f64::NAN),
+        cold["popularity"]["ndcg@10"].as_f64().unwrap_or(f64::NAN),
+        cold["ndcg@10_ratio"].as_f64().unwrap_or(f64::NAN)
+    );
     out
 }
 
@@ -615,6 +632,41 @@ impl ScoringRun<'_> {
                 row.insert(format!("{name}.{metric}"), v);
             }
         }
+        // A cold start: the list a reader with few ratings is served (the blend, its backfill
+        // included, through `Recommender::recommend`), beside popularity's for the same reader.
+        if ctx.history.seen.len() <= COLD_START_RATINGS {
+            let served = recommender
+                .recommend(&RecommendRequest {
+                    user: user.to_string(),
+                    k: K,
+                    seed: None,
+                    ranker: RankerKind::Blend,
+                    model: Some(self.model),
+                    objectives: self.plain.clone(),
+                    now: None,
+                    history: None,
+                })
+                .await?;
+            let list: Vec<usize> = served
+                .iter()
+                .filter_map(|r| catalogue.position(&r.id))
+                .collect();
+            scores
+                .rankers
+                .entry("cold_start:served".into())
+                .or_default()
+                .add(catalogue, &list, &judgments);
+            let scored = recommender.score(&candidates, RankerKind::Popularity, None)?;
+            let list: Vec<usize> = rerank(scored, catalogue, &self.plain, ctx.now, K)
+                .iter()
+                .map(|s| s.item)
+                .collect();
+            scores
+                .rankers
+                .entry("cold_start:popularity".into())
+                .or_default()
+                .add(catalogue, &list, &judgments);
+        }
         for &lambda in self.lambdas {
             let objectives = ObjectivesConfig {
                 mmr_lambda: lambda,
@@ -696,6 +748,23 @@ impl RunScores {
         if !variants_json.is_empty() {
             extra.insert("variants".into(), Value::Object(variants_json));
         }
+        let (served, popular) = (table("cold_start:served"), table("cold_start:popularity"));
+        for (name, m) in [("served", &served), ("popularity", &popular)] {
+            if let Some(v) = m.get("ndcg@10") {
+                metrics.insert(format!("cold_start.{name}.ndcg@10"), *v);
+            }
+        }
+        extra.insert(
+            "cold_start".into(),
+            json!({
+                "users": self.rankers.get("cold_start:served").map_or(0, Scores::users),
+                "max_training_ratings": COLD_START_RATINGS,
+                "served": served,
+                "popularity": popular,
+                "ndcg@10_ratio": served.get("ndcg@10").copied().unwrap_or(0.0)
+                    / popular.get("ndcg@10").copied().unwrap_or(0.0).max(1e-12),
+            }),
+        );
         (metrics, extra, sweep_points)
     }
 }

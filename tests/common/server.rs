@@ -45,7 +45,10 @@ impl Drop for Server {
         if std::thread::panicking() {
             let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
             let tail = log.len().saturating_sub(40);
-            eprintln!("--- the server's last log lines ---\n{}", log[tail..].join("\n"));
+            eprintln!(
+                "--- the server's last log lines ---\n{}",
+                log[tail..].join("\n")
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
