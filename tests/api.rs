@@ -1092,6 +1092,13 @@ async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decision
         "the button ends at {} of {viewport} px",
         x + width
     );
+    browser
+        .execute(
+            "document.getElementById('item-title').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
     let shot = browser.screenshot().await.unwrap();
     std::fs::write(artifacts_dir().join("editorial-review-800px.png"), &shot).unwrap();
     // The page is served with a policy: no framing, scripts only its own.

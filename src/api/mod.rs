@@ -755,24 +755,15 @@ where
     F: std::future::Future<Output = T>,
     T: Send + 'static,
 {
-    use tracing::Instrument;
-    let state = state.clone();
-    let span = tracing::Span::current();
     // Dropped with this future: the blocking side sees its receiver fail and drops the work.
     let (_running, stopped) = tokio::sync::oneshot::channel::<()>();
-    let out = tokio::task::spawn_blocking(move || {
-        tokio::runtime::Handle::current().block_on(
-            async move {
-                tokio::select! {
-                    out = work(state) => Some(out),
-                    _ = stopped => None,
-                }
-            }
-            .instrument(span),
-        )
+    let out = off_runtime_to_end(state, move |state| async move {
+        tokio::select! {
+            out = work(state) => Some(out),
+            _ = stopped => None,
+        }
     })
-    .await
-    .map_err(stopped_work)?;
+    .await?;
     out.ok_or_else(|| ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::Timeout, "stopped"))
 }
 
@@ -789,6 +780,7 @@ where
 {
     use tracing::Instrument;
     let state = state.clone();
+    // The request's span, so the work's log lines carry its request id.
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         tokio::runtime::Handle::current().block_on(work(state).instrument(span))

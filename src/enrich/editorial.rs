@@ -203,6 +203,15 @@ pub fn model_tags(payload: &serde_json::Map<String, Value>) -> Vec<String> {
         .collect()
 }
 
+/// The labels whose latest verdict is `verdict`, in label order.
+fn labels_with(verdicts: &BTreeMap<String, Verdict>, verdict: Verdict) -> Vec<&String> {
+    verdicts
+        .iter()
+        .filter(|(_, v)| **v == verdict)
+        .map(|(label, _)| label)
+        .collect()
+}
+
 /// The payload fields an item's decisions set: `tags` (served) and `editor_tags` (what editors
 /// added and rejected, so the served tags can be told from the model's).
 pub fn served_fields(
@@ -210,13 +219,7 @@ pub fn served_fields(
     decisions: &[TagDecision],
 ) -> serde_json::Map<String, Value> {
     let verdicts = latest_verdicts(decisions);
-    let with = |v: Verdict| -> Vec<&String> {
-        verdicts
-            .iter()
-            .filter(|(_, x)| **x == v)
-            .map(|(l, _)| l)
-            .collect()
-    };
+    let with = |v: Verdict| labels_with(&verdicts, v);
     let mut fields = serde_json::Map::new();
     fields.insert("tags".into(), json!(served_tags(model, decisions)));
     fields.insert(
@@ -410,13 +413,7 @@ pub async fn export_tagging_gold<S: VectorStore>(
             continue;
         }
         let verdicts = latest_verdicts(&decisions);
-        let with = |v: Verdict| -> Vec<&String> {
-            verdicts
-                .iter()
-                .filter(|(_, x)| **x == v)
-                .map(|(l, _)| l)
-                .collect()
-        };
+        let with = |v: Verdict| labels_with(&verdicts, v);
         let unreviewed: Vec<&String> = model
             .iter()
             .filter(|l| !verdicts.contains_key(*l))
