@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::scripted_llm::{self, Reply};
@@ -97,10 +97,11 @@ fn llm_env(cmd: &mut std::process::Command, url: &str) {
         .env("SIGNALDESK_LLM__CACHE", "off");
 }
 
-/// 200 stored items, every call answered in 200 ms, 8 at a time: 200 × 0.2 / 8 = 5 s of calls;
-/// the run must stay within 1.5× that.
+/// 200 stored items, every call answered in 200 ms, `--concurrency 8`: the server sees 8 calls in
+/// flight at once, never more (the behaviour the speed-up comes from; the time is printed, not
+/// asserted, since a loaded machine stretches it).
 #[test]
-fn two_hundred_stored_items_at_concurrency_eight_take_about_a_fifth_of_the_serial_time() {
+fn two_hundred_stored_items_at_concurrency_eight_keep_eight_calls_in_flight() {
     let (work, data) = with_memory();
     let items = work.path().join("items.jsonl");
     std::fs::write(
@@ -112,8 +113,13 @@ fn two_hundred_stored_items_at_concurrency_eight_take_about_a_fifth_of_the_seria
         .args(["ingest", "--collection", "news"])
         .arg(&items));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let (url, calls) = scripted_llm::start(|_, request| {
+    let in_flight = std::sync::Arc::new(AtomicUsize::new(0));
+    let peak = std::sync::Arc::new(AtomicUsize::new(0));
+    let (now, most) = (in_flight.clone(), peak.clone());
+    let (url, calls) = scripted_llm::start(move |_, request| {
+        most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(200));
+        now.fetch_sub(1, Ordering::SeqCst);
         good(request)
     });
     let mut cmd = signaldesk(work.path());
@@ -137,11 +143,8 @@ fn two_hundred_stored_items_at_concurrency_eight_take_about_a_fifth_of_the_seria
     assert_eq!(summary["prompt_tokens"], 200 * 100, "{summary}");
     assert_eq!(calls.load(Ordering::SeqCst), 200);
     let seconds = summary["seconds"].as_f64().unwrap();
-    eprintln!("200 items, 200 ms calls, concurrency 8: {seconds:.2} s");
-    assert!(
-        seconds <= 7.5,
-        "{seconds} s for 200 calls of 200 ms at concurrency 8"
-    );
+    eprintln!("200 items, 200 ms calls, concurrency 8: {seconds:.2} s (5 s of calls at 8 at once)");
+    assert_eq!(peak.load(Ordering::SeqCst), 8, "calls in flight at once");
 }
 
 /// 1,000 items against a server failing 30% of calls in five ways: every item comes out once,
@@ -314,9 +317,11 @@ fn enrich_summaries_stores_summaries_and_marks_fallbacks() {
                 content: String::new(),
             }
         } else {
+            // The item's own first words, then a marker sentence: publishable, and findable.
+            let words = scripted_llm::item_words(request, 8).join(" ");
             Reply::Answer {
                 status: 200,
-                content: json!({"summary": "Prices rose. Traders said so.", "standfirst": "Prices rose."})
+                content: json!({"summary": format!("{words}. Traders said so."), "standfirst": format!("{words}.")})
                     .to_string(),
             }
         }
@@ -364,7 +369,11 @@ fn enrich_summaries_stores_summaries_and_marks_fallbacks() {
     assert_eq!(hits.len(), 12, "{hits:?}");
     let by_llm = hits
         .iter()
-        .filter(|h| h["summary"] == "Prices rose. Traders said so.")
+        .filter(|h| {
+            h["summary"]
+                .as_str()
+                .is_some_and(|s| s.ends_with(". Traders said so."))
+        })
         .count();
     // Calls 0, 4 and 8 failed: those items keep the extractive summary.
     assert_eq!(by_llm, 9, "{hits:?}");

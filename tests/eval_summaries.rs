@@ -64,9 +64,17 @@ fn llm_summaries_are_cut_to_their_limits_and_failures_fall_back_to_extraction() 
     use common::scripted_llm::{self, Reply};
     let work = tempfile::tempdir().unwrap();
     let data = common::root().join("golden-datasets/frank");
-    // 70 words in 209 characters: within the schema's 240-character cap, over the 60-word limit.
-    let long = vec!["ok"; 70].join(" ") + ".";
     let (url, calls) = scripted_llm::start(move |n, request| {
+        // 70 of the article's own short words (up to two letters) in two sentences: over the
+        // 60-word limit (cut to the first, which the publishability guard passes) and within
+        // the schema's cap of 4 characters a word.
+        let mut words: Vec<String> = scripted_llm::item_words(request, usize::MAX)
+            .into_iter()
+            .filter(|w| w.chars().count() <= 2)
+            .take(70)
+            .collect();
+        words.resize(70, "a".into());
+        let long = format!("{}. {}.", words[..35].join(" "), words[35..].join(" "));
         assert_eq!(
             request["response_format"]["json_schema"]["name"], "summary",
             "{request}"
@@ -126,9 +134,10 @@ fn llm_summaries_are_cut_to_their_limits_and_failures_fall_back_to_extraction() 
         .values()
         .filter(|s| s.get("llm_fallback_reason").is_none())
     {
+        // Cut at the last whole sentence within the limit.
         assert_eq!(
             s["llm"].as_str().unwrap().split_whitespace().count(),
-            60,
+            35,
             "{s}"
         );
         assert_eq!(s["llm_standfirst"], "A short line.");

@@ -153,6 +153,9 @@ fn usage_field(usage: crate::llm::Usage, price: Option<crate::config::Price>) ->
     })
 }
 
+/// The start of the `fallback_reason` of a summary made extractive by a run's LLM budget.
+const OVER_BUDGET: &str = "over the run's LLM budget";
+
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct EnrichSummary {
@@ -366,7 +369,7 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
                     summarizer.extractive_summary(
                         &item.title,
                         &item.body,
-                        format!("over the run's LLM budget of {budget} items (--llm-items)"),
+                        format!("{OVER_BUDGET} of {budget} items (--llm-items)"),
                     )
                 }
             }
@@ -390,7 +393,10 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
             fields.insert("summary_fallback_reason".into(), json!(s.fallback_reason));
             // A summary the budget made extractive stays stale: a later run gives it the LLM's.
             let mut item_lineage = lineage.clone();
-            if s.source == "extractive" && s.usage.prompt_tokens == 0 {
+            if s.fallback_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(OVER_BUDGET))
+            {
                 item_lineage["source"] = json!("extractive");
             }
             fields.insert("summary_lineage".into(), item_lineage);

@@ -196,7 +196,6 @@ pub async fn evaluate<L: LlmClient>(
                     .as_deref()
                     .is_some_and(|r| r.starts_with("guard:")),
             );
-            record["llm_fallback_reason"] = json!(s.fallback_reason);
             tally.llm_parts += usize::from(s.parts > 0);
             tally.llm_usage.prompt_tokens += s.usage.prompt_tokens;
             tally.llm_usage.completion_tokens += s.usage.completion_tokens;

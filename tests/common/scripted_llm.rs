@@ -83,3 +83,25 @@ pub fn start(
     });
     (url, calls)
 }
+
+/// The first `n` words of the item text a summary prompt carries (between its `Text:` and
+/// `Write:` lines), punctuation trimmed: a scripted summary made of them reads as a summary of
+/// that item (the summarizer's publishability guard wants most of its words from the source).
+pub fn item_words(request: &Value, n: usize) -> Vec<String> {
+    let prompt = request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = prompt
+        .split_once("Text:")
+        .map_or(prompt.as_str(), |(_, rest)| rest);
+    let text = text.split_once("Write:").map_or(text, |(body, _)| body);
+    text.split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string())
+        .filter(|w| !w.is_empty())
+        .take(n)
+        .collect()
+}
