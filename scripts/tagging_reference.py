@@ -11,6 +11,8 @@ scoring 0) and writes a report in the eval's format, so the two stand side by si
 Text = title + "\n" + body, as signaldesk reads it. TfidfVectorizer(sublinear_tf=True, min_df=2,
 stop_words="english") and one-vs-rest LinearSVC(C=1), a label where the decision function is
 positive: the protocol of the enrichment issue's reference (0.863 micro-F1, 0.413 macro-F1).
+For an exclusive taxonomy (`# exclusive = true`, e.g. R8) each document gets its best-scored
+class, and accuracy is reported beside micro-F1.
 """
 import argparse
 import csv
@@ -42,10 +44,15 @@ def text_of(rec):
 
 
 def concepts(taxonomy):
+    """The active concept ids, and whether the taxonomy is exclusive (`# exclusive = true` among
+    the comment lines above the header, as signaldesk reads it)."""
     with open(taxonomy, encoding="utf-8") as f:
-        rows = csv.DictReader(f, delimiter="\t")
-        key = "id" if "id" in rows.fieldnames else "qcode"
-        return [r[key] for r in rows if (r.get("active") or "true").lower() != "false"]
+        lines = f.read().splitlines()
+    comments = [l.lstrip("#").strip() for l in lines if l.startswith("#")]
+    exclusive = any(c.replace(" ", "") == "exclusive=true" for c in comments)
+    rows = csv.DictReader([l for l in lines if not l.startswith("#")], delimiter="\t")
+    key = "id" if "id" in rows.fieldnames else "qcode"
+    return [r[key] for r in rows if (r.get("active") or "true").lower() != "false"], exclusive
 
 
 def prf(tp, fp, fn):
@@ -60,7 +67,7 @@ def main():
     ap.add_argument("taxonomy")
     ap.add_argument("--output", required=True)
     args = ap.parse_args()
-    labels = concepts(args.taxonomy)
+    labels, exclusive = concepts(args.taxonomy)
     known = set(labels)
     train, test = read(os.path.join(args.dataset, "train")), read(os.path.join(args.dataset, "test"))
     mlb = MultiLabelBinarizer(classes=labels)
@@ -70,9 +77,13 @@ def main():
     x_test = vectorizer.transform([text_of(r) for r in test])
     present = y.sum(axis=0) > 0
     model = OneVsRestClassifier(LinearSVC(C=1.0)).fit(x_train, y[:, present])
-    decided = model.decision_function(x_test) > 0
+    scores = model.decision_function(x_test)
     present_labels = [l for l, p in zip(labels, present) if p]
-    predicted = [[present_labels[j] for j in row.nonzero()[0]] for row in decided]
+    if exclusive:
+        # One label per document: the best-scored class (one-vs-rest, as LinearSVC does).
+        predicted = [[present_labels[row.argmax()]] for row in scores]
+    else:
+        predicted = [[present_labels[j] for j in row.nonzero()[0]] for row in scores > 0]
 
     counts = {l: [0, 0, 0] for l in labels}
     per_item = {}
@@ -95,6 +106,10 @@ def main():
         "macro_recall": sum(v["recall"] for v in per_label.values()) / n,
         "macro_f1": sum(v["f1"] for v in per_label.values()) / n,
     }
+    if exclusive:
+        metrics["accuracy"] = sum(
+            set(rec["labels"]) & known == set(pred) for rec, pred in zip(test, predicted)
+        ) / max(len(test), 1)
     report = {
         "suite": "tagging",
         "dataset": args.dataset,
