@@ -2,9 +2,10 @@
 # The main job end to end on the embedded defaults (Qdrant Edge under ./data, caches under
 # ./.cache, the local models): fetch the models, build, ingest a bundled sample of Reuters and
 # SciFact, tag it with the kNN tagger, summarize a handful with the local LLM (the rest
-# extractively), recommend to a new reader and "more like" a sample item, run the quick eval
-# suites of eval/ci.toml (--all-suites: every one), print the combined report and exit. With
-# --serve it then serves the API and the editorial page on 127.0.0.1, printing an API key.
+# extractively), recommend to a new reader and "more like" a sample item, verify a claim, run
+# the quick eval suites of eval/ci.toml (--all-suites: every one), print the combined report and
+# exit. With --serve it then serves the API and the editorial page on 127.0.0.1, printing an API
+# key.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,7 +17,7 @@ for arg in "$@"; do
     --serve) serve=1 ;;
     --all-suites) all_suites=1 ;;
     -h | --help)
-      sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
       echo "$usage"
       exit 0
       ;;
@@ -65,6 +66,10 @@ step "recommend: a new reader (cold start), then more like one sample item"
 seed="$(head -1 golden-datasets/quickstart/sample.jsonl | sed -n 's/^{"id": *"\([^"]*\)".*/\1/p')"
 "$sd" recommend --user a-new-reader --seed "$seed" -k 5
 proved "a reader with no history gets a full list, and a seed gets its nearest items, each with its reason"
+
+step "verify a claim against the sample (the local verifier: trained at first use, about a minute, then cached)"
+"$sd" verify "TNFAIP3 is a glioblastoma tumor enhancer."
+proved "a claim gets a verdict with the items and the sentences (byte spans) it rests on, no LLM needed"
 
 if [ "$all_suites" = 1 ]; then
   step "eval: every suite of eval/ci.toml"

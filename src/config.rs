@@ -58,7 +58,45 @@ pub struct Config {
     pub llm: LlmConfig,
     pub enrich: EnrichConfig,
     pub rank: RankConfig,
+    pub answer: AnswerConfig,
     pub api: ApiConfig,
+}
+
+/// Claims verified over the archive (`signaldesk verify`, `POST /v1/verify`, `eval grounded`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswerConfig {
+    /// The collection searched (empty: `store.collection`).
+    pub collection: String,
+    /// Items retrieved for a claim (hybrid search with `search.*`).
+    pub k: usize,
+    /// Smallest verifier probability (of SUPPORT or CONTRADICT) for an item to be named as
+    /// evidence; when no item reaches it the verdict is NOT_ENOUGH_INFO. `eval grounded` tunes
+    /// it on the tuning claims and prints the value to set here.
+    pub threshold: f32,
+    /// Rationale sentences cited per evidence item (SciFact's scorer reads at most 3).
+    pub rationale_sentences: usize,
+    /// Most items named as evidence, strongest first (most of SciFact's claims are decided by
+    /// one abstract; naming every item over the threshold costs precision).
+    pub max_evidence: usize,
+    /// The labelled claims the verifier is trained on at first use (SciFact's JSONL format),
+    /// and the corpus their evidence ids point to (BEIR `corpus.jsonl(.gz)`).
+    pub training_claims: PathBuf,
+    pub training_corpus: PathBuf,
+}
+
+impl Default for AnswerConfig {
+    fn default() -> Self {
+        Self {
+            collection: String::new(),
+            k: 5,
+            threshold: 0.5,
+            rationale_sentences: 3,
+            max_evidence: 1,
+            training_claims: PathBuf::from("golden-datasets/scifact-claims/tune.jsonl"),
+            training_corpus: PathBuf::from("golden-datasets/scifact/corpus.jsonl.gz"),
+        }
+    }
 }
 
 /// The HTTP API (`signaldesk serve`).
@@ -107,6 +145,10 @@ pub struct ApiConfig {
     /// example key's (`dev-key-change-me`, in deploy/signaldesk.toml), which it otherwise
     /// refuses, since anyone who read the docs holds that key.
     pub development: bool,
+    /// Serve `/metrics` on this address instead of the API's (empty: on the API's listener).
+    /// A separate listener lets the scrape port stay on an internal network while the API is
+    /// exposed; the API's listener then answers `/metrics` with 404.
+    pub metrics_addr: String,
 }
 
 impl Default for ApiConfig {
@@ -128,6 +170,7 @@ impl Default for ApiConfig {
             queue: 64,
             embed_batch: 32,
             development: false,
+            metrics_addr: String::new(),
         }
     }
 }
@@ -417,6 +460,9 @@ pub struct EnsembleConfig {
     pub threshold: f32,
     /// Labels every item gets at least (the best-scored), even below the threshold.
     pub min_labels: usize,
+    /// Most labels per item (unset: as many as reach the threshold). An exclusive taxonomy
+    /// sets 1.
+    pub max_labels: Option<usize>,
 }
 
 impl Default for EnsembleConfig {
@@ -428,6 +474,7 @@ impl Default for EnsembleConfig {
             llm_weight: 0.0,
             threshold: 0.45,
             min_labels: 1,
+            max_labels: None,
         }
     }
 }
@@ -472,6 +519,9 @@ pub struct KnnConfig {
     pub threshold: f32,
     /// Labels every item gets at least (the best-voted ones), even below the threshold.
     pub min_labels: usize,
+    /// Most labels per item (unset: as many as reach the threshold). An exclusive taxonomy
+    /// sets 1.
+    pub max_labels: Option<usize>,
     /// How much a neighbour's vote weighs.
     pub weighting: KnnWeighting,
     /// The labelled memory: a collection of items whose `labels` field lists their concept ids
@@ -498,6 +548,7 @@ impl Default for KnnConfig {
             k: 5,
             threshold: 0.4,
             min_labels: 1,
+            max_labels: None,
             weighting: KnnWeighting::InverseDistance,
             memory: "labelled-memory".into(),
         }
@@ -767,6 +818,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             enrich: EnrichConfig::default(),
             rank: RankConfig::default(),
+            answer: AnswerConfig::default(),
             api: ApiConfig::default(),
         }
     }

@@ -6,6 +6,7 @@
 //! build on these. The CLI (`src/main.rs`) and the HTTP API are thin shells over
 //! this library: they parse, call in, and print.
 
+pub mod answer;
 pub mod api;
 pub mod bench;
 pub mod chunk;

@@ -1185,6 +1185,7 @@ async fn the_compose_configuration_serves_against_a_qdrant_server() {
         .env("SIGNALDESK_STORE__URL", qdrant.url())
         .env("SIGNALDESK_API__DEVELOPMENT", "true")
         .env("SIGNALDESK_API__TAXONOMY", data.join("taxonomy.tsv"))
+        .env("SIGNALDESK_API__METRICS_ADDR", "127.0.0.1:0")
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
@@ -1233,6 +1234,47 @@ async fn the_compose_configuration_serves_against_a_qdrant_server() {
     .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["hits"][0]["id"], docs[1]["id"], "{v}");
+    // /metrics is served on its own listener (api.metrics_addr), not on the API's port.
+    let metrics_url = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.strip_prefix("signaldesk metrics on ").map(str::to_string))
+        .expect("the server names its metrics listener");
+    let scraped = client
+        .get(format!("{metrics_url}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    assert!(
+        text.contains("signaldesk_http_request_duration_seconds"),
+        "{text}"
+    );
+    let (status, v) = send(
+        &client,
+        Method::GET,
+        &format!("{}/metrics", server.url),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    let (status, v) = send(
+        &client,
+        Method::GET,
+        &format!("{metrics_url}/v1/search?q=sugar"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "the metrics listener serves no API route: {v}");
     assert!(server.stop().success());
 }
 

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::server::{send, start, start_with, test_docs, Server, OPERATOR, READER, WRITER};
+use common::server::{
+    ingest_and_enrich, send, start, start_with, test_docs, Server, OPERATOR, READER, WRITER,
+};
 use common::{run, signaldesk, stderr};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -330,4 +332,213 @@ async fn every_reader_gets_a_full_list_with_reasons() {
         (docs.len() - 1, docs.len() - 1),
         "{v}"
     );
+}
+
+/// A desk-like taxonomy (`# exclusive = true`: Reuters R8) gives every item exactly one label
+/// through `POST /v1/tag`, the most confident, and the lineage says so; items on several topics
+/// get one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exclusive_taxonomy_tags_every_item_with_exactly_one_label() {
+    let r8 = common::root().join("golden-datasets/reuters21578/r8/taxonomy.tsv");
+    let server = start_with(
+        "",
+        "",
+        &[("SIGNALDESK_API__TAXONOMY", r8.to_str().unwrap())],
+    );
+    let client = reqwest::Client::new();
+    let items = json!([
+        {"id": "a", "title": "Wheat and corn exports rise", "body": "Grain shipments rose as the harvest came in; wheat and corn prices fell and freight rates on the ships climbed."},
+        {"id": "b", "title": "Bank cuts rates, dollar falls", "body": "The central bank cut interest rates by half a point and the dollar fell against the yen on foreign exchange markets."},
+        {"id": "c", "title": "Company profit up", "body": "Net profit rose to 12 mln dlrs, or 1.10 dlrs a share, on revenues of 200 mln dlrs; the company also agreed to acquire a rival."},
+    ]);
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &format!("{}/v1/tag", server.url),
+        Some(READER),
+        Some(items),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    for answer in v["items"].as_array().unwrap() {
+        let tags = answer["tags"].as_array().unwrap();
+        assert_eq!(tags.len(), 1, "exactly one label: {answer}");
+        assert_eq!(answer["lineage"]["exclusive"], true, "{answer}");
+        assert!(
+            answer["lineage"]["taxonomy"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("taxonomy@")),
+            "{answer}"
+        );
+    }
+    let (status, v) = send(
+        &client,
+        Method::GET,
+        &format!("{}/v1/taxonomy?q=", server.url),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["exclusive"], true, "{v}");
+    assert_eq!(v["concepts"].as_array().unwrap().len(), 8, "{v}");
+
+    // Stored items are enriched with one label each; an editor who adds another moves the
+    // item there (the label it served is rejected in the same stroke), so it still has one.
+    let docs = test_docs(3);
+    ingest_and_enrich(&client, &server, &docs).await;
+    let id = docs[0]["id"].as_str().unwrap();
+    let item_url = format!("{}/v1/content/{id}", server.url);
+    let (status, item) = send(&client, Method::GET, &item_url, Some(READER), None).await;
+    assert_eq!(status, 200, "{item}");
+    let served = item["served_tags"].as_array().unwrap().clone();
+    assert_eq!(served.len(), 1, "{item}");
+    assert_eq!(item["lineage"]["tags"]["exclusive"], true, "{item}");
+    let before = served[0].as_str().unwrap().to_string();
+    let moved_to = ["ship", "grain"]
+        .into_iter()
+        .find(|l| *l != before)
+        .unwrap();
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &format!("{}/v1/feedback", server.url),
+        Some(WRITER),
+        Some(json!({"type": "tag", "item": id, "label": moved_to, "verdict": "add"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let (_, item) = send(&client, Method::GET, &item_url, Some(READER), None).await;
+    assert_eq!(item["served_tags"], json!([moved_to]), "{item}");
+    let verdicts: Vec<(String, String)> = item["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["label"].as_str().unwrap().to_string(),
+                d["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (before, "reject".to_string()),
+            (moved_to.to_string(), "add".to_string())
+        ],
+        "{item}"
+    );
+}
+
+/// `POST /v1/verify` over SciFact abstracts sent through `POST /v1/content`: the first call
+/// starts the verifier's training and answers 503 with Retry-After; then the verdict comes with
+/// rationale spans that resolve in `GET /v1/content/{id}`'s item text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_answers_with_evidence_that_resolves_in_the_stored_item() {
+    let root = common::root();
+    let claims = root.join("golden-datasets/scifact-claims/tune.jsonl");
+    let corpus = root.join("golden-datasets/scifact/corpus.jsonl.gz");
+    let server = start_with(
+        "",
+        "",
+        &[
+            (
+                "SIGNALDESK_ANSWER__TRAINING_CLAIMS",
+                claims.to_str().unwrap(),
+            ),
+            (
+                "SIGNALDESK_ANSWER__TRAINING_CORPUS",
+                corpus.to_str().unwrap(),
+            ),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let docs: Vec<Value> =
+        std::fs::read_to_string(root.join("golden-datasets/quickstart/sample.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|d| d["id"].as_str().unwrap().starts_with("scifact-"))
+            .collect();
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &format!("{}/v1/content", server.url),
+        Some(WRITER),
+        Some(json!(docs)),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let url = format!("{}/v1/verify", server.url);
+    let claim = json!({"claim": "TNFAIP3 is a glioblastoma tumor enhancer.", "k": 5});
+    let (status, v) = send(&client, Method::POST, &url, None, Some(claim.clone())).await;
+    assert_eq!(status, 401, "{v}");
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url,
+        Some(READER),
+        Some(json!({"claim": " "})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (400, Some("claim")),
+        "{v}"
+    );
+    let first = client
+        .post(&url)
+        .bearer_auth(READER)
+        .json(&claim)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 503, "the first call starts the training");
+    assert_eq!(first.headers()["retry-after"], "30");
+    let mut answer = Value::Null;
+    for _ in 0..300 {
+        let (status, v) = send(
+            &client,
+            Method::POST,
+            &url,
+            Some(READER),
+            Some(claim.clone()),
+        )
+        .await;
+        if status == 200 {
+            answer = v;
+            break;
+        }
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (503, Some("not_ready")),
+            "{v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(answer["verdict"], "SUPPORT", "{answer}");
+    let evidence = &answer["evidence"][0];
+    assert_eq!(evidence["id"], "scifact-33370", "{answer}");
+    let (status, stored) = send(
+        &client,
+        Method::GET,
+        &format!("{}/v1/content/scifact-33370", server.url),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{stored}");
+    let text = format!(
+        "{}\n{}",
+        stored["item"]["title"].as_str().unwrap(),
+        stored["item"]["body"].as_str().unwrap()
+    );
+    for s in evidence["rationale"].as_array().unwrap() {
+        let (a, b) = (
+            s["start"].as_u64().unwrap() as usize,
+            s["end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(&text[a..b], s["text"].as_str().unwrap(), "{s}");
+    }
 }

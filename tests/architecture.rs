@@ -18,6 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["llm", "prompts"],
     // Tags and summaries.
     &["enrich"],
+    // Claims verified over the archive (the verifier trains like the tagging head).
+    &["answer"],
     // Recommendations.
     &["rank"],
     // Offline evaluation, then benchmarks (which measure everything below them).

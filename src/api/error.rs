@@ -56,7 +56,7 @@ pub struct ApiError {
     /// The JSON path (`items[2].title`) or query parameter at fault, for bad input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// Seconds for the Retry-After header of a 429 (1 when unset).
+    /// Seconds for the Retry-After header (a 429 always has one, 1 when unset; a 503 when set).
     #[serde(skip)]
     pub retry_after: Option<u64>,
 }
@@ -98,7 +98,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(json!({ "error": self }))).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.retry_after.is_some() {
             let seconds = self.retry_after.unwrap_or(1).to_string();
             response.headers_mut().insert(
                 "retry-after",

@@ -8,6 +8,7 @@
 //! error is JSON `{"error": {"code", "message", "field"?}}` with a stable code; overload is an
 //! answer (429 with Retry-After), never an unbounded queue.
 
+mod answer;
 mod content;
 mod error;
 mod feedback;
@@ -98,6 +99,8 @@ pub struct ApiState {
     worker_count: usize,
     /// Requests computing or waiting for a worker; at most `api.workers + api.queue`.
     admitted: Arc<std::sync::atomic::AtomicUsize>,
+    /// The claim verifier: trained (or loaded from its cache) at the first `POST /v1/verify`.
+    pub(crate) verifier: Arc<std::sync::Mutex<answer::VerifierState>>,
 }
 
 /// A request's place among the workers: held while it computes, released on drop.
@@ -191,6 +194,7 @@ impl ApiState {
             taggers: parts.taggers,
             default_tagger: parts.default_tagger,
             taxonomy: parts.taxonomy,
+            verifier: Arc::default(),
             settings,
         })
     }
@@ -430,6 +434,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/taxonomy", get(tagging::taxonomy))
         .route("/v1/recommend", post(feedback::recommend))
         .route("/v1/feedback", post(feedback::feedback))
+        .route("/v1/verify", post(answer::verify))
         .with_state(state.clone());
     if let Some(local) = state.llm.and_then(AnyLlm::local_model) {
         // The local model's OpenAI-compatible routes, behind this server's keys (llm scope).
@@ -447,10 +452,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
             }),
         ));
     }
-    Router::new()
+    let mut operations = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(ready));
+    if state.settings.metrics_addr.is_empty() {
+        operations = operations.route("/metrics", get(metrics));
+    }
+    operations
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/docs", get(pages::docs))
         .route(
@@ -491,6 +499,23 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             tower_http::request_id::MakeRequestUuid,
         ))
+}
+
+/// The router of the separate metrics listener (`api.metrics_addr`): `/metrics` and the health
+/// probes, no keys, no API routes.
+pub fn metrics_router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(ready))
+        .with_state(state)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "the metrics listener serves /metrics, /healthz and /readyz only",
+            )
+        })
 }
 
 /// The span every request's log lines carry (its id, method and path). At ERROR level, so it is
@@ -798,8 +823,21 @@ fn stopped_work(e: tokio::task::JoinError) -> ApiError {
 }
 
 /// Serve until Ctrl-C or SIGTERM, draining in-flight requests; background jobs are waited for
-/// (each writes as it goes) before returning.
-pub async fn serve(state: Arc<ApiState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// (each writes as it goes) before returning. `metrics`: the separate listener `/metrics` is
+/// served on when `api.metrics_addr` is set (the caller binds it, as it binds the API's).
+pub async fn serve(
+    state: Arc<ApiState>,
+    listener: tokio::net::TcpListener,
+    metrics: Option<tokio::net::TcpListener>,
+) -> std::io::Result<()> {
+    if let Some(metrics) = metrics {
+        let app = metrics_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, app).await {
+                tracing::error!("the metrics listener stopped: {e}");
+            }
+        });
+    }
     if state.settings.refresh_s > 0 {
         let worker = state.clone();
         tokio::spawn(async move {

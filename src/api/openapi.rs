@@ -7,7 +7,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{content, feedback, tagging, ApiError, ErrorCode};
+use super::{answer, content, feedback, tagging, ApiError, ErrorCode};
 
 /// The error body every failure carries.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -36,6 +36,7 @@ pub struct ErrorBody {
         tagging::taxonomy,
         feedback::recommend,
         feedback::feedback,
+        answer::verify,
     ),
     components(schemas(ErrorBody, ApiError, ErrorCode)),
     modifiers(&Common),
@@ -88,7 +89,10 @@ impl Modify for Common {
                         "Request target over 16 KiB (send long input in a POST body)",
                     ),
                     ("415", "Not JSON"),
-                    ("503", "Not ready, or the store or LLM failed"),
+                    (
+                        "503",
+                        "Not ready (the verifier training at first use: Retry-After), or the store or LLM failed",
+                    ),
                     ("504", "Over api.timeout_s"),
                 ];
                 if secured {

@@ -417,6 +417,8 @@ pub struct ConceptOut {
 pub struct TaxonomyResponse {
     /// `name@version` of the taxonomy.
     pub taxonomy: Option<String>,
+    /// Every item gets exactly one label of this taxonomy (a section, a desk).
+    pub exclusive: bool,
     pub concepts: Vec<ConceptOut>,
 }
 
@@ -454,6 +456,7 @@ pub(crate) async fn taxonomy(
         .collect();
     Ok(Json(TaxonomyResponse {
         taxonomy: state.taxonomy.map(|t| t.id()),
+        exclusive: state.taxonomy.is_some_and(|t| t.exclusive),
         concepts,
     })
     .into_response())

@@ -86,6 +86,18 @@ pub enum Suite {
     /// over MMR λ (with a PNG plot beside the report) and outside references
     /// (DATASET/references.json, from scripts/recommend_reference.py).
     Recommend(suites::EvalRecommendArgs),
+    /// Claim verification over SciFact: the chain `signaldesk verify` runs, with SciFact's own
+    /// metrics (Wadden et al. 2020, section 4).
+    ///
+    /// The corpus is ingested (once, as `eval retrieval` ingests it); every tuning and evaluation
+    /// claim (CLAIMS/tune.jsonl, CLAIMS/eval.jsonl) is verified through the same library function
+    /// as `signaldesk verify`; the evaluation claims are scored with abstract-level label-only
+    /// and label+rationale P/R/F1, sentence-level selection and selection+label P/R/F1, and
+    /// NOT_ENOUGH_INFO precision/recall, beside two baselines on the same retrieval (the top-1
+    /// hit labelled SUPPORT, and the same abstaining below a search score tuned on the tuning
+    /// claims) and the chain given the gold abstracts. answer.threshold is tuned on the tuning
+    /// claims (and evaluated with, unless --no-tune).
+    Grounded(suites::EvalGroundedArgs),
 }
 
 #[derive(Args)]
@@ -381,5 +393,6 @@ async fn run_suite(config: &Config, suite: Suite, embedders: &LoadedEmbedders) -
         Suite::Tagging(args) => suites::tagging(config, args, embedders).await,
         Suite::Recommend(args) => suites::recommend(config, args, embedders).await,
         Suite::Summaries(args) => suites::summaries(config, args, embedders).await,
+        Suite::Grounded(args) => suites::grounded(config, args, embedders).await,
     }
 }

@@ -30,6 +30,7 @@ macro_rules! out {
     };
 }
 
+mod answer;
 mod bench;
 mod collections;
 mod embed;
@@ -126,6 +127,14 @@ pub enum Command {
     /// search.hybrid.dense_weight, search.hybrid.candidates): the same path `eval retrieval`
     /// measures.
     Search(search::SearchArgs),
+    /// Verify a claim against the archive: SUPPORT, CONTRADICT or NOT_ENOUGH_INFO, with the
+    /// items that decide it and their rationale sentences (byte spans into each item's text).
+    ///
+    /// The claim is searched (hybrid, answer.k items), each item split into sentences and read
+    /// by the local verifier (no LLM: rationale and stance models over the embedder's vectors,
+    /// trained at first use on answer.training_claims and cached under cache_dir/verifier/); an
+    /// item is evidence when the verifier's probability reaches answer.threshold.
+    Verify(answer::VerifyArgs),
     /// Offline evaluation against golden datasets.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -238,6 +247,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => runtime()?.block_on(ingest::ingest(&config, args)),
         Command::Reindex(args) => runtime()?.block_on(ingest::reindex(&config, args)),
         Command::Search(args) => runtime()?.block_on(search::run(&config, args)),
+        Command::Verify(args) => runtime()?.block_on(answer::run(&config, args)),
         Command::Eval(cmd) => eval::run(&config, cmd),
         Command::Llm(cmd) => runtime()?.block_on(llm::run(&config, cmd)),
         Command::Tag(args) => runtime()?.block_on(tag::tag(&config, args)),

@@ -28,12 +28,22 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     }
     super::runtime()?.block_on(async {
         let addr = args.addr.unwrap_or_else(|| config.api.addr.clone());
+        let metrics_addr = config.api.metrics_addr.clone();
         let state = Arc::new(ApiState::open(config).await?);
+        let metrics = if metrics_addr.is_empty() {
+            None
+        } else {
+            let listener = tokio::net::TcpListener::bind(&metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen on api.metrics_addr {metrics_addr}"))?;
+            eprintln!("signaldesk metrics on http://{}", listener.local_addr()?);
+            Some(listener)
+        };
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         eprintln!("signaldesk API on http://{}", listener.local_addr()?);
-        signaldesk::api::serve(state, listener).await?;
+        signaldesk::api::serve(state, listener, metrics).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

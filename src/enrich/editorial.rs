@@ -265,7 +265,9 @@ impl DecisionError {
 
 /// Record an editor's decision on a stored item of `collection` and serve its effect at once:
 /// `accept` and `reject` only for the item's own tags (the model's, or ones editors added),
-/// `add` only for concepts of `taxonomy` (when there is one). Answers the item's served tags.
+/// `add` only for concepts of `taxonomy` (when there is one; in an exclusive taxonomy an `add`
+/// also rejects the label the item served, so it keeps exactly one). Answers the item's served
+/// tags.
 pub async fn decide<S: VectorStore>(
     store: &S,
     collection: &str,
@@ -305,6 +307,19 @@ pub async fn decide<S: VectorStore>(
             }
         }
         _ => {}
+    }
+    // An exclusive taxonomy serves one label: adding one moves the item there, so the labels
+    // it served are rejected by the same editor, each its own line in the log (and its history).
+    if decision.verdict == Verdict::Add && taxonomy.is_some_and(|t| t.exclusive) {
+        for label in current.iter().filter(|l| **l != decision.label) {
+            let moved = TagDecision {
+                label: label.clone(),
+                verdict: Verdict::Reject,
+                ..decision.clone()
+            };
+            log.record(&moved)?;
+            decisions.push(moved);
+        }
     }
     log.record(&decision)?;
     decisions.push(decision.clone());

@@ -89,6 +89,7 @@ pub fn signals(
     let all_votes = KnnConfig {
         threshold: 0.0,
         min_labels: 0,
+        max_labels: None,
         ..knn.clone()
     };
     Signals {
@@ -152,7 +153,12 @@ pub fn combine(signals: &Signals, settings: &EnsembleConfig) -> Vec<Tag> {
             }
         })
         .collect();
-    super::keep_confident(tags, settings.threshold, settings.min_labels)
+    super::keep_confident(
+        tags,
+        settings.threshold,
+        settings.min_labels,
+        settings.max_labels,
+    )
 }
 
 /// Tags items with kNN over the labelled memory and the head trained on it.
@@ -275,6 +281,7 @@ mod tests {
             llm_weight: 0.5,
             threshold: 0.5,
             min_labels: 1,
+            max_labels: None,
         };
         let tags = combine(&signals, &settings);
         // earn: 0.75·0.5 + 0.25·1.0 = 0.625; acq: 0.45 + 0.05 = 0.5; grain 0.075.

@@ -194,7 +194,12 @@ pub fn vote(neighbours: &[Neighbour], settings: &KnnConfig) -> Vec<Tag> {
             evidence,
         })
         .collect();
-    super::keep_confident(tags, settings.threshold, settings.min_labels)
+    super::keep_confident(
+        tags,
+        settings.threshold,
+        settings.min_labels,
+        settings.max_labels,
+    )
 }
 
 #[cfg(test)]

@@ -173,6 +173,7 @@ pub async fn open_tagger<'a, S: VectorStore>(
     memory: Option<String>,
     llm: Option<&'a crate::llm::AnyLlm>,
 ) -> Result<(AnyTagger<'a, S>, Value), TaggerSetupError> {
+    let config = &for_taxonomy(config, taxonomy);
     let setup = TaggerSetup {
         store,
         embedder,
@@ -181,12 +182,16 @@ pub async fn open_tagger<'a, S: VectorStore>(
         llm,
         tagged_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
-    match kind {
+    let (tagger, mut lineage) = match kind {
         TaggerKind::Knn => setup.knn(memory).await,
         TaggerKind::Ensemble => setup.ensemble(memory, kind.calls_llm(config)).await,
         TaggerKind::Llm => setup.llm_tagger(memory).await,
         TaggerKind::Zeroshot => setup.zeroshot().await,
+    }?;
+    if taxonomy.is_some_and(|t| t.exclusive) {
+        lineage["exclusive"] = json!(true);
     }
+    Ok((tagger, lineage))
 }
 
 /// What [`open_tagger`] opens taggers from.
@@ -372,8 +377,14 @@ pub struct Tag {
 }
 
 /// `tags` most confident first (ties by label id, so results are stable), cut to those at
-/// `threshold` or above but never fewer than `min_labels`: the rule every tagger applies last.
-pub fn keep_confident(mut tags: Vec<Tag>, threshold: f32, min_labels: usize) -> Vec<Tag> {
+/// `threshold` or above but never fewer than `min_labels` nor more than `max_labels`: the rule
+/// every tagger applies last.
+pub fn keep_confident(
+    mut tags: Vec<Tag>,
+    threshold: f32,
+    min_labels: usize,
+    max_labels: Option<usize>,
+) -> Vec<Tag> {
     tags.sort_by(|a, b| {
         b.confidence
             .total_cmp(&a.confidence)
@@ -383,9 +394,26 @@ pub fn keep_confident(mut tags: Vec<Tag>, threshold: f32, min_labels: usize) -> 
         .iter()
         .filter(|t| t.confidence >= threshold)
         .count()
-        .max(min_labels.min(tags.len()));
+        .max(min_labels.min(tags.len()))
+        .min(max_labels.unwrap_or(usize::MAX).max(min_labels));
     tags.truncate(keep);
     tags
+}
+
+/// The configuration taggers run with against `taxonomy`: as given, except that an exclusive
+/// taxonomy (a section, a desk: `# exclusive = true` in its file) makes every tagger give exactly
+/// one label, its most confident (at least one and at most one, whatever the thresholds). The
+/// one place the rule lives: [`open_tagger`] and `eval tagging` both take their settings from it.
+pub fn for_taxonomy(config: &Config, taxonomy: Option<&taxonomy::Taxonomy>) -> Config {
+    let mut config = config.clone();
+    if taxonomy.is_some_and(|t| t.exclusive) {
+        let e = &mut config.enrich;
+        (e.knn.min_labels, e.knn.max_labels) = (1, Some(1));
+        (e.ensemble.min_labels, e.ensemble.max_labels) = (1, Some(1));
+        (e.zeroshot.min_labels, e.zeroshot.max_labels) = (1, 1);
+        e.llm.max_labels = 1;
+    }
+    config
 }
 
 /// Tags in a tree taxonomy as the tree says: each tag's ancestors are implied (with the best
@@ -462,6 +490,41 @@ mod tests {
             source: "knn".into(),
             evidence: vec!["n1".into()],
         }
+    }
+
+    #[test]
+    fn confident_tags_are_kept_between_the_minimum_and_the_maximum() {
+        let labels = |tags: Vec<Tag>| tags.into_iter().map(|t| t.label).collect::<Vec<_>>();
+        let tags = || vec![tag("b", 0.2), tag("a", 0.9), tag("c", 0.6)];
+        assert_eq!(labels(keep_confident(tags(), 0.5, 1, None)), ["a", "c"]);
+        assert_eq!(labels(keep_confident(tags(), 0.95, 1, None)), ["a"]);
+        assert_eq!(
+            labels(keep_confident(tags(), 0.95, 0, None)),
+            Vec::<String>::new()
+        );
+        assert_eq!(labels(keep_confident(tags(), 0.1, 1, Some(2))), ["a", "c"]);
+        assert_eq!(labels(keep_confident(tags(), 0.1, 1, Some(1))), ["a"]);
+    }
+
+    #[test]
+    fn an_exclusive_taxonomy_sets_every_tagger_to_one_label() {
+        let desks = taxonomy::Taxonomy::parse(
+            "desks",
+            "desks.tsv",
+            b"# exclusive = true\nid\tlabel\nsport\tSport\nbusiness\tBusiness\n",
+        )
+        .unwrap();
+        let config = Config::default();
+        let e = for_taxonomy(&config, Some(&desks)).enrich;
+        assert_eq!((e.knn.min_labels, e.knn.max_labels), (1, Some(1)));
+        assert_eq!((e.ensemble.min_labels, e.ensemble.max_labels), (1, Some(1)));
+        assert_eq!((e.zeroshot.min_labels, e.zeroshot.max_labels), (1, 1));
+        assert_eq!(e.llm.max_labels, 1);
+        assert_eq!(
+            for_taxonomy(&config, None),
+            config,
+            "other taxonomies change nothing"
+        );
     }
 
     #[test]

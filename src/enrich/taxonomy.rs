@@ -2,6 +2,10 @@
 //! `label`, optionally `definition`, `parent` and `active`; other columns are ignored. Loaded
 //! into a tree (parents checked, cycles refused) and versioned by the hash of the file's bytes,
 //! so every signal can name the exact taxonomy it was computed against.
+//!
+//! Lines before the header that start with `#` are comments; one of them may be the setting
+//! `# exclusive = true`: an exclusive taxonomy (a section, a desk) gives every item exactly one
+//! label, whichever command or route tags against it (see [`crate::enrich::for_taxonomy`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,8 +49,23 @@ pub struct Taxonomy {
     pub name: String,
     /// The first 12 hex digits of the file's sha256: lineage names `name@version`.
     pub version: String,
+    /// Every item gets exactly one of its labels (`# exclusive = true` above the header).
+    pub exclusive: bool,
     concepts: Vec<Concept>,
     index: HashMap<String, usize>,
+}
+
+/// The `exclusive` setting a comment line above the header gives, if it gives one.
+fn exclusive_setting(comment: &str) -> Option<Result<bool, String>> {
+    let comment = comment.trim_start().trim_start_matches('#').trim();
+    let value = comment.strip_prefix("exclusive")?;
+    Some(match value.trim().strip_prefix('=').map(str::trim) {
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        _ => Err(format!(
+            "the setting {comment:?}: write `# exclusive = true` (or false)"
+        )),
+    })
 }
 
 impl Taxonomy {
@@ -75,7 +94,13 @@ impl Taxonomy {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| invalid(0, format!("not UTF-8: {e}")))?
             .trim_start_matches('\u{feff}');
-        let mut lines = text.lines().enumerate();
+        let mut lines = text.lines().enumerate().peekable();
+        let mut exclusive = false;
+        while let Some((n, comment)) = lines.next_if(|(_, l)| l.trim_start().starts_with('#')) {
+            if let Some(setting) = exclusive_setting(comment) {
+                exclusive = setting.map_err(|message| invalid(n + 1, message))?;
+            }
+        }
         let header: Vec<String> = lines
             .next()
             .map(|(_, h)| {
@@ -142,6 +167,7 @@ impl Taxonomy {
                 let digest = Sha256::digest(bytes);
                 digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
             },
+            exclusive,
             concepts,
             index,
         };
@@ -262,5 +288,18 @@ mod tests {
         assert!(e("id\tlabel\tparent\na\tA\tb\nb\tB\ta\n").contains("its own ancestor"));
         assert!(e("id\tlabel\tactive\na\tA\tmaybe\n").contains("t.tsv:2: active is \"maybe\""));
         assert!(e("id\tlabel\n").contains("no concepts"));
+        assert!(e("# exclusive = yes\nid\tlabel\na\tA\n")
+            .contains("t.tsv:1: the setting \"exclusive = yes\""));
+    }
+
+    #[test]
+    fn comments_above_the_header_may_make_the_taxonomy_exclusive() {
+        let parse = |text: &str| Taxonomy::parse("desks", "desks.tsv", text.as_bytes()).unwrap();
+        let plain = parse("id\tlabel\nsport\tSport\n");
+        assert!(!plain.exclusive);
+        let desks = parse("# The desks of the newsroom\n# exclusive = true\nid\tlabel\nsport\tSport\nbusiness\tBusiness\n");
+        assert!(desks.exclusive);
+        assert_eq!(desks.concepts().len(), 2);
+        assert!(!parse("#exclusive=false\nid\tlabel\na\tA\n").exclusive);
     }
 }

@@ -6,6 +6,7 @@
 //! query (or document, or user), what a paired significance test needs.
 
 pub mod gate;
+pub mod grounded;
 pub mod metrics;
 pub mod plot;
 pub mod porter;

@@ -211,6 +211,21 @@ pub fn score(
     (metrics, per_label)
 }
 
+/// The share of items whose predicted labels are exactly their gold labels: for an exclusive
+/// taxonomy (one label each), the usual accuracy, reported beside micro-F1.
+pub fn accuracy(gold: &[Vec<String>], predicted: &[Vec<String>]) -> f64 {
+    let exact = gold
+        .iter()
+        .zip(predicted)
+        .filter(|(g, p)| {
+            let g: BTreeSet<&String> = g.iter().collect();
+            let p: BTreeSet<&String> = p.iter().collect();
+            g == p
+        })
+        .count();
+    exact as f64 / gold.len().max(1) as f64
+}
+
 /// Hierarchical micro P/R/F1 (Kiritchenko et al.): each gold and predicted set is extended with
 /// every ancestor of its labels, then compared as sets, so a near miss in the tree earns partial
 /// credit.
@@ -387,6 +402,8 @@ pub async fn evaluate<S: VectorStore>(
     on_progress: impl FnMut(usize),
 ) -> Result<Report, TaggingEvalError> {
     use crate::config::TaggerKind;
+    // The product's settings for this taxonomy (an exclusive one: exactly one label per item).
+    let config = &crate::enrich::for_taxonomy(config, Some(taxonomy));
     match kind {
         TaggerKind::Knn => {
             evaluate_knn(
@@ -439,7 +456,7 @@ pub fn settings_line(kind: crate::config::TaggerKind, report: &Report) -> String
     let c = &report.config;
     let num = |k: &str| c[k].as_f64().unwrap_or_default();
     let text = |k: &str| c[k].as_str().unwrap_or("-").to_string();
-    match kind {
+    let line = match kind {
         TaggerKind::Knn => format!(
             "knn k={} threshold={:.2} weighting={}",
             c["k"],
@@ -466,6 +483,11 @@ pub fn settings_line(kind: crate::config::TaggerKind, report: &Report) -> String
             num("threshold"),
             c["k"]
         ),
+    };
+    if c["exclusive"] == true {
+        line + " (exclusive taxonomy: one label each)"
+    } else {
+        line
     }
 }
 
@@ -523,6 +545,7 @@ pub async fn evaluate_knn<S: VectorStore>(
         // As configured (0.4, not 0.4000000059604645).
         "threshold": (f64::from(settings.threshold) * 1e4).round() / 1e4,
         "min_labels": settings.min_labels,
+        "max_labels": settings.max_labels,
         "weighting": settings.weighting,
         "tuned_on_validation": options.tune,
         "tune_objective": options.tune.then_some(options.objective),
@@ -535,6 +558,7 @@ pub async fn evaluate_knn<S: VectorStore>(
         "tag_seconds": tag_seconds,
         "model": embedder.model_id(),
         "taxonomy": taxonomy.id(),
+        "exclusive": taxonomy.exclusive,
         "backend": store.backend(),
         "search_exact": config.search.exact,
     });
@@ -658,6 +682,7 @@ pub async fn evaluate_ensemble<S: VectorStore>(
         "knn_weight": round(settings.knn_weight),
         "threshold": round(settings.threshold),
         "min_labels": settings.min_labels,
+        "max_labels": settings.max_labels,
         "k": knn_settings.k,
         "weighting": knn_settings.weighting,
         "head": config.enrich.head,
@@ -673,6 +698,7 @@ pub async fn evaluate_ensemble<S: VectorStore>(
         "tag_seconds": tag_seconds,
         "model": embedder.model_id(),
         "taxonomy": taxonomy.id(),
+        "exclusive": taxonomy.exclusive,
         "backend": store.backend(),
         "search_exact": config.search.exact,
     });
@@ -743,6 +769,7 @@ pub async fn evaluate_llm<S: VectorStore>(
         "tag_seconds": tag_seconds,
         "model": embedder.model_id(),
         "taxonomy": taxonomy.id(),
+        "exclusive": taxonomy.exclusive,
         "backend": store.backend(),
     });
     let mut report = report(dataset, taxonomy, &test, &predicted, config);
@@ -774,6 +801,9 @@ fn report(
     let labels: Vec<String> = taxonomy.concepts().iter().map(|c| c.id.clone()).collect();
     let gold: Vec<Vec<String>> = test.iter().map(|t| t.labels.clone()).collect();
     let (mut metrics, per_label) = score(&gold, predicted, &labels);
+    if taxonomy.exclusive {
+        metrics.insert("accuracy".into(), accuracy(&gold, predicted));
+    }
     if taxonomy.is_hierarchical() {
         let (p, r, f) = hierarchical(&gold, predicted, taxonomy);
         metrics.insert("hierarchical_precision".into(), p);
@@ -835,7 +865,13 @@ pub async fn evaluate_zeroshot<S: VectorStore>(
         let texts: Vec<&str> = picked.iter().map(|&i| train[i].text.as_str()).collect();
         let gold: Vec<Vec<String>> = picked.iter().map(|&i| train[i].labels.clone()).collect();
         let candidates = tagger.candidates(&texts).await?;
-        let trials = [1, 2, 3, 5].into_iter().flat_map(|max_labels| {
+        // An exclusive taxonomy keeps its one label; the others try several limits.
+        let limits: &[usize] = if taxonomy.exclusive {
+            &[1]
+        } else {
+            &[1, 2, 3, 5]
+        };
+        let trials = limits.iter().copied().flat_map(|max_labels| {
             let base = settings.clone();
             (0..=20).map(move |step| ZeroShotConfig {
                 threshold: 0.10 + 0.025 * step as f32,
@@ -879,6 +915,7 @@ pub async fn evaluate_zeroshot<S: VectorStore>(
         "tag_seconds": tag_seconds,
         "model": embedder.model_id(),
         "taxonomy": taxonomy.id(),
+        "exclusive": taxonomy.exclusive,
         "backend": store.backend(),
     });
     Ok(report(dataset, taxonomy, &test, &predicted, config))
@@ -934,6 +971,14 @@ mod tests {
         )
         .0;
         assert_eq!(flat["micro_f1"], 0.0);
+    }
+
+    #[test]
+    fn accuracy_counts_exact_label_sets() {
+        let gold = vec![s(&["earn"]), s(&["acq"]), s(&["crude"]), s(&["ship"])];
+        let predicted = vec![s(&["earn"]), s(&["earn"]), s(&["crude"]), s(&[])];
+        assert_eq!(accuracy(&gold, &predicted), 0.5);
+        assert_eq!(accuracy(&[], &[]), 0.0);
     }
 
     #[test]

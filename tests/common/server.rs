@@ -69,10 +69,11 @@ pub fn listening_url(child: &mut Child) -> String {
     listening_url_and_log(child).0
 }
 
-/// [`listening_url`], and the log lines the server writes from then on.
+/// [`listening_url`], and the server's log lines (those before the API's address too).
 pub fn listening_url_and_log(child: &mut Child) -> (String, ServerLog) {
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let log = ServerLog::default();
     let url = loop {
         line.clear();
         if err.read_line(&mut line).unwrap() == 0 {
@@ -83,9 +84,9 @@ pub fn listening_url_and_log(child: &mut Child) -> (String, ServerLog) {
         if let Some(addr) = line.trim().strip_prefix("signaldesk API on ") {
             break addr.to_string();
         }
+        log.lock().unwrap().push(line.trim_end().to_string());
     };
     // Keep draining stderr so the server never blocks on a full pipe.
-    let log = ServerLog::default();
     let lines = log.clone();
     std::thread::spawn(move || {
         for line in err.lines().map_while(Result::ok) {
