@@ -83,18 +83,7 @@ fn knn_and_ensemble_on_reuters_modapte_reach_their_references() {
 fn the_ensemble_tunes_and_trains_on_a_small_labelled_set() {
     let work = tempfile::tempdir().unwrap();
     let data = common::root().join("golden-datasets/reuters21578/modapte90");
-    let small = work.path().join("small");
-    std::fs::create_dir_all(&small).unwrap();
-    for (name, n) in [("train.jsonl.gz", 300), ("test.jsonl.gz", 100)] {
-        let file = std::fs::File::create(small.join(name)).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-        std::io::Write::write_all(
-            &mut gz,
-            (gz_lines(&data.join(name), n).join("\n") + "\n").as_bytes(),
-        )
-        .unwrap();
-        gz.finish().unwrap();
-    }
+    let small = first_documents(&data, &work.path().join("small"), 300, 100);
     std::fs::copy(data.join("taxonomy.tsv"), small.join("taxonomy.tsv")).unwrap();
     let report = work.path().join("ensemble.json");
     let o = run(signaldesk(work.path())
@@ -119,18 +108,7 @@ fn the_ensemble_tunes_and_trains_on_a_small_labelled_set() {
 fn an_exclusive_taxonomy_is_evaluated_with_accuracy_one_label_each() {
     let work = tempfile::tempdir().unwrap();
     let data = common::root().join("golden-datasets/reuters21578/r8");
-    let small = work.path().join("r8-small");
-    std::fs::create_dir_all(&small).unwrap();
-    for (name, n) in [("train.jsonl.gz", 300), ("test.jsonl.gz", 100)] {
-        let file = std::fs::File::create(small.join(name)).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-        std::io::Write::write_all(
-            &mut gz,
-            (gz_lines(&data.join(name), n).join("\n") + "\n").as_bytes(),
-        )
-        .unwrap();
-        gz.finish().unwrap();
-    }
+    let small = first_documents(&data, &work.path().join("r8-small"), 300, 100);
     let report = work.path().join("r8.json");
     let o = run(signaldesk(work.path())
         .args(["eval", "tagging", "--tagger", "ensemble", "--dataset"])
@@ -158,6 +136,22 @@ fn an_exclusive_taxonomy_is_evaluated_with_accuracy_one_label_each() {
         accuracy > 0.8,
         "accuracy {accuracy} on 300 training documents"
     );
+}
+
+/// A dataset of the first `train` and `test` documents of `data`'s splits, written to `dir`.
+fn first_documents(data: &Path, dir: &Path, train: usize, test: usize) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, n) in [("train.jsonl.gz", train), ("test.jsonl.gz", test)] {
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        std::io::Write::write_all(
+            &mut gz,
+            (gz_lines(&data.join(name), n).join("\n") + "\n").as_bytes(),
+        )
+        .unwrap();
+        gz.finish().unwrap();
+    }
+    dir.to_path_buf()
 }
 
 fn gz_lines(path: &Path, n: usize) -> Vec<String> {

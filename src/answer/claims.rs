@@ -116,6 +116,24 @@ pub struct CorpusDoc {
     pub text: String,
 }
 
+impl CorpusDoc {
+    /// The document as a content item `id` (title, and the text as its body), as ingest reads a
+    /// BEIR corpus line.
+    pub fn to_item(&self, id: &str) -> crate::content::ContentItem {
+        crate::content::ContentItem {
+            id: id.to_string(),
+            title: self.title.clone(),
+            body: self.text.clone(),
+            url: None,
+            source: None,
+            content_type: Default::default(),
+            language: None,
+            published_at: None,
+            metadata: Default::default(),
+        }
+    }
+}
+
 /// The documents of a BEIR corpus whose ids are in `wanted` (all when `None`).
 pub fn read_corpus(
     path: &Path,

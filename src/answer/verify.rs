@@ -332,17 +332,11 @@ mod tests {
 
     #[test]
     fn body_sentences_are_spans_into_the_item_text() {
-        let item = ContentItem {
-            id: "x".into(),
+        let item = crate::answer::claims::CorpusDoc {
             title: "A title".into(),
-            body: "First one. Second one.".into(),
-            url: None,
-            source: None,
-            content_type: Default::default(),
-            language: None,
-            published_at: None,
-            metadata: Default::default(),
-        };
+            text: "First one. Second one.".into(),
+        }
+        .to_item("x");
         let text = item.text();
         let spans = item_sentences(&item);
         let got: Vec<&str> = spans.iter().map(|&(a, b)| &text[a..b]).collect();

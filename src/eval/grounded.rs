@@ -551,17 +551,7 @@ fn gold_abstracts(
             .filter_map(|id| docs.get(id).map(|d| (id, d)))
             .enumerate()
             .map(|(rank, (id, d))| {
-                let item = crate::content::ContentItem {
-                    id: id.to_string(),
-                    title: d.title.clone(),
-                    body: d.text.clone(),
-                    url: None,
-                    source: None,
-                    content_type: Default::default(),
-                    language: None,
-                    published_at: None,
-                    metadata: Default::default(),
-                };
+                let item = d.to_item(id);
                 (item, rank + 1, 0.0)
             })
             .collect();
