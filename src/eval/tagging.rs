@@ -387,7 +387,9 @@ pub struct TaggingEvalOptions {
     pub limit: Option<usize>,
 }
 
-/// Evaluate the tagger `kind`: the one dispatch `signaldesk eval tagging` and the eval gate run.
+/// Evaluate the tagger `kind`: the one dispatch `signaldesk eval tagging` and the eval gate run,
+/// and the only way in (the per-tagger runners are private), so every run takes the product's
+/// settings for `taxonomy` from [`crate::enrich::for_taxonomy`].
 /// `llm` is the client of taggers that call one (the `llm` tagger needs it).
 #[allow(clippy::too_many_arguments)]
 pub async fn evaluate<S: VectorStore>(
@@ -492,7 +494,7 @@ pub fn settings_line(kind: crate::config::TaggerKind, report: &Report) -> String
 }
 
 /// Run the suite with the kNN tagger; `on_progress(items)` hears the memory's ingest.
-pub async fn evaluate_knn<S: VectorStore>(
+async fn evaluate_knn<S: VectorStore>(
     store: &S,
     embedder: Arc<Embedder>,
     config: &Config,
@@ -599,7 +601,7 @@ async fn ingest_memory<S: VectorStore>(
 /// memory's stored vectors. With `options.tune`, the head is trained without the validation
 /// split, the ensemble's weight and threshold are chosen on it (kNN leave-one-out, k and
 /// weighting from `enrich.knn`), and the head is trained again on all of train for test.
-pub async fn evaluate_ensemble<S: VectorStore>(
+async fn evaluate_ensemble<S: VectorStore>(
     store: &S,
     embedder: Arc<Embedder>,
     config: &Config,
@@ -709,7 +711,7 @@ pub async fn evaluate_ensemble<S: VectorStore>(
 /// builds for `signaldesk tag --tagger llm`, on the first `options.limit` test documents (every
 /// call costs). Reports how many items fell back to kNN and the tokens spent.
 #[allow(clippy::too_many_arguments)]
-pub async fn evaluate_llm<S: VectorStore>(
+async fn evaluate_llm<S: VectorStore>(
     store: &S,
     embedder: Arc<Embedder>,
     config: &Config,
@@ -842,7 +844,7 @@ fn report(
 /// Run the suite with the zero-shot tagger: no memory, only the taxonomy's own words. The
 /// threshold (and the most labels per item) are tuned on the validation split of train for
 /// `options.objective`, unless `options.tune` is off.
-pub async fn evaluate_zeroshot<S: VectorStore>(
+async fn evaluate_zeroshot<S: VectorStore>(
     store: &S,
     embedder: Arc<Embedder>,
     config: &Config,
