@@ -2,9 +2,9 @@
 # The main job end to end on the embedded defaults (Qdrant Edge under ./data, caches under
 # ./.cache, the local models): fetch the models, build, ingest a bundled sample of Reuters and
 # SciFact, tag it with the kNN tagger, summarize a handful with the local LLM (the rest
-# extractively), recommend to a new reader and "more like" a sample item, verify a claim, run
-# the quick eval suites of eval/ci.toml (--all-suites: every one), print the combined report and
-# exit. With --serve it then serves the API and the editorial page on 127.0.0.1, printing an API
+# extractively), recommend to a new reader and "more like" a sample item, verify a claim, ask a
+# question, run the quick eval suites of eval/ci.toml (--all-suites: every one), print the
+# combined report and exit. With --serve it then serves the API and the editorial page on 127.0.0.1, printing an API
 # key.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -70,6 +70,10 @@ proved "a reader with no history gets a full list, and a seed gets its nearest i
 step "verify a claim against the sample (the local verifier: trained at first use, about a minute, then cached)"
 "$sd" verify "TNFAIP3 is a glioblastoma tumor enhancer."
 proved "a claim gets a verdict with the items and the sentences (byte spans) it rests on, no LLM needed"
+
+step "ask the sample a question (the local LLM composes from numbered passages; it may cite only those)"
+"$sd" ask "What role does TNFAIP3 play in glioblastoma?"
+proved "a question gets an answer whose every statement cites a retrieved passage (item id + byte span)"
 
 if [ "$all_suites" = 1 ]; then
   step "eval: every suite of eval/ci.toml"

@@ -541,4 +541,125 @@ async fn verify_answers_with_evidence_that_resolves_in_the_stored_item() {
         );
         assert_eq!(&text[a..b], s["text"].as_str().unwrap(), "{s}");
     }
+
+    // `POST /v1/ask` on the same archive and verifier: plain, then streamed with the server's
+    // LLM, then a question the archive does not hold.
+    let url = format!("{}/v1/ask", server.url);
+    let question = "What role does TNFAIP3 play in glioblastoma?";
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url,
+        Some(READER),
+        Some(json!({"question": question, "llm": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["source"], "extractive", "{v}");
+    assert_eq!(v["passages"][0]["id"], "scifact-33370", "{v}");
+    let p = &v["passages"][0];
+    let (a, b) = (
+        p["start"].as_u64().unwrap() as usize,
+        p["end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(&text[a..b], p["text"].as_str().unwrap(), "{p}");
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url,
+        Some(READER),
+        Some(json!({"question": " "})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (400, Some("question")),
+        "{v}"
+    );
+
+    let streamed = client
+        .post(&url)
+        .bearer_auth(READER)
+        .json(&json!({"question": question, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    assert!(streamed.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let body = streamed.text().await.unwrap();
+    let events: Vec<(String, Value)> = body
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let field = |name: &str| {
+                e.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            (
+                field("event:"),
+                serde_json::from_str(&field("data:")).unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"passages"), "{body}");
+    assert_eq!(names.last(), Some(&"answer"), "{body}");
+    let answer = &events.last().unwrap().1;
+    let statements = answer["statements"].as_array().unwrap();
+    assert_eq!(
+        names.len(),
+        statements.len() + 2,
+        "one event per statement: {body}"
+    );
+    assert!(!statements.is_empty(), "{answer}");
+    let passages = answer["passages"].as_array().unwrap();
+    for s in statements {
+        for n in s["citations"].as_array().unwrap() {
+            let n = n.as_u64().unwrap() as usize;
+            assert!((1..=passages.len()).contains(&n), "{answer}");
+        }
+    }
+    for p in passages {
+        let (status, stored) = send(
+            &client,
+            Method::GET,
+            &format!("{}/v1/content/{}", server.url, p["id"].as_str().unwrap()),
+            Some(READER),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{stored}");
+        let text = format!(
+            "{}\n{}",
+            stored["item"]["title"].as_str().unwrap(),
+            stored["item"]["body"].as_str().unwrap()
+        );
+        let (a, b) = (
+            p["start"].as_u64().unwrap() as usize,
+            p["end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(&text[a..b], p["text"].as_str().unwrap(), "{p}");
+    }
+    assert!(answer["lineage"]["llm"]["model"].is_string(), "{answer}");
+
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &url,
+        Some(READER),
+        Some(json!({"question": "Who scored the winning goal in the 2014 football World Cup final?"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["not_in_archive"].as_bool(), v["source"].as_str()),
+        (Some(true), Some("none")),
+        "{v}"
+    );
 }

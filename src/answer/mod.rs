@@ -6,7 +6,10 @@
 //! - [`verifier`]: the local verifier (rationale and stance models over the embedder's vectors,
 //!   trained at first use from the bundled claims; no LLM needed).
 //! - [`verify`]: the chain: retrieve (hybrid) ▸ sentences ▸ judge ▸ decide, each stage timed.
+//! - [`ask`]: the same chain for a question, then compose: an LLM answer citing only passages
+//!   of its context, or the best passages themselves, or "not in the archive".
 
+pub mod ask;
 pub mod claims;
 pub mod sentences;
 pub mod verifier;

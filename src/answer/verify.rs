@@ -208,33 +208,39 @@ pub fn judge_items(
     Ok(out)
 }
 
-/// Verify `claim` against the items of `searcher`'s collection that pass `filter`.
-pub async fn verify<S: VectorStore>(
+/// What the chain read for a text (a claim or a question): its vector and every retrieved item
+/// judged, in the search's order, with the stages' times.
+pub struct Retrieved {
+    pub vector: Vec<f32>,
+    pub considered: Vec<Considered>,
+    /// Milliseconds per stage: retrieve, read, judge.
+    pub timings_ms: BTreeMap<String, f64>,
+}
+
+/// Retrieve `k` items for `text` through the one search path (hybrid), read them, split them
+/// into sentences and judge each with `verifier`: the stages `verify` and `ask` share.
+pub async fn retrieve_and_judge<S: VectorStore>(
     store: &S,
     searcher: &Searcher<'_, S>,
     verifier: &Verifier,
-    settings: &AnswerConfig,
-    claim: &str,
+    text: &str,
+    k: usize,
     filter: &Filter,
-) -> Result<Verification, VerifyError> {
-    let claim = claim.trim();
-    if claim.is_empty() {
-        return Err(VerifyError::EmptyClaim);
-    }
+) -> Result<Retrieved, VerifyError> {
     let mut timings = BTreeMap::new();
     let mut lap = Instant::now();
     let mut time = |stage: &str, timings: &mut BTreeMap<String, f64>| {
         timings.insert(stage.to_string(), lap.elapsed().as_secs_f64() * 1e3);
         lap = Instant::now();
     };
-    let claim_vector = searcher.embedder().embed(&[claim])?.remove(0);
+    let vector = searcher.embedder().embed(&[text])?.remove(0);
     let hits = searcher
         .search_embedded(
-            &[claim],
-            vec![claim_vector.clone()],
+            &[text],
+            vec![vector.clone()],
             SearchMode::Hybrid,
             filter,
-            settings.k.max(1),
+            k.max(1),
         )
         .await?
         .pop()
@@ -257,8 +263,34 @@ pub async fn verify<S: VectorStore>(
         }
     }
     time("read", &mut timings);
-    let considered = judge_items(searcher.embedder(), verifier, claim, &claim_vector, &items)?;
+    let considered = judge_items(searcher.embedder(), verifier, text, &vector, &items)?;
     time("judge", &mut timings);
+    Ok(Retrieved {
+        vector,
+        considered,
+        timings_ms: timings,
+    })
+}
+
+/// Verify `claim` against the items of `searcher`'s collection that pass `filter`.
+pub async fn verify<S: VectorStore>(
+    store: &S,
+    searcher: &Searcher<'_, S>,
+    verifier: &Verifier,
+    settings: &AnswerConfig,
+    claim: &str,
+    filter: &Filter,
+) -> Result<Verification, VerifyError> {
+    let claim = claim.trim();
+    if claim.is_empty() {
+        return Err(VerifyError::EmptyClaim);
+    }
+    let Retrieved {
+        considered,
+        timings_ms: timings,
+        ..
+    } = retrieve_and_judge(store, searcher, verifier, claim, settings.k, filter).await?;
+    let collection = &searcher.spec().name;
     let (verdict, evidence) = decide(
         &considered,
         settings.threshold,

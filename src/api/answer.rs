@@ -1,14 +1,17 @@
-//! `POST /v1/verify`: a claim against the archive, through [`crate::answer::verify::verify`],
-//! the function `signaldesk verify` calls.
+//! `POST /v1/verify` and `POST /v1/ask`: a claim or a question against the archive, through
+//! [`crate::answer::verify::verify`] and [`crate::answer::ask::ask`], the functions
+//! `signaldesk verify` and `signaldesk ask` call.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
 use super::{off_runtime, ApiError, ApiState, Caller, Read};
+use crate::answer::ask::{AskError, Composer};
 use crate::answer::verifier::Verifier;
 use crate::answer::verify::VerifyError;
 use crate::search::Searcher;
@@ -134,4 +137,120 @@ pub(crate) async fn verify(
         e => super::unavailable("verifying", e),
     })?;
     Ok(Json(verification).into_response())
+}
+
+/// `POST /v1/ask` body.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    /// The question.
+    pub question: String,
+    /// Items retrieved and read (1 to 20; default `answer.k`).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// Payload filters as `GET /v1/search` takes them (`source=reuters`, `published_at>=2025-03-01`).
+    #[serde(default)]
+    pub filter: Vec<String>,
+    /// Answer as server-sent events: `passages` (the citable context), one `statement` per
+    /// statement, then `answer` (the whole answer, citations and lineage).
+    #[serde(default)]
+    pub stream: bool,
+    /// Compose with the server's LLM when it has one (default true); false answers extractively.
+    #[serde(default = "yes")]
+    pub llm: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /v1/ask`: an answer whose every statement cites the passages it rests on (item id +
+/// byte span, resolvable with `GET /v1/content/{id}`), or "not in the archive"; with
+/// `"stream": true`, server-sent events (`passages`, `statement` per statement, `answer`).
+#[utoipa::path(post, path = "/v1/ask", tag = "content", request_body = AskRequest,
+    responses((status = 200, description = "The answer with its citations (JSON, or `text/event-stream` with `stream: true`)", body = crate::answer::ask::Answer)),
+    security(("api_key" = ["read"])))]
+pub(crate) async fn ask(
+    State(state): State<Arc<ApiState>>,
+    _caller: Caller<Read>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: AskRequest = super::parse_body(&body)?;
+    if request.question.trim().is_empty() {
+        return Err(ApiError::invalid("question", "the question is empty"));
+    }
+    let mut k = state.config.answer.k;
+    if let Some(asked) = request.k {
+        if !(1..=20).contains(&asked) {
+            return Err(ApiError::invalid("k", "k is 1 to 20"));
+        }
+        k = asked;
+    }
+    let filter = Filter::parse_pairs(&request.filter)?;
+    let verifier = verifier(&state)?;
+    let admission = state.enter()?;
+    let _worker = state.worker(&admission).await?;
+    let stream = request.stream;
+    let answer = off_runtime(&state, move |s| async move {
+        let settings = &s.config.answer;
+        let collection = if settings.collection.is_empty() {
+            s.collection().to_string()
+        } else {
+            settings.collection.clone()
+        };
+        let composer = match s.llm.filter(|_| request.llm) {
+            Some(llm) => Some(
+                Composer::new(
+                    llm,
+                    &s.config.prompts_dir,
+                    &settings.ask,
+                    llm.price(&s.config.llm),
+                )
+                .map_err(AskError::from)?,
+            ),
+            None => None,
+        };
+        let searcher = Searcher::open(s.store, s.embedder, &collection, &s.config.search)
+            .await
+            .map_err(|e| AskError::Chain(e.into()))?;
+        crate::answer::ask::ask(
+            s.store,
+            &searcher,
+            &verifier,
+            composer.as_ref(),
+            &settings.ask,
+            k,
+            &request.question,
+            &filter,
+        )
+        .await
+    })
+    .await?
+    .map_err(|e| match e {
+        AskError::EmptyQuestion => ApiError::invalid("question", e.to_string()),
+        AskError::Chain(VerifyError::Search(e)) => e.into(),
+        e => super::unavailable("answering", e),
+    })?;
+    if !stream {
+        return Ok(Json(answer).into_response());
+    }
+    let event = |name: &str, data: &dyn erased::Json| {
+        Ok::<_, std::convert::Infallible>(Event::default().event(name).data(data.to_json()))
+    };
+    let mut events = vec![event("passages", &answer.passages)];
+    events.extend(answer.statements.iter().map(|s| event("statement", s)));
+    events.push(event("answer", &answer));
+    Ok(Sse::new(futures_util::stream::iter(events)).into_response())
+}
+
+/// Serializing the events' differently typed payloads through one closure.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).expect("answers serialize")
+        }
+    }
 }

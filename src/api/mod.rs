@@ -435,6 +435,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/recommend", post(feedback::recommend))
         .route("/v1/feedback", post(feedback::feedback))
         .route("/v1/verify", post(answer::verify))
+        .route("/v1/ask", post(answer::ask))
         .with_state(state.clone());
     if let Some(local) = state.llm.and_then(AnyLlm::local_model) {
         // The local model's OpenAI-compatible routes, behind this server's keys (llm scope).

@@ -37,6 +37,7 @@ pub struct ErrorBody {
         feedback::recommend,
         feedback::feedback,
         answer::verify,
+        answer::ask,
     ),
     components(schemas(ErrorBody, ApiError, ErrorCode)),
     modifiers(&Common),

@@ -1,20 +1,28 @@
-//! `signaldesk verify`: a claim against the archive, through [`signaldesk::answer::verify`].
+//! `signaldesk verify` and `signaldesk ask`: a claim or a question against the archive, through
+//! [`signaldesk::answer::verify`] and [`signaldesk::answer::ask`].
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
+use signaldesk::answer::ask::{ask, Composer};
 use signaldesk::answer::verifier::Verifier;
 use signaldesk::answer::verify::verify;
+use signaldesk::llm::AnyLlm;
 use signaldesk::search::Searcher;
 use signaldesk::store::{AnyStore, Filter};
 use signaldesk::{Config, Embedder};
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// The claim to verify.
-    claim: String,
+    /// The claim to verify (or use --claims).
+    #[arg(required_unless_present = "claims", conflicts_with = "claims")]
+    claim: Option<String>,
+    /// Verify every claim of a JSONL file ({"id", "claim"} per line, as SciFact's claims files)
+    /// and print one JSON line per claim: its id and its verification.
+    #[arg(long, value_name = "FILE")]
+    claims: Option<std::path::PathBuf>,
     /// Payload filter, as `search --filter` (field=value, field>=value, field<value).
     #[arg(long)]
     filter: Vec<String>,
@@ -29,7 +37,25 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-/// Verify one claim and print the verdict with its evidence.
+/// The (id, claim) of every line of a claims file; a line without a claim is an error naming it.
+fn read_claim_lines(path: &std::path::Path) -> Result<Vec<(serde_json::Value, String)>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), n + 1))?;
+            let claim = v["claim"].as_str().map(str::to_string).ok_or_else(|| {
+                anyhow::anyhow!("{} line {}: no \"claim\" string", path.display(), n + 1)
+            })?;
+            Ok((v["id"].clone(), claim))
+        })
+        .collect()
+}
+
+/// Verify one claim (or a file of them) and print the verdict with its evidence.
 pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
     let filter = Filter::parse_pairs(&args.filter)?;
     let mut settings = config.answer.clone();
@@ -54,15 +80,17 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         |status| eprintln!("verify: {status}"),
     )?;
     let searcher = Searcher::open(&store, &embedder, &collection, &config.search).await?;
-    let v = verify(
-        &store,
-        &searcher,
-        &verifier,
-        &settings,
-        &args.claim,
-        &filter,
-    )
-    .await?;
+    if let Some(path) = &args.claims {
+        for (id, claim) in read_claim_lines(path)? {
+            let v = verify(&store, &searcher, &verifier, &settings, &claim, &filter).await?;
+            let mut line = serde_json::to_value(&v)?;
+            line["id"] = id;
+            outln!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let claim = args.claim.unwrap_or_default();
+    let v = verify(&store, &searcher, &verifier, &settings, &claim, &filter).await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -97,6 +125,106 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
             settings.threshold,
             v.considered.len()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct AskArgs {
+    /// The question.
+    question: String,
+    /// Payload filter, as `search --filter` (field=value, field>=value, field<value).
+    #[arg(long)]
+    filter: Vec<String>,
+    /// Items retrieved and read [default: answer.k].
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Collection (default: answer.collection, else store.collection).
+    #[arg(long)]
+    collection: Option<String>,
+    /// Answer extractively (the best passages, cited) without calling the LLM.
+    #[arg(long)]
+    no_llm: bool,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Answer one question from the archive and print it with its citations.
+pub async fn run_ask(config: &Config, args: AskArgs) -> Result<ExitCode> {
+    let filter = Filter::parse_pairs(&args.filter)?;
+    let settings = &config.answer;
+    let k = args.k.unwrap_or(settings.k);
+    anyhow::ensure!(k >= 1, "-k must be at least 1");
+    let embedder = Embedder::from_config(config)?;
+    let store = AnyStore::open(config)?;
+    let collection = args.collection.unwrap_or_else(|| {
+        if settings.collection.is_empty() {
+            config.store.collection.clone()
+        } else {
+            settings.collection.clone()
+        }
+    });
+    let verifier = Verifier::load_or_train(
+        &embedder,
+        &settings.training_claims,
+        &settings.training_corpus,
+        &config.cache_dir,
+        |status| eprintln!("ask: {status}"),
+    )?;
+    let llm = if args.no_llm || !settings.ask.llm {
+        None
+    } else {
+        Some(AnyLlm::from_config(config, None, None)?)
+    };
+    let composer = llm
+        .as_ref()
+        .map(|llm| {
+            Composer::new(
+                llm,
+                &config.prompts_dir,
+                &settings.ask,
+                llm.price(&config.llm),
+            )
+        })
+        .transpose()?;
+    let searcher = Searcher::open(&store, &embedder, &collection, &config.search).await?;
+    let a = ask(
+        &store,
+        &searcher,
+        &verifier,
+        composer.as_ref(),
+        &settings.ask,
+        k,
+        &args.question,
+        &filter,
+    )
+    .await?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&a)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("Q: {}", a.question);
+    outln!("A: {}", a.answer);
+    if let Some(reason) = &a.fallback_reason {
+        outln!("   (extractive: {reason})");
+    }
+    let cited: std::collections::BTreeSet<usize> = a
+        .statements
+        .iter()
+        .flat_map(|s| s.citations.iter().copied())
+        .collect();
+    for p in a.passages.iter().filter(|p| cited.contains(&p.number)) {
+        outln!(
+            "[{}] {} [bytes {}..{}] {:.3}  {}",
+            p.number,
+            p.id,
+            p.start,
+            p.end,
+            p.score,
+            p.title.as_deref().unwrap_or("")
+        );
+        outln!("     {}", p.text);
     }
     Ok(ExitCode::SUCCESS)
 }

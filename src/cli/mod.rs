@@ -135,6 +135,15 @@ pub enum Command {
     /// trained at first use on answer.training_claims and cached under cache_dir/verifier/); an
     /// item is evidence when the verifier's probability reaches answer.threshold.
     Verify(answer::VerifyArgs),
+    /// Answer a question from the archive: statements that cite the passages they rest on
+    /// (item id + byte span), or "not in the archive" when nothing retrieved is relevant enough.
+    ///
+    /// The question is searched (hybrid, answer.k items), the items' sentences scored against it
+    /// by the local verifier, and the best answer.ask.passages put before the LLM (llm.*), whose
+    /// answer may cite only those passages; statements without a citation are dropped. Without
+    /// an LLM (--no-llm, answer.ask.llm = false) or when it fails, the answer is the best
+    /// passages themselves, cited, and says why. Below answer.ask.threshold nothing is composed.
+    Ask(answer::AskArgs),
     /// Offline evaluation against golden datasets.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -248,6 +257,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reindex(args) => runtime()?.block_on(ingest::reindex(&config, args)),
         Command::Search(args) => runtime()?.block_on(search::run(&config, args)),
         Command::Verify(args) => runtime()?.block_on(answer::run(&config, args)),
+        Command::Ask(args) => runtime()?.block_on(answer::run_ask(&config, args)),
         Command::Eval(cmd) => eval::run(&config, cmd),
         Command::Llm(cmd) => runtime()?.block_on(llm::run(&config, cmd)),
         Command::Tag(args) => runtime()?.block_on(tag::tag(&config, args)),

@@ -234,6 +234,8 @@ pub enum GroundedEvalError {
     Search(#[from] SearchError),
     #[error(transparent)]
     Embed(#[from] crate::embed::EmbedError),
+    #[error(transparent)]
+    Ask(#[from] crate::answer::ask::AskError),
 }
 
 /// How `eval grounded` runs.
@@ -393,6 +395,8 @@ pub async fn evaluate<S: VectorStore>(
             metrics.insert(format!("gold_abstracts.{k}"), v);
         }
     }
+    on_status("asking the evaluation claims as questions (extractive answers)");
+    metrics.extend(ask_metrics(store, &searcher, &verifier, settings, &eval_claims).await?);
     let per_item = eval_claims
         .iter()
         .zip(&counts)
@@ -498,6 +502,69 @@ fn baselines(claims: &[LabelledClaim], runs: &[Verification], min_score: f32) ->
         label_f1(claims, &at(f32::MIN)),
         label_f1(claims, &at(min_score)),
     )
+}
+
+/// `ask`'s citations over `claims` asked as questions, extractively (the path `signaldesk ask
+/// --no-llm` takes): the share of citations that point to a passage of a retrieved item (1 by
+/// construction; checked), citation precision and recall against the gold evidence abstracts
+/// (each cited item counted once per claim), and the share answered "not in the archive".
+async fn ask_metrics<S: VectorStore>(
+    store: &S,
+    searcher: &Searcher<'_, S>,
+    verifier: &Verifier,
+    settings: &crate::config::AnswerConfig,
+    claims: &[LabelledClaim],
+) -> Result<BTreeMap<String, f64>, GroundedEvalError> {
+    let (mut citations, mut retrieved, mut cited, mut correct, mut gold, mut none) =
+        (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
+    for c in claims {
+        let answer = crate::answer::ask::ask::<S, crate::llm::AnyLlm>(
+            store,
+            searcher,
+            verifier,
+            None,
+            &settings.ask,
+            settings.k,
+            &c.claim,
+            &Filter::default(),
+        )
+        .await?;
+        let read: HashSet<&str> = answer.lineage["retrieved"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let mut items = BTreeSet::new();
+        for n in answer.statements.iter().flat_map(|s| &s.citations) {
+            citations += 1;
+            if let Some(p) = answer.passages.get(n.wrapping_sub(1)) {
+                retrieved += usize::from(p.number == *n && read.contains(p.id.as_str()));
+                items.insert(p.id.as_str());
+            }
+        }
+        cited += items.len();
+        correct += items
+            .iter()
+            .filter(|id| c.evidence.contains_key(**id))
+            .count();
+        gold += c.evidence.len();
+        none += usize::from(answer.not_in_archive);
+    }
+    let (p, r, f) = precision_recall_f1(correct, cited, gold);
+    Ok(BTreeMap::from([
+        (
+            "ask_citations_retrieved".into(),
+            retrieved as f64 / citations.max(1) as f64,
+        ),
+        ("ask_citation_precision".into(), p),
+        ("ask_citation_recall".into(), r),
+        ("ask_citation_f1".into(), f),
+        (
+            "ask_not_in_archive".into(),
+            none as f64 / claims.len().max(1) as f64,
+        ),
+    ]))
 }
 
 /// Every claim verified through [`verify`], in order.

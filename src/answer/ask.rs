@@ -1,0 +1,427 @@
+//! `ask`: a question answered from the archive, every statement citing the passages it rests
+//! on. The chain is `verify`'s (retrieve through the one search path ▸ sentences ▸ score each
+//! against the question) and then composes: with an LLM, a schema-constrained answer whose
+//! citations can only be numbers of passages that were in its context (an `enum`), the passages
+//! fenced in the prompt as data; without one, or when it fails, the best passages themselves,
+//! cited, with `fallback_reason`. When no passage is relevant enough the answer is "not in the
+//! archive" and nothing is invented.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::verifier::Verifier;
+use super::verify::{retrieve_and_judge, Considered, Retrieved, VerifyError};
+use crate::config::{AskConfig, Price};
+use crate::llm::{ChatRequest, LlmClient, Message, Usage};
+use crate::prompts::{Prompt, PromptError};
+use crate::search::Searcher;
+use crate::store::{Filter, VectorStore};
+
+/// What `ask` says when no passage is relevant enough.
+pub const NOT_IN_ARCHIVE: &str = "Not in the archive: no retrieved passage answers this question.";
+
+/// Why a question could not be answered (a weak archive is an answer, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("the question is empty: ask something")]
+    EmptyQuestion,
+    #[error(transparent)]
+    Chain(#[from] VerifyError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+}
+
+/// A passage the answer may cite: a sentence of a retrieved item, where it stands in the item's
+/// text (`GET /v1/content/{id}` returns that text), and how relevant it was.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Passage {
+    /// Its number in the answer (`[1]` cites passage 1).
+    pub number: usize,
+    /// The item it comes from.
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Byte span in the item's text (title + "\n" + body).
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+    /// The verifier's rationale probability against the question.
+    pub score: f32,
+}
+
+/// One statement of an answer and the passages it cites (numbers of [`Answer::passages`]).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Statement {
+    pub text: String,
+    pub citations: Vec<usize>,
+}
+
+/// An answer: its statements with their citations, the passages they cite, and its lineage.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Answer {
+    pub question: String,
+    /// The statements joined, each followed by its citations (`… [1][2]`).
+    pub answer: String,
+    pub statements: Vec<Statement>,
+    /// Every passage that was in the context, by number; statements cite only these.
+    pub passages: Vec<Passage>,
+    /// True when no passage reached `answer.ask.threshold`: nothing was composed.
+    pub not_in_archive: bool,
+    /// `llm`, `extractive` or `none` (not in the archive).
+    pub source: String,
+    /// Why the answer is extractive although an LLM was configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// Search settings, embedding model, verifier, LLM and prompt, passage ids, tokens, cost.
+    #[schema(value_type = Object)]
+    pub lineage: Value,
+    /// Milliseconds per stage: retrieve, read, judge, compose.
+    pub timings_ms: BTreeMap<String, f64>,
+}
+
+/// The LLM that composes answers, its prompt and its price (none: extractive answers only).
+pub struct Composer<'a, L> {
+    pub llm: &'a L,
+    pub prompt: Prompt,
+    pub price: Option<Price>,
+}
+
+impl<'a, L: LlmClient> Composer<'a, L> {
+    /// `llm` with `prompts/ask.v{settings.prompt_version}.md`.
+    pub fn new(
+        llm: &'a L,
+        prompts_dir: &Path,
+        settings: &AskConfig,
+        price: Option<Price>,
+    ) -> Result<Self, PromptError> {
+        Ok(Self {
+            llm,
+            prompt: Prompt::load_version(prompts_dir, "ask", settings.prompt_version)?,
+            price,
+        })
+    }
+}
+
+/// The passages of `considered`: every item's sentences by relevance, at most
+/// `passages_per_item` from one item, the best `passages` of them numbered from 1.
+pub fn select_passages(considered: &[Considered], settings: &AskConfig) -> Vec<Passage> {
+    let mut all: Vec<Passage> = considered
+        .iter()
+        .flat_map(|c| {
+            let mut sentences: Vec<_> = c.sentences.iter().collect();
+            sentences.sort_by(|a, b| b.score.total_cmp(&a.score));
+            sentences
+                .into_iter()
+                .take(settings.passages_per_item.max(1))
+                .map(|s| Passage {
+                    number: 0,
+                    id: c.id.clone(),
+                    title: c.title.clone(),
+                    start: s.start,
+                    end: s.end,
+                    text: s.text.clone(),
+                    score: s.score,
+                })
+        })
+        .collect();
+    all.sort_by(|a, b| b.score.total_cmp(&a.score));
+    all.truncate(settings.passages.max(1));
+    for (i, p) in all.iter_mut().enumerate() {
+        p.number = i + 1;
+    }
+    all
+}
+
+/// The extractive answer: the best passages as statements, each citing itself; at most
+/// `extractive_statements`, each reaching `threshold` and `extractive_relative` of the best.
+pub fn extractive(passages: &[Passage], settings: &AskConfig) -> Vec<Statement> {
+    let best = passages.first().map_or(0.0, |p| p.score);
+    let floor = settings.threshold.max(best * settings.extractive_relative);
+    passages
+        .iter()
+        .take(settings.extractive_statements.max(1))
+        .filter(|p| p.score >= floor)
+        .map(|p| Statement {
+            text: p.text.clone(),
+            citations: vec![p.number],
+        })
+        .collect()
+}
+
+/// Statements of an LLM's answer that cite passages of the context: citations outside it are
+/// removed, and a statement left without one is dropped (it rests on nothing retrieved).
+pub fn keep_cited(answer: &Value, passages: usize) -> Vec<Statement> {
+    let Some(items) = answer.get("statements").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|s| {
+            let text = s.get("text")?.as_str()?.trim().to_string();
+            let mut citations: Vec<usize> = s
+                .get("citations")?
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|n| n as usize)
+                .filter(|n| (1..=passages).contains(n))
+                .collect();
+            citations.dedup();
+            (!text.is_empty() && !citations.is_empty()).then_some(Statement { text, citations })
+        })
+        .collect()
+}
+
+/// The answer text: statements joined, each followed by its citation marks.
+pub fn render(statements: &[Statement]) -> String {
+    statements
+        .iter()
+        .map(|s| {
+            let marks: String = s.citations.iter().map(|n| format!("[{n}]")).collect();
+            format!("{} {marks}", s.text.trim_end())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The JSON schema of an LLM answer over `passages` numbered passages: citations are an `enum`
+/// of those numbers, so a constrained decoder cannot cite anything else.
+pub fn answer_schema(passages: usize) -> Value {
+    json!({
+        "type": "object",
+        "properties": {"statements": {
+            "type": "array", "minItems": 1, "maxItems": 3,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string", "minLength": 1, "maxLength": 400},
+                    "citations": {"type": "array", "minItems": 1, "maxItems": 3,
+                                  "items": {"enum": (1..=passages).collect::<Vec<_>>()}},
+                },
+                "required": ["text", "citations"], "additionalProperties": false,
+            },
+        }},
+        "required": ["statements"], "additionalProperties": false,
+    })
+}
+
+/// Ask the LLM: the statements it cited, and the tokens it took.
+async fn compose<L: LlmClient>(
+    composer: &Composer<'_, L>,
+    settings: &AskConfig,
+    question: &str,
+    passages: &[Passage],
+) -> Result<(Vec<Statement>, Usage), String> {
+    let listed: Vec<String> = passages
+        .iter()
+        .map(|p| format!("[{}] {}", p.number, p.text))
+        .collect();
+    let values = BTreeMap::from([
+        ("question".to_string(), question.to_string()),
+        ("passages".to_string(), listed.join("\n")),
+    ]);
+    let rendered = composer.prompt.render(&values).map_err(|e| e.to_string())?;
+    let mut request =
+        ChatRequest::new(vec![Message::user(rendered)]).with_schema(answer_schema(passages.len()));
+    request.schema_name = "answer".into();
+    request.sampling.max_tokens = settings.max_answer_tokens;
+    request.context.prompt = Some(composer.prompt.reference());
+    request.context.item = Some(format!("ask:{question}"));
+    let response = composer
+        .llm
+        .chat(&request)
+        .await
+        .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())?;
+    let statements = keep_cited(
+        response.json.as_ref().unwrap_or(&Value::Null),
+        passages.len(),
+    );
+    if statements.is_empty() {
+        return Err("the LLM's answer had no statement citing a passage".into());
+    }
+    Ok((statements, response.usage))
+}
+
+/// Answer `question` from the items of `searcher`'s collection that pass `filter`.
+#[allow(clippy::too_many_arguments)]
+pub async fn ask<S: VectorStore, L: LlmClient>(
+    store: &S,
+    searcher: &Searcher<'_, S>,
+    verifier: &Verifier,
+    composer: Option<&Composer<'_, L>>,
+    settings: &AskConfig,
+    k: usize,
+    question: &str,
+    filter: &Filter,
+) -> Result<Answer, AskError> {
+    let question = question.trim();
+    if question.is_empty() {
+        return Err(AskError::EmptyQuestion);
+    }
+    let Retrieved {
+        considered,
+        mut timings_ms,
+        ..
+    } = retrieve_and_judge(store, searcher, verifier, question, k, filter).await?;
+    let started = std::time::Instant::now();
+    let passages = select_passages(&considered, settings);
+    let not_in_archive = passages
+        .first()
+        .is_none_or(|p| p.score < settings.threshold);
+    let composer = composer.filter(|_| settings.llm);
+    let mut usage = Usage::default();
+    let (statements, source, fallback_reason) = if not_in_archive {
+        (Vec::new(), "none", None)
+    } else if let Some(composer) = composer {
+        match compose(composer, settings, question, &passages).await {
+            Ok((statements, used)) => {
+                usage = used;
+                (statements, "llm", None)
+            }
+            Err(reason) => (extractive(&passages, settings), "extractive", Some(reason)),
+        }
+    } else {
+        (extractive(&passages, settings), "extractive", None)
+    };
+    timings_ms.insert("compose".into(), started.elapsed().as_secs_f64() * 1e3);
+    let cost = composer
+        .and_then(|c| c.price)
+        .map(|p| p.cost(usage.prompt_tokens, usage.completion_tokens));
+    let lineage = json!({
+        "search": {"mode": "hybrid", "k": k, "collection": searcher.spec().name,
+                   "hybrid": searcher.settings().hybrid},
+        "model": searcher.embedder().model_id(),
+        "verifier": verifier.version,
+        "threshold": settings.threshold,
+        "llm": composer.map(|c| json!({"provider": c.llm.provider(), "model": c.llm.model(),
+                                        "prompt": c.prompt.reference()})),
+        "retrieved": considered.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        "passages": passages.iter().map(|p| format!("{}@{}..{}", p.id, p.start, p.end))
+            .collect::<Vec<_>>(),
+        "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
+        "cost_usd": cost,
+    });
+    Ok(Answer {
+        question: question.to_string(),
+        answer: if not_in_archive {
+            NOT_IN_ARCHIVE.to_string()
+        } else {
+            render(&statements)
+        },
+        statements,
+        passages,
+        not_in_archive,
+        source: source.to_string(),
+        fallback_reason,
+        lineage,
+        timings_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::verify::Sentence;
+
+    fn item(id: &str, scores: &[f32]) -> Considered {
+        Considered {
+            id: id.into(),
+            title: None,
+            rank: 1,
+            search_score: 0.5,
+            support: 0.0,
+            contradict: 0.0,
+            sentences: scores
+                .iter()
+                .enumerate()
+                .map(|(i, &score)| Sentence {
+                    index: i,
+                    start: i * 10,
+                    end: i * 10 + 9,
+                    text: format!("{id} sentence {i}"),
+                    score,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn passages_are_the_best_sentences_numbered_with_a_cap_per_item() {
+        let settings = AskConfig {
+            passages: 3,
+            passages_per_item: 2,
+            ..AskConfig::default()
+        };
+        let p = select_passages(
+            &[item("a", &[0.9, 0.8, 0.7]), item("b", &[0.1, 0.5])],
+            &settings,
+        );
+        let got: Vec<(usize, &str, f32)> = p
+            .iter()
+            .map(|p| (p.number, p.id.as_str(), p.score))
+            .collect();
+        assert_eq!(got, [(1, "a", 0.9), (2, "a", 0.8), (3, "b", 0.5)]);
+        assert_eq!((p[1].start, p[1].end), (10, 19));
+    }
+
+    #[test]
+    fn statements_keep_only_citations_of_the_context_and_uncited_ones_are_dropped() {
+        let answer = json!({"statements": [
+            {"text": "Rests on one and two.", "citations": [1, 2, 2]},
+            {"text": "Cites a passage that was never given.", "citations": [9]},
+            {"text": "Mixed.", "citations": [0, 3]},
+        ]});
+        let kept = keep_cited(&answer, 3);
+        assert_eq!(
+            kept,
+            [
+                Statement {
+                    text: "Rests on one and two.".into(),
+                    citations: vec![1, 2]
+                },
+                Statement {
+                    text: "Mixed.".into(),
+                    citations: vec![3]
+                },
+            ]
+        );
+        assert_eq!(render(&kept), "Rests on one and two. [1][2] Mixed. [3]");
+        assert!(keep_cited(&json!({"text": "no statements"}), 3).is_empty());
+    }
+
+    #[test]
+    fn the_schema_admits_only_numbers_of_passages_in_the_context() {
+        let schema = crate::llm::schema::Schema::parse(&answer_schema(2)).unwrap();
+        let ok = json!({"statements": [{"text": "x", "citations": [2]}]});
+        let outside = json!({"statements": [{"text": "x", "citations": [3]}]});
+        let uncited = json!({"statements": [{"text": "x", "citations": []}]});
+        assert!(schema.validate(&ok).is_ok());
+        assert!(schema.validate(&outside).is_err());
+        assert!(schema.validate(&uncited).is_err());
+    }
+
+    #[test]
+    fn an_extractive_answer_quotes_strong_passages_each_citing_itself() {
+        let settings = AskConfig {
+            threshold: 0.4,
+            extractive_relative: 0.8,
+            extractive_statements: 3,
+            passages_per_item: 3,
+            ..AskConfig::default()
+        };
+        let p = select_passages(&[item("a", &[0.9, 0.7, 0.6]), item("b", &[0.8])], &settings);
+        let s = extractive(&p, &settings);
+        let got: Vec<(&str, Vec<usize>)> = s
+            .iter()
+            .map(|s| (s.text.as_str(), s.citations.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [("a sentence 0", vec![1]), ("b sentence 0", vec![2])],
+            "0.7 is under 0.8 of the best (0.72)"
+        );
+    }
+}
