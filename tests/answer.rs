@@ -370,3 +370,46 @@ fn instructions_inside_retrieved_items_steer_neither_verdicts_nor_answers() {
         }
     }
 }
+
+/// A newsroom's own labelled claims retrain the verifier with one command, which says what it
+/// trained on; the same data again finds it in the cache.
+#[test]
+fn verify_train_retrains_on_given_claims_and_caches_them() {
+    let root = common::root();
+    let work = tempfile::tempdir().unwrap();
+    let own = work.path().join("own-claims.jsonl");
+    let lines: String =
+        std::fs::read_to_string(root.join("golden-datasets/scifact-claims/tune.jsonl"))
+            .unwrap()
+            .lines()
+            .take(120)
+            .map(|l| format!("{l}\n"))
+            .collect();
+    std::fs::write(&own, lines).unwrap();
+    let train = || {
+        run(signaldesk(work.path())
+            .args(["verify", "--train", "--training-claims"])
+            .arg(&own)
+            .arg("--training-corpus")
+            .arg(root.join("golden-datasets/scifact/corpus.jsonl.gz")))
+    };
+    let o = train();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(said.contains("(120 claims,"), "{said}");
+    assert!(
+        stderr(&o).contains("training the verifier"),
+        "{}",
+        stderr(&o)
+    );
+    let o = train();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("loaded from"), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        said,
+        "the same verifier"
+    );
+    let o = run(signaldesk(work.path()).args(["verify", "--train", "a claim"]));
+    assert_eq!(o.status.code(), Some(2), "a claim and --train conflict");
+}

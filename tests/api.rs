@@ -865,7 +865,23 @@ fn artifacts_dir() -> std::path::PathBuf {
 #[ignore = "needs Debian's chromium and chromium-driver: scripts/test.sh installs them and runs this"]
 async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decisions() {
     use fantoccini::{ClientBuilder, Locator};
-    let mut server = start("", "");
+    let root = common::root();
+    let claims = root.join("golden-datasets/scifact-claims/tune.jsonl");
+    let corpus = root.join("golden-datasets/scifact/corpus.jsonl.gz");
+    let mut server = common::server::start_with(
+        "",
+        "",
+        &[
+            (
+                "SIGNALDESK_ANSWER__TRAINING_CLAIMS",
+                claims.to_str().unwrap(),
+            ),
+            (
+                "SIGNALDESK_ANSWER__TRAINING_CORPUS",
+                corpus.to_str().unwrap(),
+            ),
+        ],
+    );
     let client = reqwest::Client::new();
     let docs: Vec<Value> = test_docs(30)
         .into_iter()
@@ -1101,6 +1117,90 @@ async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decision
         .unwrap();
     let shot = browser.screenshot().await.unwrap();
     std::fs::write(artifacts_dir().join("editorial-review-800px.png"), &shot).unwrap();
+    // Ask the archive: the cited passages are shown highlighted in their items (the first
+    // call waits while the verifier trains), and a claim gets its verdict.
+    let first_sentence: String = docs[0]["body"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .take(14)
+        .collect::<Vec<_>>()
+        .join(" ");
+    browser
+        .find(Locator::Id("ask-q"))
+        .await
+        .unwrap()
+        .send_keys(&first_sentence)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("ask-btn"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let passage = browser
+        .wait()
+        .at_most(std::time::Duration::from_secs(240))
+        .for_element(Locator::Css("#passages li.passage mark"))
+        .await
+        .unwrap();
+    let marked = passage.text().await.unwrap();
+    let cited = browser
+        .find(Locator::Css("#passages li.passage"))
+        .await
+        .unwrap()
+        .attr("data-id")
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, stored) = send(
+        &client,
+        reqwest::Method::GET,
+        &format!("{}/v1/content/{cited}", server.url),
+        Some(READER),
+        None,
+    )
+    .await;
+    let body = stored["item"]["body"].as_str().unwrap();
+    assert!(
+        !marked.trim().is_empty() && body.contains(marked.trim()),
+        "the highlighted passage '{marked}' is in {cited}'s text"
+    );
+    let answer = browser
+        .find(Locator::Id("answer-text"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(answer.contains("[1]"), "{answer}");
+    std::fs::write(
+        artifacts_dir().join("editorial-ask.png"),
+        browser.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    browser
+        .find(Locator::Id("verify-btn"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let verdict = browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#answer-text span[class^=\"verdict-\"]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ["SUPPORT", "CONTRADICT", "NOT ENOUGH INFO"].contains(&verdict.as_str()),
+        "{verdict}"
+    );
     // The page is served with a policy: no framing, scripts only its own.
     let page = client
         .get(format!("{}/editorial", server.url))

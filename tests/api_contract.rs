@@ -451,6 +451,8 @@ async fn verify_answers_with_evidence_that_resolves_in_the_stored_item() {
                 "SIGNALDESK_ANSWER__TRAINING_CORPUS",
                 corpus.to_str().unwrap(),
             ),
+            // The local LLM composes `POST /v1/ask`'s streamed answer.
+            ("SIGNALDESK_API__LLM", "true"),
         ],
     );
     let client = reqwest::Client::new();

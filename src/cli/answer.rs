@@ -16,8 +16,8 @@ use signaldesk::{Config, Embedder};
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// The claim to verify (or use --claims).
-    #[arg(required_unless_present = "claims", conflicts_with = "claims")]
+    /// The claim to verify (or use --claims, or --train).
+    #[arg(required_unless_present_any = ["claims", "train"], conflicts_with_all = ["claims", "train"])]
     claim: Option<String>,
     /// Verify every claim of a JSONL file ({"id", "claim"} per line, as SciFact's claims files)
     /// and print one JSON line per claim: its id and its verification.
@@ -35,6 +35,18 @@ pub struct VerifyArgs {
     /// Print the verification as JSON.
     #[arg(long)]
     json: bool,
+    /// Train the verifier (or find it already trained on the same data) and exit: with
+    /// --training-claims, on a newsroom's own labelled claims.
+    #[arg(long, conflicts_with = "claims")]
+    train: bool,
+    /// Labelled claims to train on, in SciFact's JSONL format [default: answer.training_claims].
+    /// Set answer.training_claims to the same file so every command and the server use them.
+    #[arg(long, value_name = "FILE")]
+    training_claims: Option<std::path::PathBuf>,
+    /// The corpus their evidence ids point to (BEIR corpus.jsonl or .jsonl.gz)
+    /// [default: answer.training_corpus].
+    #[arg(long, value_name = "FILE")]
+    training_corpus: Option<std::path::PathBuf>,
 }
 
 /// The (id, claim) of every line of a claims file; a line without a claim is an error naming it.
@@ -63,7 +75,32 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         anyhow::ensure!(k >= 1, "-k must be at least 1");
         settings.k = k;
     }
+    if let Some(path) = args.training_claims {
+        settings.training_claims = path;
+    }
+    if let Some(path) = args.training_corpus {
+        settings.training_corpus = path;
+    }
     let embedder = Embedder::from_config(config)?;
+    let verifier = Verifier::load_or_train(
+        &embedder,
+        &settings.training_claims,
+        &settings.training_corpus,
+        &config.cache_dir,
+        |status| eprintln!("verify: {status}"),
+    )?;
+    if args.train {
+        outln!(
+            "verifier {} ({} claims, {} items) from {} over {}, cached under {}",
+            verifier.version,
+            verifier.trained_on.0,
+            verifier.trained_on.1,
+            settings.training_claims.display(),
+            settings.training_corpus.display(),
+            config.cache_dir.join("verifier").display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = AnyStore::open(config)?;
     let collection = args.collection.unwrap_or_else(|| {
         if settings.collection.is_empty() {
@@ -72,13 +109,6 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
             settings.collection.clone()
         }
     });
-    let verifier = Verifier::load_or_train(
-        &embedder,
-        &settings.training_claims,
-        &settings.training_corpus,
-        &config.cache_dir,
-        |status| eprintln!("verify: {status}"),
-    )?;
     let searcher = Searcher::open(&store, &embedder, &collection, &config.search).await?;
     if let Some(path) = &args.claims {
         for (id, claim) in read_claim_lines(path)? {
