@@ -142,12 +142,14 @@ pub async fn grounded(
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let c = &report.config;
     outln!(
-        "grounded on {} ({} evaluation claims, verifier {}, threshold {}; tuned on the tuning claims: {})",
+        "grounded on {} ({} evaluation claims, verifier {}, threshold {} and rank decay {}; tuned on the tuning claims: {} and {})",
         report.dataset,
         c["evaluation_claims"],
         c["verifier"].as_str().unwrap_or("-"),
         c["threshold"],
-        c["tuned_threshold"]
+        c["rank_decay"],
+        c["tuned_threshold"],
+        c["tuned_rank_decay"]
     );
     for key in [
         "abstract_label_f1",
@@ -159,6 +161,10 @@ pub async fn grounded(
         "top1_support.abstract_label_f1",
         "top1_abstaining.abstract_label_f1",
         "gold_abstracts.abstract_label_f1",
+        "ask_citations_retrieved",
+        "ask_citation_precision",
+        "ask_citation_recall",
+        "ask_not_in_archive",
     ] {
         if let Some(v) = report.metrics.get(key) {
             outln!("  {key:<34} {v:.4}");

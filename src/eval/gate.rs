@@ -194,16 +194,21 @@ impl Estimator {
         if any_has {
             return Some(Estimator::Mean(metric.to_string()));
         }
-        if report.suite == "tagging" {
-            return match metric {
-                "micro_precision" => Some(Estimator::Micro(MicroKind::Precision)),
-                "micro_recall" => Some(Estimator::Micro(MicroKind::Recall)),
-                "micro_f1" => Some(Estimator::Micro(MicroKind::F1)),
-                "macro_f1" => Some(Estimator::MacroF1),
-                _ => None,
-            };
+        // Micro figures from per-item tp/fp/fn: tagging's labels, and SciFact's abstract-level
+        // label-only counts in `eval grounded`.
+        match (report.suite.as_str(), metric) {
+            ("tagging", "micro_precision") | ("grounded", "abstract_label_precision") => {
+                Some(Estimator::Micro(MicroKind::Precision))
+            }
+            ("tagging", "micro_recall") | ("grounded", "abstract_label_recall") => {
+                Some(Estimator::Micro(MicroKind::Recall))
+            }
+            ("tagging", "micro_f1") | ("grounded", "abstract_label_f1") => {
+                Some(Estimator::Micro(MicroKind::F1))
+            }
+            ("tagging", "macro_f1") => Some(Estimator::MacroF1),
+            _ => None,
         }
-        None
     }
 
     /// The per-item data this estimator needs from `report`, for the items `ids`.

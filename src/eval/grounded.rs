@@ -24,7 +24,9 @@ use serde_json::json;
 use super::Report;
 use crate::answer::claims::{read_claims, read_corpus, ClaimsError, GoldEvidence, LabelledClaim};
 use crate::answer::verifier::{Verifier, VerifierError};
-use crate::answer::verify::{decide, judge_items, verify, Considered, Verification, VerifyError};
+use crate::answer::verify::{
+    decide, judge_items, verify, Considered, DecisionRule, Verification, VerifyError,
+};
 use crate::answer::Verdict;
 use crate::config::Config;
 use crate::embed::Embedder;
@@ -135,9 +137,20 @@ impl ClaimCounts {
         self
     }
 
-    /// The counts as the report's per-item row.
+    /// The counts as the report's per-item row; `tp`, `fp` and `fn` are the abstract-level
+    /// label-only counts the gate's paired test resamples.
     pub fn row(&self) -> BTreeMap<String, f64> {
         [
+            ("tp", self.abstracts_label),
+            (
+                "fp",
+                self.abstracts_predicted
+                    .saturating_sub(self.abstracts_label),
+            ),
+            (
+                "fn",
+                self.abstracts_gold.saturating_sub(self.abstracts_label),
+            ),
             ("abstracts_predicted", self.abstracts_predicted),
             ("abstracts_gold", self.abstracts_gold),
             ("abstracts_label", self.abstracts_label),
@@ -254,26 +267,20 @@ fn thresholds() -> impl Iterator<Item = f32> {
     (1..20).map(|i| i as f32 * 0.05)
 }
 
-/// The chain's predictions at `threshold`: each evidence item with its verdict and rationale.
-fn predictions(
-    considered: &[Considered],
-    threshold: f32,
-    settings: &crate::config::AnswerConfig,
-) -> Vec<PredictedEvidence> {
-    decide(
-        considered,
-        threshold,
-        settings.rationale_sentences,
-        settings.max_evidence,
-    )
-    .1
-    .into_iter()
-    .map(|e| PredictedEvidence {
-        doc: e.id,
-        label: e.verdict,
-        sentences: e.rationale.iter().map(|s| s.index).collect(),
-    })
-    .collect()
+/// Rank decays tried when tuning (1: the search's order ignored).
+const RANK_DECAYS: [f32; 6] = [1.0, 0.85, 0.7, 0.5, 0.35, 0.25];
+
+/// The chain's predictions under `rule`: each evidence item with its verdict and rationale.
+fn predictions(considered: &[Considered], rule: &DecisionRule) -> Vec<PredictedEvidence> {
+    decide(considered, rule)
+        .1
+        .into_iter()
+        .map(|e| PredictedEvidence {
+            doc: e.id,
+            label: e.verdict,
+            sentences: e.rationale.iter().map(|s| s.index).collect(),
+        })
+        .collect()
 }
 
 /// The top-1 retrieved item labelled SUPPORT, when its search score reaches `min_score`.
@@ -361,12 +368,12 @@ pub async fn evaluate<S: VectorStore>(
     // Tuning, on the tuning claims only: the chain's threshold, and the abstaining baseline's
     // smallest top-1 search score.
     let (tuned, tuned_f1, min_score) = tune(&tune_claims, &tune_runs, settings);
-    let threshold = if options.tune {
+    let rule = if options.tune {
         tuned
     } else {
-        settings.threshold
+        DecisionRule::of(settings)
     };
-    let (counts, mut metrics) = chain_metrics(&eval_claims, &eval_runs, threshold, settings);
+    let (counts, mut metrics) = chain_metrics(&eval_claims, &eval_runs, &rule);
     // The baselines, side by side on the same claims and retrieval.
     let (top1_f1, abstaining_f1) = baselines(&eval_claims, &eval_runs, min_score);
     metrics.insert("top1_support.abstract_label_f1".into(), top1_f1);
@@ -377,14 +384,7 @@ pub async fn evaluate<S: VectorStore>(
     );
     // The same chain given the gold abstracts (and the ones each claim cites): an upper bound
     // that isolates retrieval.
-    let oracle = gold_abstracts(
-        &embedder,
-        &verifier,
-        &beir.corpus,
-        &eval_claims,
-        threshold,
-        settings,
-    )?;
+    let oracle = gold_abstracts(&embedder, &verifier, &beir.corpus, &eval_claims, &rule)?;
     let oracle_counts: Vec<ClaimCounts> = eval_claims
         .iter()
         .zip(&oracle)
@@ -408,9 +408,11 @@ pub async fn evaluate<S: VectorStore>(
         "verifier": verifier.version,
         "verifier_trained_on": {"claims": verifier.trained_on.0, "items": verifier.trained_on.1,
                                 "file": settings.training_claims},
-        "threshold": (f64::from(threshold) * 1e4).round() / 1e4,
+        "threshold": (f64::from(rule.threshold) * 1e4).round() / 1e4,
+        "rank_decay": rule.rank_decay,
         "tuned_on_tuning_claims": options.tune,
-        "tuned_threshold": (f64::from(tuned) * 1e4).round() / 1e4,
+        "tuned_threshold": (f64::from(tuned.threshold) * 1e4).round() / 1e4,
+        "tuned_rank_decay": tuned.rank_decay,
         "tuned_threshold_label_f1": tuned_f1,
         "abstaining_baseline_min_score": min_score,
         "k": settings.k,
@@ -438,17 +440,16 @@ pub async fn evaluate<S: VectorStore>(
     })
 }
 
-/// The chain's per-claim counts at `threshold`, and SciFact's metrics with NOT_ENOUGH_INFO
+/// The chain's per-claim counts under `rule`, and SciFact's metrics with NOT_ENOUGH_INFO
 /// precision and recall.
 fn chain_metrics(
     claims: &[LabelledClaim],
     runs: &[Verification],
-    threshold: f32,
-    settings: &crate::config::AnswerConfig,
+    rule: &DecisionRule,
 ) -> (Vec<ClaimCounts>, BTreeMap<String, f64>) {
     let chain: Vec<Vec<PredictedEvidence>> = runs
         .iter()
-        .map(|r| predictions(&r.considered, threshold, settings))
+        .map(|r| predictions(&r.considered, rule))
         .collect();
     let counts: Vec<ClaimCounts> = claims
         .iter()
@@ -464,18 +465,29 @@ fn chain_metrics(
     (counts, metrics)
 }
 
-/// The chain's threshold tuned on the tuning claims (and its label-only F1 there), and the
-/// abstaining baseline's smallest top-1 search score (one of twenty quantiles).
+/// The chain's threshold and rank decay tuned on the tuning claims (and its label-only F1
+/// there), and the abstaining baseline's smallest top-1 search score (one of twenty quantiles).
 fn tune(
     claims: &[LabelledClaim],
     runs: &[Verification],
     settings: &crate::config::AnswerConfig,
-) -> (f32, f64, f32) {
-    let (tuned, tuned_f1) = tune_on(claims, thresholds(), |t| {
-        runs.iter()
-            .map(|r| predictions(&r.considered, t, settings))
-            .collect()
-    });
+) -> (DecisionRule, f64, f32) {
+    let mut best = (DecisionRule::of(settings), -1.0);
+    for rank_decay in RANK_DECAYS {
+        let rule = |threshold| DecisionRule {
+            threshold,
+            rank_decay,
+            ..DecisionRule::of(settings)
+        };
+        let (threshold, f1) = tune_on(claims, thresholds(), |t| {
+            runs.iter()
+                .map(|r| predictions(&r.considered, &rule(t)))
+                .collect()
+        });
+        if f1 > best.1 {
+            best = (rule(threshold), f1);
+        }
+    }
     let mut top_scores: Vec<f32> = runs
         .iter()
         .filter_map(|r| r.considered.first().map(|c| c.search_score))
@@ -487,7 +499,7 @@ fn tune(
             .map(|r| top1_support(&r.considered, t))
             .collect()
     });
-    (tuned, tuned_f1, min_score)
+    (best.0, best.1, min_score)
 }
 
 /// Label-only F1 of the two baselines on the same retrieval: the top-1 hit labelled SUPPORT,
@@ -599,8 +611,7 @@ fn gold_abstracts(
     verifier: &Verifier,
     corpus: &Path,
     claims: &[LabelledClaim],
-    threshold: f32,
-    settings: &crate::config::AnswerConfig,
+    rule: &DecisionRule,
 ) -> Result<Vec<Vec<PredictedEvidence>>, GroundedEvalError> {
     let wanted: HashSet<String> = claims
         .iter()
@@ -615,16 +626,12 @@ fn gold_abstracts(
             .keys()
             .chain(&c.cited)
             .filter(|id| seen.insert(id.as_str()))
-            .filter_map(|id| docs.get(id).map(|d| (id, d)))
-            .enumerate()
-            .map(|(rank, (id, d))| {
-                let item = d.to_item(id);
-                (item, rank + 1, 0.0)
-            })
+            .filter_map(|id| docs.get(id).map(|d| (d.to_item(id), 1, 0.0)))
             .collect();
         let vector = embedder.embed(&[c.claim.as_str()])?.remove(0);
         let considered = judge_items(embedder, verifier, &c.claim, &vector, &items)?;
-        out.push(predictions(&considered, threshold, settings));
+        // Every given abstract at rank 1: no search order to weigh.
+        out.push(predictions(&considered, rule));
     }
     Ok(out)
 }
@@ -760,6 +767,10 @@ mod tests {
         close("sentence_selection_recall", 0.4);
         close("sentence_selection_f1", 4.0 / 11.0);
         close("sentence_label_f1", 2.0 / 11.0);
+        // The per-item rows the gate resamples give the label-only counts back.
+        let rows = [c1.row(), c2.row()];
+        let sum = |k: &str| rows.iter().map(|r| r[k]).sum::<f64>();
+        assert_eq!((sum("tp"), sum("fp"), sum("fn")), (1.0, 2.0, 2.0));
     }
 
     #[test]
