@@ -133,7 +133,8 @@ pub enum Command {
     /// The claim is searched (hybrid, answer.k items), each item split into sentences and read
     /// by the local verifier (no LLM: rationale and stance models over the embedder's vectors,
     /// trained at first use on answer.training_claims and cached under cache_dir/verifier/); an
-    /// item is evidence when the verifier's probability reaches answer.threshold.
+    /// item is evidence when the verifier's probability, discounted by answer.rank_decay for each
+    /// search rank below the first, reaches answer.threshold.
     Verify(answer::VerifyArgs),
     /// Answer a question from the archive: statements that cite the passages they rest on
     /// (item id + byte span), or "not in the archive" when nothing retrieved is relevant enough.
