@@ -10,6 +10,8 @@
 const ABBREVIATIONS: &[&str] = &[
     "al", "approx", "ca", "cf", "dr", "e.g", "eg", "eq", "etc", "fig", "figs", "i.e", "ie", "inc",
     "jr", "ltd", "mr", "mrs", "ms", "no", "nos", "prof", "ref", "refs", "resp", "sr", "st", "vs",
+    // Countries and bodies a wire story names mid-sentence ("the U.S. Trade Representative").
+    "u.s", "u.k", "u.n", "u.s.a",
 ];
 
 /// The byte spans of `text`'s sentences, in order, each trimmed of surrounding white space;
@@ -105,6 +107,13 @@ mod tests {
             [
                 "As Smith et al. Showed, see Fig. 2 and J. Smith.",
                 "Then p < 0.05. done."
+            ]
+        );
+        assert_eq!(
+            split("Friction between the U.S. And Japan grew. The U.K. Said so."),
+            [
+                "Friction between the U.S. And Japan grew.",
+                "The U.K. Said so."
             ]
         );
         assert_eq!(split("Heading\n\nBody text"), ["Heading", "Body text"]);
