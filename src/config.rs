@@ -134,6 +134,18 @@ impl Default for AskConfig {
     }
 }
 
+impl AnswerConfig {
+    /// The collection claims and questions are answered from: `answer.collection`, else the
+    /// caller's default (the store's or the server's collection).
+    pub fn collection_or(&self, default: &str) -> String {
+        if self.collection.is_empty() {
+            default.to_string()
+        } else {
+            self.collection.clone()
+        }
+    }
+}
+
 impl Default for AnswerConfig {
     fn default() -> Self {
         Self {

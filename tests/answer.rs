@@ -8,19 +8,10 @@ mod common;
 use common::{run, signaldesk, stderr};
 use serde_json::Value;
 
-/// `signaldesk verify --json` with the bundled training claims.
+/// `signaldesk verify --json` (the bundled training claims: `common::signaldesk`).
 fn verify_command(work: &std::path::Path) -> std::process::Command {
-    let root = common::root();
     let mut cmd = signaldesk(work);
-    cmd.env(
-        "SIGNALDESK_ANSWER__TRAINING_CLAIMS",
-        root.join("golden-datasets/scifact-claims/tune.jsonl"),
-    )
-    .env(
-        "SIGNALDESK_ANSWER__TRAINING_CORPUS",
-        root.join("golden-datasets/scifact/corpus.jsonl.gz"),
-    )
-    .args(["verify", "--json"]);
+    cmd.args(["verify", "--json"]);
     cmd
 }
 
@@ -34,21 +25,7 @@ fn verify_names_evidence_with_rationale_spans_and_trains_once() {
     let sample = common::root().join("golden-datasets/quickstart/sample.jsonl");
     let o = run(signaldesk(work.path()).arg("ingest").arg(&sample));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let texts: std::collections::HashMap<String, String> = std::fs::read_to_string(&sample)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            let (title, body) = (
-                v["title"].as_str().unwrap_or(""),
-                v["body"].as_str().unwrap_or(""),
-            );
-            (
-                v["id"].as_str().unwrap().to_string(),
-                signaldesk::content::item_text(title, body).unwrap(),
-            )
-        })
-        .collect();
+    let texts = sample_texts(&sample);
 
     // A claim of the training claims whose gold evidence (SUPPORT) is in the sample.
     let o = verify(work.path(), "TNFAIP3 is a glioblastoma tumor enhancer.");
@@ -103,18 +80,7 @@ fn verify_names_evidence_with_rationale_spans_and_trains_once() {
 }
 
 fn ask(work: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let root = common::root();
-    run(signaldesk(work)
-        .env(
-            "SIGNALDESK_ANSWER__TRAINING_CLAIMS",
-            root.join("golden-datasets/scifact-claims/tune.jsonl"),
-        )
-        .env(
-            "SIGNALDESK_ANSWER__TRAINING_CORPUS",
-            root.join("golden-datasets/scifact/corpus.jsonl.gz"),
-        )
-        .args(["ask", "--json"])
-        .args(args))
+    run(signaldesk(work).args(["ask", "--json"]).args(args))
 }
 
 /// Every citation of every statement is a passage of the answer, and every passage is a byte
@@ -348,14 +314,6 @@ fn instructions_inside_retrieved_items_steer_neither_verdicts_nor_answers() {
                 .env(
                     "SIGNALDESK_STORE__COLLECTION",
                     format!("attacked-{}", asked.to_lowercase()),
-                )
-                .env(
-                    "SIGNALDESK_ANSWER__TRAINING_CLAIMS",
-                    root.join("golden-datasets/scifact-claims/tune.jsonl"),
-                )
-                .env(
-                    "SIGNALDESK_ANSWER__TRAINING_CORPUS",
-                    root.join("golden-datasets/scifact/corpus.jsonl.gz"),
                 )
                 .args(["ask", "--json", "--no-llm", c["claim"].as_str().unwrap()]));
             assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -865,23 +865,7 @@ fn artifacts_dir() -> std::path::PathBuf {
 #[ignore = "needs Debian's chromium and chromium-driver: scripts/test.sh installs them and runs this"]
 async fn an_editor_reviews_tags_in_the_browser_and_the_export_holds_the_decisions() {
     use fantoccini::{ClientBuilder, Locator};
-    let root = common::root();
-    let claims = root.join("golden-datasets/scifact-claims/tune.jsonl");
-    let corpus = root.join("golden-datasets/scifact/corpus.jsonl.gz");
-    let mut server = common::server::start_with(
-        "",
-        "",
-        &[
-            (
-                "SIGNALDESK_ANSWER__TRAINING_CLAIMS",
-                claims.to_str().unwrap(),
-            ),
-            (
-                "SIGNALDESK_ANSWER__TRAINING_CORPUS",
-                corpus.to_str().unwrap(),
-            ),
-        ],
-    );
+    let mut server = start("", "");
     let client = reqwest::Client::new();
     let docs: Vec<Value> = test_docs(30)
         .into_iter()

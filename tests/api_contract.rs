@@ -437,24 +437,8 @@ async fn an_exclusive_taxonomy_tags_every_item_with_exactly_one_label() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_answers_with_evidence_that_resolves_in_the_stored_item() {
     let root = common::root();
-    let claims = root.join("golden-datasets/scifact-claims/tune.jsonl");
-    let corpus = root.join("golden-datasets/scifact/corpus.jsonl.gz");
-    let server = start_with(
-        "",
-        "",
-        &[
-            (
-                "SIGNALDESK_ANSWER__TRAINING_CLAIMS",
-                claims.to_str().unwrap(),
-            ),
-            (
-                "SIGNALDESK_ANSWER__TRAINING_CORPUS",
-                corpus.to_str().unwrap(),
-            ),
-            // The local LLM composes `POST /v1/ask`'s streamed answer.
-            ("SIGNALDESK_API__LLM", "true"),
-        ],
-    );
+    // The local LLM composes `POST /v1/ask`'s streamed answer.
+    let server = start_with("", "", &[("SIGNALDESK_API__LLM", "true")]);
     let client = reqwest::Client::new();
     let docs: Vec<Value> =
         std::fs::read_to_string(root.join("golden-datasets/quickstart/sample.jsonl"))

@@ -87,6 +87,21 @@ fn verifier(state: &Arc<ApiState>) -> Result<Arc<Verifier>, ApiError> {
     })
 }
 
+/// The items to read (1 to 20; default `answer.k`) and the payload filter of a verify or ask
+/// request: one validation for both routes.
+fn retrieval(
+    state: &ApiState,
+    k: Option<usize>,
+    filter: &[String],
+) -> Result<(usize, Filter), ApiError> {
+    let k = match k {
+        Some(k) if !(1..=20).contains(&k) => return Err(ApiError::invalid("k", "k is 1 to 20")),
+        Some(k) => k,
+        None => state.config.answer.k,
+    };
+    Ok((k, Filter::parse_pairs(filter)?))
+}
+
 /// `POST /v1/verify`: SUPPORT, CONTRADICT or NOT_ENOUGH_INFO for a claim, with the items that
 /// decide it and their rationale sentences as byte spans into each item's text (resolvable with
 /// `GET /v1/content/{id}`), every retrieved item's probabilities, the lineage and stage timings.
@@ -103,22 +118,13 @@ pub(crate) async fn verify(
         return Err(ApiError::invalid("claim", "the claim is empty"));
     }
     let mut settings = state.config.answer.clone();
-    if let Some(k) = request.k {
-        if !(1..=20).contains(&k) {
-            return Err(ApiError::invalid("k", "k is 1 to 20"));
-        }
-        settings.k = k;
-    }
-    let filter = Filter::parse_pairs(&request.filter)?;
+    let (k, filter) = retrieval(&state, request.k, &request.filter)?;
+    settings.k = k;
     let verifier = verifier(&state)?;
     let admission = state.enter()?;
     let _worker = state.worker(&admission).await?;
     let verification = off_runtime(&state, move |s| async move {
-        let collection = if settings.collection.is_empty() {
-            s.collection().to_string()
-        } else {
-            settings.collection.clone()
-        };
+        let collection = settings.collection_or(s.collection());
         let searcher = Searcher::open(s.store, s.embedder, &collection, &s.config.search).await?;
         crate::answer::verify::verify(
             s.store,
@@ -179,25 +185,14 @@ pub(crate) async fn ask(
     if request.question.trim().is_empty() {
         return Err(ApiError::invalid("question", "the question is empty"));
     }
-    let mut k = state.config.answer.k;
-    if let Some(asked) = request.k {
-        if !(1..=20).contains(&asked) {
-            return Err(ApiError::invalid("k", "k is 1 to 20"));
-        }
-        k = asked;
-    }
-    let filter = Filter::parse_pairs(&request.filter)?;
+    let (k, filter) = retrieval(&state, request.k, &request.filter)?;
     let verifier = verifier(&state)?;
     let admission = state.enter()?;
     let _worker = state.worker(&admission).await?;
     let stream = request.stream;
     let answer = off_runtime(&state, move |s| async move {
         let settings = &s.config.answer;
-        let collection = if settings.collection.is_empty() {
-            s.collection().to_string()
-        } else {
-            settings.collection.clone()
-        };
+        let collection = settings.collection_or(s.collection());
         let composer = match s.llm.filter(|_| request.llm) {
             Some(llm) => Some(
                 Composer::new(

@@ -14,15 +14,9 @@ use signaldesk::search::Searcher;
 use signaldesk::store::{AnyStore, Filter};
 use signaldesk::{Config, Embedder};
 
+/// What `verify` and `ask` retrieve from.
 #[derive(Args)]
-pub struct VerifyArgs {
-    /// The claim to verify (or use --claims, or --train).
-    #[arg(required_unless_present_any = ["claims", "train"], conflicts_with_all = ["claims", "train"])]
-    claim: Option<String>,
-    /// Verify every claim of a JSONL file ({"id", "claim"} per line, as SciFact's claims files)
-    /// and print one JSON line per claim: its id and its verification.
-    #[arg(long, value_name = "FILE")]
-    claims: Option<std::path::PathBuf>,
+pub struct Retrieval {
     /// Payload filter, as `search --filter` (field=value, field>=value, field<value).
     #[arg(long)]
     filter: Vec<String>,
@@ -32,6 +26,33 @@ pub struct VerifyArgs {
     /// Collection (default: answer.collection, else store.collection).
     #[arg(long)]
     collection: Option<String>,
+}
+
+impl Retrieval {
+    /// The filter, the number of items and the collection, defaults filled from `config`.
+    fn resolve(&self, config: &Config) -> Result<(Filter, usize, String)> {
+        let settings = &config.answer;
+        let k = self.k.unwrap_or(settings.k);
+        anyhow::ensure!(k >= 1, "-k must be at least 1");
+        let collection = self
+            .collection
+            .clone()
+            .unwrap_or_else(|| settings.collection_or(&config.store.collection));
+        Ok((Filter::parse_pairs(&self.filter)?, k, collection))
+    }
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The claim to verify (or use --claims, or --train).
+    #[arg(required_unless_present_any = ["claims", "train"], conflicts_with_all = ["claims", "train"])]
+    claim: Option<String>,
+    /// Verify every claim of a JSONL file ({"id", "claim"} per line, as SciFact's claims files)
+    /// and print one JSON line per claim: its id and its verification.
+    #[arg(long, value_name = "FILE")]
+    claims: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    retrieval: Retrieval,
     /// Print the verification as JSON.
     #[arg(long)]
     json: bool,
@@ -69,12 +90,9 @@ fn read_claim_lines(path: &std::path::Path) -> Result<Vec<(serde_json::Value, St
 
 /// Verify one claim (or a file of them) and print the verdict with its evidence.
 pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
-    let filter = Filter::parse_pairs(&args.filter)?;
+    let (filter, k, collection) = args.retrieval.resolve(config)?;
     let mut settings = config.answer.clone();
-    if let Some(k) = args.k {
-        anyhow::ensure!(k >= 1, "-k must be at least 1");
-        settings.k = k;
-    }
+    settings.k = k;
     if let Some(path) = args.training_claims {
         settings.training_claims = path;
     }
@@ -102,13 +120,6 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = AnyStore::open(config)?;
-    let collection = args.collection.unwrap_or_else(|| {
-        if settings.collection.is_empty() {
-            config.store.collection.clone()
-        } else {
-            settings.collection.clone()
-        }
-    });
     let searcher = Searcher::open(&store, &embedder, &collection, &config.search).await?;
     if let Some(path) = &args.claims {
         for (id, claim) in read_claim_lines(path)? {
@@ -163,15 +174,8 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
 pub struct AskArgs {
     /// The question.
     question: String,
-    /// Payload filter, as `search --filter` (field=value, field>=value, field<value).
-    #[arg(long)]
-    filter: Vec<String>,
-    /// Items retrieved and read [default: answer.k].
-    #[arg(short, long)]
-    k: Option<usize>,
-    /// Collection (default: answer.collection, else store.collection).
-    #[arg(long)]
-    collection: Option<String>,
+    #[command(flatten)]
+    retrieval: Retrieval,
     /// Answer extractively (the best passages, cited) without calling the LLM.
     #[arg(long)]
     no_llm: bool,
@@ -182,19 +186,10 @@ pub struct AskArgs {
 
 /// Answer one question from the archive and print it with its citations.
 pub async fn run_ask(config: &Config, args: AskArgs) -> Result<ExitCode> {
-    let filter = Filter::parse_pairs(&args.filter)?;
+    let (filter, k, collection) = args.retrieval.resolve(config)?;
     let settings = &config.answer;
-    let k = args.k.unwrap_or(settings.k);
-    anyhow::ensure!(k >= 1, "-k must be at least 1");
     let embedder = Embedder::from_config(config)?;
     let store = AnyStore::open(config)?;
-    let collection = args.collection.unwrap_or_else(|| {
-        if settings.collection.is_empty() {
-            config.store.collection.clone()
-        } else {
-            settings.collection.clone()
-        }
-    });
     let verifier = Verifier::load_or_train(
         &embedder,
         &settings.training_claims,

@@ -44,6 +44,15 @@ pub fn signaldesk(work: &Path) -> Command {
         .env_remove("SIGNALDESK_CONFIG")
         .env("SIGNALDESK_MODELS_DIR", root().join("models"))
         .env("SIGNALDESK_PROMPTS_DIR", root().join("prompts"))
+        // The verifier's bundled training data, found from any working directory.
+        .env(
+            "SIGNALDESK_ANSWER__TRAINING_CLAIMS",
+            root().join("golden-datasets/scifact-claims/tune.jsonl"),
+        )
+        .env(
+            "SIGNALDESK_ANSWER__TRAINING_CORPUS",
+            root().join("golden-datasets/scifact/corpus.jsonl.gz"),
+        )
         .env("SIGNALDESK_CACHE_DIR", work.join("cache"))
         .env("SIGNALDESK_DATA_DIR", work.join("data"));
     cmd
