@@ -164,6 +164,10 @@ fn ask_cites_retrieved_passages_and_says_when_the_archive_holds_nothing() {
                 v["lineage"]["tokens"]["completion"].as_u64().unwrap() > 0,
                 "{v}"
             );
+            assert!(
+                v["lineage"]["tokens"]["completion_per_s"].as_f64().unwrap() > 0.0,
+                "{v}"
+            );
             assert_eq!(v["lineage"]["llm"]["prompt"], "ask@1", "{v}");
         }
         Some("extractive") => assert!(v["fallback_reason"].is_string(), "{v}"),

@@ -286,7 +286,11 @@ pub async fn ask<S: VectorStore, L: LlmClient>(
     } else {
         (extractive(&passages, settings), "extractive", None)
     };
-    timings_ms.insert("compose".into(), started.elapsed().as_secs_f64() * 1e3);
+    let compose_s = started.elapsed().as_secs_f64();
+    timings_ms.insert("compose".into(), compose_s * 1e3);
+    // The LLM's generation speed as this answer saw it (prompt processing included).
+    let tokens_per_s = (usage.completion_tokens > 0 && compose_s > 0.0)
+        .then(|| usage.completion_tokens as f64 / compose_s);
     let cost = composer
         .and_then(|c| c.price)
         .map(|p| p.cost(usage.prompt_tokens, usage.completion_tokens));
@@ -301,7 +305,8 @@ pub async fn ask<S: VectorStore, L: LlmClient>(
         "retrieved": considered.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
         "passages": passages.iter().map(|p| format!("{}@{}..{}", p.id, p.start, p.end))
             .collect::<Vec<_>>(),
-        "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
+        "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens,
+                   "completion_per_s": tokens_per_s},
         "cost_usd": cost,
     });
     Ok(Answer {
