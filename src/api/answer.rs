@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{off_runtime, ApiError, ApiState, Caller, Read};
-use crate::answer::ask::{AskError, Composer};
+use crate::answer::ask::AskError;
 use crate::answer::verifier::Verifier;
 use crate::answer::verify::VerifyError;
 use crate::search::Searcher;
@@ -193,18 +193,7 @@ pub(crate) async fn ask(
     let answer = off_runtime(&state, move |s| async move {
         let settings = &s.config.answer;
         let collection = settings.collection_or(s.collection());
-        let composer = match s.llm.filter(|_| request.llm) {
-            Some(llm) => Some(
-                Composer::new(
-                    llm,
-                    &s.config.prompts_dir,
-                    &settings.ask,
-                    llm.price(&s.config.llm),
-                )
-                .map_err(AskError::from)?,
-            ),
-            None => None,
-        };
+        let composer = s.ask_composer.as_ref().filter(|_| request.llm);
         let searcher = Searcher::open(s.store, s.embedder, &collection, &s.config.search)
             .await
             .map_err(|e| AskError::Chain(e.into()))?;
@@ -212,7 +201,7 @@ pub(crate) async fn ask(
             s.store,
             &searcher,
             &verifier,
-            composer.as_ref(),
+            composer,
             &settings.ask,
             k,
             &request.question,
@@ -229,23 +218,20 @@ pub(crate) async fn ask(
     if !stream {
         return Ok(Json(answer).into_response());
     }
-    let event = |name: &str, data: &dyn erased::Json| {
-        Ok::<_, std::convert::Infallible>(Event::default().event(name).data(data.to_json()))
+    let event = |name: &str, data: String| {
+        Ok::<_, std::convert::Infallible>(Event::default().event(name).data(data))
     };
-    let mut events = vec![event("passages", &answer.passages)];
-    events.extend(answer.statements.iter().map(|s| event("statement", s)));
-    events.push(event("answer", &answer));
+    let json = |v: serde_json::Result<String>| v.expect("answers serialize");
+    let mut events = vec![event(
+        "passages",
+        json(serde_json::to_string(&answer.passages)),
+    )];
+    events.extend(
+        answer
+            .statements
+            .iter()
+            .map(|s| event("statement", json(serde_json::to_string(s)))),
+    );
+    events.push(event("answer", json(serde_json::to_string(&answer))));
     Ok(Sse::new(futures_util::stream::iter(events)).into_response())
-}
-
-/// Serializing the events' differently typed payloads through one closure.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).expect("answers serialize")
-        }
-    }
 }

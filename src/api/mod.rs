@@ -68,6 +68,8 @@ pub struct ApiParts {
     pub llm: Option<&'static AnyLlm>,
     /// The summarizer over that LLM, with the lineage its summaries carry.
     pub summarizer: Option<(Summarizer<'static, AnyLlm>, Value)>,
+    /// `POST /v1/ask`'s composer over that LLM (its prompt read once, at start).
+    pub ask_composer: Option<crate::answer::ask::Composer<'static, AnyLlm>>,
 }
 
 /// What every handler shares.
@@ -82,6 +84,7 @@ pub struct ApiState {
     recommender: std::sync::RwLock<Option<Arc<RecommendService<'static, AnyStore>>>>,
     pub(crate) llm: Option<&'static AnyLlm>,
     pub(crate) summarizer: Option<(Summarizer<'static, AnyLlm>, Value)>,
+    pub(crate) ask_composer: Option<crate::answer::ask::Composer<'static, AnyLlm>>,
     pub(crate) editorial: EditorialLog,
     /// Query embeddings of concurrent requests, batched.
     pub(crate) batcher: crate::embed::batcher::EmbedBatcher,
@@ -190,6 +193,7 @@ impl ApiState {
             recommender: std::sync::RwLock::new(parts.recommender.map(Arc::new)),
             llm: parts.llm,
             summarizer: parts.summarizer,
+            ask_composer: parts.ask_composer,
             tag_permits: Semaphore::new(settings.tag_concurrency.max(1)),
             taggers: parts.taggers,
             default_tagger: parts.default_tagger,

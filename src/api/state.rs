@@ -33,7 +33,7 @@ pub enum ApiSetupError {
         kind: TaggerKind,
         source: crate::enrich::TaggerSetupError,
     },
-    #[error("the summary prompt: {0}")]
+    #[error("the summary or ask prompt: {0}")]
     Prompt(#[from] crate::prompts::PromptError),
     #[error("the editorial log: {0}")]
     Editorial(#[from] crate::enrich::editorial::EditorialError),
@@ -107,6 +107,16 @@ impl ApiState {
             }
             None => None,
         };
+        let ask_composer = llm
+            .map(|llm| {
+                crate::answer::ask::Composer::new(
+                    llm,
+                    &config.prompts_dir,
+                    &config.answer.ask,
+                    llm.price(&config.llm),
+                )
+            })
+            .transpose()?;
         let recommender = match RecommendService::open(store, config, true).await {
             Ok(r) => Some(r),
             Err(e) => {
@@ -124,6 +134,7 @@ impl ApiState {
             recommender,
             llm,
             summarizer,
+            ask_composer,
         })?)
     }
 }
