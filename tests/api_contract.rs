@@ -594,16 +594,35 @@ async fn verify_answers_with_evidence_that_resolves_in_the_stored_item() {
         })
         .collect();
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names.first(), Some(&"passages"), "{body}");
-    assert_eq!(names.last(), Some(&"answer"), "{body}");
     let answer = &events.last().unwrap().1;
     let statements = answer["statements"].as_array().unwrap();
-    assert_eq!(
-        names.len(),
-        statements.len() + 2,
-        "one event per statement: {body}"
-    );
     assert!(!statements.is_empty(), "{answer}");
+    assert_eq!(answer["source"], "llm", "{answer}");
+    // passages, the words as the LLM writes them, one event per statement, the answer.
+    let texts = names.iter().filter(|n| **n == "text").count();
+    assert!(texts >= 1, "the answer's words are streamed: {body}");
+    let mut expected = vec!["passages"];
+    expected.extend(std::iter::repeat_n("text", texts));
+    expected.extend(std::iter::repeat_n("statement", statements.len()));
+    expected.push("answer");
+    assert_eq!(names, expected, "{body}");
+    let preview: String = events
+        .iter()
+        .filter(|(n, _)| n == "text")
+        .map(|(_, v)| v["text"].as_str().unwrap())
+        .collect();
+    for s in statements {
+        let said = s["text"].as_str().unwrap();
+        assert!(preview.contains(said), "{said:?} was streamed: {preview:?}");
+    }
+    // From the question to the first words: within the stages the answer took.
+    let timings = answer["timings_ms"].as_object().unwrap();
+    let first_text = timings["first_text"].as_f64().unwrap();
+    let stages: f64 = ["retrieve", "read", "judge", "compose"]
+        .iter()
+        .map(|s| timings[*s].as_f64().unwrap())
+        .sum();
+    assert!(first_text > 0.0 && first_text < stages + 1.0, "{answer}");
     let passages = answer["passages"].as_array().unwrap();
     for s in statements {
         for n in s["citations"].as_array().unwrap() {

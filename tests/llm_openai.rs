@@ -25,6 +25,34 @@ enum Reply {
     Hang,
     /// Announce a longer body than is sent, then close.
     Truncated(String),
+    /// Server-sent events: each string a `data:` line; then close.
+    Stream(Vec<String>),
+}
+
+/// A streamed answer's events: the role, each piece, the finish, the usage, `[DONE]`.
+fn streamed(pieces: &[&str]) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "x", "object": "chat.completion.chunk", "model": "served-model",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    events.extend(
+        pieces
+            .iter()
+            .map(|p| chunk(json!({"content": p}), Value::Null)),
+    );
+    events.push(chunk(json!({}), json!("stop")));
+    events.push(
+        json!({"id": "x", "object": "chat.completion.chunk", "model": "served-model",
+               "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3}})
+        .to_string(),
+    );
+    events.push("[DONE]".into());
+    events
 }
 
 fn answer(content: &str) -> Reply {
@@ -116,6 +144,16 @@ async fn server(script: Vec<Reply>) -> Server {
                         body.len() + 100,
                         &body[..body.len() / 2]
                     );
+                    sock.write_all(out.as_bytes()).await.unwrap();
+                    let _ = sock.shutdown().await;
+                }
+                Reply::Stream(events) => {
+                    let mut out = String::from(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+                    );
+                    for e in events {
+                        out.push_str(&format!("data: {e}\n\n"));
+                    }
                     sock.write_all(out.as_bytes()).await.unwrap();
                     let _ = sock.shutdown().await;
                 }
@@ -543,4 +581,83 @@ async fn the_answer_records_the_model_the_server_reports() {
     let got = client.chat(&request()).await.unwrap();
     assert_eq!(got.model, "SmolLM2-135M-Instruct.Q4_1");
     assert_eq!(s.bodies.lock().unwrap()[0]["model"], "test-model");
+}
+
+fn pieces(mut rx: tokio::sync::mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        got.push(p);
+    }
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_answer_hands_on_each_piece_and_returns_the_whole() {
+    let s = server(vec![Reply::Stream(streamed(&[
+        "{\"label\"",
+        ": \"sport\"}",
+    ]))])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = CachedClient::new(
+        OpenAiClient::new(options(&s.url)).unwrap(),
+        &dir.path().join("cache.redb"),
+        CacheMode::Readwrite,
+    )
+    .unwrap();
+    let request = request().with_schema(tag_schema());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let got = client.chat_streaming(&request, &tx).await.unwrap();
+    assert_eq!(pieces(rx), ["{\"label\"", ": \"sport\"}"]);
+    assert_eq!(got.json, Some(json!({"label": "sport"})));
+    assert_eq!(
+        (got.usage.prompt_tokens, got.usage.completion_tokens),
+        (11, 3)
+    );
+    assert_eq!(
+        (got.model.as_str(), got.finish_reason.as_str()),
+        ("served-model", "stop")
+    );
+    let body = s.bodies.lock().unwrap()[0].clone();
+    assert_eq!(
+        (&body["stream"], &body["stream_options"]),
+        (&json!(true), &json!({"include_usage": true}))
+    );
+
+    // The same request again is the cache's: one piece, no request.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let again = client.chat_streaming(&request, &tx).await.unwrap();
+    assert!(again.cache_hit);
+    assert_eq!(pieces(rx), ["{\"label\": \"sport\"}"]);
+    assert_eq!(s.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_cut_off_before_its_text_is_retried_and_after_it_is_final() {
+    let mut empty = streamed(&[]);
+    empty.truncate(1);
+    let s = server(vec![
+        Reply::Stream(empty),
+        Reply::Stream(streamed(&["com", "plete"])),
+    ])
+    .await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let got = client.chat_streaming(&request(), &tx).await.unwrap();
+    assert_eq!((got.text.as_str(), got.retries), ("complete", 1));
+    assert_eq!(pieces(rx), ["com", "plete"]);
+
+    // Cut off after a piece was handed on: a retry would repeat it, so the call fails.
+    let mut cut = streamed(&["par", "tial"]);
+    cut.truncate(2);
+    let s = server(vec![Reply::Stream(cut), answer("never asked")]).await;
+    let client = OpenAiClient::new(options(&s.url)).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let err = client.chat_streaming(&request(), &tx).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Transport { message, .. } if message.contains("[DONE]")),
+        "{err}"
+    );
+    assert_eq!(pieces(rx), ["par"]);
+    assert_eq!(s.requests.load(Ordering::SeqCst), 1);
 }

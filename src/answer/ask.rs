@@ -7,7 +7,6 @@
 //! archive" and nothing is invented.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -78,8 +77,121 @@ pub struct Answer {
     /// Search settings, embedding model, verifier, LLM and prompt, passage ids, tokens, cost.
     #[schema(value_type = Object)]
     pub lineage: Value,
-    /// Milliseconds per stage: retrieve, read, judge, compose.
+    /// Milliseconds per stage: retrieve, read, judge, compose; and `first_text`, from the
+    /// question to the first words of an LLM's answer (what a streaming reader waits).
     pub timings_ms: BTreeMap<String, f64>,
+}
+
+/// What an `ask` reports while it works, for a reader that streams the answer: the passages
+/// once they are chosen, then the statements' words as the LLM writes them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AskProgress {
+    /// The citable context, numbered (the final answer's `passages`).
+    Passages(Vec<Passage>),
+    /// The next words of the statements being written (a preview: the final answer drops
+    /// statements that cite nothing, so it can be shorter).
+    Text(String),
+}
+
+/// Where `ask` sends its [`AskProgress`]; a receiver that went away does not stop it.
+pub type AskProgressSender = tokio::sync::mpsc::UnboundedSender<AskProgress>;
+
+/// The words of the statements in a JSON answer that is still being written: the `text` values
+/// of `{"statements": [{"text": …, "citations": …}, …]}` as far as they have arrived, joined by
+/// a space, so a reader sees prose rather than JSON. Each [`Self::push`] gives what is new.
+#[derive(Debug, Default)]
+pub struct StatementPreview {
+    json: String,
+    shown: usize,
+}
+
+impl StatementPreview {
+    /// Add the next piece of the answer; the words it made visible, if any.
+    pub fn push(&mut self, piece: &str) -> Option<String> {
+        self.json.push_str(piece);
+        let visible = statement_texts(&self.json);
+        // Visible text only grows: a string's content is final up to its last whole character.
+        let new = visible
+            .get(self.shown..)
+            .filter(|n| !n.is_empty())?
+            .to_string();
+        self.shown = visible.len();
+        Some(new)
+    }
+}
+
+/// The `text` values of a possibly unfinished JSON answer, joined by a space; a value still
+/// being written counts as far as it goes (a half-written escape sequence is left out).
+fn statement_texts(json: &str) -> String {
+    let bytes = json.as_bytes();
+    let mut texts: Vec<String> = Vec::new();
+    let mut value_of_text = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let (content, next, closed) = read_string(json, i + 1);
+                if value_of_text {
+                    texts.push(content);
+                    value_of_text = false;
+                } else if closed {
+                    let after = json[next..].trim_start();
+                    if after.starts_with(':') {
+                        value_of_text = content == "text";
+                    }
+                }
+                if !closed {
+                    break;
+                }
+                i = next;
+            }
+            b if b.is_ascii_whitespace() || b == b':' => i += 1,
+            _ => {
+                value_of_text = false;
+                i += 1;
+            }
+        }
+    }
+    texts.join(" ")
+}
+
+/// A JSON string's content from `start` (just after its opening quote): the unescaped text,
+/// where the string ends (after its closing quote), and whether it was closed.
+fn read_string(json: &str, start: usize) -> (String, usize, bool) {
+    let mut out = String::new();
+    let mut chars = json[start..].char_indices().peekable();
+    while let Some((offset, c)) = chars.next() {
+        match c {
+            '"' => return (out, start + offset + 1, true),
+            '\\' => {
+                let Some((_, escaped)) = chars.next() else {
+                    break;
+                };
+                match escaped {
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    'r' => out.push('\r'),
+                    'b' => out.push('\u{8}'),
+                    'f' => out.push('\u{c}'),
+                    'u' => {
+                        let hex: String = (0..4)
+                            .filter_map(|_| chars.next().map(|(_, h)| h))
+                            .collect();
+                        let Some(code) = (hex.len() == 4)
+                            .then(|| u32::from_str_radix(&hex, 16).ok())
+                            .flatten()
+                        else {
+                            break;
+                        };
+                        out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+                    }
+                    other => out.push(other),
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    (out, json.len(), false)
 }
 
 /// The LLM that composes answers, its prompt and its price (none: extractive answers only).
@@ -89,18 +201,21 @@ pub struct Composer<'a, L> {
     pub price: Option<Price>,
 }
 
-impl<'a, L: LlmClient> Composer<'a, L> {
-    /// `llm` with `prompts/ask.v{settings.prompt_version}.md`.
-    pub fn new(
-        llm: &'a L,
-        prompts_dir: &Path,
-        settings: &AskConfig,
-        price: Option<Price>,
+impl<'a> Composer<'a, crate::llm::AnyLlm> {
+    /// The configured LLM with `prompts/ask.v{answer.ask.prompt_version}.md` and the price of
+    /// `llm.model`: what `signaldesk ask`, `POST /v1/ask` and `eval grounded` compose with.
+    pub fn configured(
+        llm: &'a crate::llm::AnyLlm,
+        config: &crate::Config,
     ) -> Result<Self, PromptError> {
         Ok(Self {
             llm,
-            prompt: Prompt::load_version(prompts_dir, "ask", settings.prompt_version)?,
-            price,
+            prompt: Prompt::load_version(
+                &config.prompts_dir,
+                "ask",
+                config.answer.ask.prompt_version,
+            )?,
+            price: llm.price(&config.llm),
         })
     }
 }
@@ -208,13 +323,22 @@ pub fn answer_schema(passages: usize) -> Value {
     })
 }
 
-/// Ask the LLM: the statements it cited, and the tokens it took.
+/// What the LLM composed: the statements it cited, the tokens it took, and when its first
+/// words arrived.
+struct Composed {
+    statements: Vec<Statement>,
+    usage: Usage,
+    first_text: Option<std::time::Instant>,
+}
+
+/// Ask the LLM, streaming its statements' words to `progress` as they are written.
 async fn compose<L: LlmClient>(
     composer: &Composer<'_, L>,
     settings: &AskConfig,
     question: &str,
     passages: &[Passage],
-) -> Result<(Vec<Statement>, Usage), String> {
+    progress: Option<&AskProgressSender>,
+) -> Result<Composed, String> {
     let listed: Vec<String> = passages
         .iter()
         .map(|p| format!("[{}] {}", p.number, p.text))
@@ -230,11 +354,26 @@ async fn compose<L: LlmClient>(
     request.sampling.max_tokens = settings.max_answer_tokens;
     request.context.prompt = Some(composer.prompt.reference());
     request.context.item = Some(format!("ask:{question}"));
-    let response = composer
-        .llm
-        .chat(&request)
-        .await
-        .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())?;
+    let (deltas, mut pieces) = tokio::sync::mpsc::unbounded_channel();
+    let call = async {
+        let deltas = deltas;
+        composer.llm.chat_streaming(&request, &deltas).await
+    };
+    let mut first_text = None;
+    let preview = async {
+        let mut preview = StatementPreview::default();
+        while let Some(piece) = pieces.recv().await {
+            if let Some(words) = preview.push(&piece) {
+                first_text.get_or_insert_with(std::time::Instant::now);
+                if let Some(progress) = progress {
+                    let _ = progress.send(AskProgress::Text(words));
+                }
+            }
+        }
+    };
+    let (response, ()) = tokio::join!(call, preview);
+    let response =
+        response.map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())?;
     let statements = keep_cited(
         response.json.as_ref().unwrap_or(&Value::Null),
         passages.len(),
@@ -242,7 +381,11 @@ async fn compose<L: LlmClient>(
     if statements.is_empty() {
         return Err("the LLM's answer had no statement citing a passage".into());
     }
-    Ok((statements, response.usage))
+    Ok(Composed {
+        statements,
+        usage: response.usage,
+        first_text,
+    })
 }
 
 /// Answer `question` from the items of `searcher`'s collection that pass `filter`.
@@ -256,7 +399,9 @@ pub async fn ask<S: VectorStore, L: LlmClient>(
     k: usize,
     question: &str,
     filter: &Filter,
+    progress: Option<&AskProgressSender>,
 ) -> Result<Answer, AskError> {
+    let asked = std::time::Instant::now();
     let question = question.trim();
     if question.is_empty() {
         return Err(AskError::EmptyQuestion);
@@ -268,6 +413,9 @@ pub async fn ask<S: VectorStore, L: LlmClient>(
     } = retrieve_and_judge(store, searcher, verifier, question, k, filter).await?;
     let started = std::time::Instant::now();
     let passages = select_passages(&considered, settings);
+    if let Some(progress) = progress {
+        let _ = progress.send(AskProgress::Passages(passages.clone()));
+    }
     let not_in_archive = passages
         .first()
         .is_none_or(|p| p.score < settings.threshold);
@@ -276,10 +424,14 @@ pub async fn ask<S: VectorStore, L: LlmClient>(
     let (statements, source, fallback_reason) = if not_in_archive {
         (Vec::new(), "none", None)
     } else if let Some(composer) = composer {
-        match compose(composer, settings, question, &passages).await {
-            Ok((statements, used)) => {
-                usage = used;
-                (statements, "llm", None)
+        match compose(composer, settings, question, &passages, progress).await {
+            Ok(composed) => {
+                usage = composed.usage;
+                if let Some(first) = composed.first_text {
+                    let since_asked = first.duration_since(asked).as_secs_f64();
+                    timings_ms.insert("first_text".into(), since_asked * 1e3);
+                }
+                (composed.statements, "llm", None)
             }
             Err(reason) => (extractive(&passages, settings), "extractive", Some(reason)),
         }
@@ -428,5 +580,33 @@ mod tests {
             [("a sentence 0", vec![1]), ("b sentence 0", vec![2])],
             "0.7 is under 0.8 of the best (0.72)"
         );
+    }
+
+    #[test]
+    fn the_preview_shows_the_statements_words_as_the_json_arrives() {
+        let answer = r#"{"statements": [{"text": "Caf\u00e9 \"A\" helps.", "citations": [1]}, {"citations": [2], "text": "It costs."}]}"#;
+        // Fed a few bytes at a time (cut at character boundaries), as a model writes it.
+        let mut preview = StatementPreview::default();
+        let mut shown = String::new();
+        let mut pieces = 0;
+        let mut rest = answer;
+        while !rest.is_empty() {
+            let cut = rest.char_indices().nth(3).map_or(rest.len(), |(i, _)| i);
+            let (piece, after) = rest.split_at(cut);
+            if let Some(words) = preview.push(piece) {
+                pieces += 1;
+                shown.push_str(&words);
+            }
+            rest = after;
+        }
+        assert_eq!(shown, "Café \"A\" helps. It costs.");
+        assert!(pieces > 3, "the words come in pieces, not at the end");
+        // Keys, numbers and a half-written escape show nothing.
+        let mut p = StatementPreview::default();
+        assert_eq!(p.push(r#"{"statements": [{"citations": [1], "te"#), None);
+        assert_eq!(p.push(r#"xt": "a\"#).as_deref(), Some("a"));
+        assert_eq!(p.push(r#"u00e9"#).as_deref(), Some("é"));
+        assert_eq!(p.push(r#"", "citations": [2]}"#), None);
+        assert_eq!(statement_texts(r#"{"text": 1, "x": "text"}"#), "");
     }
 }

@@ -3,15 +3,19 @@
 //! `signaldesk verify` and `signaldesk ask` call.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use serde_json::json;
 
+use super::error::ErrorCode;
 use super::{off_runtime, ApiError, ApiState, Caller, Read};
-use crate::answer::ask::AskError;
+use crate::answer::ask::{Answer, AskError, AskProgress};
 use crate::answer::verifier::Verifier;
 use crate::answer::verify::VerifyError;
 use crate::search::Searcher;
@@ -157,8 +161,10 @@ pub struct AskRequest {
     /// Payload filters as `GET /v1/search` takes them (`source=reuters`, `published_at>=2025-03-01`).
     #[serde(default)]
     pub filter: Vec<String>,
-    /// Answer as server-sent events: `passages` (the citable context), one `statement` per
-    /// statement, then `answer` (the whole answer, citations and lineage).
+    /// Answer as server-sent events: `passages` (the citable context), `text` (`{"text": …}`,
+    /// the statements' words as the LLM writes them), one `statement` per statement (with its
+    /// citations), then `answer` (the whole answer, citations and lineage), or `error` (the
+    /// JSON error) if it fails after the events began.
     #[serde(default)]
     pub stream: bool,
     /// Compose with the server's LLM when it has one (default true); false answers extractively.
@@ -172,7 +178,8 @@ fn yes() -> bool {
 
 /// `POST /v1/ask`: an answer whose every statement cites the passages it rests on (item id +
 /// byte span, resolvable with `GET /v1/content/{id}`), or "not in the archive"; with
-/// `"stream": true`, server-sent events (`passages`, `statement` per statement, `answer`).
+/// `"stream": true`, server-sent events (`passages`, `text` as the words are written,
+/// `statement` per statement, `answer`; `error` if it fails once events have begun).
 #[utoipa::path(post, path = "/v1/ask", tag = "content", request_body = AskRequest,
     responses((status = 200, description = "The answer with its citations (JSON, or `text/event-stream` with `stream: true`)", body = crate::answer::ask::Answer)),
     security(("api_key" = ["read"])))]
@@ -188,50 +195,111 @@ pub(crate) async fn ask(
     let (k, filter) = retrieval(&state, request.k, &request.filter)?;
     let verifier = verifier(&state)?;
     let admission = state.enter()?;
-    let _worker = state.worker(&admission).await?;
+    let worker = state.worker(&admission).await?;
     let stream = request.stream;
-    let answer = off_runtime(&state, move |s| async move {
-        let settings = &s.config.answer;
-        let collection = settings.collection_or(s.collection());
-        let composer = s.ask_composer.as_ref().filter(|_| request.llm);
-        let searcher = Searcher::open(s.store, s.embedder, &collection, &s.config.search)
+    let (progress, reports) = tokio::sync::mpsc::unbounded_channel();
+    let on = state.clone();
+    let answering = async move {
+        off_runtime(&on, move |s| async move {
+            let settings = &s.config.answer;
+            let collection = settings.collection_or(s.collection());
+            let composer = s.ask_composer.as_ref().filter(|_| request.llm);
+            let searcher = Searcher::open(s.store, s.embedder, &collection, &s.config.search)
+                .await
+                .map_err(|e| AskError::Chain(e.into()))?;
+            crate::answer::ask::ask(
+                s.store,
+                &searcher,
+                &verifier,
+                composer,
+                &settings.ask,
+                k,
+                &request.question,
+                &filter,
+                stream.then_some(&progress),
+            )
             .await
-            .map_err(|e| AskError::Chain(e.into()))?;
-        crate::answer::ask::ask(
-            s.store,
-            &searcher,
-            &verifier,
-            composer,
-            &settings.ask,
-            k,
-            &request.question,
-            &filter,
-        )
+        })
         .await
-    })
-    .await?
-    .map_err(|e| match e {
-        AskError::EmptyQuestion => ApiError::invalid("question", e.to_string()),
-        AskError::Chain(VerifyError::Search(e)) => e.into(),
-        e => super::unavailable("answering", e),
-    })?;
-    if !stream {
-        return Ok(Json(answer).into_response());
-    }
-    let event = |name: &str, data: String| {
-        Ok::<_, std::convert::Infallible>(Event::default().event(name).data(data))
     };
-    let json = |v: serde_json::Result<String>| v.expect("answers serialize");
-    let mut events = vec![event(
-        "passages",
-        json(serde_json::to_string(&answer.passages)),
-    )];
-    events.extend(
-        answer
-            .statements
-            .iter()
-            .map(|s| event("statement", json(serde_json::to_string(s)))),
-    );
-    events.push(event("answer", json(serde_json::to_string(&answer))));
-    Ok(Sse::new(futures_util::stream::iter(events)).into_response())
+    let answering = async move {
+        answering.await?.map_err(|e| match e {
+            AskError::EmptyQuestion => ApiError::invalid("question", e.to_string()),
+            AskError::Chain(VerifyError::Search(e)) => e.into(),
+            e => super::unavailable("answering", e),
+        })
+    };
+    if !stream {
+        return Ok(Json(answering.await?).into_response());
+    }
+    let timeout = Duration::from_secs(state.settings.timeout_s.max(1));
+    Ok(answer_as_events(
+        (admission, worker),
+        answering,
+        reports,
+        timeout,
+    ))
+}
+
+/// One server-sent event: its name and its data as JSON.
+fn sse_event(name: &str, data: &impl serde::Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(data).expect("answers serialize"))
+}
+
+/// An answer streamed as server-sent events: the work runs beside the response and its
+/// progress becomes events as it comes (`passages`, `text`), then `statement`s and `answer`, or
+/// `error` (its JSON) when it fails or passes `timeout` once events have begun. A client that
+/// goes away closes the channel, and the work is dropped with the task; `held` (the request's
+/// admission and worker) is released when the work ends.
+fn answer_as_events(
+    held: impl Send + 'static,
+    answering: impl std::future::Future<Output = Result<Answer, ApiError>> + Send + 'static,
+    mut reports: tokio::sync::mpsc::UnboundedReceiver<AskProgress>,
+    timeout: Duration,
+) -> Response {
+    let (events, sent) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let _held = held;
+        let forward = async {
+            while let Some(report) = reports.recv().await {
+                let e = match report {
+                    AskProgress::Passages(p) => sse_event("passages", &p),
+                    AskProgress::Text(t) => sse_event("text", &json!({ "text": t })),
+                };
+                if events.send(e).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let work = async { tokio::join!(answering, forward).0 };
+        let last = tokio::select! {
+            done = tokio::time::timeout(timeout, work) => match done {
+                Ok(Ok(answer)) => {
+                    for s in &answer.statements {
+                        let _ = events.send(sse_event("statement", s)).await;
+                    }
+                    sse_event("answer", &answer)
+                }
+                Ok(Err(e)) => sse_event("error", &json!({ "error": e })),
+                Err(_) => {
+                    let e = ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        ErrorCode::Timeout,
+                        "the answer took longer than api.timeout_s; it was stopped",
+                    );
+                    sse_event("error", &json!({ "error": e }))
+                }
+            },
+            () = events.closed() => return,
+        };
+        let _ = events.send(last).await;
+    });
+    let body = futures_util::stream::unfold(sent, |mut sent| async move {
+        sent.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), sent))
+    });
+    Sse::new(body).into_response()
 }

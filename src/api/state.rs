@@ -108,14 +108,7 @@ impl ApiState {
             None => None,
         };
         let ask_composer = llm
-            .map(|llm| {
-                crate::answer::ask::Composer::new(
-                    llm,
-                    &config.prompts_dir,
-                    &config.answer.ask,
-                    llm.price(&config.llm),
-                )
-            })
+            .map(|llm| crate::answer::ask::Composer::configured(llm, config))
             .transpose()?;
         let recommender = match RecommendService::open(store, config, true).await {
             Ok(r) => Some(r),

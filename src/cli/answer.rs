@@ -204,14 +204,7 @@ pub async fn run_ask(config: &Config, args: AskArgs) -> Result<ExitCode> {
     };
     let composer = llm
         .as_ref()
-        .map(|llm| {
-            Composer::new(
-                llm,
-                &config.prompts_dir,
-                &settings.ask,
-                llm.price(&config.llm),
-            )
-        })
+        .map(|llm| Composer::configured(llm, config))
         .transpose()?;
     let searcher = Searcher::open(&store, &embedder, &collection, &config.search).await?;
     let a = ask(
@@ -223,6 +216,7 @@ pub async fn run_ask(config: &Config, args: AskArgs) -> Result<ExitCode> {
         k,
         &args.question,
         &filter,
+        None,
     )
     .await?;
     if args.json {

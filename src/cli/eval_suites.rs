@@ -105,6 +105,10 @@ pub struct EvalGroundedArgs {
     /// Evaluate only the first N evaluation claims.
     #[arg(long)]
     limit: Option<usize>,
+    /// Also ask the first N evaluation claims with the configured LLM composing (llm.*, the
+    /// local model by default): citations, fallbacks, time to the first words, tokens/s.
+    #[arg(long, default_value_t = 0)]
+    llm_questions: usize,
     /// Chunk the corpus (on) or embed documents whole (off) [default: chunk.enabled, on].
     #[arg(long, value_enum)]
     chunking: Option<OnOff>,
@@ -122,11 +126,21 @@ pub async fn grounded(
     use signaldesk::eval::grounded::{evaluate, GroundedEvalOptions};
     let embedder = embedders.get(config)?;
     let store = AnyStore::open_for_eval(config)?;
+    let llm = (args.llm_questions > 0)
+        .then(|| signaldesk::llm::AnyLlm::from_config(config, None, None))
+        .transpose()?;
+    let composer = llm
+        .as_ref()
+        .map(|llm| signaldesk::answer::ask::Composer::configured(llm, config))
+        .transpose()?;
     let options = GroundedEvalOptions {
         tune: !args.no_tune,
         limit: args.limit,
         chunker: chunker_for(config, &embedder, args.chunking),
+        llm_questions: args.llm_questions,
+        composer: composer.as_ref(),
     };
+
     let report = evaluate(
         &store,
         embedder,
@@ -165,6 +179,12 @@ pub async fn grounded(
         "ask_citation_precision",
         "ask_citation_recall",
         "ask_not_in_archive",
+        "ask_llm.citations_retrieved",
+        "ask_llm.answered_by_llm",
+        "ask_llm.fallbacks",
+        "ask_llm.first_text_ms_p50",
+        "ask_llm.first_text_ms_max",
+        "ask_llm.completion_tokens_per_s_p50",
     ] {
         if let Some(v) = report.metrics.get(key) {
             outln!("  {key:<34} {v:.4}");

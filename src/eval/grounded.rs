@@ -252,14 +252,19 @@ pub enum GroundedEvalError {
 }
 
 /// How `eval grounded` runs.
-#[derive(Debug, Clone)]
-pub struct GroundedEvalOptions {
+#[derive(Clone)]
+pub struct GroundedEvalOptions<'a> {
     /// Evaluate at the threshold tuned on the tuning claims (else at `answer.threshold`).
     pub tune: bool,
     /// Evaluate only the first N evaluation claims.
     pub limit: Option<usize>,
     /// Chunk the corpus as configured (`chunk.*`), or ingest documents whole.
     pub chunker: Option<crate::chunk::Chunker>,
+    /// Also ask this many evaluation claims (the first ones) with the LLM composing, as
+    /// `signaldesk ask` does: its citations, fallbacks, time to the first words and tokens/s.
+    pub llm_questions: usize,
+    /// The LLM that composes those answers (none: they are not asked).
+    pub composer: Option<&'a crate::answer::ask::Composer<'a, crate::llm::AnyLlm>>,
 }
 
 /// Thresholds tried when tuning (0.05 to 0.95).
@@ -333,7 +338,7 @@ pub async fn evaluate<S: VectorStore>(
     config: &Config,
     dataset: &Path,
     claims_dir: &Path,
-    options: &GroundedEvalOptions,
+    options: &GroundedEvalOptions<'_>,
     mut on_status: impl FnMut(&str),
 ) -> Result<Report, GroundedEvalError> {
     let settings = &config.answer;
@@ -397,6 +402,16 @@ pub async fn evaluate<S: VectorStore>(
     }
     on_status("asking the evaluation claims as questions (extractive answers)");
     metrics.extend(ask_metrics(store, &searcher, &verifier, settings, &eval_claims).await?);
+    if let (Some(composer), n @ 1..) = (options.composer, options.llm_questions) {
+        let asked = &eval_claims[..n.min(eval_claims.len())];
+        on_status(&format!(
+            "asking {} evaluation claims with {} composing",
+            asked.len(),
+            crate::llm::LlmClient::model(composer.llm)
+        ));
+        metrics
+            .extend(llm_ask_metrics(store, &searcher, &verifier, composer, settings, asked).await?);
+    }
     let per_item = eval_claims
         .iter()
         .zip(&counts)
@@ -539,6 +554,7 @@ async fn ask_metrics<S: VectorStore>(
             settings.k,
             &c.claim,
             &Filter::default(),
+            None,
         )
         .await?;
         let read: HashSet<&str> = answer.lineage["retrieved"]
@@ -576,6 +592,84 @@ async fn ask_metrics<S: VectorStore>(
             "ask_not_in_archive".into(),
             none as f64 / claims.len().max(1) as f64,
         ),
+    ]))
+}
+
+/// `ask` with the LLM composing over `claims` asked as questions (the path `signaldesk ask`
+/// takes): the share of citations pointing to a retrieved passage, the share the LLM answered
+/// and the share that fell back to extractive (the rest were not in the archive), the time from the question to
+/// the first words of the answer (p50 and max) and the LLM's completion tokens per second.
+async fn llm_ask_metrics<S: VectorStore>(
+    store: &S,
+    searcher: &Searcher<'_, S>,
+    verifier: &Verifier,
+    composer: &crate::answer::ask::Composer<'_, crate::llm::AnyLlm>,
+    settings: &crate::config::AnswerConfig,
+    claims: &[LabelledClaim],
+) -> Result<BTreeMap<String, f64>, GroundedEvalError> {
+    let (mut citations, mut retrieved, mut by_llm, mut fallbacks) =
+        (0usize, 0usize, 0usize, 0usize);
+    let (mut first_text, mut speeds) = (Vec::new(), Vec::new());
+    for c in claims {
+        let answer = crate::answer::ask::ask(
+            store,
+            searcher,
+            verifier,
+            Some(composer),
+            &settings.ask,
+            settings.k,
+            &c.claim,
+            &Filter::default(),
+            None,
+        )
+        .await?;
+        let read: HashSet<&str> = answer.lineage["retrieved"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        for n in answer.statements.iter().flat_map(|s| &s.citations) {
+            citations += 1;
+            retrieved += usize::from(
+                answer
+                    .passages
+                    .get(n.wrapping_sub(1))
+                    .is_some_and(|p| p.number == *n && read.contains(p.id.as_str())),
+            );
+        }
+        by_llm += usize::from(answer.source == "llm");
+        fallbacks += usize::from(answer.fallback_reason.is_some());
+        first_text.extend(answer.timings_ms.get("first_text").copied());
+        speeds.extend(answer.lineage["tokens"]["completion_per_s"].as_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    Ok(BTreeMap::from([
+        (
+            "ask_llm.citations_retrieved".into(),
+            retrieved as f64 / citations.max(1) as f64,
+        ),
+        (
+            "ask_llm.answered_by_llm".into(),
+            by_llm as f64 / claims.len().max(1) as f64,
+        ),
+        (
+            "ask_llm.fallbacks".into(),
+            fallbacks as f64 / claims.len().max(1) as f64,
+        ),
+        ("ask_llm.first_text_ms_p50".into(), median(&mut first_text)),
+        (
+            "ask_llm.first_text_ms_max".into(),
+            first_text.last().copied().unwrap_or(f64::NAN),
+        ),
+        (
+            "ask_llm.completion_tokens_per_s_p50".into(),
+            median(&mut speeds),
+        ),
+        ("ask_llm.questions".into(), claims.len() as f64),
     ]))
 }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use redb::{Builder, ConcurrencyMode, ReadableDatabase, TableDefinition};
 use sha2::{Digest, Sha256};
 
-use super::{accounting, ChatRequest, ChatResponse, LlmClient, LlmError};
+use super::{accounting, ChatRequest, ChatResponse, LlmClient, LlmError, TextDeltas};
 
 const RESPONSES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("llm_responses_v1");
 
@@ -152,8 +152,28 @@ impl<C: LlmClient> LlmClient for CachedClient<C> {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        self.answer(request, None).await
+    }
+
+    /// A hit is replayed as one piece; a miss streams from the provider.
+    async fn chat_streaming(
+        &self,
+        request: &ChatRequest,
+        deltas: &TextDeltas,
+    ) -> Result<ChatResponse, LlmError> {
+        self.answer(request, Some(deltas)).await
+    }
+}
+
+impl<C: LlmClient> CachedClient<C> {
+    /// The cached answer, or the provider's (streamed to `deltas` when given), stored.
+    async fn answer(
+        &self,
+        request: &ChatRequest,
+        deltas: Option<&TextDeltas>,
+    ) -> Result<ChatResponse, LlmError> {
         if self.mode == CacheMode::Off {
-            return self.inner.chat(request).await;
+            return self.call_provider(request, deltas).await;
         }
         let started = Instant::now();
         let key = self.key(request);
@@ -163,6 +183,9 @@ impl<C: LlmClient> LlmClient for CachedClient<C> {
             hit.retry_delays_ms.clear();
             hit.latency_ms = started.elapsed().as_secs_f64() * 1e3;
             accounting::record(&hit, 0.0);
+            if let Some(d) = deltas {
+                let _ = d.send(hit.text.clone());
+            }
             return Ok(hit);
         }
         if self.mode == CacheMode::Read && !self.inner.deterministic() {
@@ -173,10 +196,21 @@ impl<C: LlmClient> LlmClient for CachedClient<C> {
                 model: self.inner.model().to_string(),
             });
         }
-        let response = self.inner.chat(request).await?;
+        let response = self.call_provider(request, deltas).await?;
         if self.mode == CacheMode::Readwrite {
             self.store(&key, &response)?;
         }
         Ok(response)
+    }
+
+    async fn call_provider(
+        &self,
+        request: &ChatRequest,
+        deltas: Option<&TextDeltas>,
+    ) -> Result<ChatResponse, LlmError> {
+        match deltas {
+            Some(d) => self.inner.chat_streaming(request, d).await,
+            None => self.inner.chat(request).await,
+        }
     }
 }

@@ -228,7 +228,24 @@ pub trait LlmClient {
     }
     /// Answer one request.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;
+    /// [`Self::chat`], handing the answer's text to `deltas` as it is generated, so a reader
+    /// sees the first words while the rest is still being written. The pieces are a preview:
+    /// the returned response is the answer (a schema-repair round is not streamed). A provider
+    /// that cannot stream sends the whole text at the end.
+    async fn chat_streaming(
+        &self,
+        request: &ChatRequest,
+        deltas: &TextDeltas,
+    ) -> Result<ChatResponse, LlmError> {
+        let response = self.chat(request).await?;
+        let _ = deltas.send(response.text.clone());
+        Ok(response)
+    }
 }
+
+/// Where [`LlmClient::chat_streaming`] sends the pieces of text as they are generated. A
+/// receiver that went away does not stop the call (the answer is still returned).
+pub type TextDeltas = tokio::sync::mpsc::UnboundedSender<String>;
 
 /// Parse and validate an answer against `schema`: the value, or the error to send back.
 pub fn check_json(text: &str, schema: &Schema) -> Result<Value, String> {
@@ -351,6 +368,13 @@ impl<C: LlmClient> LlmClient for std::sync::Arc<C> {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         (**self).chat(request).await
     }
+    async fn chat_streaming(
+        &self,
+        request: &ChatRequest,
+        deltas: &TextDeltas,
+    ) -> Result<ChatResponse, LlmError> {
+        (**self).chat_streaming(request, deltas).await
+    }
 }
 
 impl LlmClient for AnyLlm {
@@ -383,6 +407,17 @@ impl LlmClient for AnyLlm {
         match self {
             Self::Local(c) => c.chat(request).await,
             Self::OpenAi(c) => c.chat(request).await,
+        }
+    }
+    async fn chat_streaming(
+        &self,
+        request: &ChatRequest,
+        deltas: &TextDeltas,
+    ) -> Result<ChatResponse, LlmError> {
+        let _stage = crate::observe::stage("llm");
+        match self {
+            Self::Local(c) => c.chat_streaming(request, deltas).await,
+            Self::OpenAi(c) => c.chat_streaming(request, deltas).await,
         }
     }
 }

@@ -30,7 +30,8 @@ use tracing::Instrument;
 
 use super::accounting::{self, Price};
 use super::{
-    check_json, ChatRequest, ChatResponse, LlmClient, LlmError, Message, Role, Schema, Usage,
+    check_json, ChatRequest, ChatResponse, LlmClient, LlmError, Message, Role, Schema, TextDeltas,
+    Usage,
 };
 use crate::chunk::{count_llm_tokens, LlmEncoding};
 
@@ -230,8 +231,13 @@ impl OpenAiClient {
         body
     }
 
-    /// One HTTP attempt.
-    async fn attempt(&self, body: &Value) -> Result<Answer, AttemptError> {
+    /// One HTTP attempt. With `deltas` the answer is requested as server-sent events and each
+    /// piece of content is handed on as it arrives.
+    async fn attempt(
+        &self,
+        body: &Value,
+        deltas: Option<&TextDeltas>,
+    ) -> Result<Answer, AttemptError> {
         let transient = |message: String| AttemptError {
             retryable: true,
             retry_after: None,
@@ -240,28 +246,44 @@ impl OpenAiClient {
                 message,
             },
         };
-        let mut req = self.http.post(&self.url).json(body);
+        let mut req = match deltas {
+            Some(_) => {
+                let mut streamed = body.clone();
+                streamed["stream"] = json!(true);
+                streamed["stream_options"] = json!({"include_usage": true});
+                self.http.post(&self.url).json(&streamed)
+            }
+            None => self.http.post(&self.url).json(body),
+        };
         if let Some(key) = &self.options.api_key {
             req = req.bearer_auth(key);
         }
         let exchange = async {
-            let response = req
+            let mut response = req
                 .send()
                 .await
                 .map_err(|e| transient(format!("request failed: {}", error_chain(&e))))?;
             let status = response.status();
             let headers = response.headers().clone();
+            if let (Some(deltas), true) = (deltas, status.is_success()) {
+                let streamed = self.read_stream(&mut response, deltas).await;
+                return Ok::<_, AttemptError>((status, headers, Read::Streamed(streamed?)));
+            }
             let bytes = response
                 .bytes()
                 .await
                 .map_err(|e| transient(format!("body cut off: {}", error_chain(&e))))?;
-            Ok::<_, AttemptError>((status, headers, bytes))
+            Ok((status, headers, Read::Whole(bytes)))
         };
-        let (status, headers, bytes) = match self.options.timeout {
+        let (status, headers, read) = match self.options.timeout {
             Some(t) => tokio::time::timeout(t, exchange)
                 .await
                 .map_err(|_| transient(format!("no complete answer within {t:?}")))??,
             None => exchange.await?,
+        };
+        let bytes = match read {
+            Read::Streamed(answer) => return Ok(answer),
+            Read::Whole(bytes) => bytes,
         };
         if !status.is_success() {
             let body = String::from_utf8_lossy(&bytes).chars().take(500).collect();
@@ -307,35 +329,98 @@ impl OpenAiClient {
             .and_then(Value::as_str)
             .unwrap_or("stop")
             .to_string();
-        let usage = Usage {
-            prompt_tokens: value
-                .pointer("/usage/prompt_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize,
-            completion_tokens: value
-                .pointer("/usage/completion_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize,
-        };
-        // The model that answered, as the server names it (a proxy or a local server may serve
-        // another model than the one configured).
-        let model = value
-            .get("model")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string);
         Ok(Answer {
             text,
-            usage,
+            usage: usage_of(&value),
             finish,
-            model,
+            model: model_of(&value),
         })
+    }
+
+    /// A streamed answer (`data: {chunk}` lines, then `data: [DONE]`): the content pieces of
+    /// choice 0 are handed to `deltas` and joined. A failure before any content is retryable
+    /// like any cut-off body; after content was handed on it is final, since a retry would
+    /// repeat the pieces already shown.
+    async fn read_stream(
+        &self,
+        response: &mut reqwest::Response,
+        deltas: &TextDeltas,
+    ) -> Result<Answer, AttemptError> {
+        let mut answer = Answer {
+            text: String::new(),
+            usage: Usage::default(),
+            finish: "stop".into(),
+            model: None,
+        };
+        let fail = |answer: &Answer, message: String| AttemptError {
+            retryable: answer.text.is_empty(),
+            retry_after: None,
+            error: LlmError::Transport {
+                url: self.url.clone(),
+                message,
+            },
+        };
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|e| fail(&answer, format!("stream cut off: {}", error_chain(&e))))?;
+            let Some(chunk) = chunk else {
+                return Err(fail(&answer, "stream ended before data: [DONE]".into()));
+            };
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
+                    continue;
+                };
+                if data == "[DONE]" {
+                    return Ok(answer);
+                }
+                let value: Value = serde_json::from_str(data).map_err(|e| AttemptError {
+                    retryable: false,
+                    retry_after: None,
+                    error: LlmError::Protocol(format!(
+                        "a streamed chunk is not JSON ({e}): {data}"
+                    )),
+                })?;
+                if let Some(error) = value.get("error") {
+                    return Err(AttemptError {
+                        retryable: false,
+                        retry_after: None,
+                        error: LlmError::Protocol(format!("the stream reports an error: {error}")),
+                    });
+                }
+                let choice = value.pointer("/choices/0");
+                if let Some(piece) = choice
+                    .and_then(|c| c.pointer("/delta/content"))
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+                {
+                    answer.text.push_str(piece);
+                    let _ = deltas.send(piece.to_string());
+                }
+                if let Some(finish) = choice
+                    .and_then(|c| c.get("finish_reason"))
+                    .and_then(Value::as_str)
+                {
+                    answer.finish = finish.to_string();
+                }
+                if value.get("usage").is_some_and(Value::is_object) {
+                    answer.usage = usage_of(&value);
+                }
+                answer.model = model_of(&value).or(answer.model.take());
+            }
+        }
     }
 
     /// One logical request: attempts with backoff until success, a final error, or the caps.
     async fn send(
         &self,
         body: &Value,
+        deltas: Option<&TextDeltas>,
         started: Instant,
         delays: &mut Vec<u64>,
     ) -> Result<Answer, LlmError> {
@@ -351,7 +436,7 @@ impl OpenAiClient {
                 if let Some(w) = &self.rpm {
                     w.acquire(1).await;
                 }
-                self.attempt(body).await
+                self.attempt(body, deltas).await
             };
             let failure = match result {
                 Ok(answer) => return Ok(answer),
@@ -387,6 +472,32 @@ impl OpenAiClient {
             tokio::time::sleep(delay).await;
         }
     }
+}
+
+/// What an attempt read: the whole body, or a stream already parsed.
+enum Read {
+    Whole(axum::body::Bytes),
+    Streamed(Answer),
+}
+
+/// Token counts of a completion or of a stream's usage chunk (zero where the server sent none).
+fn usage_of(value: &Value) -> Usage {
+    let count =
+        |pointer: &str| value.pointer(pointer).and_then(Value::as_u64).unwrap_or(0) as usize;
+    Usage {
+        prompt_tokens: count("/usage/prompt_tokens"),
+        completion_tokens: count("/usage/completion_tokens"),
+    }
+}
+
+/// The model that answered, as the server names it (a proxy or a local server may serve
+/// another model than the one configured).
+fn model_of(value: &Value) -> Option<String> {
+    value
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
 }
 
 /// One successful HTTP exchange, as parsed.
@@ -426,12 +537,30 @@ impl LlmClient for OpenAiClient {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let span = tracing::info_span!("llm.call", provider = "openai", model = %self.options.model,
             prompt = request.context.prompt.as_deref().unwrap_or("-"));
-        self.chat_inner(request).instrument(span).await
+        self.chat_inner(request, None).instrument(span).await
+    }
+
+    /// Asks for `stream: true` (with `stream_options.include_usage`); the repair round, when
+    /// one is needed, is not streamed.
+    async fn chat_streaming(
+        &self,
+        request: &ChatRequest,
+        deltas: &TextDeltas,
+    ) -> Result<ChatResponse, LlmError> {
+        let span = tracing::info_span!("llm.call", provider = "openai", model = %self.options.model,
+            prompt = request.context.prompt.as_deref().unwrap_or("-"), stream = true);
+        self.chat_inner(request, Some(deltas))
+            .instrument(span)
+            .await
     }
 }
 
 impl OpenAiClient {
-    async fn chat_inner(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+    async fn chat_inner(
+        &self,
+        request: &ChatRequest,
+        deltas: Option<&TextDeltas>,
+    ) -> Result<ChatResponse, LlmError> {
         let started = Instant::now();
         let schema = request
             .json_schema
@@ -455,7 +584,8 @@ impl OpenAiClient {
         let mut reported_model = None;
         let (text, json, finish) = loop {
             let body = self.body(request, &messages, json_object);
-            let sent = self.send(&body, started, &mut delays).await;
+            let streamed = deltas.filter(|_| !repaired);
+            let sent = self.send(&body, streamed, started, &mut delays).await;
             let Answer {
                 text,
                 usage: u,

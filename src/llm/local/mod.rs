@@ -22,7 +22,8 @@ use rand::{Rng, SeedableRng};
 use tracing::Instrument;
 
 use super::{
-    accounting, check_json, ChatRequest, ChatResponse, LlmClient, LlmError, Schema, Usage,
+    accounting, check_json, ChatRequest, ChatResponse, LlmClient, LlmError, Schema, TextDeltas,
+    Usage,
 };
 use constrain::Constraints;
 use model::LlamaModel;
@@ -160,21 +161,6 @@ impl LocalLlm {
         schema: Option<&serde_json::Value>,
     ) -> Result<(String, String, GenerationStats), LlmError> {
         let g = self.generate(prompt, request, schema, &mut Control::default())?;
-        Ok((g.text, g.finish.as_str().to_string(), g.stats))
-    }
-
-    /// [`Self::generate_blocking`] that stops at the next token once `cancelled` is set (by a
-    /// [`CancelOnDrop`] in the future that waits for it).
-    pub fn generate_cancellable(
-        &self,
-        prompt: &str,
-        request: &ChatRequest,
-        schema: Option<&serde_json::Value>,
-        cancelled: &AtomicBool,
-    ) -> Result<(String, String, GenerationStats), LlmError> {
-        let stop = || cancelled.load(Ordering::Relaxed);
-        let mut control = Control::default().cancelled(&stop);
-        let g = self.generate(prompt, request, schema, &mut control)?;
         Ok((g.text, g.finish.as_str().to_string(), g.stats))
     }
 
@@ -555,12 +541,29 @@ impl LlmClient for LocalLlm {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let span = tracing::info_span!("llm.call", provider = "local", model = %self.name,
             prompt = request.context.prompt.as_deref().unwrap_or("-"));
-        self.chat_inner(request).instrument(span).await
+        self.chat_inner(request, None).instrument(span).await
+    }
+
+    /// Each decoded piece goes to `deltas` from the generating thread as it is decoded.
+    async fn chat_streaming(
+        &self,
+        request: &ChatRequest,
+        deltas: &TextDeltas,
+    ) -> Result<ChatResponse, LlmError> {
+        let span = tracing::info_span!("llm.call", provider = "local", model = %self.name,
+            prompt = request.context.prompt.as_deref().unwrap_or("-"), stream = true);
+        self.chat_inner(request, Some(deltas.clone()))
+            .instrument(span)
+            .await
     }
 }
 
 impl LocalLlm {
-    async fn chat_inner(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+    async fn chat_inner(
+        &self,
+        request: &ChatRequest,
+        deltas: Option<TextDeltas>,
+    ) -> Result<ChatResponse, LlmError> {
         let started = Instant::now();
         let schema = request
             .json_schema
@@ -575,7 +578,16 @@ impl LocalLlm {
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (text, finish, stats) = tokio::task::spawn_blocking(move || {
-            this.generate_cancellable(&prompt, &req, req.json_schema.as_ref(), &cancel)
+            let stop = || cancel.load(Ordering::Relaxed);
+            let mut send = |piece: &str| {
+                if let Some(d) = &deltas {
+                    let _ = d.send(piece.to_string());
+                }
+                true
+            };
+            let mut control = Control::default().cancelled(&stop).on_text(&mut send);
+            let g = this.generate(&prompt, &req, req.json_schema.as_ref(), &mut control)?;
+            Ok::<_, LlmError>((g.text, g.finish.as_str().to_string(), g.stats))
         })
         .await
         .map_err(|e| LlmError::Model(format!("generation task failed: {e}")))??;
