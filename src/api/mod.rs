@@ -587,8 +587,30 @@ async fn limit_uri(request: Request, next: Next) -> Response {
 
 /// Errors axum and tower answer in plain text (body limits, bad JSON, timeouts) become the JSON
 /// error with a stable code. Redirects and other non-errors pass as they are.
+///
+/// An error answering a request that carried a body says `Connection: close`: a key or rate
+/// check refuses before the body is read, the server then cannot reuse the connection, and a
+/// client that pooled it would send its next request into a closing socket (seen as an
+/// incomplete message right after a 401).
 async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    let headers = request.headers();
+    let carries_body = headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut response = rewrite_error(next.run(request).await);
+    if carries_body && (response.status().is_client_error() || response.status().is_server_error())
+    {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// A plain-text error as the JSON error (see [`json_errors`]).
+fn rewrite_error(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()

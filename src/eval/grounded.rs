@@ -363,12 +363,15 @@ pub async fn evaluate<S: VectorStore>(
     let (ingested, ingest_seconds) =
         ingest_corpus(store, embedder.clone(), &beir, &ingest, false, |_| {}).await?;
     let searcher = Searcher::open(store, &embedder, &collection, &config.search).await?;
-    let mut announce = |claims: &[LabelledClaim], name: &str| {
-        on_status(&format!("verifying the {} {name} claims", claims.len()));
-    };
-    announce(&tune_claims, "tuning");
+    on_status(&format!(
+        "verifying the {} tuning claims",
+        tune_claims.len()
+    ));
     let tune_runs = verify_all(store, &searcher, &verifier, settings, &tune_claims).await?;
-    announce(&eval_claims, "evaluation");
+    on_status(&format!(
+        "verifying the {} evaluation claims",
+        eval_claims.len()
+    ));
     let eval_runs = verify_all(store, &searcher, &verifier, settings, &eval_claims).await?;
     // Tuning, on the tuning claims only: the chain's threshold, and the abstaining baseline's
     // smallest top-1 search score.
@@ -390,27 +393,17 @@ pub async fn evaluate<S: VectorStore>(
     // The same chain given the gold abstracts (and the ones each claim cites): an upper bound
     // that isolates retrieval.
     let oracle = gold_abstracts(&embedder, &verifier, &beir.corpus, &eval_claims, &rule)?;
-    let oracle_counts: Vec<ClaimCounts> = eval_claims
-        .iter()
-        .zip(&oracle)
-        .map(|(c, p)| ClaimCounts::of(&c.evidence, p))
-        .collect();
-    for (k, v) in scifact_metrics(&oracle_counts) {
-        if k.ends_with("_f1") {
-            metrics.insert(format!("gold_abstracts.{k}"), v);
-        }
-    }
+    metrics.extend(oracle_metrics(&eval_claims, &oracle));
     on_status("asking the evaluation claims as questions (extractive answers)");
     metrics.extend(ask_metrics(store, &searcher, &verifier, settings, &eval_claims).await?);
-    if let (Some(composer), n @ 1..) = (options.composer, options.llm_questions) {
-        let asked = &eval_claims[..n.min(eval_claims.len())];
+    if let Some(composer) = options.composer.filter(|_| options.llm_questions > 0) {
+        let asked = &eval_claims[..options.llm_questions.min(eval_claims.len())];
         on_status(&format!(
-            "asking {} evaluation claims with {} composing",
-            asked.len(),
-            crate::llm::LlmClient::model(composer.llm)
+            "asking {} evaluation claims with the LLM",
+            asked.len()
         ));
-        metrics
-            .extend(llm_ask_metrics(store, &searcher, &verifier, composer, settings, asked).await?);
+        let found = llm_ask_metrics(store, &searcher, &verifier, composer, settings, asked);
+        metrics.extend(found.await?);
     }
     let per_item = eval_claims
         .iter()
@@ -453,6 +446,24 @@ pub async fn evaluate<S: VectorStore>(
         details: json!({"items": items}),
         extra: Default::default(),
     })
+}
+
+/// SciFact's F1s of the chain given the gold abstracts (`predicted`, per claim), named
+/// `gold_abstracts.*`.
+fn oracle_metrics(
+    claims: &[LabelledClaim],
+    predicted: &[Vec<PredictedEvidence>],
+) -> BTreeMap<String, f64> {
+    let counts: Vec<ClaimCounts> = claims
+        .iter()
+        .zip(predicted)
+        .map(|(c, p)| ClaimCounts::of(&c.evidence, p))
+        .collect();
+    scifact_metrics(&counts)
+        .into_iter()
+        .filter(|(k, _)| k.ends_with("_f1"))
+        .map(|(k, v)| (format!("gold_abstracts.{k}"), v))
+        .collect()
 }
 
 /// The chain's per-claim counts under `rule`, and SciFact's metrics with NOT_ENOUGH_INFO

@@ -304,8 +304,8 @@ pub async fn prepare<S: VectorStore>(
     })
 }
 
-/// The console summary of a recommendation report: one line per ranker (and the ablation
-/// without tags), then the diversity sweep.
+/// The console summary of a recommendation report: one line per ranker (and the ablations
+/// without tags and without factors), then the diversity sweep.
 pub fn console_summary(report: &Report, sweep: &[(f32, f64, f64)]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -324,12 +324,11 @@ pub fn console_summary(report: &Report, sweep: &[(f32, f64, f64)]) -> String {
         .as_object()
         .cloned()
         .unwrap_or_default();
-    let ablation = &report.extra["ablation"]["blend_without_tags"];
-    for (name, m) in rankers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .chain([("blend, no tags", ablation)])
-    {
+    let ablation = &report.extra["ablation"];
+    for (name, m) in rankers.iter().map(|(k, v)| (k.as_str(), v)).chain([
+        ("blend, no tags", &ablation["blend_without_tags"]),
+        ("no factors", &ablation["blend_without_factors"]),
+    ]) {
         let g = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             out,
@@ -406,9 +405,10 @@ pub async fn evaluate<S: VectorStore>(
         .count();
     let movies = catalogue.len();
     let split = temporal_split(&events, &settings, 5);
-    // 4. The blend, from the training side only, with and without the tag feature.
+    // 4. The blend, from the training side only, with every feature, without the tag feature,
+    // and without the collaborative factor.
     let trained_at = std::time::Instant::now();
-    let [model, ablated] = train_with_and_without_tags(
+    let [model, ablated, without_factors] = train_blends(
         store,
         collection,
         &catalogue,
@@ -437,6 +437,7 @@ pub async fn evaluate<S: VectorStore>(
     let run = ScoringRun {
         model: &model,
         ablated: &ablated,
+        without_factors: &without_factors,
         variants: &variant_runs,
         plain: ObjectivesConfig {
             mmr_lambda: 1.0,
@@ -474,6 +475,7 @@ pub async fn evaluate<S: VectorStore>(
         "model": embedder.model_id(),
         "blend_model": {"version": model.version, "features": model.features, "weights": model.weights, "training": model.training},
         "blend_without_tags_model": {"version": ablated.version, "features": ablated.features, "weights": ablated.weights},
+        "blend_without_factors_model": {"version": without_factors.version, "features": without_factors.features, "weights": without_factors.weights},
         "rank": settings,
         "k": K,
         "backend": store.backend(),
@@ -491,15 +493,16 @@ pub async fn evaluate<S: VectorStore>(
     Ok((report, sweep_points))
 }
 
-/// The blend trained on `train`, and the same without the tag feature (the ablation).
-async fn train_with_and_without_tags<S: VectorStore>(
+/// The blend trained on `train`, the same without the tag feature, and without the
+/// collaborative factor (the ablations).
+async fn train_blends<S: VectorStore>(
     store: &S,
     collection: &str,
     catalogue: &Catalogue,
     train: &[crate::rank::interactions::Interaction],
     settings: &RankConfig,
     progress: &mut impl FnMut(&str, usize, usize),
-) -> Result<[BlendModel; 2], RecommendEvalError> {
+) -> Result<[BlendModel; 3], RecommendEvalError> {
     let model = train_blend(
         store,
         collection,
@@ -520,7 +523,17 @@ async fn train_with_and_without_tags<S: VectorStore>(
         |d, n| progress("train (no tags)", d, n),
     )
     .await?;
-    Ok([model, ablated])
+    let without_factors = train_blend(
+        store,
+        collection,
+        catalogue,
+        train,
+        settings,
+        &["factor"],
+        |d, n| progress("train (no factors)", d, n),
+    )
+    .await?;
+    Ok([model, ablated, without_factors])
 }
 
 /// An experiment variant scored beside the rankers: name, ranker, its own model (else the
@@ -570,6 +583,7 @@ fn variant_runs(
 struct ScoringRun<'r> {
     model: &'r BlendModel,
     ablated: &'r BlendModel,
+    without_factors: &'r BlendModel,
     variants: &'r [VariantRun],
     /// The objectives without diversity (MMR λ = 1).
     plain: ObjectivesConfig,
@@ -608,6 +622,12 @@ impl ScoringRun<'_> {
             "blend_without_tags".into(),
             RankerKind::Blend,
             Some(self.ablated),
+            &self.plain,
+        ));
+        runs.push((
+            "blend_without_factors".into(),
+            RankerKind::Blend,
+            Some(self.without_factors),
             &self.plain,
         ));
         for (n, r, m, o) in self.variants {
@@ -752,6 +772,9 @@ impl RunScores {
                 "blend_without_tags": table("blend_without_tags"),
                 "ndcg@10_change": table("blend").get("ndcg@10").copied().unwrap_or(0.0)
                     - table("blend_without_tags").get("ndcg@10").copied().unwrap_or(0.0),
+                "blend_without_factors": table("blend_without_factors"),
+                "ndcg@10_change_factors": table("blend").get("ndcg@10").copied().unwrap_or(0.0)
+                    - table("blend_without_factors").get("ndcg@10").copied().unwrap_or(0.0),
             }),
         );
         if !variants_json.is_empty() {

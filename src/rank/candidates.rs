@@ -26,6 +26,9 @@ pub struct UserContext {
     pub cooccurring: Vec<usize>,
     /// The largest of those scores (features divide by it, so they compare across users).
     pub max_cooccurrence: f32,
+    /// The user's collaborative-factor vector, solved from the history against the trained
+    /// item factors (none without factors or engagements).
+    pub factor_vector: Option<Vec<f32>>,
     /// The seed of a "more like this" list.
     pub seed: Option<usize>,
     /// The time decays are measured from.
@@ -74,6 +77,10 @@ impl UserContext {
             tags.values_mut().for_each(|x| *x /= tag_norm);
         }
         let max_cooccurrence = cooccurrence.iter().copied().fold(0f32, f32::max);
+        let factor_vector = signals
+            .factors
+            .as_ref()
+            .and_then(|f| f.user_vector(history.engaged.iter().map(|&(i, _, _)| i)));
         Self {
             history,
             profile,
@@ -81,6 +88,7 @@ impl UserContext {
             cooccurrence,
             cooccurring,
             max_cooccurrence,
+            factor_vector,
             seed: None,
             now,
         }
@@ -146,6 +154,34 @@ impl CandidateSource for CoOccurrence {
                 .iter()
                 .filter(|i| !user.history.seen.contains(i) && user.seed != Some(**i))
                 .map(|&i| (i, user.cooccurrence[i])),
+            n,
+        ))
+    }
+}
+
+/// The items whose collaborative factors score highest against the user's factor vector
+/// (none without factors, or for a user without engagements).
+pub struct FactorSource<'a> {
+    pub signals: &'a InteractionSignals,
+}
+
+impl CandidateSource for FactorSource<'_> {
+    fn name(&self) -> &'static str {
+        "factors"
+    }
+    async fn candidates(
+        &self,
+        user: &UserContext,
+        n: usize,
+    ) -> Result<Vec<(usize, f32)>, RankError> {
+        let (Some(factors), Some(x)) = (&self.signals.factors, &user.factor_vector) else {
+            return Ok(Vec::new());
+        };
+        let items = factors.items.len() / factors.dim.max(1);
+        Ok(top_n(
+            (0..items)
+                .filter(|i| !user.history.seen.contains(i) && user.seed != Some(*i))
+                .map(|i| (i, super::catalogue::dot(x, factors.item(i)))),
             n,
         ))
     }

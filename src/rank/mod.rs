@@ -6,6 +6,7 @@ pub mod blend;
 pub mod candidates;
 pub mod catalogue;
 pub mod experiments;
+pub mod factors;
 pub mod interactions;
 pub mod recommender;
 pub mod rerank;

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::blend::BlendModel;
 use super::candidates::{
-    backfill, Backfill, CandidateSource, CoOccurrence, Dense, MoreLikeThis, Popularity, UserContext,
+    backfill, Backfill, CandidateSource, CoOccurrence, Dense, FactorSource, MoreLikeThis,
+    Popularity, UserContext,
 };
 use super::catalogue::{dot, numeric_field, Catalogue};
 use super::rerank::{rerank, Scored};
@@ -30,14 +31,17 @@ pub enum RankerKind {
     Cooccurrence,
     /// Items nearest the user's profile vector.
     Dense,
+    /// Items scored highest by the collaborative factors.
+    Factors,
 }
 
 impl RankerKind {
     /// Every kind, in report order.
-    pub const ALL: [RankerKind; 4] = [
+    pub const ALL: [RankerKind; 5] = [
         Self::Popularity,
         Self::Cooccurrence,
         Self::Dense,
+        Self::Factors,
         Self::Blend,
     ];
 
@@ -48,6 +52,7 @@ impl RankerKind {
             Self::Popularity => "popularity",
             Self::Cooccurrence => "cooccurrence",
             Self::Dense => "dense",
+            Self::Factors => "factors",
         }
     }
 }
@@ -114,6 +119,7 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
             "popularity",
             "trending",
             "freshness",
+            "factor",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -160,8 +166,12 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
     /// profile's when there is a seed), with features.
     pub async fn candidates(&self, ctx: &UserContext) -> Result<Vec<Candidate>, RankError> {
         let n = self.settings.candidates_per_source;
+        let factors = FactorSource {
+            signals: &self.signals,
+        };
         let mut lists = vec![
             (CoOccurrence.name(), CoOccurrence.candidates(ctx, n).await?),
+            (factors.name(), factors.candidates(ctx, n).await?),
             (
                 "popularity",
                 Popularity {
@@ -240,7 +250,19 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
             let age = (ctx.now - p).max(0) as f64 / DAY;
             0.5f64.powf(age / self.settings.freshness_half_life_days.max(1e-9)) as f32
         });
-        let mut f = vec![dense, tag_overlap, cooc, popularity, trending, freshness];
+        let factor = match (&self.signals.factors, &ctx.factor_vector) {
+            (Some(factors), Some(x)) => dot(x, factors.item(i)),
+            _ => 0.0,
+        };
+        let mut f = vec![
+            dense,
+            tag_overlap,
+            cooc,
+            popularity,
+            trending,
+            freshness,
+            factor,
+        ];
         for name in &self.settings.numeric_fields {
             f.push(numeric_field(&item.payload, name).unwrap_or(0.0) as f32);
         }
@@ -304,6 +326,7 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                             }
                             RankerKind::Popularity => "popularity",
                             RankerKind::Cooccurrence => "cooccurrence",
+                            RankerKind::Factors => "factor",
                             _ => "dense",
                         })]
                     }
@@ -403,6 +426,8 @@ fn reason(sources: &[&str], seed_title: Option<&str>) -> String {
     }
     if has("cooccurrence") {
         "read by readers who read what you read".into()
+    } else if has("factors") {
+        "liked by readers whose tastes match yours".into()
     } else if has("dense") {
         "close to what you have read".into()
     } else {

@@ -1,10 +1,11 @@
 //! What the interaction log says about items and users, computed once from a log and a
-//! catalogue: each user's engagements and seen items, item popularity, and item-to-item
-//! co-occurrence.
+//! catalogue: each user's engagements and seen items, item popularity, item-to-item
+//! co-occurrence, and collaborative factors.
 
 use std::collections::{HashMap, HashSet};
 
 use super::catalogue::Catalogue;
+use super::factors::Factors;
 use super::interactions::{by_user, Interaction};
 use crate::config::RankConfig;
 
@@ -39,6 +40,9 @@ pub struct InteractionSignals {
     pub by_popularity: Vec<usize>,
     /// Items ranked by trending popularity.
     pub by_trending: Vec<usize>,
+    /// Collaborative factors trained on every user's engagements (`rank.factors`; none when
+    /// turned off or the log holds no engagement).
+    pub factors: Option<Factors>,
 }
 
 impl InteractionSignals {
@@ -79,6 +83,11 @@ impl InteractionSignals {
             users.insert(user, history);
         }
         let cooccurring = cooccurrence(&item_users, &user_items, settings.cooccurrence_neighbours);
+        let engaged: Vec<Vec<usize>> = user_items
+            .iter()
+            .map(|items| items.iter().map(|&i| i as usize).collect())
+            .collect();
+        let factors = Factors::train(&engaged, n, &settings.factors);
         let rank_by = |scores: &[f32]| {
             let mut order: Vec<usize> = (0..n).filter(|&i| scores[i] > 0.0).collect();
             order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
@@ -92,6 +101,7 @@ impl InteractionSignals {
             trending,
             cooccurring,
             now,
+            factors,
         }
     }
 
