@@ -457,11 +457,7 @@ pub async fn evaluate<S: VectorStore>(
         progress("score", done + 1, users.len());
     }
     let score_seconds = scored_at.elapsed().as_secs_f64();
-    let references = std::fs::read_to_string(dataset.join("references.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .unwrap_or(json!({}));
-    let (metrics, extra, sweep_points) = scores.summarize(catalogue, options, references);
+    let (metrics, extra, sweep_points) = scores.summarize(catalogue, options, references(dataset));
     let config_json = json!({
         "split": "per user with >= 5 positives (rating >= 4): the last max(1, floor(0.2n + 0.5)) positives by (timestamp, movie id) are test; that user's events from the first test event on are left out of training",
         "item_text": "title + genres (tags.csv unused)",
@@ -491,6 +487,15 @@ pub async fn evaluate<S: VectorStore>(
         extra,
     };
     Ok((report, sweep_points))
+}
+
+/// The dataset's outside references (`references.json`, written by
+/// `scripts/recommend_reference.py`), or none.
+fn references(dataset: &Path) -> Value {
+    std::fs::read_to_string(dataset.join("references.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .unwrap_or(json!({}))
 }
 
 /// The blend trained on `train`, the same without the tag feature, and without the

@@ -119,8 +119,11 @@ fn solve_rows(
         .collect()
 }
 
-/// `(G + Σⱼ α·yⱼyⱼᵀ)⁻¹ · Σⱼ (1 + α)·yⱼ` over the positives `j` (G = `YᵀY + λI`): the
-/// least-squares vector of one row. A row without positives is all zeros.
+/// `(G + α·YₚᵀYₚ)⁻¹ · (1 + α)·Σⱼ yⱼ` over the positives `j` (G = `YᵀY + λI`, Yₚ the
+/// positives' rows): the least-squares vector of one row. The positives are gathered into one
+/// matrix so the update is a single `gemm` (a rank-one update per positive, each with its own
+/// allocation, made a heavy user's request several times slower). A row without positives is
+/// all zeros.
 fn solve_one(
     gram: &DMatrix<f64>,
     positives: &[usize],
@@ -131,14 +134,12 @@ fn solve_one(
     if positives.is_empty() {
         return vec![0.0; dim];
     }
+    let gathered: Vec<f64> = positives.iter().flat_map(|&j| row(j)).collect();
+    let yp = DMatrix::from_row_slice(positives.len(), dim, &gathered);
     let mut a = gram.clone();
-    let mut b = DVector::<f64>::zeros(dim);
-    for &j in positives {
-        let y = DVector::from_vec(row(j));
-        a.ger(alpha, &y, &y, 1.0);
-        b.axpy(1.0 + alpha, &y, 1.0);
-    }
-    // G is positive definite (λ > 0) and the added terms are positive semi-definite.
+    a.gemm_tr(alpha, &yp, &yp, 1.0);
+    let b: DVector<f64> = yp.row_sum().transpose() * (1.0 + alpha);
+    // G is positive definite (λ > 0) and the added term is positive semi-definite.
     match a.cholesky() {
         Some(c) => c.solve(&b).iter().copied().collect(),
         None => vec![0.0; dim],
