@@ -106,7 +106,8 @@ pub struct EvalGroundedArgs {
     #[arg(long)]
     limit: Option<usize>,
     /// Also ask the first N evaluation claims with the configured LLM composing (llm.*, the
-    /// local model by default): citations, fallbacks, time to the first words, tokens/s.
+    /// local model by default; the response cache off, so times are generation's): citations,
+    /// fallbacks, time to the first words, tokens/s.
     #[arg(long, default_value_t = 0)]
     llm_questions: usize,
     /// Chunk the corpus (on) or embed documents whole (off) [default: chunk.enabled, on].
@@ -126,8 +127,10 @@ pub async fn grounded(
     use signaldesk::eval::grounded::{evaluate, GroundedEvalOptions};
     let embedder = embedders.get(config)?;
     let store = AnyStore::open_for_eval(config)?;
+    // The response cache is off for these questions: their times are the LLM's, not a replay's.
+    let no_cache = Some(signaldesk::llm::CacheMode::Off);
     let llm = (args.llm_questions > 0)
-        .then(|| signaldesk::llm::AnyLlm::from_config(config, None, None))
+        .then(|| signaldesk::llm::AnyLlm::from_config(config, None, no_cache))
         .transpose()?;
     let composer = llm
         .as_ref()

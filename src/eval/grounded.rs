@@ -568,20 +568,9 @@ async fn ask_metrics<S: VectorStore>(
             None,
         )
         .await?;
-        let read: HashSet<&str> = answer.lineage["retrieved"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect();
-        let mut items = BTreeSet::new();
-        for n in answer.statements.iter().flat_map(|s| &s.citations) {
-            citations += 1;
-            if let Some(p) = answer.passages.get(n.wrapping_sub(1)) {
-                retrieved += usize::from(p.number == *n && read.contains(p.id.as_str()));
-                items.insert(p.id.as_str());
-            }
-        }
+        let (made, pointing_to_retrieved, items) = citations_of(&answer);
+        citations += made;
+        retrieved += pointing_to_retrieved;
         cited += items.len();
         correct += items
             .iter()
@@ -604,6 +593,26 @@ async fn ask_metrics<S: VectorStore>(
             none as f64 / claims.len().max(1) as f64,
         ),
     ]))
+}
+
+/// An answer's citations: how many, how many point to a passage of an item that was retrieved
+/// (its lineage's `retrieved`), and the items cited.
+fn citations_of(answer: &crate::answer::ask::Answer) -> (usize, usize, BTreeSet<&str>) {
+    let read: HashSet<&str> = answer.lineage["retrieved"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let (mut citations, mut retrieved, mut items) = (0, 0, BTreeSet::new());
+    for n in answer.statements.iter().flat_map(|s| &s.citations) {
+        citations += 1;
+        if let Some(p) = answer.passages.get(n.wrapping_sub(1)) {
+            retrieved += usize::from(p.number == *n && read.contains(p.id.as_str()));
+            items.insert(p.id.as_str());
+        }
+    }
+    (citations, retrieved, items)
 }
 
 /// `ask` with the LLM composing over `claims` asked as questions (the path `signaldesk ask`
@@ -634,21 +643,9 @@ async fn llm_ask_metrics<S: VectorStore>(
             None,
         )
         .await?;
-        let read: HashSet<&str> = answer.lineage["retrieved"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect();
-        for n in answer.statements.iter().flat_map(|s| &s.citations) {
-            citations += 1;
-            retrieved += usize::from(
-                answer
-                    .passages
-                    .get(n.wrapping_sub(1))
-                    .is_some_and(|p| p.number == *n && read.contains(p.id.as_str())),
-            );
-        }
+        let (made, pointing_to_retrieved, _) = citations_of(&answer);
+        citations += made;
+        retrieved += pointing_to_retrieved;
         by_llm += usize::from(answer.source == "llm");
         fallbacks += usize::from(answer.fallback_reason.is_some());
         first_text.extend(answer.timings_ms.get("first_text").copied());
