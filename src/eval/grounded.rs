@@ -555,20 +555,9 @@ async fn ask_metrics<S: VectorStore>(
 ) -> Result<BTreeMap<String, f64>, GroundedEvalError> {
     let (mut citations, mut retrieved, mut cited, mut correct, mut gold, mut none) =
         (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
-    for c in claims {
-        let answer = crate::answer::ask::ask::<S, crate::llm::AnyLlm>(
-            store,
-            searcher,
-            verifier,
-            None,
-            &settings.ask,
-            settings.k,
-            &c.claim,
-            &Filter::default(),
-            None,
-        )
-        .await?;
-        let (made, pointing_to_retrieved, items) = citations_of(&answer);
+    let answers = ask_all(store, searcher, verifier, None, settings, claims).await?;
+    for (c, answer) in claims.iter().zip(&answers) {
+        let (made, pointing_to_retrieved, items) = citations_of(answer);
         citations += made;
         retrieved += pointing_to_retrieved;
         cited += items.len();
@@ -593,6 +582,34 @@ async fn ask_metrics<S: VectorStore>(
             none as f64 / claims.len().max(1) as f64,
         ),
     ]))
+}
+
+/// Every claim of `claims` asked as a question through [`crate::answer::ask::ask`] (the path
+/// `signaldesk ask` takes), composed by `composer` or extractively.
+async fn ask_all<S: VectorStore>(
+    store: &S,
+    searcher: &Searcher<'_, S>,
+    verifier: &Verifier,
+    composer: Option<&crate::answer::ask::Composer<'_, crate::llm::AnyLlm>>,
+    settings: &crate::config::AnswerConfig,
+    claims: &[LabelledClaim],
+) -> Result<Vec<crate::answer::ask::Answer>, GroundedEvalError> {
+    let (mut answers, everything) = (Vec::with_capacity(claims.len()), Filter::default());
+    for c in claims {
+        let answer = crate::answer::ask::ask(
+            store,
+            searcher,
+            verifier,
+            composer,
+            &settings.ask,
+            settings.k,
+            &c.claim,
+            &everything,
+            None,
+        );
+        answers.push(answer.await?);
+    }
+    Ok(answers)
 }
 
 /// An answer's citations: how many, how many point to a passage of an item that was retrieved
@@ -630,19 +647,7 @@ async fn llm_ask_metrics<S: VectorStore>(
     let (mut citations, mut retrieved, mut by_llm, mut fallbacks) =
         (0usize, 0usize, 0usize, 0usize);
     let (mut first_text, mut speeds) = (Vec::new(), Vec::new());
-    for c in claims {
-        let answer = crate::answer::ask::ask(
-            store,
-            searcher,
-            verifier,
-            Some(composer),
-            &settings.ask,
-            settings.k,
-            &c.claim,
-            &Filter::default(),
-            None,
-        )
-        .await?;
+    for answer in ask_all(store, searcher, verifier, Some(composer), settings, claims).await? {
         let (made, pointing_to_retrieved, _) = citations_of(&answer);
         citations += made;
         retrieved += pointing_to_retrieved;
