@@ -56,6 +56,11 @@ pub struct RecommendResponse {
     pub assignment: Option<Value>,
     #[schema(value_type = Vec<Object>)]
     pub items: Value,
+    /// Each item's probability of being at its position under the serving policy: 1 for a
+    /// deterministic list, an exploring variant's marginals; empty for an interleaved list.
+    pub propensities: Vec<f64>,
+    /// An interleaving experiment's list: the variant each item was drafted for.
+    pub teams: Option<Vec<String>>,
 }
 
 fn recommender(state: &ApiState) -> Result<Arc<RecommendService<'static, AnyStore>>, ApiError> {

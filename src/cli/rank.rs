@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use signaldesk::store::{AnyStore, VectorStore};
 use signaldesk::Config;
@@ -112,6 +112,27 @@ pub enum ExperimentsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Estimate a ranker's clicks per list before serving it, from the exploring variants'
+    /// exposures (`explore = { epsilon, pool }` in experiments.toml) and the clicks that
+    /// followed: inverse propensity scoring (IPS) and its self-normalised form (SNIPS) under
+    /// the item-position click model, with 95% bootstrap intervals and the effective sample
+    /// size. The ranker is replayed over each logged pool; deterministic lists are skipped (they
+    /// give no support to another order). The readout says when the log cannot support the
+    /// estimate.
+    Estimate {
+        /// The ranker to estimate.
+        #[arg(long, value_enum)]
+        policy: signaldesk::rank::recommender::RankerKind,
+        /// The blend model to estimate with `--policy blend` (default rank.model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The exposure log (default rank.exposures).
+        #[arg(long)]
+        exposures: Option<PathBuf>,
+        /// Print the estimate as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `signaldesk interactions ...`.
@@ -131,12 +152,64 @@ pub async fn rank(config: &Config, cmd: RankCommand) -> Result<ExitCode> {
 
 /// `signaldesk experiments ...`.
 pub fn experiments(config: &Config, cmd: ExperimentsCommand) -> Result<ExitCode> {
-    let ExperimentsCommand::Report {
-        experiment,
-        exposures,
-        json,
-    } = cmd;
-    experiments_report(config, experiment, exposures, json)
+    match cmd {
+        ExperimentsCommand::Report {
+            experiment,
+            exposures,
+            json,
+        } => experiments_report(config, experiment, exposures, json),
+        ExperimentsCommand::Estimate {
+            policy,
+            model,
+            exposures,
+            json,
+        } => experiments_estimate(config, policy, model, exposures, json),
+    }
+}
+
+fn experiments_estimate(
+    config: &Config,
+    policy: signaldesk::rank::recommender::RankerKind,
+    model: Option<PathBuf>,
+    exposures: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    let e = signaldesk::rank::service::estimate_policy(
+        config,
+        policy,
+        model.as_deref(),
+        exposures.as_deref(),
+    )?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        outln!(
+            "{}: {} exploring lists ({} other exposures skipped), {} matching (item, position) pairs",
+            e.policy, e.lists, e.skipped, e.matched
+        );
+        outln!("  clicks per list   estimate   95% CI");
+        outln!(
+            "  SNIPS             {:>8.4}   [{:.4}, {:.4}]",
+            e.snips,
+            e.snips_low,
+            e.snips_high
+        );
+        outln!(
+            "  IPS               {:>8.4}   [{:.4}, {:.4}]",
+            e.ips,
+            e.ips_low,
+            e.ips_high
+        );
+        outln!("  logged (served)   {:>8.4}", e.logged);
+        outln!(
+            "  effective sample size {:.0} at the least supported position",
+            e.effective_sample_size
+        );
+    }
+    if let Some(w) = &e.warning {
+        eprintln!("experiments estimate: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `signaldesk feedback ...`.
@@ -294,73 +367,85 @@ fn experiments_report(
     exposures: Option<PathBuf>,
     json: bool,
 ) -> Result<ExitCode> {
-    use signaldesk::rank::experiments::{read_exposures, readout, ExperimentsFile};
-    use signaldesk::rank::interactions::InteractionStore;
-    use signaldesk::rank::service::RankPaths;
-    let paths = RankPaths::of(config);
-    let text = std::fs::read_to_string(&paths.experiments)
-        .with_context(|| format!("cannot read {}", paths.experiments.display()))?;
-    let file = ExperimentsFile::parse(&text, &paths.experiments.display().to_string())?;
-    let exposures = read_exposures(&exposures.unwrap_or(paths.exposures))?;
-    let interactions = InteractionStore::open(&paths.interactions)?.all()?;
-    let readouts: Vec<_> = file
-        .experiments
-        .iter()
-        .filter(|x| only.as_ref().is_none_or(|n| *n == x.name))
-        .map(|x| readout(x, &exposures, &interactions, &config.rank))
-        .collect();
-    anyhow::ensure!(
-        !readouts.is_empty(),
-        "no such experiment in {}",
-        paths.experiments.display()
-    );
+    use signaldesk::rank::service::{experiment_readouts, ExperimentReadout};
+    let readouts = experiment_readouts(config, only.as_deref(), exposures.as_deref())?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&readouts)?);
         return Ok(ExitCode::SUCCESS);
     }
     for r in &readouts {
-        outln!("experiment {} (control {}):", r.experiment, r.control);
-        outln!(
-            "  {:<12} {:>9} {:>7} {:>7} {:>8} {:>19} {:>9} {:>21}",
-            "variant",
-            "exposures",
-            "users",
-            "clicks",
-            "CTR",
-            "95% CI",
-            "diff",
-            "95% CI"
-        );
-        for a in &r.arms {
-            let diff = a.diff.map(|d| format!("{d:+.4}")).unwrap_or("-".into());
-            let ci = match (a.diff_low, a.diff_high) {
-                (Some(l), Some(h)) => format!("[{l:+.4}, {h:+.4}]"),
-                _ => "-".into(),
-            };
-            outln!(
-                "  {:<12} {:>9} {:>7} {:>7} {:>8.4} {:>19} {:>9} {:>21}",
-                a.variant,
-                a.exposures,
-                a.users,
-                a.clicks,
-                a.ctr,
-                format!("[{:.4}, {:.4}]", a.ctr_low, a.ctr_high),
-                diff,
-                ci
-            );
-        }
-        outln!(
-            "  sample ratio: chi2 {:.2}, p {:.4}{}",
-            r.srm_chi2,
-            r.srm_p,
-            if r.srm {
-                "  MISMATCH: users are not split as allocated; do not trust the differences"
-            } else {
-                ""
+        match r {
+            ExperimentReadout::Split(r) => print_split(r)?,
+            ExperimentReadout::Interleave(r) => {
+                outln!(
+                    "experiment {} (interleaving {} against {}): {} lists, {} users",
+                    r.experiment,
+                    r.b,
+                    r.a,
+                    r.exposures,
+                    r.users
+                );
+                outln!(
+                    "  wins {} {}, {} {}, ties {}; {} preferred in {:.1}% of decided lists [{:.1}%, {:.1}%], sign test p {:.4}",
+                    r.a,
+                    r.wins_a,
+                    r.b,
+                    r.wins_b,
+                    r.ties,
+                    r.b,
+                    100.0 * r.preference_b,
+                    100.0 * r.preference_low,
+                    100.0 * r.preference_high,
+                    r.p_value
+                );
             }
-        );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_split(r: &signaldesk::rank::experiments::Readout) -> Result<()> {
+    outln!("experiment {} (control {}):", r.experiment, r.control);
+    outln!(
+        "  {:<12} {:>9} {:>7} {:>7} {:>8} {:>19} {:>9} {:>21}",
+        "variant",
+        "exposures",
+        "users",
+        "clicks",
+        "CTR",
+        "95% CI",
+        "diff",
+        "95% CI"
+    );
+    for a in &r.arms {
+        let diff = a.diff.map(|d| format!("{d:+.4}")).unwrap_or("-".into());
+        let ci = match (a.diff_low, a.diff_high) {
+            (Some(l), Some(h)) => format!("[{l:+.4}, {h:+.4}]"),
+            _ => "-".into(),
+        };
+        outln!(
+            "  {:<12} {:>9} {:>7} {:>7} {:>8.4} {:>19} {:>9} {:>21}",
+            a.variant,
+            a.exposures,
+            a.users,
+            a.clicks,
+            a.ctr,
+            format!("[{:.4}, {:.4}]", a.ctr_low, a.ctr_high),
+            diff,
+            ci
+        );
+    }
+    outln!(
+        "  sample ratio: chi2 {:.2}, p {:.4}{}",
+        r.srm_chi2,
+        r.srm_p,
+        if r.srm {
+            "  MISMATCH: users are not split as allocated; do not trust the differences"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 async fn feedback_export(config: &Config, format: ExportFormat, output: &Path) -> Result<ExitCode> {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
+use super::explore::ExploreConfig;
 use super::interactions::Interaction;
 use super::recommender::RankerKind;
 use super::RankError;
@@ -39,6 +40,10 @@ pub struct Experiment {
     pub enabled: bool,
     /// The variant users fall back to (switched-off variants, unallocated share).
     pub control: String,
+    /// `split` (each user sees one variant) or `interleave` (every user in the experiment
+    /// sees the two variants' lists merged by team draft; allocations are not used).
+    #[serde(default)]
+    pub kind: ExperimentKind,
     #[serde(rename = "variant")]
     pub variants: Vec<Variant>,
 }
@@ -46,6 +51,21 @@ pub struct Experiment {
 fn yes() -> bool {
     true
 }
+
+/// How an experiment compares its variants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExperimentKind {
+    /// An A/B split: users are bucketed into variants by their allocations.
+    #[default]
+    Split,
+    /// Team-draft interleaving of exactly two variants ([`super::interleave`]): each click
+    /// credits the variant that contributed the item, so every user compares both.
+    Interleave,
+}
+
+/// The variant name interleaved users are assigned and served.
+pub const INTERLEAVED: &str = "interleaved";
 
 /// One arm: its share of users and what it changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +90,10 @@ pub struct Variant {
     pub max_per_source: Option<usize>,
     #[serde(default)]
     pub demote_older_than_days: Option<f64>,
+    /// Serve a stochastic list with logged propensities (ε-greedy slots over the ranker's
+    /// pool), so other rankers can be estimated off-policy from this variant's exposures.
+    #[serde(default)]
+    pub explore: Option<ExploreConfig>,
 }
 
 impl Variant {
@@ -118,6 +142,17 @@ impl ExperimentsFile {
                     x.control
                 ));
             }
+            if x.kind == ExperimentKind::Interleave && x.variants.len() != 2 {
+                return fail(format!(
+                    "an interleaving experiment compares exactly two variants (it has {})",
+                    x.variants.len()
+                ));
+            }
+            for v in &x.variants {
+                if let Some(Err(m)) = v.explore.as_ref().map(ExploreConfig::check) {
+                    return fail(format!("variant {:?}: {m}", v.name));
+                }
+            }
             let mut names: Vec<&str> = x.variants.iter().map(|v| v.name.as_str()).collect();
             names.sort();
             if names.windows(2).any(|w| w[0] == w[1]) {
@@ -160,6 +195,13 @@ impl Experiment {
     pub fn assign(&self, user: &str) -> Option<Assignment> {
         if !self.enabled {
             return None;
+        }
+        if self.kind == ExperimentKind::Interleave {
+            return Some(Assignment {
+                experiment: self.name.clone(),
+                assigned: INTERLEAVED.into(),
+                served: INTERLEAVED.into(),
+            });
         }
         let b = bucket(self.salt.as_deref().unwrap_or(&self.name), user);
         let mut edge = 0.0;
@@ -263,6 +305,29 @@ pub struct Exposure {
     /// Each shown item's features, in `items` order.
     #[serde(default)]
     pub features: Vec<BTreeMap<String, f32>>,
+    /// Each shown item's probability of being at its position under the serving policy: 1 for
+    /// a deterministic list, the ε-greedy marginals for an exploring one
+    /// ([`super::explore::propensity`]); empty for an interleaved list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub propensities: Vec<f64>,
+    /// An exploring list's pool: what an off-policy estimate replays other rankers over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<LoggedPool>,
+    /// An interleaved list: the variant each shown item was drafted for, in `items` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teams: Option<Vec<String>>,
+}
+
+/// The pool an exploring list was drawn from, in the serving ranker's order, with what any
+/// ranker needs to score it again: each item's sources and features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedPool {
+    pub epsilon: f64,
+    pub items: Vec<String>,
+    pub sources: Vec<Vec<String>>,
+    pub feature_names: Vec<String>,
+    /// One row per item, in `feature_names` order.
+    pub features: Vec<Vec<f32>>,
 }
 
 /// The append-only exposure log (JSONL, one line per list, flushed per write).
@@ -351,7 +416,51 @@ pub struct Readout {
     pub srm: bool,
 }
 
-const Z95: f64 = 1.959_963_984_540_054;
+/// The 97.5th percentile of the standard normal: 95% two-sided intervals.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// Which shown items were clicked: positive engagements (or `click` events) by the exposure's
+/// user with the item within `rank.attribution_window_hours` after the exposure. Every readout
+/// and estimate attributes clicks through it.
+pub struct Clicks<'a> {
+    engaged: HashMap<(&'a str, &'a str), Vec<i64>>,
+    window: i64,
+}
+
+impl<'a> Clicks<'a> {
+    /// Index the interactions.
+    pub fn new(interactions: &'a [Interaction], settings: &RankConfig) -> Self {
+        let mut engaged: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
+        for x in interactions
+            .iter()
+            .filter(|x| x.weight(settings) > 0.0 || x.event == "click")
+        {
+            engaged
+                .entry((&x.user, &x.item))
+                .or_default()
+                .push(x.timestamp);
+        }
+        Self {
+            engaged,
+            window: (settings.attribution_window_hours * 3600.0) as i64,
+        }
+    }
+
+    /// For each shown item of `e`, in order, whether it was clicked.
+    pub fn of(&self, e: &Exposure) -> Vec<bool> {
+        e.items
+            .iter()
+            .map(|item| {
+                self.engaged
+                    .get(&(e.user.as_str(), item.as_str()))
+                    .is_some_and(|ts| {
+                        ts.iter()
+                            .any(|&t| t >= e.timestamp && t <= e.timestamp + self.window)
+                    })
+            })
+            .collect()
+    }
+}
 
 /// Join exposures of `experiment` with later interactions and read the experiment out.
 pub fn readout(
@@ -360,17 +469,7 @@ pub fn readout(
     interactions: &[Interaction],
     settings: &RankConfig,
 ) -> Readout {
-    let window = (settings.attribution_window_hours * 3600.0) as i64;
-    let mut engaged: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
-    for x in interactions
-        .iter()
-        .filter(|x| x.weight(settings) > 0.0 || x.event == "click")
-    {
-        engaged
-            .entry((&x.user, &x.item))
-            .or_default()
-            .push(x.timestamp);
-    }
+    let clicks = Clicks::new(interactions, settings);
     let mut arms: BTreeMap<&str, (usize, std::collections::HashSet<&str>, usize)> = experiment
         .variants
         .iter()
@@ -390,14 +489,7 @@ pub fn readout(
         };
         arm.0 += 1;
         arm.1.insert(&e.user);
-        let clicked = e.items.iter().any(|item| {
-            engaged
-                .get(&(e.user.as_str(), item.as_str()))
-                .is_some_and(|ts| {
-                    ts.iter()
-                        .any(|&t| t >= e.timestamp && t <= e.timestamp + window)
-                })
-        });
+        let clicked = clicks.of(e).into_iter().any(|c| c);
         arm.2 += usize::from(clicked);
     }
     let rate = |n: usize, c: usize| if n == 0 { 0.0 } else { c as f64 / n as f64 };
@@ -665,6 +757,7 @@ allocation = 0.5
             salt: None,
             enabled: true,
             control: "c".into(),
+            kind: ExperimentKind::Split,
             variants: vec![
                 Variant {
                     name: "c".into(),
@@ -676,6 +769,7 @@ allocation = 0.5
                     boosts: None,
                     max_per_source: None,
                     demote_older_than_days: None,
+                    explore: None,
                 },
                 Variant {
                     name: "t".into(),
@@ -687,6 +781,7 @@ allocation = 0.5
                     boosts: None,
                     max_per_source: None,
                     demote_older_than_days: None,
+                    explore: None,
                 },
             ],
         };
@@ -710,6 +805,9 @@ allocation = 0.5
                         items: vec!["i1".into(), "i2".into()],
                         scores: vec![0.5, 0.4],
                         features: vec![],
+                        propensities: vec![],
+                        pool: None,
+                        teams: None,
                     });
                     if rng.random::<f64>() < rate {
                         clicks.push(Interaction {

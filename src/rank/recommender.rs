@@ -276,62 +276,18 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
         ranker: RankerKind,
         model: Option<&BlendModel>,
     ) -> Result<Vec<Scored>, RankError> {
-        let names = self.feature_names();
-        let single = |name: &str| {
-            names
-                .iter()
-                .position(|n| n == name)
-                .expect("a fixed feature")
-        };
-        let columns: Option<Vec<usize>> = match (ranker, model) {
-            (RankerKind::Blend, None) => return Err(RankError::NoModel),
-            (RankerKind::Blend, Some(m)) => Some(
-                m.features
-                    .iter()
-                    .map(|f| {
-                        names.iter().position(|n| n == f).ok_or_else(|| {
-                            RankError::Parse(format!(
-                                "the model uses feature {f:?}, which this configuration does not compute (rank.numeric_fields?)"
-                            ))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            _ => None,
-        };
+        let scorer = Scorer::new(
+            &self.feature_names(),
+            ranker,
+            model,
+            self.settings.popularity_half_life_days > 0.0,
+        )?;
         Ok(candidates
             .iter()
-            .filter(|c| {
-                ranker == RankerKind::Blend
-                    || c.sources.contains(&ranker.name())
-                    // A seed's neighbours are the dense list of a "more like this" request.
-                    || (ranker == RankerKind::Dense && c.sources.contains(&"more_like_this"))
-            })
+            .filter(|c| scorer.takes(&c.sources))
             .map(|c| {
                 let mut contributions = BTreeMap::new();
-                let score = match (&columns, model) {
-                    (Some(cols), Some(m)) => {
-                        let x: Vec<f32> = cols.iter().map(|&j| c.features[j]).collect();
-                        for (name, part) in m.features.iter().zip(m.contributions(&x)) {
-                            contributions.insert(format!("blend:{name}"), part);
-                        }
-                        m.score(&x)
-                    }
-                    _ => {
-                        c.features[single(match ranker {
-                            RankerKind::Popularity
-                                if self.settings.popularity_half_life_days > 0.0 =>
-                            {
-                                "trending"
-                            }
-                            RankerKind::Popularity => "popularity",
-                            RankerKind::Cooccurrence => "cooccurrence",
-                            RankerKind::Factors => "factor",
-                            _ => "dense",
-                        })]
-                    }
-                };
-                contributions.insert("relevance".into(), score);
+                let score = scorer.score(&c.features, Some(&mut contributions));
                 Scored {
                     item: c.item,
                     score,
@@ -412,6 +368,100 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
             }
         }
         Ok(out)
+    }
+}
+
+/// How one ranker scores a candidate from its features: the blend's model over its columns, or
+/// a single source's own feature. Serving and the off-policy replay of a logged pool
+/// ([`super::offpolicy`]) score through it, so a replayed ranker orders items as it would serve.
+pub struct Scorer<'m> {
+    ranker: RankerKind,
+    model: Option<&'m BlendModel>,
+    /// The model's features' columns in the feature vector (the blend).
+    columns: Option<Vec<usize>>,
+    /// The single feature a source ranker orders by.
+    single: usize,
+}
+
+impl<'m> Scorer<'m> {
+    /// A scorer over feature vectors laid out as `names`; `popularity_decayed`: popularity
+    /// orders by the trending feature (`rank.popularity_half_life_days` > 0).
+    pub fn new(
+        names: &[String],
+        ranker: RankerKind,
+        model: Option<&'m BlendModel>,
+        popularity_decayed: bool,
+    ) -> Result<Self, RankError> {
+        let column = |name: &str| {
+            names.iter().position(|n| n == name).ok_or_else(|| {
+                RankError::Parse(format!(
+                    "the model uses feature {name:?}, which this configuration does not compute (rank.numeric_fields?)"
+                ))
+            })
+        };
+        let columns = match (ranker, model) {
+            (RankerKind::Blend, None) => return Err(RankError::NoModel),
+            (RankerKind::Blend, Some(m)) => Some(
+                m.features
+                    .iter()
+                    .map(|f| column(f))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => None,
+        };
+        let single = column(match ranker {
+            RankerKind::Popularity if popularity_decayed => "trending",
+            RankerKind::Popularity => "popularity",
+            RankerKind::Cooccurrence => "cooccurrence",
+            RankerKind::Factors => "factor",
+            _ => "dense",
+        })?;
+        Ok(Self {
+            ranker,
+            model,
+            columns,
+            single,
+        })
+    }
+
+    /// Whether the ranker scores a candidate proposed by `sources`: the blend scores every
+    /// candidate, a single source only its own.
+    pub fn takes(&self, sources: &[impl AsRef<str>]) -> bool {
+        let has = |name: &str| sources.iter().any(|s| s.as_ref() == name);
+        self.ranker == RankerKind::Blend
+            || has(self.ranker.name())
+            // A seed's neighbours are the dense list of a "more like this" request.
+            || (self.ranker == RankerKind::Dense && has("more_like_this"))
+    }
+
+    /// The candidate's score; with `contributions`, the blend's per-feature parts and the
+    /// `relevance` are recorded there.
+    pub fn score(
+        &self,
+        features: &[f32],
+        contributions: Option<&mut BTreeMap<String, f32>>,
+    ) -> f32 {
+        let (score, parts) = match (&self.columns, self.model) {
+            (Some(cols), Some(m)) => {
+                let x: Vec<f32> = cols.iter().map(|&j| features[j]).collect();
+                let parts = contributions.is_some().then(|| {
+                    m.features
+                        .iter()
+                        .cloned()
+                        .zip(m.contributions(&x))
+                        .collect::<Vec<_>>()
+                });
+                (m.score(&x), parts)
+            }
+            _ => (features[self.single], None),
+        };
+        if let Some(out) = contributions {
+            for (name, part) in parts.into_iter().flatten() {
+                out.insert(format!("blend:{name}"), part);
+            }
+            out.insert("relevance".into(), score);
+        }
+        score
     }
 }
 

@@ -9,8 +9,12 @@ use serde::Serialize;
 
 use super::blend::BlendModel;
 use super::catalogue::Catalogue;
-use super::experiments::{Assignment, Exposure, ExposureLog, LiveExperiments};
+use super::experiments::{
+    Assignment, ExperimentKind, Exposure, ExposureLog, LiveExperiments, LoggedPool,
+};
+use super::explore::{sample_list, ExploreConfig};
 use super::interactions::{read_file, EventRules, Interaction, InteractionStore, Reject};
+use super::interleave::{team_draft, Team};
 use super::recommender::{RankerKind, RecommendRequest, Recommended, Recommender};
 use super::signals::{InteractionSignals, UserHistory};
 use super::RankError;
@@ -64,6 +68,12 @@ pub struct Served {
     pub model_version: Option<String>,
     pub assignment: Option<Assignment>,
     pub items: Vec<Recommended>,
+    /// Each item's probability of being at its position: 1 for a deterministic list; an
+    /// exploring variant's marginals; empty for an interleaved list.
+    pub propensities: Vec<f64>,
+    /// An interleaved list: the variant each item was drafted for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teams: Option<Vec<String>>,
 }
 
 /// The ids of the items stored in the collection recommendations come from (`rank.collection`,
@@ -230,9 +240,67 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
         Ok(m)
     }
 
-    /// Top `k` for `user`: in `experiment` (when given and on), the variant's ranker, model and
-    /// objectives; otherwise `ranker` (default: the blend when a model is trained, else
-    /// popularity). The list is logged as an exposure.
+    /// What `user` is served in `experiment` (when given and on): each arm's ranker, model,
+    /// objectives and exploration (two arms for an interleaving experiment); otherwise
+    /// `ranker` (default: the blend when a model is trained, else popularity).
+    fn plan(
+        &self,
+        user: &str,
+        seed: Option<&str>,
+        experiment: Option<&str>,
+        ranker: Option<RankerKind>,
+        settings: &crate::config::RankConfig,
+    ) -> Result<(Vec<Arm>, Option<Assignment>), RankError> {
+        // Without a trained blend: a seed's neighbours ("more like this"), else popularity; a
+        // short list is filled either way (see `Recommender::recommend`).
+        let default = Arm {
+            name: None,
+            kind: ranker.unwrap_or(match (&self.model, seed) {
+                (Some(_), _) => RankerKind::Blend,
+                (None, Some(_)) => RankerKind::Dense,
+                (None, None) => RankerKind::Popularity,
+            }),
+            model: self.model.clone(),
+            objectives: settings.objectives.clone(),
+            explore: None,
+        };
+        let Some(name) = experiment else {
+            return Ok((vec![default], None));
+        };
+        let experiments = self.experiments.current()?;
+        let x = experiments
+            .get(name)
+            .ok_or_else(|| RankError::Experiments(format!("no experiment {name:?}")))?;
+        let Some(a) = x.assign(user) else {
+            return Ok((vec![default], None));
+        };
+        let arm = |v: &super::experiments::Variant| -> Result<Arm, RankError> {
+            Ok(Arm {
+                name: Some(v.name.clone()),
+                kind: v.ranker.unwrap_or(RankerKind::Blend),
+                model: match &v.model {
+                    Some(path) => Some(self.variant_model(path)?),
+                    None => self.model.clone(),
+                },
+                objectives: v.objectives(&settings.objectives),
+                explore: v.explore.filter(|e| e.epsilon > 0.0),
+            })
+        };
+        let arms = if x.kind == ExperimentKind::Interleave {
+            // Control is team A.
+            let mut vs: Vec<_> = x.variants.iter().collect();
+            vs.sort_by_key(|v| v.name != x.control);
+            vs.into_iter().map(arm).collect::<Result<_, _>>()?
+        } else {
+            vec![arm(x.variant(&a.served).expect("served variants exist"))?]
+        };
+        Ok((arms, Some(a)))
+    }
+
+    /// Top `k` for `user`: in `experiment` (when given and on), the variant's ranker, model,
+    /// objectives and exploration, or the two variants interleaved; otherwise `ranker`
+    /// (default: the blend when a model is trained, else popularity). The list is logged as an
+    /// exposure, with each shown item's probability at its position.
     pub async fn recommend(
         &self,
         user: &str,
@@ -243,32 +311,8 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
         now: Option<i64>,
     ) -> Result<Served, RankError> {
         let recommender = self.recommender();
-        let settings = &recommender.settings;
-        let experiments = self.experiments.current()?;
-        let mut objectives = settings.objectives.clone();
-        let mut model = self.model.clone();
-        // Without a trained blend: a seed's neighbours ("more like this"), else popularity; a
-        // short list is filled either way (see `Recommender::recommend`).
-        let mut kind = ranker.unwrap_or(match (&model, seed) {
-            (Some(_), _) => RankerKind::Blend,
-            (None, Some(_)) => RankerKind::Dense,
-            (None, None) => RankerKind::Popularity,
-        });
-        let mut assignment = None;
-        if let Some(name) = experiment {
-            let x = experiments
-                .get(name)
-                .ok_or_else(|| RankError::Experiments(format!("no experiment {name:?}")))?;
-            if let Some(a) = x.assign(user) {
-                let v = x.variant(&a.served).expect("served variants exist");
-                objectives = v.objectives(&objectives);
-                kind = v.ranker.unwrap_or(RankerKind::Blend);
-                if let Some(path) = &v.model {
-                    model = Some(self.variant_model(path)?);
-                }
-                assignment = Some(a);
-            }
-        }
+        let (arms, assignment) =
+            self.plan(user, seed, experiment, ranker, &recommender.settings)?;
         let history = self
             .live
             .lock()
@@ -282,27 +326,55 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
                 .as_ref()
                 .map(|h| h.last_seen.max(recommender.signals.now))
         });
-        let request = RecommendRequest {
-            user: user.to_string(),
-            k,
-            seed: seed.map(str::to_string),
-            ranker: kind,
-            model: model.as_deref(),
-            objectives,
-            now,
-            history,
-        };
-        let items = recommender.recommend(&request).await?;
-        let served = Served {
+        let request = |arm, k| Arm::request(arm, user, k, seed, now, history.clone());
+        let arm = &arms[0];
+        let mut served = Served {
             user: user.to_string(),
             exposure_id: uuid::Uuid::new_v4().to_string(),
-            ranker: kind,
-            model_version: (kind == RankerKind::Blend)
-                .then(|| model.as_ref().map(|m| m.version.clone()))
+            ranker: arm.kind,
+            model_version: (arm.kind == RankerKind::Blend)
+                .then(|| arm.model.as_ref().map(|m| m.version.clone()))
                 .flatten(),
             assignment,
-            items,
+            items: Vec::new(),
+            propensities: Vec::new(),
+            teams: None,
         };
+        let mut pool = None;
+        if let [a, b] = arms.as_slice() {
+            let lists = [
+                recommender.recommend(&request(a, k)).await?,
+                recommender.recommend(&request(b, k)).await?,
+            ];
+            let ids = lists
+                .clone()
+                .map(|l| l.into_iter().map(|r| r.id).collect::<Vec<_>>());
+            let (merged, teams) = team_draft(&ids[0], &ids[1], k, &mut rand::rng());
+            for (id, team) in merged.iter().zip(&teams) {
+                let from = &lists[usize::from(*team == Team::B)];
+                served
+                    .items
+                    .push(from.iter().find(|r| r.id == *id).expect("drafted").clone());
+            }
+            let names = [a, b].map(|x| x.name.clone().unwrap_or_default());
+            served.teams = Some(
+                teams
+                    .iter()
+                    .map(|t| names[usize::from(*t == Team::B)].clone())
+                    .collect(),
+            );
+        } else if let Some(explore) = arm.explore {
+            let candidates = recommender
+                .recommend(&request(arm, explore.pool.max(k)))
+                .await?;
+            let list = sample_list(explore.epsilon, candidates.len(), k, &mut rand::rng());
+            served.items = list.shown.iter().map(|&i| candidates[i].clone()).collect();
+            served.propensities = list.propensities;
+            pool = Some(logged_pool(explore.epsilon, &candidates));
+        } else {
+            served.items = recommender.recommend(&request(arm, k)).await?;
+            served.propensities = vec![1.0; served.items.len()];
+        }
         if let Some(log) = &self.exposures {
             log.write(&Exposure {
                 id: served.exposure_id.clone(),
@@ -311,13 +383,153 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
                 experiment: served.assignment.as_ref().map(|a| a.experiment.clone()),
                 variant: served.assignment.as_ref().map(|a| a.served.clone()),
                 assigned: served.assignment.as_ref().map(|a| a.assigned.clone()),
-                ranker: kind,
+                ranker: served.ranker,
                 model_version: served.model_version.clone(),
                 items: served.items.iter().map(|i| i.id.clone()).collect(),
                 scores: served.items.iter().map(|i| i.score).collect(),
                 features: served.items.iter().map(|i| i.features.clone()).collect(),
+                propensities: served.propensities.clone(),
+                pool,
+                teams: served.teams.clone(),
             })?;
         }
         Ok(served)
     }
+}
+
+/// One arm of a request: what a variant (or the default) serves with.
+struct Arm {
+    name: Option<String>,
+    kind: RankerKind,
+    model: Option<Arc<BlendModel>>,
+    objectives: crate::config::ObjectivesConfig,
+    explore: Option<ExploreConfig>,
+}
+
+impl Arm {
+    /// The request for `user`'s list of `k` from this arm.
+    fn request<'m>(
+        &'m self,
+        user: &str,
+        k: usize,
+        seed: Option<&str>,
+        now: Option<i64>,
+        history: Option<UserHistory>,
+    ) -> RecommendRequest<'m> {
+        RecommendRequest {
+            user: user.to_string(),
+            k,
+            seed: seed.map(str::to_string),
+            ranker: self.kind,
+            model: self.model.as_deref(),
+            objectives: self.objectives.clone(),
+            now,
+            history,
+        }
+    }
+}
+
+/// An exploring list's pool as the exposure log keeps it.
+fn logged_pool(epsilon: f64, candidates: &[Recommended]) -> LoggedPool {
+    let feature_names: Vec<String> = candidates
+        .first()
+        .map(|c| c.features.keys().cloned().collect())
+        .unwrap_or_default();
+    LoggedPool {
+        epsilon,
+        items: candidates.iter().map(|c| c.id.clone()).collect(),
+        sources: candidates
+            .iter()
+            .map(|c| c.sources.iter().map(|s| s.to_string()).collect())
+            .collect(),
+        features: candidates
+            .iter()
+            .map(|c| {
+                feature_names
+                    .iter()
+                    .map(|n| c.features.get(n).copied().unwrap_or(0.0))
+                    .collect()
+            })
+            .collect(),
+        feature_names,
+    }
+}
+
+/// One experiment's readout, by its kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ExperimentReadout {
+    Split(super::experiments::Readout),
+    Interleave(super::interleave::InterleavingReadout),
+}
+
+/// Read out every experiment of `rank.experiments` (or only `only`) from the exposure log
+/// (`exposures`, default `rank.exposures`) joined with the interaction log.
+pub fn experiment_readouts(
+    config: &Config,
+    only: Option<&str>,
+    exposures: Option<&Path>,
+) -> Result<Vec<ExperimentReadout>, RankError> {
+    let paths = RankPaths::of(config);
+    let text = std::fs::read_to_string(&paths.experiments).map_err(|source| RankError::Read {
+        path: paths.experiments.clone(),
+        source,
+    })?;
+    let file = super::experiments::ExperimentsFile::parse(
+        &text,
+        &paths.experiments.display().to_string(),
+    )?;
+    let exposures =
+        super::experiments::read_exposures(exposures.unwrap_or(paths.exposures.as_path()))?;
+    let interactions = InteractionStore::open(&paths.interactions)?.all()?;
+    let readouts: Vec<ExperimentReadout> = file
+        .experiments
+        .iter()
+        .filter(|x| only.is_none_or(|n| n == x.name))
+        .map(|x| match x.kind {
+            ExperimentKind::Split => ExperimentReadout::Split(super::experiments::readout(
+                x,
+                &exposures,
+                &interactions,
+                &config.rank,
+            )),
+            ExperimentKind::Interleave => ExperimentReadout::Interleave(
+                super::interleave::readout(x, &exposures, &interactions, &config.rank),
+            ),
+        })
+        .collect();
+    if readouts.is_empty() {
+        return Err(RankError::Experiments(format!(
+            "no experiment{} in {}",
+            only.map(|n| format!(" {n:?}")).unwrap_or_default(),
+            paths.experiments.display()
+        )));
+    }
+    Ok(readouts)
+}
+
+/// Estimate `ranker` off-policy (with the blend model at `model`, default `rank.model`) from
+/// the exploring lists of the exposure log (`exposures`, default `rank.exposures`) and the
+/// clicks in the interaction log ([`super::offpolicy::estimate`]).
+pub fn estimate_policy(
+    config: &Config,
+    ranker: RankerKind,
+    model: Option<&Path>,
+    exposures: Option<&Path>,
+) -> Result<super::offpolicy::Estimate, RankError> {
+    let paths = RankPaths::of(config);
+    let model = match ranker {
+        RankerKind::Blend => Some(BlendModel::load(model.unwrap_or(&paths.model))?),
+        _ => None,
+    };
+    let exposures =
+        super::experiments::read_exposures(exposures.unwrap_or(paths.exposures.as_path()))?;
+    let interactions = InteractionStore::open(&paths.interactions)?.all()?;
+    super::offpolicy::estimate(
+        ranker,
+        model.as_ref(),
+        &exposures,
+        &interactions,
+        &config.rank,
+    )
 }
