@@ -273,3 +273,216 @@ boosts = [{ field = "source", value = "b", by = 100.0 }]
         .iter()
         .all(|i| i["contributions"]["boost:source=b"] == 100.0));
 }
+
+const EXPLORING: &str = r#"
+[[experiment]]
+name = "explore"
+control = "explore"
+[[experiment.variant]]
+name = "explore"
+allocation = 1.0
+ranker = "popularity"
+explore = { epsilon = 0.5, pool = 30 }
+
+[[experiment]]
+name = "pair"
+kind = "interleave"
+control = "popularity"
+[[experiment.variant]]
+name = "popularity"
+allocation = 0.5
+ranker = "popularity"
+[[experiment.variant]]
+name = "cooccurrence"
+allocation = 0.5
+ranker = "cooccurrence"
+"#;
+
+/// Whether `user` engaged with `item` within the attribution window (24 hours) after `at`.
+fn clicked(clicks: &[(String, String, i64)], user: &str, item: &str, at: i64) -> bool {
+    clicks
+        .iter()
+        .any(|(u, i, t)| u == user && i == item && *t >= at && *t <= at + 24 * 3600)
+}
+
+/// An exploring variant logs each shown item's exact probability at its position and its pool;
+/// another ranker is estimated from those lists (checked against the estimator worked by hand
+/// here), an interleaved list credits clicks to the variant that drafted the item, and a log
+/// without exploring lists is refused.
+#[test]
+fn exploring_lists_log_propensities_estimates_replay_them_and_interleaving_reads_out() {
+    let (work, seen) = prepared();
+    std::fs::write(work.path().join("experiments.toml"), EXPLORING).unwrap();
+    let users: Vec<&String> = seen.keys().take(6).collect();
+    for user in &users {
+        for experiment in ["explore", "explore", "explore", "pair"] {
+            let served = json_out(&run(signaldesk(work.path()).args([
+                "recommend",
+                "--user",
+                user,
+                "--experiment",
+                experiment,
+                "--json",
+            ])));
+            assert_eq!(served["items"].as_array().unwrap().len(), 10, "{served}");
+        }
+    }
+    let log = std::fs::read_to_string(work.path().join("data/exposures.jsonl")).unwrap();
+    let exposures: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (exploring, interleaved): (Vec<&Value>, Vec<&Value>) =
+        exposures.iter().partition(|e| e["experiment"] == "explore");
+    assert_eq!((exploring.len(), interleaved.len()), (18, 6));
+    let ids = |e: &Value, key: &str| -> Vec<String> {
+        e[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    for e in &exploring {
+        let pool = ids(&e["pool"], "items");
+        assert_eq!(pool.len(), 30);
+        for (j, item) in ids(e, "items").iter().enumerate() {
+            let rank = pool
+                .iter()
+                .position(|p| p == item)
+                .expect("shown from the pool");
+            let p = e["propensities"][j].as_f64().unwrap();
+            let expected = signaldesk::rank::explore::propensity(0.5, 30, 10, rank, j);
+            assert!((p - expected).abs() < 1e-12, "{p} vs {expected}");
+        }
+    }
+    for e in &interleaved {
+        let teams = ids(e, "teams");
+        let a = teams.iter().filter(|t| *t == "popularity").count();
+        assert!(a == 5, "team draft gives each ranker half of 10: {teams:?}");
+        assert!(e.get("pool").is_none());
+    }
+
+    // Clicks: the first and third item of every exploring list, the first of every interleaved one.
+    let mut clicks: Vec<(String, String, i64)> = Vec::new();
+    for e in &exposures {
+        let at = e["timestamp"].as_i64().unwrap() + 60;
+        let positions: &[usize] = if e["experiment"] == "explore" {
+            &[0, 2]
+        } else {
+            &[0]
+        };
+        for &j in positions {
+            let item = e["items"][j].as_str().unwrap().to_string();
+            clicks.push((e["user"].as_str().unwrap().to_string(), item, at));
+        }
+    }
+    let lines: String = clicks
+        .iter()
+        .map(|(u, i, t)| {
+            json!({"user": u, "item": i, "event": "click", "timestamp": t}).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(work.path().join("clicks.jsonl"), lines).unwrap();
+    let o = run(signaldesk(work.path()).args(["interactions", "ingest", "clicks.jsonl"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // IPS by hand: co-occurrence replayed over each pool (its own candidates, by their
+    // co-occurrence feature), a match where it would show the shown item at that position.
+    let mut ips = 0.0;
+    for e in &exploring {
+        let pool = &e["pool"];
+        let names = ids(pool, "feature_names");
+        let col = names.iter().position(|n| n == "cooccurrence").unwrap();
+        let mut own: Vec<(usize, f64)> = (0..30)
+            .filter(|&i| {
+                pool["sources"][i]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == "cooccurrence")
+            })
+            .map(|i| (i, pool["features"][i][col].as_f64().unwrap()))
+            .collect();
+        own.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let (user, at) = (
+            e["user"].as_str().unwrap(),
+            e["timestamp"].as_i64().unwrap(),
+        );
+        for (j, item) in ids(e, "items").iter().enumerate() {
+            let target = own.get(j).map(|(i, _)| pool["items"][*i].as_str().unwrap());
+            if target == Some(item.as_str()) && clicked(&clicks, user, item, at) {
+                ips += 1.0 / e["propensities"][j].as_f64().unwrap();
+            }
+        }
+    }
+    ips /= exploring.len() as f64;
+    let estimate = json_out(&run(signaldesk(work.path()).args([
+        "experiments",
+        "estimate",
+        "--policy",
+        "cooccurrence",
+        "--json",
+    ])));
+    assert_eq!(estimate["lists"], 18);
+    assert_eq!(estimate["skipped"], 6);
+    let got = estimate["ips"].as_f64().unwrap();
+    assert!((got - ips).abs() < 1e-9, "estimate {got}, by hand {ips}");
+    assert!(estimate["snips_low"].as_f64().unwrap() <= estimate["snips_high"].as_f64().unwrap());
+    assert_eq!(
+        estimate["supported"], false,
+        "18 lists cannot support an estimate: {estimate}"
+    );
+
+    // Interleaving: each list's winner is the team whose items drew more clicks.
+    let (mut wins_a, mut wins_b) = (0, 0);
+    for e in &interleaved {
+        let (user, at) = (
+            e["user"].as_str().unwrap(),
+            e["timestamp"].as_i64().unwrap(),
+        );
+        let teams = ids(e, "teams");
+        let mut count = [0, 0];
+        for (item, team) in ids(e, "items").iter().zip(&teams) {
+            if clicked(&clicks, user, item, at) {
+                count[usize::from(team != "popularity")] += 1;
+            }
+        }
+        wins_a += usize::from(count[0] > count[1]);
+        wins_b += usize::from(count[1] > count[0]);
+    }
+    let report = json_out(&run(signaldesk(work.path()).args([
+        "experiments",
+        "report",
+        "--experiment",
+        "pair",
+        "--json",
+    ])));
+    assert_eq!(report[0]["exposures"], 6, "{report}");
+    assert_eq!(
+        (
+            report[0]["wins_a"].as_u64().unwrap() as usize,
+            report[0]["wins_b"].as_u64().unwrap() as usize
+        ),
+        (wins_a, wins_b),
+        "{report}"
+    );
+
+    // Only deterministic and interleaved lists: nothing to estimate from, said so.
+    let plain: String = log
+        .lines()
+        .filter(|l| !l.contains("\"pool\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(work.path().join("plain.jsonl"), plain).unwrap();
+    let o = run(signaldesk(work.path()).args([
+        "experiments",
+        "estimate",
+        "--policy",
+        "popularity",
+        "--exposures",
+        "plain.jsonl",
+    ]));
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("no exploring lists"), "{}", stderr(&o));
+}

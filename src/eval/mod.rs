@@ -16,6 +16,7 @@ pub mod rouge;
 pub mod smoke;
 pub mod summaries;
 pub mod tagging;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::path::Path;

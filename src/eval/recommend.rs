@@ -5,13 +5,14 @@
 //! trained on the training side only (its own inner split), and every ranker is scored on the
 //! held-out positives.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
 use super::metrics::{mrr_at, ndcg_at, precision_at, recall_at, Judgments};
+use super::traffic::{self, TrafficUser};
 use super::Report;
 use crate::config::{ObjectivesConfig, RankConfig};
 use crate::embed::Embedder;
@@ -21,7 +22,7 @@ use crate::enrich::{open_tagger, TaggerKind};
 use crate::ingest::pipeline::{ingest_file, IngestOptions};
 use crate::rank::blend::BlendModel;
 use crate::rank::catalogue::{dot, Catalogue};
-use crate::rank::experiments::ExperimentsFile;
+use crate::rank::experiments::{ExperimentsFile, LoggedPool};
 use crate::rank::interactions::read_file;
 use crate::rank::recommender::{RankerKind, RecommendRequest, Recommender};
 use crate::rank::rerank::rerank;
@@ -358,6 +359,7 @@ pub fn console_summary(report: &Report, sweep: &[(f32, f64, f64)]) -> String {
         cold["popularity"]["ndcg@10"].as_f64().unwrap_or(f64::NAN),
         cold["ndcg@10_ratio"].as_f64().unwrap_or(f64::NAN)
     );
+    out.push_str(&traffic::console_summary(&report.extra["simulation"]));
     out
 }
 
@@ -457,7 +459,8 @@ pub async fn evaluate<S: VectorStore>(
         progress("score", done + 1, users.len());
     }
     let score_seconds = scored_at.elapsed().as_secs_f64();
-    let (metrics, extra, sweep_points) = scores.summarize(catalogue, options, references(dataset));
+    let (metrics, extra, sweep_points) =
+        scores.summarize(catalogue, options, references(dataset), &model, &settings);
     let config_json = json!({
         "split": "per user with >= 5 positives (rating >= 4): the last max(1, floor(0.2n + 0.5)) positives by (timestamp, movie id) are test; that user's events from the first test event on are left out of training",
         "item_text": "title + genres (tags.csv unused)",
@@ -601,6 +604,8 @@ struct ScoringRun<'r> {
 struct RunScores {
     rankers: BTreeMap<String, Scores>,
     sweep: BTreeMap<String, Scores>,
+    /// Each test user's pool and lists for the simulated traffic.
+    traffic: Vec<TrafficUser>,
 }
 
 impl ScoringRun<'_> {
@@ -643,12 +648,17 @@ impl ScoringRun<'_> {
                 o,
             ));
         }
+        let mut lists = HashMap::new();
         for (name, ranker, m, objectives) in runs {
             let scored = recommender.score(&candidates, ranker, m)?;
             let list: Vec<usize> = rerank(scored, catalogue, objectives, ctx.now, K_RECALL)
                 .iter()
                 .map(|s| s.item)
                 .collect();
+            if RankerKind::ALL.iter().any(|r| r.name() == name) {
+                let ids = list.iter().take(K).map(|&i| catalogue.items[i].id.clone());
+                lists.insert(ranker, ids.collect());
+            }
             let m = scores
                 .rankers
                 .entry(name.clone())
@@ -658,10 +668,44 @@ impl ScoringRun<'_> {
                 row.insert(format!("{name}.{metric}"), v);
             }
         }
+        self.cold_start(recommender, user, &judgments, scores)
+            .await?;
+        let traffic = self.traffic_user(recommender, user, held, lists).await?;
+        scores.traffic.push(traffic);
+        for &lambda in self.lambdas {
+            let objectives = ObjectivesConfig {
+                mmr_lambda: lambda,
+                ..self.settings.objectives.clone()
+            };
+            let scored = recommender.score(&candidates, RankerKind::Blend, Some(self.model))?;
+            let list: Vec<usize> = rerank(scored, catalogue, &objectives, ctx.now, K)
+                .iter()
+                .map(|s| s.item)
+                .collect();
+            scores
+                .sweep
+                .entry(format!("{lambda}"))
+                .or_default()
+                .add(catalogue, &list, &judgments);
+        }
+        Ok(row)
+    }
+}
+
+impl ScoringRun<'_> {
+    /// A cold start, scored into `cold_start:served` and `cold_start:popularity`.
+    async fn cold_start<S: VectorStore>(
+        &self,
+        recommender: &Recommender<'_, S>,
+        user: &str,
+        judgments: &Judgments,
+        scores: &mut RunScores,
+    ) -> Result<(), RecommendEvalError> {
         // A cold start, simulated (ml-latest-small has no user with under 20 ratings): the
         // user's training history cut to their latest COLD_START_RATINGS engagements. The list
         // that reader is served (the blend, its backfill included, through
         // `Recommender::recommend`) beside popularity's for the same reader.
+        let catalogue = &recommender.catalogue;
         if let Some(full) = recommender.signals.history(user) {
             let mut cold = full.clone();
             let drop = cold.engaged.len().saturating_sub(COLD_START_RATINGS);
@@ -688,7 +732,7 @@ impl ScoringRun<'_> {
                 .rankers
                 .entry("cold_start:served".into())
                 .or_default()
-                .add(catalogue, &list, &judgments);
+                .add(catalogue, &list, judgments);
             let cold_candidates = recommender.candidates(&cold_ctx).await?;
             let scored = recommender.score(&cold_candidates, RankerKind::Popularity, None)?;
             let list: Vec<usize> = rerank(scored, catalogue, &self.plain, cold_ctx.now, K)
@@ -699,37 +743,54 @@ impl ScoringRun<'_> {
                 .rankers
                 .entry("cold_start:popularity".into())
                 .or_default()
-                .add(catalogue, &list, &judgments);
+                .add(catalogue, &list, judgments);
         }
-        for &lambda in self.lambdas {
-            let objectives = ObjectivesConfig {
-                mmr_lambda: lambda,
-                ..self.settings.objectives.clone()
-            };
-            let scored = recommender.score(&candidates, RankerKind::Blend, Some(self.model))?;
-            let list: Vec<usize> = rerank(scored, catalogue, &objectives, ctx.now, K)
-                .iter()
-                .map(|s| s.item)
-                .collect();
-            scores
-                .sweep
-                .entry(format!("{lambda}"))
-                .or_default()
-                .add(catalogue, &list, &judgments);
-        }
-        Ok(row)
+        Ok(())
+    }
+
+    /// The user as the simulated traffic sees them: the exploring blend's pool (as an
+    /// exploring variant serves and logs it, [`Recommender::exploration_pool`]), the held-out
+    /// positives, and each ranker's own list.
+    async fn traffic_user<S: VectorStore>(
+        &self,
+        recommender: &Recommender<'_, S>,
+        user: &str,
+        held: &[String],
+        lists: HashMap<RankerKind, Vec<String>>,
+    ) -> Result<TrafficUser, RecommendEvalError> {
+        let request = RecommendRequest {
+            user: user.to_string(),
+            k: K,
+            seed: None,
+            ranker: RankerKind::Blend,
+            model: Some(self.model),
+            objectives: self.plain.clone(),
+            now: None,
+            history: None,
+        };
+        let pool = recommender
+            .exploration_pool(&request, traffic::POOL)
+            .await?;
+        Ok(TrafficUser {
+            pool: LoggedPool::of(traffic::EPSILON, &pool),
+            relevant: held.iter().cloned().collect(),
+            lists,
+        })
     }
 }
 
 impl RunScores {
-    /// The report's metrics, its `rankers`, `references`, `diversity_sweep`, `ablation` and
-    /// `variants` entries, and the sweep's (λ, nDCG@10, diversity) points for the plot.
+    /// The report's metrics, its `rankers`, `references`, `diversity_sweep`, `ablation`,
+    /// `variants` and `simulation` ([`traffic::simulate`]) entries, and the sweep's
+    /// (λ, nDCG@10, diversity) points for the plot.
     #[allow(clippy::type_complexity)]
     fn summarize(
         &self,
         catalogue: &Catalogue,
         options: &RecommendEvalOptions,
         references: Value,
+        model: &BlendModel,
+        settings: &RankConfig,
     ) -> (
         BTreeMap<String, f64>,
         Map<String, Value>,
@@ -802,6 +863,9 @@ impl RunScores {
                     / popular.get("ndcg@10").copied().unwrap_or(0.0).max(1e-12),
             }),
         );
+        let decayed = settings.popularity_half_life_days > 0.0;
+        let simulation = traffic::simulate(&self.traffic, model, decayed, K, &mut metrics);
+        extra.insert("simulation".into(), simulation);
         (metrics, extra, sweep_points)
     }
 }

@@ -14,7 +14,7 @@ use statrs::distribution::{ChiSquared, ContinuousCDF};
 
 use super::explore::ExploreConfig;
 use super::interactions::Interaction;
-use super::recommender::RankerKind;
+use super::recommender::{RankerKind, Recommended};
 use super::RankError;
 use crate::config::{Boost, ObjectivesConfig, RankConfig};
 
@@ -90,7 +90,7 @@ pub struct Variant {
     pub max_per_source: Option<usize>,
     #[serde(default)]
     pub demote_older_than_days: Option<f64>,
-    /// Serve a stochastic list with logged propensities (ε-greedy slots over the ranker's
+    /// Serve a stochastic list with logged propensities (ε-greedy lists over the ranker's
     /// pool), so other rankers can be estimated off-policy from this variant's exposures.
     #[serde(default)]
     pub explore: Option<ExploreConfig>,
@@ -328,6 +328,34 @@ pub struct LoggedPool {
     pub feature_names: Vec<String>,
     /// One row per item, in `feature_names` order.
     pub features: Vec<Vec<f32>>,
+}
+
+impl LoggedPool {
+    /// The pool of served items (in the serving ranker's order), as the exposure log keeps it.
+    pub fn of(epsilon: f64, items: &[Recommended]) -> Self {
+        let feature_names: Vec<String> = items
+            .first()
+            .map(|c| c.features.keys().cloned().collect())
+            .unwrap_or_default();
+        Self {
+            epsilon,
+            items: items.iter().map(|c| c.id.clone()).collect(),
+            sources: items
+                .iter()
+                .map(|c| c.sources.iter().map(|s| s.to_string()).collect())
+                .collect(),
+            features: items
+                .iter()
+                .map(|c| {
+                    feature_names
+                        .iter()
+                        .map(|n| c.features.get(n).copied().unwrap_or(0.0))
+                        .collect()
+                })
+                .collect(),
+            feature_names,
+        }
+    }
 }
 
 /// The append-only exposure log (JSONL, one line per list, flushed per write).

@@ -232,56 +232,77 @@ pub fn estimate(
 }
 
 /// Simulated traffic with a known answer, shared by the unit test here and the MovieLens
-/// simulation of `eval recommend`: each user has a pool in the logging ranker's order, the
-/// target's list as positions into that pool, and a click probability per pool item at each
+/// simulation of `eval recommend`: a user's pool in the logging ranker's order, each target
+/// ranker's list as positions into that pool, and a click probability per pool item at each
 /// position.
 pub struct SimulatedUser<'a> {
-    pub target: &'a [usize],
+    pub targets: Vec<&'a [usize]>,
     /// P(click | pool item i at position j).
     pub click: &'a dyn Fn(usize, usize) -> f64,
     pub pool_len: usize,
 }
 
-/// Serve `lists_per_user` ε-greedy lists of `k` to every user, simulate clicks, and return the
-/// target's matches, the list count and the logging policy's clicks per list.
+/// One simulated exposure log: per target, the lists with a match; the number of lists; the
+/// logging policy's clicks per list.
+pub struct SimulatedLog {
+    pub matched: Vec<Vec<Vec<Matched>>>,
+    pub lists: usize,
+    pub logged: f64,
+}
+
+/// Serve `lists_per_user` ε-greedy lists of `k` to every user, simulate clicks, and see the one
+/// log through every target.
 pub fn simulate_log(
     users: &[SimulatedUser<'_>],
     epsilon: f64,
     k: usize,
     lists_per_user: usize,
     rng: &mut impl Rng,
-) -> (Vec<Vec<Matched>>, usize, f64) {
-    let (mut matched, mut clicks) = (Vec::new(), 0usize);
+) -> SimulatedLog {
+    let targets = users.first().map_or(0, |u| u.targets.len());
+    let (mut matched, mut clicks) = (vec![Vec::new(); targets], 0usize);
     for u in users {
         for _ in 0..lists_per_user {
             let list = super::explore::sample_list(epsilon, u.pool_len, k, rng);
-            let mut m = Vec::new();
-            for (j, &item) in list.shown.iter().enumerate() {
-                let clicked = rng.random::<f64>() < (u.click)(item, j);
-                clicks += usize::from(clicked);
-                if u.target.get(j) == Some(&item) {
-                    m.push(Matched {
+            let clicked: Vec<bool> = list
+                .shown
+                .iter()
+                .enumerate()
+                .map(|(j, &item)| rng.random::<f64>() < (u.click)(item, j))
+                .collect();
+            clicks += clicked.iter().filter(|c| **c).count();
+            for (t, target) in u.targets.iter().enumerate() {
+                let m: Vec<Matched> = list
+                    .shown
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, item)| target.get(*j) == Some(item))
+                    .map(|(j, _)| Matched {
                         position: j,
                         weight: 1.0 / list.propensities[j],
-                        clicked,
-                    });
+                        clicked: clicked[j],
+                    })
+                    .collect();
+                if !m.is_empty() {
+                    matched[t].push(m);
                 }
-            }
-            if !m.is_empty() {
-                matched.push(m);
             }
         }
     }
     let lists = users.len() * lists_per_user;
-    (matched, lists, clicks as f64 / lists.max(1) as f64)
+    SimulatedLog {
+        matched,
+        lists,
+        logged: clicks as f64 / lists.max(1) as f64,
+    }
 }
 
-/// The target's true clicks per list under the simulation's click model.
-pub fn true_value(users: &[SimulatedUser<'_>]) -> f64 {
+/// Target `t`'s true clicks per list under the simulation's click model.
+pub fn true_value(users: &[SimulatedUser<'_>], t: usize) -> f64 {
     users
         .iter()
         .map(|u| {
-            u.target
+            u.targets[t]
                 .iter()
                 .enumerate()
                 .map(|(j, &i)| (u.click)(i, j))
@@ -327,22 +348,19 @@ mod tests {
                     as Box<dyn Fn(usize, usize) -> f64>
             })
             .collect();
-        for (name, targets) in [
-            ("best", best.iter().map(Vec::as_slice).collect::<Vec<_>>()),
-            ("reversed", vec![reversed.as_slice(); n_users]),
-        ] {
-            let users: Vec<SimulatedUser> = targets
-                .iter()
-                .zip(&clicks)
-                .map(|(t, c)| SimulatedUser {
-                    target: t,
-                    click: c.as_ref(),
-                    pool_len: pool,
-                })
-                .collect();
-            let truth = true_value(&users);
-            let (matched, lists, logged) = simulate_log(&users, 0.5, k, 400, &mut rng);
-            let e = estimate_matched(name, &matched, lists, k, logged, 1);
+        let users: Vec<SimulatedUser> = best
+            .iter()
+            .zip(&clicks)
+            .map(|(b, c)| SimulatedUser {
+                targets: vec![b.as_slice(), reversed.as_slice()],
+                click: c.as_ref(),
+                pool_len: pool,
+            })
+            .collect();
+        let log = simulate_log(&users, 0.5, k, 400, &mut rng);
+        for (t, name) in ["best", "reversed"].into_iter().enumerate() {
+            let truth = true_value(&users, t);
+            let e = estimate_matched(name, &log.matched[t], log.lists, k, log.logged, 1);
             let error = (e.snips - truth).abs() / truth;
             assert!(error < 0.10, "{name}: snips {} vs true {truth}", e.snips);
             assert!(
@@ -363,13 +381,13 @@ mod tests {
         let click = |_: usize, _: usize| 0.1;
         let users: Vec<SimulatedUser> = (0..5)
             .map(|_| SimulatedUser {
-                target: &target,
+                targets: vec![&target],
                 click: &click,
                 pool_len: 200,
             })
             .collect();
-        let (matched, lists, logged) = simulate_log(&users, 0.05, 10, 20, &mut rng);
-        let e = estimate_matched("far", &matched, lists, 10, logged, 0);
+        let log = simulate_log(&users, 0.05, 10, 20, &mut rng);
+        let e = estimate_matched("far", &log.matched[0], log.lists, 10, log.logged, 0);
         assert!(!e.supported && e.warning.as_deref().unwrap().contains("cannot support"));
     }
 }

@@ -1,7 +1,7 @@
 //! One user's list: candidates from every source, merged; features; the learned blend (or a
 //! single source, for baselines and control variants); then the objectives.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -297,29 +297,25 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
             .collect())
     }
 
-    /// The top `k` for one request, with features and each objective's part.
-    pub async fn recommend(
+    /// The context a request is served in: its history (or the signals'), seed and time.
+    fn request_context(&self, request: &RecommendRequest<'_>) -> Result<UserContext, RankError> {
+        match &request.history {
+            Some(h) => self.context_of(h.clone(), request.seed.as_deref(), request.now),
+            None => self.context(&request.user, request.seed.as_deref(), request.now),
+        }
+    }
+
+    /// Ranked candidates as the items a response shows, with features and why.
+    fn shown(
         &self,
-        request: &RecommendRequest<'_>,
-    ) -> Result<Vec<Recommended>, RankError> {
-        let _stage = crate::observe::stage("rank");
-        let ctx = match &request.history {
-            Some(h) => self.context_of(h.clone(), request.seed.as_deref(), request.now)?,
-            None => self.context(&request.user, request.seed.as_deref(), request.now)?,
-        };
-        let candidates = self.candidates(&ctx).await?;
-        let scored = self.score(&candidates, request.ranker, request.model)?;
-        let ranked = rerank(
-            scored,
-            &self.catalogue,
-            &request.objectives,
-            ctx.now,
-            request.k,
-        );
+        ctx: &UserContext,
+        candidates: &[Candidate],
+        ranked: Vec<Scored>,
+    ) -> Vec<Recommended> {
         let names = self.feature_names();
         let by_item: HashMap<usize, &Candidate> = candidates.iter().map(|c| (c.item, c)).collect();
         let seed_title = ctx.seed.map(|s| self.catalogue.items[s].title.clone());
-        let mut out: Vec<Recommended> = ranked
+        ranked
             .into_iter()
             .map(|s| {
                 let c = by_item[&s.item];
@@ -338,7 +334,73 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                     reason: reason(&c.sources, seed_title.as_deref()),
                 }
             })
+            .collect()
+    }
+
+    /// An exploring list's pool ([`super::explore`]): the ranker's best `size` after the
+    /// objectives, then each single-source ranker's own top `request.k` not among them, in the
+    /// ranker's order — so an off-policy estimate can replay every source's ranker over the
+    /// logged pool ([`super::offpolicy`]).
+    pub async fn exploration_pool(
+        &self,
+        request: &RecommendRequest<'_>,
+        size: usize,
+    ) -> Result<Vec<Recommended>, RankError> {
+        let _stage = crate::observe::stage("rank");
+        let ctx = self.request_context(request)?;
+        let candidates = self.candidates(&ctx).await?;
+        let scored = self.score(&candidates, request.ranker, request.model)?;
+        let mut pool = rerank(
+            scored.clone(),
+            &self.catalogue,
+            &request.objectives,
+            ctx.now,
+            size,
+        );
+        let plain = ObjectivesConfig {
+            mmr_lambda: 1.0,
+            ..request.objectives.clone()
+        };
+        let mut own: HashSet<usize> = HashSet::new();
+        for kind in RankerKind::ALL
+            .into_iter()
+            .filter(|&k| k != RankerKind::Blend)
+        {
+            let list = self.score(&candidates, kind, None)?;
+            own.extend(
+                rerank(list, &self.catalogue, &plain, ctx.now, request.k)
+                    .iter()
+                    .map(|s| s.item),
+            );
+        }
+        let taken: HashSet<usize> = pool.iter().map(|s| s.item).collect();
+        let rest: Vec<Scored> = scored
+            .into_iter()
+            .filter(|s| own.contains(&s.item) && !taken.contains(&s.item))
             .collect();
+        let n = rest.len();
+        pool.extend(rerank(rest, &self.catalogue, &plain, ctx.now, n));
+        Ok(self.shown(&ctx, &candidates, pool))
+    }
+
+    /// The top `k` for one request, with features and each objective's part.
+    pub async fn recommend(
+        &self,
+        request: &RecommendRequest<'_>,
+    ) -> Result<Vec<Recommended>, RankError> {
+        let _stage = crate::observe::stage("rank");
+        let ctx = self.request_context(request)?;
+        let candidates = self.candidates(&ctx).await?;
+        let scored = self.score(&candidates, request.ranker, request.model)?;
+        let ranked = rerank(
+            scored,
+            &self.catalogue,
+            &request.objectives,
+            ctx.now,
+            request.k,
+        );
+        let names = self.feature_names();
+        let mut out = self.shown(&ctx, &candidates, ranked);
         // A list holds k items whenever the catalogue has k the user can be shown.
         if out.len() < request.k {
             let taken: Vec<usize> = out

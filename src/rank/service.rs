@@ -370,7 +370,7 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
             let list = sample_list(explore.epsilon, candidates.len(), k, &mut rand::rng());
             served.items = list.shown.iter().map(|&i| candidates[i].clone()).collect();
             served.propensities = list.propensities;
-            pool = Some(logged_pool(explore.epsilon, &candidates));
+            pool = Some(LoggedPool::of(explore.epsilon, &candidates));
         } else {
             served.items = recommender.recommend(&request(arm, k)).await?;
             served.propensities = vec![1.0; served.items.len()];
@@ -426,32 +426,6 @@ impl Arm {
             now,
             history,
         }
-    }
-}
-
-/// An exploring list's pool as the exposure log keeps it.
-fn logged_pool(epsilon: f64, candidates: &[Recommended]) -> LoggedPool {
-    let feature_names: Vec<String> = candidates
-        .first()
-        .map(|c| c.features.keys().cloned().collect())
-        .unwrap_or_default();
-    LoggedPool {
-        epsilon,
-        items: candidates.iter().map(|c| c.id.clone()).collect(),
-        sources: candidates
-            .iter()
-            .map(|c| c.sources.iter().map(|s| s.to_string()).collect())
-            .collect(),
-        features: candidates
-            .iter()
-            .map(|c| {
-                feature_names
-                    .iter()
-                    .map(|n| c.features.get(n).copied().unwrap_or(0.0))
-                    .collect()
-            })
-            .collect(),
-        feature_names,
     }
 }
 
