@@ -320,6 +320,8 @@ pub struct RankConfig {
     /// Collaborative factors (implicit ALS) trained from the log with the other signals: a
     /// candidate source and the `factor` feature (`dim` 0 turns them off).
     pub factors: FactorConfig,
+    /// What the user's latest engagements add: the sequence features.
+    pub sequence: SequenceConfig,
 }
 
 impl RankConfig {
@@ -359,6 +361,30 @@ impl Default for RankConfig {
             exposures: PathBuf::from("exposures.jsonl"),
             attribution_window_hours: 24.0,
             factors: FactorConfig::default(),
+            sequence: SequenceConfig::default(),
+        }
+    }
+}
+
+/// The sequence features (`rank.sequence`): a candidate against the user's latest engagements
+/// rather than their whole history — its similarity to the last `length` items in content and
+/// factor space and its co-occurrence with them — and how recently the user engaged with its
+/// tags and its source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SequenceConfig {
+    /// How many of the latest engagements count as the user's recent sequence.
+    pub length: usize,
+    /// Half-life, in days, of `tag_recency` and `source_recency` (1 right after an engagement
+    /// with the tag or source, ½ this many days later).
+    pub recency_half_life_days: f64,
+}
+
+impl Default for SequenceConfig {
+    fn default() -> Self {
+        Self {
+            length: 10,
+            recency_half_life_days: 30.0,
         }
     }
 }

@@ -318,7 +318,7 @@ pub fn console_summary(report: &Report, sweep: &[(f32, f64, f64)]) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "  {:<26} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "ranker", "nDCG@10", "P@10", "R@10", "R@50", "MRR", "cover", "divers"
     );
     let rankers = report.extra["rankers"]
@@ -326,14 +326,16 @@ pub fn console_summary(report: &Report, sweep: &[(f32, f64, f64)]) -> String {
         .cloned()
         .unwrap_or_default();
     let ablation = &report.extra["ablation"];
-    for (name, m) in rankers.iter().map(|(k, v)| (k.as_str(), v)).chain([
-        ("blend, no tags", &ablation["blend_without_tags"]),
-        ("no factors", &ablation["blend_without_factors"]),
-    ]) {
+    let ablations = ABLATIONS.map(|(name, _)| (name.trim_start_matches("blend_"), &ablation[name]));
+    for (name, m) in rankers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .chain(ablations)
+    {
         let g = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             out,
-            "  {name:<14} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+            "  {name:<26} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
             g("ndcg@10"),
             g("precision@10"),
             g("recall@10"),
@@ -407,10 +409,10 @@ pub async fn evaluate<S: VectorStore>(
         .count();
     let movies = catalogue.len();
     let split = temporal_split(&events, &settings, 5);
-    // 4. The blend, from the training side only, with every feature, without the tag feature,
-    // and without the collaborative factor.
+    // 4. The blend, from the training side only, with every feature and without each of the
+    // ablated groups.
     let trained_at = std::time::Instant::now();
-    let [model, ablated, without_factors] = train_blends(
+    let (model, ablations) = train_blends(
         store,
         collection,
         &catalogue,
@@ -438,8 +440,7 @@ pub async fn evaluate<S: VectorStore>(
         .collect();
     let run = ScoringRun {
         model: &model,
-        ablated: &ablated,
-        without_factors: &without_factors,
+        ablations: &ablations,
         variants: &variant_runs,
         plain: ObjectivesConfig {
             mmr_lambda: 1.0,
@@ -473,8 +474,7 @@ pub async fn evaluate<S: VectorStore>(
         "tagging": enrich,
         "model": embedder.model_id(),
         "blend_model": {"version": model.version, "features": model.features, "weights": model.weights, "training": model.training},
-        "blend_without_tags_model": {"version": ablated.version, "features": ablated.features, "weights": ablated.weights},
-        "blend_without_factors_model": {"version": without_factors.version, "features": without_factors.features, "weights": without_factors.weights},
+        "ablation_models": ablations.iter().map(|(name, m)| (name.clone(), json!({"version": m.version, "features": m.features, "weights": m.weights}))).collect::<Map<String, Value>>(),
         "rank": settings,
         "k": K,
         "backend": store.backend(),
@@ -510,7 +510,7 @@ async fn train_blends<S: VectorStore>(
     train: &[crate::rank::interactions::Interaction],
     settings: &RankConfig,
     progress: &mut impl FnMut(&str, usize, usize),
-) -> Result<[BlendModel; 3], RecommendEvalError> {
+) -> Result<(BlendModel, Vec<(String, BlendModel)>), RecommendEvalError> {
     let model = train_blend(
         store,
         collection,
@@ -521,28 +521,45 @@ async fn train_blends<S: VectorStore>(
         |d, n| progress("train", d, n),
     )
     .await?;
-    let ablated = train_blend(
-        store,
-        collection,
-        catalogue,
-        train,
-        settings,
-        &["tag_overlap"],
-        |d, n| progress("train (no tags)", d, n),
-    )
-    .await?;
-    let without_factors = train_blend(
-        store,
-        collection,
-        catalogue,
-        train,
-        settings,
-        &["factor"],
-        |d, n| progress("train (no factors)", d, n),
-    )
-    .await?;
-    Ok([model, ablated, without_factors])
+    let mut ablations = Vec::new();
+    for (name, features) in ABLATIONS {
+        let m = train_blend(
+            store,
+            collection,
+            catalogue,
+            train,
+            settings,
+            features,
+            |d, n| progress(&format!("train ({name})"), d, n),
+        )
+        .await?;
+        ablations.push((name.to_string(), m));
+    }
+    Ok((model, ablations))
 }
+
+/// The ablations: each blend is trained without these features.
+const ABLATIONS: [(&str, &[&str]); 7] = [
+    ("blend_without_tags", &["tag_overlap"]),
+    ("blend_without_factors", &["factor"]),
+    (
+        "blend_without_sequence",
+        &[
+            "recent_dense",
+            "recent_factor",
+            "recent_cooccurrence",
+            "tag_recency",
+            "source_recency",
+        ],
+    ),
+    ("blend_without_recent_dense", &["recent_dense"]),
+    ("blend_without_recent_factor", &["recent_factor"]),
+    (
+        "blend_without_recent_cooccurrence",
+        &["recent_cooccurrence"],
+    ),
+    ("blend_without_recency", &["tag_recency", "source_recency"]),
+];
 
 /// An experiment variant scored beside the rankers: name, ranker, its own model (else the
 /// blend's), objectives.
@@ -590,8 +607,8 @@ fn variant_runs(
 /// What every test user is scored with.
 struct ScoringRun<'r> {
     model: &'r BlendModel,
-    ablated: &'r BlendModel,
-    without_factors: &'r BlendModel,
+    /// Blends trained without groups of features, by name ([`ABLATIONS`]).
+    ablations: &'r [(String, BlendModel)],
     variants: &'r [VariantRun],
     /// The objectives without diversity (MMR λ = 1).
     plain: ObjectivesConfig,
@@ -628,18 +645,9 @@ impl ScoringRun<'_> {
                 .iter()
                 .map(|&r| (r.name().to_string(), r, Some(self.model), &self.plain))
                 .collect();
-        runs.push((
-            "blend_without_tags".into(),
-            RankerKind::Blend,
-            Some(self.ablated),
-            &self.plain,
-        ));
-        runs.push((
-            "blend_without_factors".into(),
-            RankerKind::Blend,
-            Some(self.without_factors),
-            &self.plain,
-        ));
+        for (name, m) in self.ablations {
+            runs.push((name.clone(), RankerKind::Blend, Some(m), &self.plain));
+        }
         for (n, r, m, o) in self.variants {
             runs.push((
                 format!("variant:{n}"),
@@ -831,18 +839,17 @@ impl RunScores {
         extra.insert("rankers".into(), Value::Object(rankers_json));
         extra.insert("references".into(), references);
         extra.insert("diversity_sweep".into(), json!(sweep_json));
-        extra.insert(
-            "ablation".into(),
-            json!({
-                "blend": table("blend"),
-                "blend_without_tags": table("blend_without_tags"),
-                "ndcg@10_change": table("blend").get("ndcg@10").copied().unwrap_or(0.0)
-                    - table("blend_without_tags").get("ndcg@10").copied().unwrap_or(0.0),
-                "blend_without_factors": table("blend_without_factors"),
-                "ndcg@10_change_factors": table("blend").get("ndcg@10").copied().unwrap_or(0.0)
-                    - table("blend_without_factors").get("ndcg@10").copied().unwrap_or(0.0),
-            }),
-        );
+        // Each ablation's metrics and what removing its features changes in nDCG@10.
+        let blend_ndcg = table("blend").get("ndcg@10").copied().unwrap_or(0.0);
+        let mut ablation = Map::new();
+        ablation.insert("blend".into(), json!(table("blend")));
+        for (name, _) in ABLATIONS {
+            let m = table(name);
+            let change = blend_ndcg - m.get("ndcg@10").copied().unwrap_or(0.0);
+            ablation.insert(name.into(), json!(m));
+            ablation.insert(format!("{name}.ndcg@10_change"), json!(change));
+        }
+        extra.insert("ablation".into(), Value::Object(ablation));
         if !variants_json.is_empty() {
             extra.insert("variants".into(), Value::Object(variants_json));
         }

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::catalogue::Catalogue;
+use super::catalogue::{dot, Catalogue};
+use super::factors::Factors;
 use super::signals::{decayed, InteractionSignals, UserHistory};
 use super::RankError;
 use crate::config::RankConfig;
@@ -29,6 +30,8 @@ pub struct UserContext {
     /// The user's collaborative-factor vector, solved from the history against the trained
     /// item factors (none without factors or engagements).
     pub factor_vector: Option<Vec<f32>>,
+    /// The user's latest engagements (`rank.sequence.length`), as sequence features see them.
+    pub recent: RecentSequence,
     /// The seed of a "more like this" list.
     pub seed: Option<usize>,
     /// The time decays are measured from.
@@ -49,7 +52,7 @@ impl UserContext {
         let mut tags: HashMap<String, f32> = HashMap::new();
         let mut cooccurrence = vec![0f32; catalogue.len()];
         let mut cooccurring = Vec::new();
-        let recent = match settings.cooccurrence_history {
+        let seeding = match settings.cooccurrence_history {
             0 => history.engaged.len(),
             n => n.min(history.engaged.len()),
         };
@@ -61,7 +64,7 @@ impl UserContext {
             for (tag, confidence) in &catalogue.items[i].tags {
                 *tags.entry(tag.clone()).or_default() += w * confidence;
             }
-            if k >= history.engaged.len() - recent {
+            if k >= history.engaged.len() - seeding {
                 for &(j, s) in &signals.cooccurring[i] {
                     if cooccurrence[j] == 0.0 {
                         cooccurring.push(j);
@@ -81,7 +84,9 @@ impl UserContext {
             .factors
             .as_ref()
             .and_then(|f| f.user_vector(history.engaged.iter().map(|&(i, _, _)| i)));
+        let recent = RecentSequence::new(&history, catalogue, signals, settings.sequence.length);
         Self {
+            recent,
             history,
             profile,
             tag_profile: tags,
@@ -92,6 +97,131 @@ impl UserContext {
             seed: None,
             now,
         }
+    }
+}
+
+/// The user's latest engagements, summarised for the sequence features.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecentSequence {
+    /// Unit mean of the latest items' content vectors.
+    pub content: Option<Vec<f32>>,
+    /// Unit mean of the latest items' unit factor vectors.
+    pub factor: Option<Vec<f32>>,
+    /// Co-occurrence with the latest items only (by catalogue position), and its largest value.
+    pub cooccurrence: HashMap<usize, f32>,
+    pub max_cooccurrence: f32,
+    /// The latest engagement time with each tag and each source (over the whole history).
+    pub tag_last: HashMap<String, i64>,
+    pub source_last: HashMap<String, i64>,
+}
+
+impl RecentSequence {
+    /// Summarise the last `length` distinct engaged items of `history`.
+    pub fn new(
+        history: &UserHistory,
+        catalogue: &Catalogue,
+        signals: &InteractionSignals,
+        length: usize,
+    ) -> Self {
+        let mut latest: Vec<usize> = Vec::new();
+        for &(i, _, _) in history.engaged.iter().rev() {
+            if latest.len() >= length {
+                break;
+            }
+            if !latest.contains(&i) {
+                latest.push(i);
+            }
+        }
+        let unit_mean = |vectors: &mut dyn Iterator<Item = Vec<f32>>| -> Option<Vec<f32>> {
+            let mut sum: Option<Vec<f32>> = None;
+            for v in vectors {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                let s = sum.get_or_insert_with(|| vec![0.0; v.len()]);
+                s.iter_mut().zip(&v).for_each(|(a, b)| *a += b / norm);
+            }
+            let s = sum?;
+            let norm = s.iter().map(|x| x * x).sum::<f32>().sqrt();
+            (norm > 0.0).then(|| s.iter().map(|x| x / norm).collect())
+        };
+        let content = unit_mean(&mut latest.iter().map(|&i| catalogue.vector(i).to_vec()));
+        let factor = signals
+            .factors
+            .as_ref()
+            .and_then(|f| unit_mean(&mut latest.iter().map(|&i| f.item(i).to_vec())));
+        let mut cooccurrence: HashMap<usize, f32> = HashMap::new();
+        for &i in &latest {
+            for &(j, s) in signals.cooccurring.get(i).into_iter().flatten() {
+                *cooccurrence.entry(j).or_default() += s;
+            }
+        }
+        let max_cooccurrence = cooccurrence.values().copied().fold(0f32, f32::max);
+        let (mut tag_last, mut source_last) = (HashMap::new(), HashMap::new());
+        for &(i, _, t) in &history.engaged {
+            let item = &catalogue.items[i];
+            for (tag, _) in &item.tags {
+                let last = tag_last.entry(tag.clone()).or_insert(t);
+                *last = (*last).max(t);
+            }
+            if let Some(source) = &item.source {
+                let last = source_last.entry(source.clone()).or_insert(t);
+                *last = (*last).max(t);
+            }
+        }
+        Self {
+            content,
+            factor,
+            cooccurrence,
+            max_cooccurrence,
+            tag_last,
+            source_last,
+        }
+    }
+}
+
+impl RecentSequence {
+    /// Item `i`'s sequence features at `now`: `recent_dense`, `recent_factor`,
+    /// `recent_cooccurrence` (divided by the user's largest), `tag_recency` (the most recently
+    /// engaged of its tags) and `source_recency`, each recency `½^(days / half_life_days)`.
+    pub fn features(
+        &self,
+        catalogue: &Catalogue,
+        factors: Option<&Factors>,
+        i: usize,
+        now: i64,
+        half_life_days: f64,
+    ) -> [f32; 5] {
+        let item = &catalogue.items[i];
+        let content = self
+            .content
+            .as_deref()
+            .map_or(0.0, |v| dot(v, catalogue.vector(i)));
+        let factor = match (factors, &self.factor) {
+            (Some(f), Some(v)) => {
+                let x = f.item(i);
+                let norm = x.iter().map(|a| a * a).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    dot(v, x) / norm
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        };
+        let cooccurrence =
+            self.cooccurrence.get(&i).copied().unwrap_or(0.0) / self.max_cooccurrence.max(1e-9);
+        let recency = |last: Option<&i64>| {
+            last.map_or(0.0, |&t| {
+                let days = (now - t).max(0) as f64 / 86_400.0;
+                0.5f64.powf(days / half_life_days.max(1e-9)) as f32
+            })
+        };
+        let tag = item
+            .tags
+            .iter()
+            .map(|(t, _)| recency(self.tag_last.get(t)))
+            .fold(0f32, f32::max);
+        let source = recency(item.source.as_ref().and_then(|s| self.source_last.get(s)));
+        [content, factor, cooccurrence, tag, source]
     }
 }
 
@@ -397,4 +527,62 @@ pub fn backfill(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rank::catalogue::CatalogueItem;
+
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn the_sequence_features_follow_the_latest_items_and_decay_with_time() {
+        let mut catalogue = Catalogue::default();
+        for (id, v, source, tag) in [
+            ("old", [1.0, 0.0], "x", "sport"),
+            ("new", [0.0, 1.0], "y", "politics"),
+            ("like_old", [0.99, 0.1], "x", "sport"),
+            ("like_new", [0.1, 0.99], "z", "politics"),
+        ] {
+            let item = CatalogueItem {
+                id: id.into(),
+                title: id.into(),
+                source: Some(source.into()),
+                content_type: None,
+                published: None,
+                embargo_until: None,
+                tags: vec![(tag.into(), 1.0)],
+                payload: Default::default(),
+            };
+            catalogue.push(item, v.to_vec()).unwrap();
+        }
+        let history = UserHistory {
+            engaged: vec![(0, 1.0, 0), (1, 1.0, 60 * DAY)],
+            seen: [0, 1].into(),
+            last_seen: 60 * DAY,
+        };
+        let signals = InteractionSignals::default();
+        // The latest one item is the sequence: the candidate like it scores near 1, the other
+        // near 0, whatever the older history says.
+        let recent = RecentSequence::new(&history, &catalogue, &signals, 1);
+        let now = 90 * DAY;
+        let like_new = recent.features(&catalogue, None, 3, now, 30.0);
+        let like_old = recent.features(&catalogue, None, 2, now, 30.0);
+        assert!(
+            like_new[0] > 0.95 && like_old[0] < 0.15,
+            "{like_new:?} {like_old:?}"
+        );
+        // Recency: politics was engaged 30 days before now (one half-life), sport 90 days.
+        assert!((like_new[3] - 0.5).abs() < 1e-6, "{like_new:?}");
+        assert!((like_old[3] - 0.125).abs() < 1e-6, "{like_old:?}");
+        // Source x was last engaged 90 days ago; nobody engaged with source z.
+        assert!((like_old[4] - 0.125).abs() < 1e-6 && like_new[4] == 0.0);
+        // No factors, no co-occurrence: those features are 0, not NaN.
+        assert_eq!((like_new[1], like_new[2]), (0.0, 0.0));
+        // With the whole history as the sequence, both engaged directions count.
+        let all = RecentSequence::new(&history, &catalogue, &signals, 10);
+        let f = all.features(&catalogue, None, 2, now, 30.0);
+        assert!(f[0] > 0.6 && f[0] < 0.8, "{f:?}");
+    }
 }

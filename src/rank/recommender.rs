@@ -120,6 +120,11 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
             "trending",
             "freshness",
             "factor",
+            "recent_dense",
+            "recent_factor",
+            "recent_cooccurrence",
+            "tag_recency",
+            "source_recency",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -263,6 +268,13 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
             freshness,
             factor,
         ];
+        f.extend(ctx.recent.features(
+            &self.catalogue,
+            self.signals.factors.as_ref(),
+            i,
+            ctx.now,
+            self.settings.sequence.recency_half_life_days,
+        ));
         for name in &self.settings.numeric_fields {
             f.push(numeric_field(&item.payload, name).unwrap_or(0.0) as f32);
         }
