@@ -26,7 +26,7 @@ use crate::rank::experiments::{ExperimentsFile, LoggedPool};
 use crate::rank::interactions::read_file;
 use crate::rank::recommender::{RankerKind, RecommendRequest, Recommender};
 use crate::rank::rerank::rerank;
-use crate::rank::signals::InteractionSignals;
+use crate::rank::signals::{InteractionSignals, UserHistory};
 use crate::rank::{temporal_split, train_blend};
 use crate::store::VectorStore;
 use crate::Config;
@@ -701,6 +701,21 @@ impl ScoringRun<'_> {
 }
 
 impl ScoringRun<'_> {
+    /// The trained blend's request for `user`'s top K without diversity, with `history` in
+    /// place of theirs when given.
+    fn blend_request(&self, user: &str, history: Option<UserHistory>) -> RecommendRequest<'_> {
+        RecommendRequest {
+            user: user.to_string(),
+            k: K,
+            seed: None,
+            ranker: RankerKind::Blend,
+            model: Some(self.model),
+            objectives: self.plain.clone(),
+            now: None,
+            history,
+        }
+    }
+
     /// A cold start, scored into `cold_start:served` and `cold_start:popularity`.
     async fn cold_start<S: VectorStore>(
         &self,
@@ -721,16 +736,7 @@ impl ScoringRun<'_> {
             cold.seen = cold.engaged.iter().map(|(i, _, _)| *i).collect();
             let cold_ctx = recommender.context_of(cold.clone(), None, None)?;
             let served = recommender
-                .recommend(&RecommendRequest {
-                    user: user.to_string(),
-                    k: K,
-                    seed: None,
-                    ranker: RankerKind::Blend,
-                    model: Some(self.model),
-                    objectives: self.plain.clone(),
-                    now: None,
-                    history: Some(cold),
-                })
+                .recommend(&self.blend_request(user, Some(cold)))
                 .await?;
             let list: Vec<usize> = served
                 .iter()
@@ -766,18 +772,8 @@ impl ScoringRun<'_> {
         held: &[String],
         lists: HashMap<RankerKind, Vec<String>>,
     ) -> Result<TrafficUser, RecommendEvalError> {
-        let request = RecommendRequest {
-            user: user.to_string(),
-            k: K,
-            seed: None,
-            ranker: RankerKind::Blend,
-            model: Some(self.model),
-            objectives: self.plain.clone(),
-            now: None,
-            history: None,
-        };
         let pool = recommender
-            .exploration_pool(&request, traffic::POOL)
+            .exploration_pool(&self.blend_request(user, None), traffic::POOL)
             .await?;
         Ok(TrafficUser {
             pool: LoggedPool::of(traffic::EPSILON, &pool),
