@@ -347,14 +347,14 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
                 recommender.recommend(&request(b, k)).await?,
             ];
             let ids = lists
-                .clone()
-                .map(|l| l.into_iter().map(|r| r.id).collect::<Vec<_>>());
+                .each_ref()
+                .map(|l| l.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
             let (merged, teams) = team_draft(&ids[0], &ids[1], k, &mut rand::rng());
-            for (id, team) in merged.iter().zip(&teams) {
+            for (id, team) in merged.into_iter().zip(&teams) {
                 let from = &lists[usize::from(*team == Team::B)];
                 served
                     .items
-                    .push(from.iter().find(|r| r.id == *id).expect("drafted").clone());
+                    .push(from.iter().find(|r| r.id == id).expect("drafted").clone());
             }
             let names = [a, b].map(|x| x.name.clone().unwrap_or_default());
             served.teams = Some(
