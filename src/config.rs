@@ -691,6 +691,19 @@ pub enum EmbedBackend {
     Candle,
 }
 
+/// Arithmetic of the embedder's linear layers on the CPU (`embed.precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedPrecision {
+    /// int8 where the CPU has int8 dot products (AVX2 or AVX-512 VNNI), else fp32.
+    Auto,
+    /// 32-bit floats throughout: the reference the parity check runs.
+    Fp32,
+    /// int8 weights and activations with int32 accumulation in the linear layers; attention,
+    /// LayerNorm, GELU and pooling stay fp32.
+    Int8,
+}
+
 /// Which vector store holds the vectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -965,6 +978,14 @@ pub struct EmbedConfig {
     /// `auto`: signaldesk's packed CPU forward pass on the CPU, candle-transformers' BERT on a
     /// GPU; `candle`: candle-transformers' BERT everywhere (the reference implementation).
     pub backend: EmbedBackend,
+    /// Arithmetic of the packed CPU forward pass's linear layers: `auto` (int8 where the CPU
+    /// has int8 dot-product instructions, fp32 elsewhere), `fp32` or `int8`. int8 vectors
+    /// stay within cosine 0.999 of fp32 (README, "Embedding precision"), so one collection
+    /// may hold both.
+    pub precision: EmbedPrecision,
+    /// CPU features to hide from the `auto` precision decision, comma-separated (`avx2`,
+    /// `avx512vnni`, ...): `"avx2,avx512vnni"` makes `auto` run fp32 on any CPU.
+    pub cpu_features_off: String,
 }
 
 impl Default for EmbedConfig {
@@ -975,6 +996,8 @@ impl Default for EmbedConfig {
             device: "cpu".into(),
             cache: true,
             backend: EmbedBackend::Auto,
+            precision: EmbedPrecision::Auto,
+            cpu_features_off: String::new(),
         }
     }
 }

@@ -39,8 +39,10 @@ fn write_lines(path: &Path, lines: &[String]) {
 fn embed_matches_sentence_transformers_on_the_scifact_fixture() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out.jsonl");
+    // The parity contract is fp32's (int8 has its own bound: `int8_embeddings_...`).
     let o = run(signaldesk(work.path())
         .env("SIGNALDESK_EMBED__CACHE", "false")
+        .env("SIGNALDESK_EMBED__PRECISION", "fp32")
         .args(["embed", "--text-field", "text", "--input"])
         .arg(reference_sample())
         .arg("--output")
@@ -272,6 +274,7 @@ fn a_5_mb_line_is_truncated_like_sentence_transformers_or_refused_over_the_limit
     );
     let out = work.path().join("out.jsonl");
     let o = run(signaldesk(work.path())
+        .env("SIGNALDESK_EMBED__PRECISION", "fp32")
         .args(["embed", "-i"])
         .arg(&input)
         .arg("-o")
@@ -328,6 +331,86 @@ fn a_missing_model_fails_with_the_fetch_command() {
         err.lines().count(),
         1,
         "one clear error, not a backtrace: {err}"
+    );
+}
+
+#[test]
+fn int8_embeddings_stay_within_cosine_0999_of_fp32_and_masked_cpus_fall_back_to_fp32() {
+    let work = tempfile::tempdir().unwrap();
+    let json_lines = |o: &std::process::Output| -> Vec<Value> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let int8_here = signaldesk::embed::CpuFeatures::detect().has_int8_dot();
+    // 200 texts of the parity set (the bundled SciFact sample), fp32 then int8, text by text.
+    let o = run(signaldesk(work.path())
+        .args([
+            "bench",
+            "embed",
+            "--json",
+            "--limit",
+            "200",
+            "--precision",
+            "fp32,int8",
+            "--input",
+        ])
+        .arg(reference_sample()));
+    if int8_here {
+        assert!(o.status.success(), "{}", stderr(&o));
+        let runs = json_lines(&o);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0]["precision"], "fp32");
+        assert_eq!(runs[1]["precision"], "int8");
+        assert!(runs[1]["kernel"].as_str().unwrap().contains("u8i8i32"));
+        let min = runs[1]["cosine_to_first"]["min"].as_f64().unwrap();
+        assert!((0.999..1.0).contains(&min), "int8 min cosine to fp32 {min}");
+    } else {
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("embed.precision = int8"),
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    // `auto` takes int8 exactly where the CPU has int8 dot products...
+    let sample = reference_sample();
+    let o = run(signaldesk(work.path())
+        .args(["bench", "embed", "--json", "--limit", "3", "--input"])
+        .arg(&sample));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected = if int8_here { "int8" } else { "fp32" };
+    assert_eq!(json_lines(&o)[0]["precision"], expected);
+    // ...and falls back to fp32 when they are masked, where an explicit int8 is refused.
+    let masked = || {
+        let mut c = signaldesk(work.path());
+        c.env("SIGNALDESK_EMBED__CPU_FEATURES_OFF", "avx2,avx512vnni");
+        c
+    };
+    let o = run(masked()
+        .args(["bench", "embed", "--json", "--limit", "3", "--input"])
+        .arg(&sample));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&o)[0]["precision"], "fp32");
+    assert_eq!(json_lines(&o)[0]["kernel"], Value::Null);
+    let o = run(masked()
+        .args([
+            "bench",
+            "embed",
+            "--limit",
+            "3",
+            "--precision",
+            "int8",
+            "--input",
+        ])
+        .arg(&sample));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("embed.precision = int8") && err.contains("embed.cpu_features_off"),
+        "{err}"
     );
 }
 

@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Subcommand;
-use signaldesk::bench::embed::{bench_embed, load_texts};
+use signaldesk::bench::embed::{compare_precisions, load_texts};
 use signaldesk::bench::http::{run_rates, LoadPlan};
 use signaldesk::bench::recommend::bench_recommend;
 use signaldesk::bench::store::{
     markdown_table, read_rows, scale_curve, scale_series, CurveEvent, CurveOptions,
 };
-use signaldesk::embed::EmbedderOptions;
+use signaldesk::config::EmbedPrecision;
+use signaldesk::embed::{CpuFeatures, EmbedderOptions};
 use signaldesk::eval::smoke;
 use signaldesk::ingest::InputFile;
 use signaldesk::store::AnyStore;
@@ -119,7 +120,16 @@ pub enum BenchCommand {
         /// Use only the first N documents.
         #[arg(long)]
         limit: Option<usize>,
-        /// Print one JSON object {docs, tokens, seconds, docs_per_s, tokens_per_s}.
+        /// Precisions to run, comma-separated (default: embed.precision). With several, rounds
+        /// alternate between them and each is compared with the first by cosine, text by text.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        precision: Vec<EmbedPrecision>,
+        /// Timed passes per precision; min/median/max are reported.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Print one JSON object per precision: {precision, kernel, docs, tokens, seconds,
+        /// docs_per_s, tokens_per_s (the median round), tokens_per_s_min, tokens_per_s_max,
+        /// rounds, cosine_to_first}.
         #[arg(long)]
         json: bool,
     },
@@ -147,8 +157,11 @@ pub fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
             input,
             text_field,
             limit,
+            precision,
+            rounds,
             json,
         } => {
+            anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
             let path = input.unwrap_or_else(|| PathBuf::from(smoke::SAMPLE_PATH));
             let (texts, skipped) =
                 load_texts(InputFile::open(&path)?, text_field.as_deref(), limit)?;
@@ -159,21 +172,59 @@ pub fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
                     path.display()
                 );
             }
-            let options = EmbedderOptions {
-                cache_path: None,
-                ..EmbedderOptions::from_config(config)
-            };
-            let embedder = Embedder::load(&config.embed_model_dir(), options)?;
-            let report = bench_embed(&embedder, &texts)?;
-            if json {
-                outln!("{}", serde_json::to_string(&report)?);
+            let precisions = if precision.is_empty() {
+                vec![config.embed.precision]
             } else {
-                outln!("model       {}", embedder.model_id());
-                outln!("docs        {}", report.docs);
-                outln!("tokens      {}", report.tokens);
-                outln!("seconds     {:.3}", report.seconds);
-                outln!("docs/s      {:.1}", report.docs_per_s);
-                outln!("tokens/s    {:.0}", report.tokens_per_s);
+                precision
+            };
+            let embedders = precisions
+                .iter()
+                .map(|&precision| {
+                    let options = EmbedderOptions {
+                        cache_path: None,
+                        precision,
+                        ..EmbedderOptions::from_config(config)
+                    };
+                    Embedder::load(&config.embed_model_dir(), options)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let runs = compare_precisions(&embedders, &texts, rounds)?;
+            if json {
+                for run in &runs {
+                    outln!("{}", serde_json::to_string(run)?);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            outln!("model       {}", embedders[0].model_id());
+            let cpu = CpuFeatures::detect().masked(&config.embed.cpu_features_off);
+            outln!("cpu         {}", cpu.names().join(" "));
+            outln!(
+                "texts       {} docs, {} tokens, {rounds} round(s) each",
+                runs[0].median.docs,
+                runs[0].median.tokens
+            );
+            outln!(
+                "{:<10} {:>10} {:>10} {:>10} {:>12}  kernel",
+                "precision",
+                "min tok/s",
+                "median",
+                "max",
+                "min cosine"
+            );
+            for run in &runs {
+                let cosine = run
+                    .cosine_to_first
+                    .as_ref()
+                    .map_or("-".to_string(), |c| format!("{:.5}", c.min));
+                outln!(
+                    "{:<10} {:>10.0} {:>10.0} {:>10.0} {:>12}  {}",
+                    run.precision,
+                    run.tokens_per_s_min,
+                    run.median.tokens_per_s,
+                    run.tokens_per_s_max,
+                    cosine,
+                    run.kernel.as_deref().unwrap_or("gemm f32")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

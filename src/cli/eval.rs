@@ -297,9 +297,9 @@ fn eval_accept(args: EvalAcceptArgs) -> Result<ExitCode> {
 
 /// `signaldesk pipeline`: the smoke check of the main job (parity, then retrieval).
 pub fn pipeline(config: &Config, args: PipelineArgs) -> Result<ExitCode> {
-    let embedder = Arc::new(Embedder::from_config(config)?);
-    let mut report = smoke::run(&embedder, &args.sample)?;
+    let mut report = smoke::run_parity(config, &args.sample)?;
     if !args.no_retrieval {
+        let embedder = Arc::new(Embedder::from_config(config)?);
         let store = AnyStore::from_config(&config.store, &config.data_dir.join("pipeline"))?;
         let corpus = BeirDataset::open(&args.dataset)?.corpus;
         let bar = Progress::new("pipeline: ingest", count_records(&corpus), "documents");

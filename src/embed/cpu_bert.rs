@@ -24,21 +24,61 @@ use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-/// Weights of one encoder layer, the matrices transposed at load to row-major `[in, out]`
-/// (see [`linear`]).
+mod int8;
+
+pub use int8::kernel_name as int8_kernel_name;
+
+use super::precision::Precision;
+
+/// Weights of one encoder layer.
 struct Layer {
-    qkv_w: Vec<f32>,
-    qkv_b: Vec<f32>,
-    attn_out_w: Vec<f32>,
-    attn_out_b: Vec<f32>,
+    qkv: Linear,
+    attn_out: Linear,
     ln1_w: Vec<f32>,
     ln1_b: Vec<f32>,
-    inter_w: Vec<f32>,
-    inter_b: Vec<f32>,
-    out_w: Vec<f32>,
-    out_b: Vec<f32>,
+    inter: Linear,
+    out: Linear,
     ln2_w: Vec<f32>,
     ln2_b: Vec<f32>,
+}
+
+/// One linear layer: its weights at the encoder's precision and its fp32 bias.
+struct Linear {
+    weights: Weights,
+    bias: Vec<f32>,
+    in_dim: usize,
+}
+
+enum Weights {
+    /// Row-major `[in, out]` (see [`linear`]).
+    F32(Vec<f32>),
+    /// Quantized per output channel (see `int8`).
+    Int8(int8::QuantizedMatrix),
+}
+
+impl Linear {
+    /// A layer from checkpoint weights `[out, in]` (PyTorch's layout) and its bias.
+    fn new(w_out_in: &[f32], bias: Vec<f32>, in_dim: usize, precision: Precision) -> Self {
+        let out_dim = bias.len();
+        let w = transpose(w_out_in, out_dim, in_dim);
+        let weights = match precision {
+            Precision::Fp32 => Weights::F32(w),
+            Precision::Int8 => Weights::Int8(int8::QuantizedMatrix::new(&w, in_dim, out_dim)),
+        };
+        Self {
+            weights,
+            bias,
+            in_dim,
+        }
+    }
+
+    /// `out[rows, out] = x[rows, in] · W + b`.
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], scratch: &mut int8::Scratch) {
+        match &self.weights {
+            Weights::F32(w) => linear(x, rows, self.in_dim, w, &self.bias, out),
+            Weights::Int8(q) => int8::linear(x, rows, q, &self.bias, out, scratch),
+        }
+    }
 }
 
 /// The encoder, ready to run on the CPU.
@@ -57,6 +97,7 @@ pub struct CpuBert {
     emb_ln_w: Vec<f32>,
     emb_ln_b: Vec<f32>,
     layers: Vec<Layer>,
+    precision: Precision,
 }
 
 /// One sequence of a batch: its token ids and token type ids.
@@ -66,8 +107,13 @@ pub struct Sequence<'a> {
 }
 
 impl CpuBert {
-    /// Read the weights of a BERT checkpoint (`bert.`-prefixed or not).
-    pub fn load(vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
+    /// Read the weights of a BERT checkpoint (`bert.`-prefixed or not), quantizing the linear
+    /// layers when `precision` is int8.
+    pub fn load(
+        vb: VarBuilder,
+        config: &BertConfig,
+        precision: Precision,
+    ) -> candle_core::Result<Self> {
         let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
             vb
         } else if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
@@ -108,25 +154,34 @@ impl CpuBert {
                 qkv_w.extend(get(&[h, h], &format!("{p}.attention.self.{part}.weight"))?);
                 qkv_b.extend(get(&[h], &format!("{p}.attention.self.{part}.bias"))?);
             }
+            // int8 where it keeps the embeddings within cosine 0.999 of fp32: the attention
+            // output and the FFN's first projection. The QKV projection (its error is amplified
+            // by the attention scores) and the FFN's second projection (GELU outputs with
+            // outlier neurons) each cost more than the whole budget, so they stay fp32. Measured
+            // per layer with `bench embed --precision fp32,int8` on the parity set (README).
+            let int8_where_accurate =
+                |w: &[f32], b: Vec<f32>, in_dim: usize| Linear::new(w, b, in_dim, precision);
+            let fp32 =
+                |w: &[f32], b: Vec<f32>, in_dim: usize| Linear::new(w, b, in_dim, Precision::Fp32);
             layers.push(Layer {
-                qkv_w: transpose(&qkv_w, 3 * h, h),
-                qkv_b,
-                attn_out_w: transpose(
+                qkv: fp32(&qkv_w, qkv_b, h),
+                attn_out: int8_where_accurate(
                     &get(&[h, h], &format!("{p}.attention.output.dense.weight"))?,
-                    h,
+                    get(&[h], &format!("{p}.attention.output.dense.bias"))?,
                     h,
                 ),
-                attn_out_b: get(&[h], &format!("{p}.attention.output.dense.bias"))?,
                 ln1_w: get(&[h], &format!("{p}.attention.output.LayerNorm.weight"))?,
                 ln1_b: get(&[h], &format!("{p}.attention.output.LayerNorm.bias"))?,
-                inter_w: transpose(
+                inter: int8_where_accurate(
                     &get(&[i, h], &format!("{p}.intermediate.dense.weight"))?,
-                    i,
+                    get(&[i], &format!("{p}.intermediate.dense.bias"))?,
                     h,
                 ),
-                inter_b: get(&[i], &format!("{p}.intermediate.dense.bias"))?,
-                out_w: transpose(&get(&[h, i], &format!("{p}.output.dense.weight"))?, h, i),
-                out_b: get(&[h], &format!("{p}.output.dense.bias"))?,
+                out: fp32(
+                    &get(&[h, i], &format!("{p}.output.dense.weight"))?,
+                    get(&[h], &format!("{p}.output.dense.bias"))?,
+                    i,
+                ),
                 ln2_w: get(&[h], &format!("{p}.output.LayerNorm.weight"))?,
                 ln2_b: get(&[h], &format!("{p}.output.LayerNorm.bias"))?,
             });
@@ -152,7 +207,13 @@ impl CpuBert {
             emb_ln_w: get(&[h], "embeddings.LayerNorm.weight")?,
             emb_ln_b: get(&[h], "embeddings.LayerNorm.bias")?,
             layers,
+            precision,
         })
+    }
+
+    /// The arithmetic of the linear layers.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Width of each output row.
@@ -203,17 +264,13 @@ impl CpuBert {
         let mut ctx = vec![0f32; tokens * h];
         let mut attn = vec![0f32; tokens * h];
         let mut inter = vec![0f32; tokens * self.intermediate];
+        let mut scratch = int8::Scratch::default();
         for layer in &self.layers {
-            linear(&hidden, tokens, h, &layer.qkv_w, &layer.qkv_b, &mut qkv);
+            layer.qkv.forward(&hidden, tokens, &mut qkv, &mut scratch);
             self.attention(&qkv, &offsets, &mut ctx);
-            linear(
-                &ctx,
-                tokens,
-                h,
-                &layer.attn_out_w,
-                &layer.attn_out_b,
-                &mut attn,
-            );
+            layer
+                .attn_out
+                .forward(&ctx, tokens, &mut attn, &mut scratch);
             layer_norm_rows(
                 &mut attn,
                 Some(&hidden),
@@ -221,16 +278,9 @@ impl CpuBert {
                 &layer.ln1_b,
                 self.eps,
             );
-            linear(&attn, tokens, h, &layer.inter_w, &layer.inter_b, &mut inter);
+            layer.inter.forward(&attn, tokens, &mut inter, &mut scratch);
             activation(&mut inter, self.act);
-            linear(
-                &inter,
-                tokens,
-                self.intermediate,
-                &layer.out_w,
-                &layer.out_b,
-                &mut hidden,
-            );
+            layer.out.forward(&inter, tokens, &mut hidden, &mut scratch);
             layer_norm_rows(
                 &mut hidden,
                 Some(&attn),
@@ -427,16 +477,16 @@ fn softmax_in_place(row: &mut [f32]) {
 /// AVX2+FMA, baseline) and picked at run time: the binary needs no `-C target-cpu`.
 mod simd {
     macro_rules! dispatch {
-        ($(fn $name:ident($($arg:ident : $ty:ty),*) $body:block)*) => {$(
-            pub fn $name($($arg: $ty),*) {
+        ($(fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? $body:block)*) => {$(
+            pub fn $name($($arg: $ty),*) $(-> $ret)? {
                 #[inline(always)]
-                fn imp($($arg: $ty),*) $body
+                fn imp($($arg: $ty),*) $(-> $ret)? $body
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-                    unsafe fn v4($($arg: $ty),*) { imp($($arg),*) }
+                    unsafe fn v4($($arg: $ty),*) $(-> $ret)? { imp($($arg),*) }
                     #[target_feature(enable = "avx2,fma")]
-                    unsafe fn v3($($arg: $ty),*) { imp($($arg),*) }
+                    unsafe fn v3($($arg: $ty),*) $(-> $ret)? { imp($($arg),*) }
                     if std::arch::is_x86_feature_detected!("avx512f")
                         && std::arch::is_x86_feature_detected!("avx512vl")
                         && std::arch::is_x86_feature_detected!("avx512dq")
@@ -547,6 +597,59 @@ mod simd {
             let inv = 1.0 / total;
             for v in row.iter_mut() {
                 *v *= inv;
+            }
+        }
+
+        fn quantize_row(row: &[f32], out: &mut [u8]) -> (f32, u8) {
+            let mut lo_lanes = [0f32; LANES];
+            let mut hi_lanes = [0f32; LANES];
+            let mut chunks = row.chunks_exact(LANES);
+            for c in &mut chunks {
+                for i in 0..LANES {
+                    lo_lanes[i] = lo_lanes[i].min(c[i]);
+                    hi_lanes[i] = hi_lanes[i].max(c[i]);
+                }
+            }
+            // The range always holds 0, so the zero point is a code in [0, 255].
+            let (mut lo, mut hi) = (0f32, 0f32);
+            for v in chunks.remainder() {
+                lo = lo.min(*v);
+                hi = hi.max(*v);
+            }
+            for i in 0..LANES {
+                lo = lo.min(lo_lanes[i]);
+                hi = hi.max(hi_lanes[i]);
+            }
+            let range = hi - lo;
+            if !(range > 0.0 && range.is_finite()) {
+                out.fill(0);
+                return (1.0, 0);
+            }
+            let scale = range / 255.0;
+            let inv = 1.0 / scale;
+            let zero = (-lo * inv + 0.5).min(255.0) as u8;
+            let offset = f32::from(zero) + 0.5;
+            for (q, v) in out.iter_mut().zip(row) {
+                // v·inv + zero lies in [0, 255]; adding 0.5 and truncating (a saturating cast)
+                // rounds it half up.
+                *q = (v * inv + offset) as u8;
+            }
+            (scale, zero)
+        }
+
+        fn dequantize_row(
+            acc: &[i32],
+            row: (f32, u8),
+            col_sum: &[i32],
+            col_scale: &[f32],
+            bias: &[f32],
+            out: &mut [f32]
+        ) {
+            let (row_scale, zero) = (row.0, i32::from(row.1));
+            let cols = out.iter_mut().zip(acc).zip(col_sum).zip(col_scale).zip(bias);
+            for ((((o, a), sum), s), b) in cols {
+                // Σ (q − zero)·w = Σ q·w − zero·Σ w, exact in i32.
+                *o = (a - zero * sum) as f32 * (row_scale * s) + b;
             }
         }
 

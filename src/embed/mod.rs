@@ -11,6 +11,7 @@ pub mod bm25;
 mod cache;
 mod cpu_bert;
 mod model_dir;
+pub mod precision;
 
 use std::path::{Path, PathBuf};
 
@@ -21,8 +22,9 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 pub use cache::EmbeddingCache;
 pub use model_dir::{ModelSpec, Pooling, REQUIRED_FILES};
+pub use precision::{CpuFeatures, Precision};
 
-use crate::config::Config;
+use crate::config::{Config, EmbedPrecision};
 
 /// The command that puts the default models in place; named in every "model missing" error.
 pub const FETCH_HINT: &str = "run scripts/fetch-models.sh (or set embed.model / SIGNALDESK_EMBED__MODEL to a sentence-transformers model dir)";
@@ -61,6 +63,12 @@ pub struct EmbedderOptions {
     pub cache_path: Option<PathBuf>,
     /// Force candle-transformers' BERT even on the CPU (the reference implementation).
     pub reference_backend: bool,
+    /// Arithmetic of the packed CPU forward pass (candle-transformers' BERT is always fp32).
+    /// The default here is fp32, the reference a program gets unless it asks; the
+    /// configuration's default (`embed.precision`) is `auto`.
+    pub precision: EmbedPrecision,
+    /// CPU features hidden from the `auto` decision (`embed.cpu_features_off`).
+    pub cpu_features_off: String,
 }
 
 impl Default for EmbedderOptions {
@@ -70,6 +78,8 @@ impl Default for EmbedderOptions {
             device: "cpu".into(),
             cache_path: None,
             reference_backend: false,
+            precision: EmbedPrecision::Fp32,
+            cpu_features_off: String::new(),
         }
     }
 }
@@ -85,6 +95,8 @@ impl EmbedderOptions {
                 .cache
                 .then(|| config.cache_dir.join("embeddings.redb")),
             reference_backend: config.embed.backend == crate::config::EmbedBackend::Candle,
+            precision: config.embed.precision,
+            cpu_features_off: config.embed.cpu_features_off.clone(),
         }
     }
 }
@@ -157,7 +169,9 @@ impl Embedder {
             message: format!("weights do not match config.json: {e}"),
         };
         let backend = if device.is_cpu() && !options.reference_backend {
-            Backend::Cpu(cpu_bert::CpuBert::load(vb, &bert_config).map_err(bad_weights)?)
+            let cpu = CpuFeatures::detect().masked(&options.cpu_features_off);
+            let precision = precision::resolve(options.precision, &cpu)?;
+            Backend::Cpu(cpu_bert::CpuBert::load(vb, &bert_config, precision).map_err(bad_weights)?)
         } else {
             Backend::Candle(BertModel::load(vb, &bert_config).map_err(bad_weights)?)
         };
@@ -221,6 +235,28 @@ impl Embedder {
         &self.spec.fingerprint
     }
 
+    /// The arithmetic the forward pass runs at (fp32 on candle-transformers' BERT).
+    pub fn precision(&self) -> Precision {
+        match &self.backend {
+            Backend::Cpu(bert) => bert.precision(),
+            Backend::Candle(_) => Precision::Fp32,
+        }
+    }
+
+    /// The int8 kernel on this CPU, when the forward pass runs int8 (for reports).
+    pub fn int8_kernel(&self) -> Option<String> {
+        (self.precision() == Precision::Int8).then(cpu_bert::int8_kernel_name)
+    }
+
+    /// The embedding cache's key prefix: the model fingerprint, plus the precision when it is not
+    /// fp32, so a cached vector is always one this embedder would compute.
+    fn cache_namespace(&self) -> String {
+        match self.precision() {
+            Precision::Fp32 => self.spec.fingerprint.clone(),
+            p => format!("{}|{}", self.spec.fingerprint, p.name()),
+        }
+    }
+
     /// The model dir's settings.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
@@ -277,9 +313,10 @@ impl Embedder {
         let Some(cache) = &self.cache else {
             return Ok((self.embed_uncached(texts)?, 0));
         };
+        let namespace = self.cache_namespace();
         let keys: Vec<[u8; 32]> = texts
             .iter()
-            .map(|t| EmbeddingCache::key(&self.spec.fingerprint, t))
+            .map(|t| EmbeddingCache::key(&namespace, t))
             .collect();
         let mut found = cache.get_many(&keys)?;
         let missing: Vec<usize> = (0..texts.len()).filter(|&i| found[i].is_none()).collect();

@@ -183,6 +183,17 @@ pub async fn run_retrieval<S: VectorStore>(
     })
 }
 
+/// The parity stage of `config`'s model: always at fp32, the precision the parity contract is
+/// about (an int8 embedder is held to its own bound against fp32 by `bench embed --precision
+/// fp32,int8`). The embedder is dropped on return, so the caller may open the cache again.
+pub fn run_parity(config: &crate::Config, sample: &Path) -> Result<PipelineReport, PipelineError> {
+    let fp32 = crate::embed::EmbedderOptions {
+        precision: crate::config::EmbedPrecision::Fp32,
+        ..crate::embed::EmbedderOptions::from_config(config)
+    };
+    run(&Embedder::load(&config.embed_model_dir(), fp32)?, sample)
+}
+
 /// Run the main job on `sample` with `embedder`.
 pub fn run(embedder: &Embedder, sample: &Path) -> Result<PipelineReport, PipelineError> {
     let _span = tracing::info_span!("pipeline", sample = %sample.display()).entered();
