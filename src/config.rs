@@ -978,10 +978,12 @@ pub struct EmbedConfig {
     /// `auto`: signaldesk's packed CPU forward pass on the CPU, candle-transformers' BERT on a
     /// GPU; `candle`: candle-transformers' BERT everywhere (the reference implementation).
     pub backend: EmbedBackend,
-    /// Arithmetic of the packed CPU forward pass's linear layers: `auto` (int8 where the CPU
-    /// has int8 dot-product instructions, fp32 elsewhere), `fp32` or `int8`. int8 vectors
-    /// stay within cosine 0.999 of fp32 (README, "Embedding precision"), so one collection
-    /// may hold both.
+    /// Arithmetic of the packed CPU forward pass's linear layers: `fp32` (the default), `auto`
+    /// (int8 where the CPU has int8 dot-product instructions, fp32 elsewhere) or `int8`. int8
+    /// vectors stay within cosine 0.999 of fp32 (README, "Embedding precision"), so one
+    /// collection may hold both. fp32 stays the default until the eval gate's committed LLM
+    /// response caches are re-recorded: their prompts quote kNN neighbours, and int8 changes
+    /// the neighbours of most of them.
     pub precision: EmbedPrecision,
     /// CPU features to hide from the `auto` precision decision, comma-separated (`avx2`,
     /// `avx512vnni`, ...): `"avx2,avx512vnni"` makes `auto` run fp32 on any CPU.
@@ -996,7 +998,7 @@ impl Default for EmbedConfig {
             device: "cpu".into(),
             cache: true,
             backend: EmbedBackend::Auto,
-            precision: EmbedPrecision::Auto,
+            precision: EmbedPrecision::Fp32,
             cpu_features_off: String::new(),
         }
     }

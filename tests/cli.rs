@@ -375,9 +375,15 @@ fn int8_embeddings_stay_within_cosine_0999_of_fp32_and_masked_cpus_fall_back_to_
         );
     }
 
-    // `auto` takes int8 exactly where the CPU has int8 dot products...
+    // The default is fp32; `auto` takes int8 exactly where the CPU has int8 dot products...
     let sample = reference_sample();
     let o = run(signaldesk(work.path())
+        .args(["bench", "embed", "--json", "--limit", "3", "--input"])
+        .arg(&sample));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&o)[0]["precision"], "fp32");
+    let o = run(signaldesk(work.path())
+        .env("SIGNALDESK_EMBED__PRECISION", "auto")
         .args(["bench", "embed", "--json", "--limit", "3", "--input"])
         .arg(&sample));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -386,7 +392,8 @@ fn int8_embeddings_stay_within_cosine_0999_of_fp32_and_masked_cpus_fall_back_to_
     // ...and falls back to fp32 when they are masked, where an explicit int8 is refused.
     let masked = || {
         let mut c = signaldesk(work.path());
-        c.env("SIGNALDESK_EMBED__CPU_FEATURES_OFF", "avx2,avx512vnni");
+        c.env("SIGNALDESK_EMBED__CPU_FEATURES_OFF", "avx2,avx512vnni")
+            .env("SIGNALDESK_EMBED__PRECISION", "auto");
         c
     };
     let o = run(masked()

@@ -160,74 +160,7 @@ pub fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
             precision,
             rounds,
             json,
-        } => {
-            anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
-            let path = input.unwrap_or_else(|| PathBuf::from(smoke::SAMPLE_PATH));
-            let (texts, skipped) =
-                load_texts(InputFile::open(&path)?, text_field.as_deref(), limit)?;
-            anyhow::ensure!(!texts.is_empty(), "{}: no usable texts", path.display());
-            if skipped > 0 {
-                eprintln!(
-                    "bench: skipped {skipped} unusable lines of {}",
-                    path.display()
-                );
-            }
-            let precisions = if precision.is_empty() {
-                vec![config.embed.precision]
-            } else {
-                precision
-            };
-            let embedders = precisions
-                .iter()
-                .map(|&precision| {
-                    let options = EmbedderOptions {
-                        cache_path: None,
-                        precision,
-                        ..EmbedderOptions::from_config(config)
-                    };
-                    Embedder::load(&config.embed_model_dir(), options)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let runs = compare_precisions(&embedders, &texts, rounds)?;
-            if json {
-                for run in &runs {
-                    outln!("{}", serde_json::to_string(run)?);
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            outln!("model       {}", embedders[0].model_id());
-            let cpu = CpuFeatures::detect().masked(&config.embed.cpu_features_off);
-            outln!("cpu         {}", cpu.names().join(" "));
-            outln!(
-                "texts       {} docs, {} tokens, {rounds} round(s) each",
-                runs[0].median.docs,
-                runs[0].median.tokens
-            );
-            outln!(
-                "{:<10} {:>10} {:>10} {:>10} {:>12}  kernel",
-                "precision",
-                "min tok/s",
-                "median",
-                "max",
-                "min cosine"
-            );
-            for run in &runs {
-                let cosine = run
-                    .cosine_to_first
-                    .as_ref()
-                    .map_or("-".to_string(), |c| format!("{:.5}", c.min));
-                outln!(
-                    "{:<10} {:>10.0} {:>10.0} {:>10.0} {:>12}  {}",
-                    run.precision,
-                    run.tokens_per_s_min,
-                    run.median.tokens_per_s,
-                    run.tokens_per_s_max,
-                    cosine,
-                    run.kernel.as_deref().unwrap_or("gemm f32")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => embed(config, input, text_field, limit, precision, rounds, json),
         BenchCommand::Llm {
             prompt_tokens,
             gen_tokens,
@@ -432,5 +365,82 @@ fn plot_rows(output: &Path, path: &Path) -> Result<ExitCode> {
         all.len(),
         path.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `signaldesk bench embed`: every requested precision over the same texts, alternated.
+fn embed(
+    config: &Config,
+    input: Option<PathBuf>,
+    text_field: Option<String>,
+    limit: Option<usize>,
+    precision: Vec<EmbedPrecision>,
+    rounds: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
+    let path = input.unwrap_or_else(|| PathBuf::from(smoke::SAMPLE_PATH));
+    let (texts, skipped) = load_texts(InputFile::open(&path)?, text_field.as_deref(), limit)?;
+    anyhow::ensure!(!texts.is_empty(), "{}: no usable texts", path.display());
+    if skipped > 0 {
+        eprintln!(
+            "bench: skipped {skipped} unusable lines of {}",
+            path.display()
+        );
+    }
+    let precisions = if precision.is_empty() {
+        vec![config.embed.precision]
+    } else {
+        precision
+    };
+    let embedders = precisions
+        .iter()
+        .map(|&precision| {
+            let options = EmbedderOptions {
+                cache_path: None,
+                precision,
+                ..EmbedderOptions::from_config(config)
+            };
+            Embedder::load(&config.embed_model_dir(), options)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let runs = compare_precisions(&embedders, &texts, rounds)?;
+    if json {
+        for run in &runs {
+            outln!("{}", serde_json::to_string(run)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("model       {}", embedders[0].model_id());
+    let cpu = CpuFeatures::detect().masked(&config.embed.cpu_features_off);
+    outln!("cpu         {}", cpu.names().join(" "));
+    outln!(
+        "texts       {} docs, {} tokens, {rounds} round(s) each",
+        runs[0].median.docs,
+        runs[0].median.tokens
+    );
+    outln!(
+        "{:<10} {:>10} {:>10} {:>10} {:>12}  kernel",
+        "precision",
+        "min tok/s",
+        "median",
+        "max",
+        "min cosine"
+    );
+    for run in &runs {
+        let cosine = run
+            .cosine_to_first
+            .as_ref()
+            .map_or("-".to_string(), |c| format!("{:.5}", c.min));
+        outln!(
+            "{:<10} {:>10.0} {:>10.0} {:>10.0} {:>12}  {}",
+            run.precision,
+            run.tokens_per_s_min,
+            run.median.tokens_per_s,
+            run.tokens_per_s_max,
+            cosine,
+            run.kernel.as_deref().unwrap_or("gemm f32")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -64,8 +64,7 @@ pub struct EmbedderOptions {
     /// Force candle-transformers' BERT even on the CPU (the reference implementation).
     pub reference_backend: bool,
     /// Arithmetic of the packed CPU forward pass (candle-transformers' BERT is always fp32).
-    /// The default here is fp32, the reference a program gets unless it asks; the
-    /// configuration's default (`embed.precision`) is `auto`.
+    /// The default is fp32, as for `embed.precision`.
     pub precision: EmbedPrecision,
     /// CPU features hidden from the `auto` decision (`embed.cpu_features_off`).
     pub cpu_features_off: String,
