@@ -48,15 +48,6 @@ pub fn load_texts(
     Ok((texts, skipped))
 }
 
-/// Time embedding `texts` (no cache) and count their tokens.
-pub fn bench_embed(embedder: &Embedder, texts: &[String]) -> Result<BenchReport, EmbedError> {
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let tokens: usize = embedder.token_counts(&refs)?.iter().sum();
-    let warm = refs.len().min(8);
-    embedder.embed_uncached(&refs[..warm])?;
-    Ok(timed_embed(embedder, &refs, tokens)?.0)
-}
-
 /// One timed, uncached pass over `refs`: the report and the vectors.
 fn timed_embed(
     embedder: &Embedder,

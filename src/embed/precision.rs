@@ -14,8 +14,7 @@ use super::EmbedError;
 pub const FEATURES_OFF_SETTING: &str = "embed.cpu_features_off";
 
 /// The precision a loaded encoder runs at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     /// 32-bit floats throughout.
     Fp32,
@@ -34,7 +33,7 @@ impl Precision {
 }
 
 /// The CPU features the precision decision looks at, after the mask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuFeatures {
     pub avx2: bool,
     pub fma: bool,
