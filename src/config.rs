@@ -60,6 +60,92 @@ pub struct Config {
     pub rank: RankConfig,
     pub answer: AnswerConfig,
     pub api: ApiConfig,
+    pub stream: StreamConfig,
+}
+
+/// Scale-out on NATS JetStream. `url` empty (the default) is the single process: nothing below
+/// is read. Set, `signaldesk ingest --via-stream` and `POST /v1/content` publish content events,
+/// and `signaldesk worker` processes (any number of them, on any machine) share the work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// NATS server(s), comma-separated (`nats://127.0.0.1:4222,nats://10.0.0.2:4222`); empty:
+    /// no stream, everything in process.
+    pub url: String,
+    /// Prefix of subjects (`<prefix>.content`) and, upper-cased, of stream names
+    /// (`<PREFIX>_CONTENT`), so several deployments can share one NATS cluster.
+    pub prefix: String,
+    /// Copies of each stream on different NATS servers (1 for one server; 3 on a three-node
+    /// cluster survives the loss of one).
+    pub replicas: usize,
+    /// Seconds a worker has to acknowledge a delivered event before NATS gives it to another
+    /// worker (a killed worker's events come back after this).
+    pub ack_wait_s: u64,
+    /// Deliveries of one event before it is moved to the dead letters (`<prefix>.dead.content`)
+    /// instead of being retried.
+    pub max_deliver: i64,
+    /// Events a worker takes per fetch: embedded together, like `ingest.batch_items`.
+    pub fetch_batch: usize,
+    /// Seconds within which a republished event (same item id and content) is dropped by NATS's
+    /// de-duplication (`Nats-Msg-Id`).
+    pub duplicate_window_s: u64,
+    /// Seconds to wait for a server when connecting and for each publish acknowledgement.
+    pub timeout_s: u64,
+}
+
+impl StreamConfig {
+    /// Whether events go through JetStream (`url` set).
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.prefix.is_empty()
+            || !self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return invalid(format!(
+                "stream.prefix must be letters, digits, '_' or '-' (it names subjects and streams), got {:?}",
+                self.prefix
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return invalid(format!(
+                "stream.replicas must be 1 to 5 (JetStream's limit), got {}",
+                self.replicas
+            ));
+        }
+        if self.max_deliver < 1 || self.ack_wait_s == 0 || self.fetch_batch == 0 {
+            return invalid(
+                "stream.max_deliver, stream.ack_wait_s and stream.fetch_batch must be at least 1"
+                    .into(),
+            );
+        }
+        if self.timeout_s == 0 || self.duplicate_window_s == 0 {
+            return invalid(
+                "stream.timeout_s and stream.duplicate_window_s must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            prefix: "signaldesk".into(),
+            replicas: 1,
+            ack_wait_s: 60,
+            max_deliver: 5,
+            fetch_batch: 64,
+            duplicate_window_s: 120,
+            timeout_s: 10,
+        }
+    }
 }
 
 /// Claims verified over the archive (`signaldesk verify`, `POST /v1/verify`, `eval grounded`).
@@ -959,6 +1045,7 @@ impl Default for Config {
             rank: RankConfig::default(),
             answer: AnswerConfig::default(),
             api: ApiConfig::default(),
+            stream: StreamConfig::default(),
         }
     }
 }
@@ -1177,6 +1264,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.stream.validate()?;
         if self.embed.batch_size == 0 {
             return Err(ConfigError::Invalid(
                 "embed.batch_size must be at least 1".into(),

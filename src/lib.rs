@@ -23,6 +23,7 @@ pub mod prompts;
 pub mod rank;
 pub mod search;
 pub mod store;
+pub mod stream;
 
 pub use config::Config;
 pub use embed::Embedder;

@@ -22,6 +22,8 @@ const LAYERS: &[&[&str]] = &[
     &["answer"],
     // Recommendations.
     &["rank"],
+    // Work and events across processes (NATS JetStream): the workers run the layers above.
+    &["stream"],
     // Offline evaluation, then benchmarks (which measure everything below them).
     &["eval", "bench"],
     // The shells.

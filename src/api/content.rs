@@ -30,9 +30,16 @@ use crate::store::{Filter, VectorStore};
 pub struct IngestAnswer {
     /// The id as the item gave it (any JSON value; null when it gave none).
     pub id: Option<Value>,
-    /// `new`, `updated`, `unchanged`, or `superseded` (a later item of this batch had the id).
+    /// `new`, `updated`, `unchanged`, or `superseded` (a later item of this batch had the id);
+    /// with `stream.url` set, `queued` (published for the workers; the answer is then 202).
     pub status: Option<String>,
     pub error: Option<ApiError>,
+    /// `queued` items: the event's sequence in the content stream.
+    pub sequence: Option<u64>,
+    /// `queued` items: NATS dropped the event as already published (same id and content).
+    pub duplicate: Option<bool>,
+    /// `queued` items: where the item can be read once a worker has ingested it.
+    pub location: Option<String>,
 }
 
 /// The statuses in input order.
@@ -77,7 +84,8 @@ pub enum ContentRequest {
 /// validation, chunking, embedding and change detection). Each item gets its status or its own
 /// error (naming the field); a bad item never fails the others.
 #[utoipa::path(post, path = "/v1/content", tag = "content", request_body = ContentRequest,
-    responses((status = 200, description = "Per item, in input order", body = IngestResponse)),
+    responses((status = 200, description = "Per item, in input order", body = IngestResponse),
+        (status = 202, description = "With stream.url set: per item, in input order, queued for the workers", body = IngestResponse)),
     security(("api_key" = ["write"])))]
 pub(crate) async fn ingest(
     State(state): State<Arc<ApiState>>,
@@ -124,6 +132,9 @@ pub(crate) async fn ingest(
             answers[i] = json!({"id": item.id, "status": "superseded"});
         }
     }
+    if let (Some(stream), false) = (&state.stream, items.is_empty()) {
+        return queue(&state, stream, order, items, answers).await;
+    }
     if !items.is_empty() {
         let admission = state.admit().await?;
         let write = state.write_lock().await;
@@ -132,12 +143,7 @@ pub(crate) async fn ingest(
         // idempotent), and still counts against api.workers while it runs.
         let statuses = off_runtime_to_end(&state, move |s| async move {
             let (_write, _admission) = (write, admission);
-            let chunker = crate::chunk::Chunker::from_config(
-                &s.config.chunk,
-                s.embedder.max_seq_length(),
-                None,
-            );
-            let options = IngestOptions::from_config(s.config, s.collection(), chunker);
+            let options = IngestOptions::configured(s.config, s.collection(), s.embedder);
             let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
             let statuses = ingest_items(s.store, (*s.embedder).clone(), items, &options)
                 .await
@@ -155,6 +161,36 @@ pub(crate) async fn ingest(
         }
     }
     Ok(Json(json!({"collection": state.collection(), "items": answers})).into_response())
+}
+
+/// `POST /v1/content` with `stream.url` set: the items are published as content events for the
+/// workers and the answer is 202; each item says `queued`, its stream sequence, whether NATS
+/// dropped it as already published, and where it can be read once a worker has ingested it.
+async fn queue(
+    state: &ApiState,
+    stream: &crate::stream::EventStream,
+    order: Vec<usize>,
+    items: Vec<ContentItem>,
+    mut answers: Vec<Value>,
+) -> Result<Response, ApiError> {
+    let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+    let mut summary = crate::stream::PublishSummary::default();
+    let published = stream
+        .publish_items(state.collection(), items, &mut summary)
+        .await
+        .map_err(|e| unavailable("publishing to the event stream", e))?;
+    for ((i, id), p) in order.into_iter().zip(ids).zip(published) {
+        let location = format!(
+            "/v1/content/{}",
+            percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        answers[i] = json!({
+            "id": id, "status": "queued", "sequence": p.sequence, "duplicate": p.duplicate,
+            "location": location,
+        });
+    }
+    let body = json!({"collection": state.collection(), "items": answers});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// A stored item with its enrichment and editors' decisions.

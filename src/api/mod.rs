@@ -70,6 +70,8 @@ pub struct ApiParts {
     pub summarizer: Option<(Summarizer<'static, AnyLlm>, Value)>,
     /// `POST /v1/ask`'s composer over that LLM (its prompt read once, at start).
     pub ask_composer: Option<crate::answer::ask::Composer<'static, AnyLlm>>,
+    /// Content events go here instead of being ingested in the request (`stream.url` set).
+    pub stream: Option<crate::stream::EventStream>,
 }
 
 /// What every handler shares.
@@ -104,6 +106,8 @@ pub struct ApiState {
     admitted: Arc<std::sync::atomic::AtomicUsize>,
     /// The claim verifier: trained (or loaded from its cache) at the first `POST /v1/verify`.
     pub(crate) verifier: Arc<std::sync::Mutex<answer::VerifierState>>,
+    /// `POST /v1/content` publishes here and answers 202 (`stream.url` set).
+    pub(crate) stream: Option<crate::stream::EventStream>,
 }
 
 /// A request's place among the workers: held while it computes, released on drop.
@@ -194,6 +198,7 @@ impl ApiState {
             llm: parts.llm,
             summarizer: parts.summarizer,
             ask_composer: parts.ask_composer,
+            stream: parts.stream,
             tag_permits: Semaphore::new(settings.tag_concurrency.max(1)),
             taggers: parts.taggers,
             default_tagger: parts.default_tagger,

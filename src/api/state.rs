@@ -35,6 +35,8 @@ pub enum ApiSetupError {
     },
     #[error("the summary or ask prompt: {0}")]
     Prompt(#[from] crate::prompts::PromptError),
+    #[error("the event stream: {0}")]
+    Stream(#[from] crate::stream::StreamError),
     #[error("the editorial log: {0}")]
     Editorial(#[from] crate::enrich::editorial::EditorialError),
     #[error("api.keys: key {0:?} is the documented example key (dev-key-change-me), which anyone who read the docs holds: make a key with `signaldesk serve --hash-key NEW_KEY`, or set api.development = true (SIGNALDESK_API__DEVELOPMENT=true) for a development run")]
@@ -117,6 +119,11 @@ impl ApiState {
                 None
             }
         };
+        let stream = if config.stream.enabled() {
+            Some(crate::stream::EventStream::connect(&config.stream).await?)
+        } else {
+            None
+        };
         Ok(Self::new(ApiParts {
             store,
             embedder,
@@ -128,6 +135,7 @@ impl ApiState {
             llm,
             summarizer,
             ask_composer,
+            stream,
         })?)
     }
 }

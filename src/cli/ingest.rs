@@ -44,6 +44,11 @@ pub struct IngestArgs {
     /// ingest.batch_items, 256].
     #[arg(long)]
     batch_items: Option<usize>,
+    /// Validate and publish the records as content events to NATS JetStream (stream.url) and
+    /// exit; `signaldesk worker` processes, on any machine, embed and store them. Without it the
+    /// records are ingested here. Chunking is then the workers' chunk.* configuration.
+    #[arg(long, conflicts_with = "chunking")]
+    via_stream: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -69,10 +74,8 @@ pub struct ReindexArgs {
 }
 
 pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
-    let embedder = Arc::new(Embedder::from_config(config)?);
-    let store = AnyStore::open(config)?;
     let from_stdin = args.file == Path::new("-");
-    let rejects = args.rejects.unwrap_or_else(|| {
+    let rejects = args.rejects.clone().unwrap_or_else(|| {
         if from_stdin {
             return PathBuf::from("stdin.rejects.jsonl");
         }
@@ -86,28 +89,34 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     let input = spooled.as_ref().map_or(args.file.as_path(), |s| s.path());
     let collection = args
         .collection
+        .clone()
         .unwrap_or_else(|| config.store.collection.clone());
-    let mut options = IngestOptions::from_config(
-        config,
-        &collection,
-        chunker_for(config, &embedder, args.chunking),
-    );
-    options.rejects = Some(rejects.clone());
-    if let Some(n) = args.batch_items {
-        options.batch_items = n.max(1);
-    }
-    if let Some(n) = args.max_body_bytes {
-        options.limits.max_body_bytes = n;
-    }
-    if let Some(n) = args.max_line_bytes {
-        options.max_line_bytes = n;
-    }
-    let bar = Progress::new("ingest", count_records(input), "records");
     let name = if from_stdin {
         "<stdin>".to_string()
     } else {
         args.file.display().to_string()
     };
+    if args.via_stream {
+        // The workers chunk and embed: no model is loaded here.
+        let options = with_overrides(
+            IngestOptions::from_config(config, &collection, None),
+            &args,
+            rejects,
+        );
+        return super::stream::publish(config, input, &name, &options, args.json).await;
+    }
+    let embedder = Arc::new(Embedder::from_config(config)?);
+    let store = AnyStore::open(config)?;
+    let options = with_overrides(
+        IngestOptions::from_config(
+            config,
+            &collection,
+            chunker_for(config, &embedder, args.chunking),
+        ),
+        &args,
+        rejects.clone(),
+    );
+    let bar = Progress::new("ingest", count_records(input), "records");
     let summary = ingest_file(
         &store,
         embedder,
@@ -146,6 +155,25 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     }
     let _ = std::fs::remove_file(&rejects);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command line's overrides of `ingest.*`.
+fn with_overrides(
+    mut options: IngestOptions,
+    args: &IngestArgs,
+    rejects: PathBuf,
+) -> IngestOptions {
+    options.rejects = Some(rejects);
+    if let Some(n) = args.batch_items {
+        options.batch_items = n.max(1);
+    }
+    if let Some(n) = args.max_body_bytes {
+        options.limits.max_body_bytes = n;
+    }
+    if let Some(n) = args.max_line_bytes {
+        options.max_line_bytes = n;
+    }
+    options
 }
 
 pub async fn reindex(config: &Config, args: ReindexArgs) -> Result<ExitCode> {

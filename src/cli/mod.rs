@@ -42,6 +42,7 @@ mod output;
 mod rank;
 mod search;
 mod serve;
+mod stream;
 mod tag;
 
 /// Content intelligence for newsrooms and audio platforms: embed, store, tag, rank, evaluate.
@@ -200,6 +201,15 @@ pub enum Command {
     /// key over api.rate_per_key, is answered 429 with Retry-After at once. Logs: --log-format
     /// json gives one JSON object per line with the request id (X-Request-Id) on every span.
     Serve(serve::ServeArgs),
+    /// Process content events from NATS JetStream (stream.url): each batch is chunked, embedded
+    /// and upserted to the configured store exactly as `ingest` does, then acknowledged. Run
+    /// as many as you like, on any machine, against a Qdrant server or cluster: they share the
+    /// work; a worker that dies leaves its unacknowledged events to the others (after
+    /// stream.ack_wait_s). Events that keep failing go to the dead letters (stream.max_deliver).
+    Worker(stream::WorkerArgs),
+    /// The scale-out streams on NATS JetStream.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
 }
 
 #[derive(Subcommand)]
@@ -270,6 +280,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Experiments(cmd) => rank::experiments(&config, cmd),
         Command::Feedback(cmd) => runtime()?.block_on(rank::feedback(&config, cmd)),
         Command::Serve(args) => serve::run(config, args),
+        Command::Worker(args) => runtime()?.block_on(stream::worker(&config, args)),
+        Command::Stream(cmd) => runtime()?.block_on(stream::run(&config, cmd)),
     }
 }
 

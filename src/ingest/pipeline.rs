@@ -85,6 +85,13 @@ impl IngestOptions {
             max_line_bytes: config.ingest.max_line_bytes,
         }
     }
+
+    /// Options as configured with the configured chunking for `embedder`: what the API's
+    /// `POST /v1/content` and the stream workers ingest with.
+    pub fn configured(config: &crate::Config, collection: &str, embedder: &Embedder) -> Self {
+        let chunker = Chunker::from_config(&config.chunk, embedder.max_seq_length(), None);
+        Self::from_config(config, collection, chunker)
+    }
 }
 
 /// Counts at the end of a run.
@@ -399,7 +406,7 @@ pub async fn ingest_file<S: VectorStore>(
 }
 
 /// One line of the rejects file, if there is one: `{"file", "line", "reason"}`.
-fn write_reject(
+pub(crate) fn write_reject(
     rejects: &mut Option<impl Write>,
     path: &Path,
     line: usize,

@@ -1,6 +1,7 @@
 //! Shared test helpers: paths to the project's own models and fixtures, and a tiny BERT writer.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod qdrant;
 pub mod scripted_llm;
 pub mod server;

@@ -1,0 +1,149 @@
+//! `signaldesk worker`, `signaldesk stream status` and `signaldesk ingest --via-stream`: the
+//! scale-out path on NATS JetStream (`stream.url`).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use signaldesk::ingest::pipeline::IngestOptions;
+use signaldesk::store::AnyStore;
+use signaldesk::stream::worker::{run_worker, WorkerOptions};
+use signaldesk::stream::EventStream;
+use signaldesk::{Config, Embedder};
+
+use super::output::{count_records, Progress};
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Exit once no event waits and none is being processed by any worker (the end of a
+    /// backfill); without it the worker waits for events until SIGTERM or Ctrl-C.
+    #[arg(long)]
+    exit_when_idle: bool,
+    /// Print the summary as JSON when the worker exits.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum StreamCommand {
+    /// The content stream (events stored, waiting, taken and not yet acknowledged, redelivered),
+    /// the workers waiting for events, and the dead letters by reason.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Stop between batches on SIGTERM or Ctrl-C: the batch being written is finished and
+/// acknowledged first.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("worker: stopping after the current batch");
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+pub async fn worker(config: &Config, args: WorkerArgs) -> Result<ExitCode> {
+    let stream = EventStream::connect(&config.stream).await?;
+    let embedder = Arc::new(Embedder::from_config(config)?);
+    let store = AnyStore::open(config)?;
+    let stop = stop_on_signal();
+    let bar = Progress::new("worker", None, "events");
+    let options = WorkerOptions {
+        exit_when_idle: args.exit_when_idle,
+    };
+    let summary = run_worker(&stream, &store, embedder, config, &options, &stop, |s| {
+        bar.set_position(s.events as u64)
+    })
+    .await?;
+    bar.finish();
+    if args.json {
+        outln!("{}", serde_json::to_string(&summary)?);
+    } else {
+        eprintln!(
+            "worker: {} events in {} batches: new {}, updated {}, unchanged {}, superseded {}, dead letters {}, redelivered to this worker {}",
+            summary.events, summary.batches, summary.new, summary.updated, summary.unchanged,
+            summary.superseded, summary.dead_letters, summary.redelivered
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(config: &Config, command: StreamCommand) -> Result<ExitCode> {
+    let StreamCommand::Status { json } = command;
+    let stream = EventStream::connect(&config.stream).await?;
+    let status = stream.status().await?;
+    if json {
+        outln!("{}", serde_json::to_string(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
+        "{} at {} ({} replica(s)): {} events stored, {} waiting, {} taken and not yet acknowledged, {} redelivered, {} workers waiting",
+        status.content_stream, status.url, status.replicas, status.content_events, status.pending,
+        status.ack_pending, status.redelivered, status.waiting_pulls
+    );
+    outln!(
+        "{}: {} dead letters",
+        status.dead_stream,
+        status.dead_letters
+    );
+    for (reason, n) in &status.dead_reasons {
+        outln!("  {n:>8}  {reason}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `signaldesk ingest --via-stream`: validate and publish; the workers ingest.
+pub async fn publish(
+    config: &Config,
+    input: &Path,
+    name: &str,
+    options: &IngestOptions,
+    json: bool,
+) -> Result<ExitCode> {
+    let stream = EventStream::connect(&config.stream).await?;
+    let bar = Progress::new("publish", count_records(input), "records");
+    let summary = stream
+        .publish_file(
+            input,
+            options,
+            |line, reason| bar.suspend(|| eprintln!("{name}:{line}: rejected: {reason}")),
+            |read| bar.set_position(read as u64),
+        )
+        .await?;
+    bar.finish();
+    if json {
+        outln!("{}", serde_json::to_string(&summary)?);
+    } else {
+        eprintln!(
+            "ingest: read {}, published {}, already published {}, rejected {}; the workers ingest them (signaldesk stream status shows progress)",
+            summary.read, summary.published, summary.duplicates, summary.rejected
+        );
+    }
+    if summary.rejected > 0 {
+        if let Some(rejects) = &options.rejects {
+            eprintln!(
+                "ingest: rejected records are listed in {}",
+                rejects.display()
+            );
+        }
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(rejects) = &options.rejects {
+        let _ = std::fs::remove_file(rejects);
+    }
+    Ok(ExitCode::SUCCESS)
+}

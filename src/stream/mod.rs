@@ -1,0 +1,529 @@
+//! Beyond one process: content events and the work queue on NATS JetStream (`stream.url`).
+//!
+//! With `stream.url` unset nothing here runs and every command works in process, as before. Set,
+//! `signaldesk ingest --via-stream` and `POST /v1/content` validate items exactly as the
+//! in-process path does and publish one **content event** per item to `<prefix>.content`, kept by
+//! the `<PREFIX>_CONTENT` stream (work-queue retention: an event is removed once a worker
+//! acknowledged it). `signaldesk worker` processes, on any machine, share the durable pull
+//! consumer `workers`: each fetches a batch, runs it through [`crate::ingest::pipeline::ingest_items`]
+//! (the one ingest path: change detection, chunking, embedding, crash-safe upsert) and only then
+//! acknowledges it.
+//!
+//! **Nothing lost, nothing doubled.** An event a worker took and did not acknowledge (it was
+//! killed, or the store failed) is delivered again after `stream.ack_wait_s`. A second delivery is
+//! harmless: point ids come from (item id, chunk index) and an item whose stored content hash
+//! matches is skipped, so the store ends with each item once. A publisher that retries is
+//! de-duplicated by NATS itself within `stream.duplicate_window_s`: the message id is the item id
+//! plus its content hash. An event that fails `stream.max_deliver` times (or can never succeed: it
+//! does not parse, or an item fails validation) is moved to `<prefix>.dead.content` (the
+//! `<PREFIX>_DEAD` stream) with the reason in its headers, and counted by `signaldesk stream
+//! status`.
+//!
+//! **Consumer loop.** Workers fetch at most `stream.fetch_batch` events at a time and hold no
+//! buffer beyond it: a prefetching consumer starts events' `ack_wait` clocks while they sit in a
+//! local buffer, and a slow batch then sees its later events redelivered to another worker while
+//! it still works on them (a known trap of JetStream clients). Acknowledgements are *double* acks
+//! (the server confirms each), so an acknowledgement lost on the wire cannot be mistaken for a
+//! processed event.
+
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::StreamConfig;
+use crate::content::ContentItem;
+use crate::ingest::pipeline::{read_records, write_reject, IngestError, IngestOptions};
+
+/// The durable consumer every worker shares.
+pub const WORKERS_CONSUMER: &str = "workers";
+/// Header naming why an event was dead-lettered.
+pub const DEAD_REASON_HEADER: &str = "Signaldesk-Dead-Reason";
+/// Header with the deliveries an event had when it was dead-lettered.
+pub const DEAD_DELIVERIES_HEADER: &str = "Signaldesk-Deliveries";
+/// Version of the content event's JSON shape.
+pub const CONTENT_EVENT_VERSION: u32 = 1;
+
+/// Why a stream operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(
+        "stream.url is not set: scale-out needs a NATS server (stream.url = \"nats://HOST:4222\")"
+    )]
+    NotConfigured,
+    #[error("cannot reach NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("JetStream {what}: {message}")]
+    JetStream { what: &'static str, message: String },
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+fn js_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StreamError {
+    move |e| StreamError::JetStream {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// One content event: an item to ingest into a collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContentEvent {
+    /// [`CONTENT_EVENT_VERSION`].
+    pub v: u32,
+    pub collection: String,
+    pub item: ContentItem,
+}
+
+impl ContentEvent {
+    /// The de-duplication id: the item id and a hash of its content, so a retried publish of
+    /// the same item is dropped while a changed item goes through.
+    pub fn message_id(&self) -> String {
+        format!("{}:{}", self.item.id, self.item.content_hash("event"))
+    }
+}
+
+/// What publishing did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublishSummary {
+    pub read: usize,
+    /// Events the stream stored.
+    pub published: usize,
+    /// Events NATS dropped as already published (same id and content within the window).
+    pub duplicates: usize,
+    pub rejected: usize,
+    /// Stream sequence of the last stored event.
+    pub last_sequence: u64,
+}
+
+/// Where one published event went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Published {
+    /// Its sequence in the content stream (for a duplicate, the first copy's).
+    pub sequence: u64,
+    /// NATS dropped it as already published (same item id and content within the window).
+    pub duplicate: bool,
+}
+
+/// The state of the streams and the workers' consumer (`signaldesk stream status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    pub url: String,
+    pub content_stream: String,
+    /// Events stored and not yet acknowledged by a worker.
+    pub content_events: u64,
+    pub replicas: usize,
+    /// Events no worker has taken yet.
+    pub pending: u64,
+    /// Events taken and not yet acknowledged.
+    pub ack_pending: usize,
+    /// Events delivered more than once so far.
+    pub redelivered: usize,
+    /// Workers waiting for events right now.
+    pub waiting_pulls: usize,
+    pub dead_stream: String,
+    pub dead_letters: u64,
+    /// Dead letters by reason (the last 1,000 read).
+    pub dead_reasons: BTreeMap<String, u64>,
+}
+
+/// A connection to JetStream with the project's streams in place.
+pub struct EventStream {
+    config: StreamConfig,
+    js: jetstream::Context,
+}
+
+impl EventStream {
+    /// Connect to `stream.url` and create or update the content and dead-letter streams (and
+    /// nothing else: consumers are the workers' business).
+    pub async fn connect(config: &StreamConfig) -> Result<Self, StreamError> {
+        if !config.enabled() {
+            return Err(StreamError::NotConfigured);
+        }
+        let connect_err = |message: String| StreamError::Connect {
+            url: config.url.clone(),
+            message,
+        };
+        let addrs = config
+            .url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| connect_err(format!("stream.url: {e}")))?;
+        let timeout = Duration::from_secs(config.timeout_s);
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(timeout)
+            .name("signaldesk")
+            .connect(addrs)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .build(client);
+        let this = Self {
+            config: config.clone(),
+            js,
+        };
+        this.ensure_streams().await?;
+        Ok(this)
+    }
+
+    fn subject(&self, kind: &str) -> String {
+        format!("{}.{kind}", self.config.prefix)
+    }
+
+    fn stream_name(&self, kind: &str) -> String {
+        format!(
+            "{}_{kind}",
+            self.config.prefix.to_uppercase().replace('-', "_")
+        )
+    }
+
+    async fn ensure_streams(&self) -> Result<(), StreamError> {
+        let content = stream::Config {
+            name: self.stream_name("CONTENT"),
+            subjects: vec![self.subject("content")],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            duplicate_window: Duration::from_secs(self.config.duplicate_window_s),
+            ..Default::default()
+        };
+        let dead = stream::Config {
+            name: self.stream_name("DEAD"),
+            subjects: vec![self.subject("dead.>")],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            ..Default::default()
+        };
+        for config in [content, dead] {
+            self.js
+                .create_or_update_stream(config)
+                .await
+                .map_err(|e| js_err("stream setup")(&e))?;
+        }
+        Ok(())
+    }
+
+    /// The workers' durable pull consumer, created on first use.
+    pub async fn work_consumer(&self) -> Result<consumer::PullConsumer, StreamError> {
+        let config = consumer::pull::Config {
+            durable_name: Some(WORKERS_CONSUMER.to_string()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(self.config.ack_wait_s),
+            // Unlimited on the server: the workers dead-letter an event themselves after
+            // `stream.max_deliver` deliveries, so none is left stranded in the stream, never
+            // delivered again and never dead-lettered.
+            max_deliver: -1,
+            // Bounded, so a stalled worker cannot hold the whole backlog.
+            max_ack_pending: (self.config.fetch_batch * 64) as i64,
+            ..Default::default()
+        };
+        let stream = self
+            .js
+            .get_stream(self.stream_name("CONTENT"))
+            .await
+            .map_err(|e| js_err("content stream")(&e))?;
+        stream
+            .get_or_create_consumer(WORKERS_CONSUMER, config)
+            .await
+            .map_err(|e| js_err("workers consumer")(&e))
+    }
+
+    /// Publish one event per item, pipelined (up to 256 acknowledgements in flight), and wait
+    /// until the stream has stored every one.
+    pub async fn publish_items(
+        &self,
+        collection: &str,
+        items: impl IntoIterator<Item = ContentItem>,
+        summary: &mut PublishSummary,
+    ) -> Result<Vec<Published>, StreamError> {
+        let mut pending = std::collections::VecDeque::new();
+        let mut sequences = Vec::new();
+        for item in items {
+            let event = ContentEvent {
+                v: CONTENT_EVENT_VERSION,
+                collection: collection.to_string(),
+                item,
+            };
+            let payload = serde_json::to_vec(&event).expect("events serialize");
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload.into())
+                .message_id(event.message_id());
+            let ack = self
+                .js
+                .send_publish(self.subject("content"), publish)
+                .await
+                .map_err(|e| js_err("publish")(&e))?;
+            pending.push_back(ack);
+            if pending.len() >= 256 {
+                let ack = pending.pop_front().expect("not empty");
+                sequences.push(Self::confirmed(ack, summary).await?);
+            }
+        }
+        for ack in pending {
+            sequences.push(Self::confirmed(ack, summary).await?);
+        }
+        Ok(sequences)
+    }
+
+    async fn confirmed(
+        ack: jetstream::context::PublishAckFuture,
+        summary: &mut PublishSummary,
+    ) -> Result<Published, StreamError> {
+        let ack = ack
+            .await
+            .map_err(|e| js_err("publish acknowledgement")(&e))?;
+        if ack.duplicate {
+            summary.duplicates += 1;
+        } else {
+            summary.published += 1;
+        }
+        summary.last_sequence = summary.last_sequence.max(ack.sequence);
+        Ok(Published {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// Publish every valid record of a file (`.jsonl`, `.jsonl.gz`, `.csv`) as it is read,
+    /// validated as `signaldesk ingest` validates it; rejected lines go to `on_reject` and to
+    /// `options.rejects` as `ingest` writes them.
+    pub async fn publish_file(
+        &self,
+        path: &Path,
+        options: &IngestOptions,
+        mut on_reject: impl FnMut(usize, &str),
+        mut on_progress: impl FnMut(usize),
+    ) -> Result<PublishSummary, StreamError> {
+        let rejects_err = |source| {
+            StreamError::Ingest(IngestError::Rejects {
+                path: options.rejects.clone().unwrap_or_default(),
+                source,
+            })
+        };
+        let mut rejects = match &options.rejects {
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::File::create(p).map_err(rejects_err)?,
+            )),
+            None => None,
+        };
+        let mut summary = PublishSummary::default();
+        let mut records = read_records(path, options.limits, options.max_line_bytes)?;
+        loop {
+            let mut batch = Vec::with_capacity(1024);
+            for r in records.by_ref() {
+                summary.read += 1;
+                match r? {
+                    Ok(record) => batch.push(record.item),
+                    Err((line, reason)) => {
+                        summary.rejected += 1;
+                        on_reject(line, &reason);
+                        write_reject(&mut rejects, path, line, &reason).map_err(rejects_err)?;
+                    }
+                }
+                if batch.len() >= 1024 {
+                    break;
+                }
+            }
+            if batch.is_empty() {
+                if let Some(w) = rejects.as_mut() {
+                    std::io::Write::flush(w).map_err(rejects_err)?;
+                }
+                return Ok(summary);
+            }
+            self.publish_items(&options.collection, batch, &mut summary)
+                .await?;
+            on_progress(summary.read);
+        }
+    }
+
+    /// Move an event to the dead letters with its reason. The original payload is kept as it
+    /// was, so it can be inspected and republished.
+    pub async fn dead_letter(
+        &self,
+        payload: &[u8],
+        reason: &str,
+        deliveries: i64,
+    ) -> Result<(), StreamError> {
+        let mut headers = HeaderMap::new();
+        // Header values are one line.
+        let reason: String = reason
+            .replace(['\r', '\n'], " ")
+            .chars()
+            .take(500)
+            .collect();
+        headers.insert(DEAD_REASON_HEADER, reason.as_str());
+        headers.insert(DEAD_DELIVERIES_HEADER, deliveries.to_string().as_str());
+        self.js
+            .publish_with_headers(
+                self.subject("dead.content"),
+                headers,
+                payload.to_vec().into(),
+            )
+            .await
+            .map_err(|e| js_err("dead-letter publish")(&e))?
+            .await
+            .map_err(|e| js_err("dead-letter acknowledgement")(&e))?;
+        Ok(())
+    }
+
+    /// The streams' and the workers' consumer's counts.
+    pub async fn status(&self) -> Result<StreamStatus, StreamError> {
+        let mut content = self
+            .js
+            .get_stream(self.stream_name("CONTENT"))
+            .await
+            .map_err(|e| js_err("content stream")(&e))?;
+        let info = content
+            .info()
+            .await
+            .map_err(|e| js_err("content stream info")(&e))?
+            .clone();
+        let consumer = content.consumer_info(WORKERS_CONSUMER).await.ok();
+        let mut dead = self
+            .js
+            .get_stream(self.stream_name("DEAD"))
+            .await
+            .map_err(|e| js_err("dead-letter stream")(&e))?;
+        let dead_info = dead
+            .info()
+            .await
+            .map_err(|e| js_err("dead-letter stream info")(&e))?
+            .clone();
+        Ok(StreamStatus {
+            url: self.config.url.clone(),
+            content_stream: info.config.name.clone(),
+            content_events: info.state.messages,
+            replicas: info.config.num_replicas,
+            pending: consumer
+                .as_ref()
+                .map_or(info.state.messages, |c| c.num_pending),
+            ack_pending: consumer.as_ref().map_or(0, |c| c.num_ack_pending),
+            redelivered: consumer.as_ref().map_or(0, |c| c.num_redelivered),
+            waiting_pulls: consumer.as_ref().map_or(0, |c| c.num_waiting),
+            dead_stream: dead_info.config.name.clone(),
+            dead_letters: dead_info.state.messages,
+            dead_reasons: self.dead_reasons(&dead_info).await?,
+        })
+    }
+
+    /// Dead letters counted by reason, read without consuming them (the last 1,000).
+    async fn dead_reasons(
+        &self,
+        info: &stream::Info,
+    ) -> Result<BTreeMap<String, u64>, StreamError> {
+        let mut reasons = BTreeMap::new();
+        if info.state.messages == 0 {
+            return Ok(reasons);
+        }
+        let stream = self
+            .js
+            .get_stream(self.stream_name("DEAD"))
+            .await
+            .map_err(|e| js_err("dead-letter stream")(&e))?;
+        let first = info
+            .state
+            .last_sequence
+            .saturating_sub(999)
+            .max(info.state.first_sequence);
+        for seq in first..=info.state.last_sequence {
+            let Ok(message) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            let reason = message
+                .headers
+                .get(DEAD_REASON_HEADER)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            // The reason's kind: its text before the first ':' (the item's details follow it).
+            let kind = reason.split(':').next().unwrap_or("").trim().to_string();
+            *reasons.entry(kind).or_insert(0) += 1;
+        }
+        Ok(reasons)
+    }
+}
+
+/// Parse a delivered event, validating its item as the publisher did (a worker may run with other
+/// limits than the publisher). The error is the dead-letter reason.
+pub fn parse_event(payload: &[u8], options: &IngestOptions) -> Result<ContentEvent, String> {
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| format!("invalid event: not JSON: {e}"))?;
+    let Value::Object(mut obj) = value else {
+        return Err("invalid event: not a JSON object".into());
+    };
+    let v = obj.get("v").and_then(Value::as_u64);
+    if v != Some(u64::from(CONTENT_EVENT_VERSION)) {
+        return Err(format!(
+            "invalid event: field v: expected {CONTENT_EVENT_VERSION}, got {v:?}"
+        ));
+    }
+    let collection = match obj.remove("collection") {
+        Some(Value::String(c)) if !c.is_empty() => c,
+        _ => return Err("invalid event: field collection: missing or not a string".into()),
+    };
+    let Some(Value::Object(item)) = obj.remove("item") else {
+        return Err("invalid event: field item: missing or not an object".into());
+    };
+    let item = ContentItem::from_json(item, options.limits)
+        .map_err(|e| format!("invalid item: field item.{}: {}", e.field, e.message))?;
+    Ok(ContentEvent {
+        v: CONTENT_EVENT_VERSION,
+        collection,
+        item,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::Limits;
+
+    fn options() -> IngestOptions {
+        IngestOptions::from_config(&crate::Config::default(), "content", None)
+    }
+
+    #[test]
+    fn an_event_round_trips_and_its_message_id_follows_the_content() {
+        let item = ContentItem::from_json(
+            serde_json::json!({"id": "a-1", "title": "T", "body": "B", "published_at": "2025-03-01"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            Limits::default(),
+        )
+        .unwrap();
+        let event = ContentEvent {
+            v: CONTENT_EVENT_VERSION,
+            collection: "news".into(),
+            item: item.clone(),
+        };
+        let back = parse_event(&serde_json::to_vec(&event).unwrap(), &options()).unwrap();
+        assert_eq!(back.item, item);
+        assert_eq!(back.collection, "news");
+        assert_eq!(back.message_id(), event.message_id());
+        let mut changed = event.clone();
+        changed.item.body.push('!');
+        assert_ne!(changed.message_id(), event.message_id());
+        assert!(event.message_id().starts_with("a-1:"));
+    }
+
+    #[test]
+    fn a_bad_event_is_refused_with_the_field_named() {
+        let o = options();
+        assert!(parse_event(b"{", &o).unwrap_err().contains("not JSON"));
+        let e = parse_event(br#"{"v":2,"collection":"c","item":{}}"#, &o).unwrap_err();
+        assert!(e.contains("field v"), "{e}");
+        let e = parse_event(br#"{"v":1,"item":{}}"#, &o).unwrap_err();
+        assert!(e.contains("field collection"), "{e}");
+        let e = parse_event(br#"{"v":1,"collection":"c","item":{"title":"t"}}"#, &o).unwrap_err();
+        assert!(e.starts_with("invalid item: field item.id"), "{e}");
+    }
+}

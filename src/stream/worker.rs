@@ -1,0 +1,297 @@
+//! `signaldesk worker`: content events from JetStream into the store, through the one ingest path.
+//!
+//! A fetched batch is grouped by collection; within a group the last event of each item id wins
+//! (as in a file), and the group goes through [`ingest_items`] as one call. Only after the store
+//! acknowledged the write are the events acknowledged, so a worker killed at any point leaves its
+//! events to be delivered again. Failures are sorted by kind:
+//! - a store that cannot be reached is no event's fault: the worker keeps the batch, tells NATS
+//!   it is still working on it (an in-progress acknowledgement restarts `ack_wait` without
+//!   counting a delivery) and retries the write with a growing delay until it succeeds or the
+//!   worker is stopped;
+//! - an item that fails on its own (a batch that failed is retried one item at a time to find
+//!   it) is put back with a delay, and dead-lettered with the reason at its
+//!   `stream.max_deliver`-th delivery;
+//! - an event delivered more than `stream.max_deliver` times without ever being acknowledged
+//!   (it kills or stalls every worker that takes it) is dead-lettered as soon as it is fetched.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::{js_err, parse_event, EventStream, StreamError};
+use crate::embed::Embedder;
+use crate::ingest::pipeline::{ingest_items, IngestError, IngestOptions, ItemStatus};
+use crate::store::VectorStore;
+
+/// How a worker runs.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// Stop once no event is waiting and none is being processed anywhere (a backfill's end;
+    /// tests). Otherwise the worker waits for events until it is told to stop.
+    pub exit_when_idle: bool,
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerSummary {
+    /// Events fetched, redeliveries included.
+    pub events: usize,
+    /// Events this worker received that had been delivered before (another worker died, or an
+    /// earlier attempt failed).
+    pub redelivered: usize,
+    pub new: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    /// Events skipped because a later event of the same batch had the same item id.
+    pub superseded: usize,
+    pub dead_letters: usize,
+    /// Event writes retried because the store could not be reached.
+    pub retried: usize,
+    pub batches: usize,
+}
+
+/// Run a worker until `stop` is set (checked between batches: a batch being written is
+/// finished and acknowledged first) or, with `exit_when_idle`, until the work is done.
+/// `on_batch` hears the running summary after each batch.
+pub async fn run_worker<S: VectorStore>(
+    stream: &EventStream,
+    store: &S,
+    embedder: Arc<Embedder>,
+    config: &crate::Config,
+    options: &WorkerOptions,
+    stop: &AtomicBool,
+    mut on_batch: impl FnMut(&WorkerSummary),
+) -> Result<WorkerSummary, StreamError> {
+    let consumer = stream.work_consumer().await?;
+    let mut summary = WorkerSummary::default();
+    while !stop.load(Ordering::Relaxed) {
+        let mut fetched = consumer
+            .fetch()
+            .max_messages(config.stream.fetch_batch)
+            .messages()
+            .await
+            .map_err(|e| js_err("fetch")(&e))?;
+        let mut messages = Vec::new();
+        while let Some(m) = fetched.next().await {
+            messages.push(m.map_err(|e| js_err("fetch")(&e))?);
+        }
+        if messages.is_empty() {
+            if options.exit_when_idle {
+                let info = consumer
+                    .get_info()
+                    .await
+                    .map_err(|e| js_err("consumer info")(&e))?;
+                if info.num_pending == 0 && info.num_ack_pending == 0 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        summary.events += messages.len();
+        summary.redelivered += messages
+            .iter()
+            .filter(|m| m.info().is_ok_and(|i| i.delivered > 1))
+            .count();
+        let work = Work {
+            stream,
+            store,
+            embedder: &embedder,
+            config,
+            stop,
+        };
+        process_batch(&work, messages, &mut summary).await?;
+        summary.batches += 1;
+        on_batch(&summary);
+    }
+    Ok(summary)
+}
+
+/// What processing a batch needs.
+struct Work<'a, S> {
+    stream: &'a EventStream,
+    store: &'a S,
+    embedder: &'a Arc<Embedder>,
+    config: &'a crate::Config,
+    stop: &'a AtomicBool,
+}
+
+type Event = (Message, crate::content::ContentItem);
+
+/// One fetched batch: parse (bad events to the dead letters), group by collection, ingest,
+/// acknowledge.
+async fn process_batch<S: VectorStore>(
+    work: &Work<'_, S>,
+    messages: Vec<Message>,
+    summary: &mut WorkerSummary,
+) -> Result<(), StreamError> {
+    let config = work.config;
+    let mut groups: Vec<(String, Vec<Event>)> = Vec::new();
+    let base = IngestOptions::configured(config, &config.store.collection, work.embedder);
+    for message in messages {
+        let deliveries = message.info().map_or(1, |i| i.delivered);
+        if deliveries > config.stream.max_deliver {
+            let reason = format!(
+                "unacknowledged: delivered {deliveries} times without an acknowledgement (workers died or timed out on it)"
+            );
+            dead_letter(work.stream, &message, &reason, summary).await?;
+            continue;
+        }
+        match parse_event(&message.payload, &base) {
+            Ok(event) => match groups.iter_mut().find(|(c, _)| *c == event.collection) {
+                Some((_, group)) => group.push((message, event.item)),
+                None => groups.push((event.collection, vec![(message, event.item)])),
+            },
+            Err(reason) => dead_letter(work.stream, &message, &reason, summary).await?,
+        }
+    }
+    for (collection, group) in groups {
+        let options = IngestOptions {
+            collection,
+            ..base.clone()
+        };
+        ingest_group(work, &options, group, summary).await?;
+    }
+    Ok(())
+}
+
+/// Ingest one collection's events: the whole group in one call, or, when that fails for a reason
+/// other than the store, one item at a time so only the failing item is retried.
+async fn ingest_group<S: VectorStore>(
+    work: &Work<'_, S>,
+    options: &IngestOptions,
+    group: Vec<Event>,
+    summary: &mut WorkerSummary,
+) -> Result<(), StreamError> {
+    // The last event of each id wins; earlier ones are acknowledged with it.
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, (_, item)) in group.iter().enumerate() {
+        last.insert(item.id.as_str(), i);
+    }
+    let keep: Vec<bool> = group
+        .iter()
+        .enumerate()
+        .map(|(i, (_, item))| last[item.id.as_str()] == i)
+        .collect();
+    let items: Vec<_> = group
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|((_, item), _)| item.clone())
+        .collect();
+    let result = match write_retrying_the_store(work, options, &group, items, summary).await? {
+        Some(result) => result,
+        // Stopped while the store was down: the events go back when their ack_wait ends.
+        None => return Ok(()),
+    };
+    match result {
+        Ok(statuses) => {
+            count(summary, &statuses);
+            summary.superseded += keep.iter().filter(|k| !**k).count();
+            for (message, _) in &group {
+                ack(message).await?;
+            }
+        }
+        Err(e) if group.len() == 1 => {
+            let (message, _) = &group[0];
+            let deliveries = message.info().map_or(1, |i| i.delivered);
+            if deliveries >= work.config.stream.max_deliver {
+                dead_letter(
+                    work.stream,
+                    message,
+                    &format!("ingest failed: {e}"),
+                    summary,
+                )
+                .await?;
+            } else {
+                let backoff = Duration::from_secs(1 << deliveries.clamp(0, 5));
+                message
+                    .ack_with(AckKind::Nak(Some(backoff)))
+                    .await
+                    .map_err(|e| js_err("nak")(&e))?;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, events = group.len(), "batch failed; retrying its items one by one");
+            for one in group {
+                Box::pin(ingest_group(work, options, vec![one], summary)).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`ingest_items`], retried with a growing delay (up to 30 s) for as long as the store cannot
+/// be reached, telling NATS after each failure that the events are still being worked on.
+/// `None` when the worker was stopped meanwhile.
+async fn write_retrying_the_store<S: VectorStore>(
+    work: &Work<'_, S>,
+    options: &IngestOptions,
+    group: &[Event],
+    items: Vec<crate::content::ContentItem>,
+    summary: &mut WorkerSummary,
+) -> Result<Option<Result<Vec<ItemStatus>, IngestError>>, StreamError> {
+    let mut failures = 0u32;
+    loop {
+        match ingest_items(work.store, work.embedder.clone(), items.clone(), options).await {
+            Err(IngestError::Store(e)) => {
+                failures += 1;
+                summary.retried += group.len();
+                let wait = Duration::from_millis((250u64 << failures.min(7)).min(30_000));
+                tracing::warn!(error = %e, ?wait, "the store write failed; holding the batch and retrying");
+                for (message, _) in group {
+                    message
+                        .ack_with(AckKind::Progress)
+                        .await
+                        .map_err(|e| js_err("in-progress acknowledgement")(&e))?;
+                }
+                tokio::time::sleep(wait).await;
+                if work.stop.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+            }
+            other => return Ok(Some(other)),
+        }
+    }
+}
+
+fn count(summary: &mut WorkerSummary, statuses: &[ItemStatus]) {
+    for s in statuses {
+        match s {
+            ItemStatus::New => summary.new += 1,
+            ItemStatus::Updated => summary.updated += 1,
+            ItemStatus::Unchanged => summary.unchanged += 1,
+        }
+    }
+}
+
+/// Acknowledge and wait for the server's confirmation.
+async fn ack(message: &Message) -> Result<(), StreamError> {
+    message
+        .double_ack()
+        .await
+        .map_err(|e| js_err("acknowledgement")(&e))
+}
+
+/// Copy the event to the dead letters with `reason`, then acknowledge it (in that order: a crash
+/// between the two leaves a dead letter *and* a redelivery, never neither).
+async fn dead_letter(
+    stream: &EventStream,
+    message: &Message,
+    reason: &str,
+    summary: &mut WorkerSummary,
+) -> Result<(), StreamError> {
+    let deliveries = message.info().map_or(1, |i| i.delivered);
+    tracing::warn!(reason, deliveries, "event dead-lettered");
+    stream
+        .dead_letter(&message.payload, reason, deliveries)
+        .await?;
+    ack(message).await?;
+    summary.dead_letters += 1;
+    Ok(())
+}

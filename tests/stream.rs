@@ -1,0 +1,282 @@
+//! The scale-out path on real servers: `nats-server` 2.15 with JetStream (tests/common/nats.rs)
+//! and the Qdrant v1.18.3 test server. `ingest --via-stream` publishes, `signaldesk worker`
+//! processes ingest; a worker is SIGKILLed mid-ingest and the store must still end with every
+//! item exactly once, equal to an uninterrupted in-process ingest. Poison events go to the dead
+//! letters and `stream status` counts them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::nats::{self, NatsServer};
+use common::qdrant::{self, QdrantServer, ServerOptions};
+use common::{run, signaldesk, stderr, write_tiny_bert, TinyBert};
+use serde_json::{json, Value};
+use signaldesk::store::{Filter, QdrantStore, VectorStore};
+
+/// `signaldesk` on the tiny model against the Qdrant server at `qdrant` and NATS at `nats`.
+fn scaled(work: &Path, model: &Path, qdrant: &str, nats: &str) -> Command {
+    let mut cmd = signaldesk(work);
+    cmd.env("SIGNALDESK_EMBED__MODEL", model)
+        .env("SIGNALDESK_CHUNK__MAX_TOKENS", "24")
+        .env("SIGNALDESK_CHUNK__OVERLAP_TOKENS", "4")
+        .env("SIGNALDESK_STORE__BACKEND", "qdrant")
+        .env("SIGNALDESK_STORE__URL", qdrant)
+        .env("SIGNALDESK_STORE__TIMEOUT_S", "10")
+        .env("SIGNALDESK_STREAM__URL", nats)
+        .env("SIGNALDESK_STREAM__ACK_WAIT_S", "3")
+        .env("SIGNALDESK_STREAM__FETCH_BATCH", "20")
+        .env_remove("QDRANT_API_KEY");
+    cmd
+}
+
+fn write_articles(path: &Path, n: usize) {
+    let rows: String = (0..n)
+        .map(|id| {
+            let body: String = (0..(2 + id % 4))
+                .map(|s| format!("Sentence {s} of story {id} covers markets, weather and sport. "))
+                .collect();
+            json!({"id": format!("item-{id}"), "title": format!("Story {id}"), "body": body})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(path, rows).unwrap();
+}
+
+fn json_out(o: &Output) -> Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("no JSON: {}", stderr(o)))
+}
+
+/// Every stored chunk of `collection` as (content id, chunk index, content hash, text); a chunk
+/// stored twice fails.
+async fn stored(
+    store: &QdrantStore,
+    collection: &str,
+) -> BTreeSet<(String, usize, String, String)> {
+    let mut out = BTreeSet::new();
+    let mut offset = None;
+    loop {
+        let (page, next) = store
+            .scroll(collection, &Filter::default(), offset, 500)
+            .await
+            .unwrap();
+        for c in page {
+            let hash = c.payload["content_hash"].as_str().unwrap().to_string();
+            let text = c.payload["text"].as_str().unwrap().to_string();
+            assert!(
+                out.insert((c.content_id, c.chunk_index, hash, text)),
+                "duplicate chunk"
+            );
+        }
+        match next {
+            Some(n) => offset = Some(n),
+            None => return out,
+        }
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_ingest_through_the_stream_leaves_every_item_exactly_once() {
+    let Some(qdrant_bin) = qdrant::available("a_worker_killed_mid_ingest") else {
+        return;
+    };
+    let Some(nats_bin) = nats::available("a_worker_killed_mid_ingest") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let model = work.path().join("tiny-model");
+    write_tiny_bert(&model, &TinyBert::default());
+    let file = work.path().join("items.jsonl");
+    write_articles(&file, 2000);
+    let qdrant = QdrantServer::start(&qdrant_bin, ServerOptions::default());
+    let nats = NatsServer::start(&nats_bin);
+    let cmd = || scaled(work.path(), &model, &qdrant.url(), &nats.url());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = QdrantStore::connect(&qdrant.url(), None, Duration::from_secs(10)).unwrap();
+
+    // The reference: the same file ingested in process into another collection.
+    let reference = json_out(&run(cmd()
+        .env("SIGNALDESK_STORE__COLLECTION", "reference")
+        .args(["ingest", "--json"])
+        .arg(&file)));
+    assert_eq!(reference["new"], 2000);
+    let want = rt.block_on(stored(&store, "reference"));
+
+    let published = json_out(&run(cmd()
+        .args(["ingest", "--via-stream", "--json"])
+        .arg(&file)));
+    assert_eq!(
+        (
+            published["published"].as_u64(),
+            published["duplicates"].as_u64()
+        ),
+        (Some(2000), Some(0)),
+        "{published}"
+    );
+    // A publisher that retries is de-duplicated by NATS (same item id and content).
+    let again = json_out(&run(cmd()
+        .args(["ingest", "--via-stream", "--json"])
+        .arg(&file)));
+    assert_eq!(
+        (again["published"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(2000)),
+        "{again}"
+    );
+
+    let mut first = cmd()
+        .args(["worker", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let written = rt
+            .block_on(store.count("content", &Filter::default()))
+            .unwrap_or(0);
+        if written > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker wrote nothing in 120 s"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the worker ended before writing: {}",
+            stderr(&first.wait_with_output().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill().unwrap(); // SIGKILL: no shutdown, its batch in hand unacknowledged
+    first.wait().unwrap();
+    let killed_at = rt
+        .block_on(store.count("content", &Filter::default()))
+        .unwrap();
+    assert!(killed_at < want.len(), "killed too late to test anything");
+
+    let second = json_out(&run(cmd().args(["worker", "--exit-when-idle", "--json"])));
+    assert_eq!(second["dead_letters"], 0, "{second}");
+    let got = rt.block_on(stored(&store, "content"));
+    assert_eq!(got.len(), want.len(), "chunks: {second}");
+    assert!(
+        got == want,
+        "the stream-ingested chunks differ from the in-process ingest"
+    );
+
+    let status = json_out(&run(cmd().args(["stream", "status", "--json"])));
+    assert_eq!(
+        (
+            status["content_events"].as_u64(),
+            status["pending"].as_u64(),
+            status["ack_pending"].as_u64(),
+            status["dead_letters"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0), Some(0)),
+        "{status}"
+    );
+    eprintln!(
+        "killed after {killed_at} of {} chunks were written; the second worker: {second}",
+        want.len()
+    );
+}
+
+#[test]
+fn poison_events_go_to_the_dead_letters_and_the_good_ones_are_ingested() {
+    let Some(qdrant_bin) = qdrant::available("poison_events") else {
+        return;
+    };
+    let Some(nats_bin) = nats::available("poison_events") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let model = work.path().join("tiny-model");
+    write_tiny_bert(&model, &TinyBert::default());
+    let file = work.path().join("items.jsonl");
+    write_articles(&file, 30);
+    let qdrant = QdrantServer::start(&qdrant_bin, ServerOptions::default());
+    let nats = NatsServer::start(&nats_bin);
+    let cmd = || scaled(work.path(), &model, &qdrant.url(), &nats.url());
+
+    // 30 good items, one event that is not JSON, and one item the workers' limit refuses
+    // (published with a larger max body than the workers run with).
+    let published = json_out(&run(cmd()
+        .args(["ingest", "--via-stream", "--json"])
+        .arg(&file)));
+    assert_eq!(published["published"], 30, "{published}");
+    let big = work.path().join("big.jsonl");
+    let body = "word ".repeat(400);
+    std::fs::write(
+        &big,
+        json!({"id": "too-big", "title": "Big", "body": body}).to_string() + "\n",
+    )
+    .unwrap();
+    let published = json_out(&run(cmd()
+        .env("SIGNALDESK_INGEST__MAX_BODY_BYTES", "100000")
+        .args(["ingest", "--via-stream", "--json"])
+        .arg(&big)));
+    assert_eq!(published["published"], 1, "{published}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.publish("signaldesk.content", "{not json".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+
+    let summary = json_out(&run(cmd()
+        .env("SIGNALDESK_INGEST__MAX_BODY_BYTES", "1000")
+        .args(["worker", "--exit-when-idle", "--json"])));
+    assert_eq!(
+        (summary["new"].as_u64(), summary["dead_letters"].as_u64()),
+        (Some(30), Some(2)),
+        "{summary}"
+    );
+    let store = QdrantStore::connect(&qdrant.url(), None, Duration::from_secs(10)).unwrap();
+    let items: BTreeSet<String> = rt
+        .block_on(stored(&store, "content"))
+        .into_iter()
+        .map(|(id, ..)| id)
+        .collect();
+    assert_eq!(items.len(), 30);
+    assert!(!items.contains("too-big"));
+
+    let status = json_out(&run(cmd().args(["stream", "status", "--json"])));
+    assert_eq!(status["dead_letters"], 2, "{status}");
+    assert_eq!(status["dead_reasons"]["invalid event"], 1, "{status}");
+    assert_eq!(status["dead_reasons"]["invalid item"], 1, "{status}");
+    let text = run(cmd().args(["stream", "status"]));
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("2 dead letters"), "{text}");
+}
+
+#[test]
+fn without_stream_url_the_scale_out_commands_say_what_to_set() {
+    let work = tempfile::tempdir().unwrap();
+    for args in [
+        &["worker"][..],
+        &["stream", "status"],
+        &["ingest", "--via-stream", "items.jsonl"],
+    ] {
+        std::fs::write(
+            work.path().join("items.jsonl"),
+            "{\"id\":1,\"title\":\"t\"}\n",
+        )
+        .unwrap();
+        let out = run(signaldesk(work.path()).args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("stream.url is not set"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
