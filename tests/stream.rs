@@ -280,3 +280,88 @@ fn without_stream_url_the_scale_out_commands_say_what_to_set() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_stream_the_api_queues_content_with_202_and_a_worker_makes_it_readable() {
+    use common::server::{listening_url_and_log, send, test_docs, Server};
+    use reqwest::Method;
+    let Some(qdrant_bin) = qdrant::available("the_api_queues_content") else {
+        return;
+    };
+    let Some(nats_bin) = nats::available("the_api_queues_content") else {
+        return;
+    };
+    let qdrant = QdrantServer::start(&qdrant_bin, ServerOptions::default());
+    let nats = NatsServer::start(&nats_bin);
+    let work = tempfile::tempdir().unwrap();
+    let taxonomy = common::root().join("golden-datasets/reuters21578/modapte90/taxonomy.tsv");
+    // deploy/signaldesk.toml (the compose file's configuration) with the stream switched on.
+    let configured = || {
+        let mut cmd = signaldesk(work.path());
+        cmd.env(
+            "SIGNALDESK_CONFIG",
+            common::root().join("deploy/signaldesk.toml"),
+        )
+        .env("SIGNALDESK_STORE__URL", qdrant.url())
+        .env("SIGNALDESK_STREAM__URL", nats.url())
+        .env("SIGNALDESK_API__DEVELOPMENT", "true")
+        .env("SIGNALDESK_API__TAXONOMY", &taxonomy);
+        cmd
+    };
+    let mut child = configured()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (url, log) = listening_url_and_log(&mut child);
+    let server = Server {
+        child,
+        url,
+        config: common::root().join("deploy/signaldesk.toml"),
+        work: tempfile::tempdir().unwrap(),
+        log,
+    };
+    let client = reqwest::Client::new();
+    let key = Some("dev-key-change-me");
+    let mut docs = test_docs(4);
+    docs.push(json!({"id": "bad", "title": 7}));
+    let (status, v) = send(
+        &client,
+        Method::POST,
+        &format!("{}/v1/content", server.url),
+        key,
+        Some(json!(docs)),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert!(items[..4].iter().all(|i| i["status"] == "queued"), "{v}");
+    assert_eq!(items[4]["error"]["field"], "items[4].title", "{v}");
+    let location = items[0]["location"].as_str().unwrap().to_string();
+    let (status, _) = send(
+        &client,
+        Method::GET,
+        &format!("{}{location}", server.url),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "readable only once a worker has ingested it");
+
+    let out = configured()
+        .args(["worker", "--exit-when-idle", "--json"])
+        .output()
+        .unwrap();
+    let summary = json_out(&out);
+    assert_eq!(summary["new"], 4, "{summary}");
+    let (status, item) = send(
+        &client,
+        Method::GET,
+        &format!("{}{location}", server.url),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["item"]["id"], docs[0]["id"], "{item}");
+}
