@@ -13,11 +13,11 @@
 //! killed, or the store failed) is delivered again after `stream.ack_wait_s`. A second delivery is
 //! harmless: point ids come from (item id, chunk index) and an item whose stored content hash
 //! matches is skipped, so the store ends with each item once. A publisher that retries is
-//! de-duplicated by NATS itself within `stream.duplicate_window_s`: the message id is the item id
-//! plus its content hash. An event that fails `stream.max_deliver` times (or can never succeed: it
-//! does not parse, or an item fails validation) is moved to `<prefix>.dead.content` (the
-//! `<PREFIX>_DEAD` stream) with the reason in its headers, and counted by `signaldesk stream
-//! status`.
+//! de-duplicated by NATS itself within `stream.duplicate_window_s`: the message id is the
+//! collection, the item id and its content hash. An event that fails `stream.max_deliver` times
+//! (or can never succeed: it does not parse, or an item fails validation) is moved to
+//! `<prefix>.dead.content` (the `<PREFIX>_DEAD` stream) with the reason in its headers, and
+//! counted by `signaldesk stream status`.
 //!
 //! **Consumer loop.** Workers fetch at most `stream.fetch_batch` events at a time and hold no
 //! buffer beyond it: a prefetching consumer starts events' `ack_wait` clocks while they sit in a
@@ -82,10 +82,16 @@ pub struct ContentEvent {
 }
 
 impl ContentEvent {
-    /// The de-duplication id: the item id and a hash of its content, so a retried publish of
-    /// the same item is dropped while a changed item goes through.
+    /// The de-duplication id: the collection, the item id and a hash of its content, so a
+    /// retried publish of the same item is dropped while a changed item, or the same item for
+    /// another collection, goes through.
     pub fn message_id(&self) -> String {
-        format!("{}:{}", self.item.id, self.item.content_hash("event"))
+        format!(
+            "{}:{}:{}",
+            self.collection,
+            self.item.id,
+            self.item.content_hash("event")
+        )
     }
 }
 
@@ -512,7 +518,10 @@ mod tests {
         let mut changed = event.clone();
         changed.item.body.push('!');
         assert_ne!(changed.message_id(), event.message_id());
-        assert!(event.message_id().starts_with("a-1:"));
+        assert!(event.message_id().starts_with("news:a-1:"));
+        let mut elsewhere = event.clone();
+        elsewhere.collection = "archive".into();
+        assert_ne!(elsewhere.message_id(), event.message_id());
     }
 
     #[test]
