@@ -91,6 +91,9 @@ pub struct StreamConfig {
     pub duplicate_window_s: u64,
     /// Seconds to wait for a server when connecting and for each publish acknowledgement.
     pub timeout_s: u64,
+    /// Seconds a publish that was not acknowledged is sent again (same message id, so never
+    /// stored twice) while a NATS cluster fails over, before the publisher gives up.
+    pub publish_retry_s: u64,
 }
 
 impl StreamConfig {
@@ -144,6 +147,7 @@ impl Default for StreamConfig {
             fetch_batch: 64,
             duplicate_window_s: 120,
             timeout_s: 10,
+            publish_retry_s: 30,
         }
     }
 }

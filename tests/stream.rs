@@ -365,3 +365,83 @@ async fn with_a_stream_the_api_queues_content_with_202_and_a_worker_makes_it_rea
     assert_eq!(status, 200, "{item}");
     assert_eq!(item["item"]["id"], docs[0]["id"], "{item}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_while_publishing_loses_nothing_acknowledged_and_publishing_resumes() {
+    use signaldesk::config::StreamConfig;
+    use signaldesk::content::{ContentItem, Limits};
+    use signaldesk::stream::{EventStream, PublishSummary};
+    let Some(nats_bin) = nats::available("a_nats_node_killed_while_publishing") else {
+        return;
+    };
+    let mut servers = nats::cluster(&nats_bin, 3);
+    let config = StreamConfig {
+        url: servers
+            .iter()
+            .map(|s| s.url())
+            .collect::<Vec<_>>()
+            .join(","),
+        replicas: 3,
+        timeout_s: 2,
+        ..StreamConfig::default()
+    };
+    // The cluster elects its JetStream meta leader a moment after the servers are up.
+    let started = Instant::now();
+    let stream = loop {
+        match EventStream::connect(&config).await {
+            Ok(stream) => break stream,
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("waiting for the cluster: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the cluster never took the streams: {e}"),
+        }
+    };
+    let items: Vec<ContentItem> = (0..2000)
+        .map(|i| {
+            let v =
+                json!({"id": format!("item-{i}"), "title": format!("Story {i}"), "body": "Text."});
+            ContentItem::from_json(v.as_object().unwrap().clone(), Limits::default()).unwrap()
+        })
+        .collect();
+    // The content stream's leader: the server whose loss costs an election.
+    let leader = {
+        let client = async_nats::connect(servers[0].url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut content = js.get_stream("SIGNALDESK_CONTENT").await.unwrap();
+        let info = content.info().await.unwrap();
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .unwrap()
+    };
+    let leader: usize = leader.trim_start_matches('n').parse().unwrap();
+    let mut summary = PublishSummary::default();
+    let mut slowest = Duration::ZERO;
+    for (batch, chunk) in items.chunks(20).enumerate() {
+        if batch == 30 {
+            servers[leader].kill();
+        }
+        let began = Instant::now();
+        let published = stream
+            .publish_items("content", chunk.to_vec(), &mut summary)
+            .await
+            .unwrap_or_else(|e| panic!("batch {batch} after the kill: {e}"));
+        assert_eq!(published.len(), chunk.len());
+        slowest = slowest.max(began.elapsed());
+    }
+    assert_eq!(summary.published + summary.duplicates, 2000, "{summary:?}");
+    // Every acknowledged event is in the stream once: none lost in the failover, and none
+    // stored twice by the publisher's retries (same message ids).
+    let status = stream.status().await.unwrap();
+    assert_eq!(status.content_events, 2000, "{status:?}");
+    assert_eq!(status.replicas, 3);
+    eprintln!(
+        "stream leader n{leader} SIGKILLed after 600 of 2000 events: the slowest batch of 20 took {slowest:?} ({} publishes sent again)",
+        summary.retries
+    );
+    assert!(
+        slowest < Duration::from_secs(10),
+        "publishing stalled for {slowest:?} after the leader died"
+    );
+}

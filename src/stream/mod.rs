@@ -104,6 +104,8 @@ pub struct PublishSummary {
     /// Events NATS dropped as already published (same id and content within the window).
     pub duplicates: usize,
     pub rejected: usize,
+    /// Publishes sent again because the first was not acknowledged (a server failing over).
+    pub retries: usize,
     /// Stream sequence of the last stored event.
     pub last_sequence: u64,
 }
@@ -137,6 +139,13 @@ pub struct StreamStatus {
     pub dead_letters: u64,
     /// Dead letters by reason (the last 1,000 read).
     pub dead_reasons: BTreeMap<String, u64>,
+}
+
+/// A publish waiting for its acknowledgement, kept so it can be sent again.
+struct InFlight {
+    payload: Vec<u8>,
+    id: String,
+    ack: Option<Result<jetstream::context::PublishAckFuture, StreamError>>,
 }
 
 /// A connection to JetStream with the project's streams in place.
@@ -244,7 +253,10 @@ impl EventStream {
     }
 
     /// Publish one event per item, pipelined (up to 256 acknowledgements in flight), and wait
-    /// until the stream has stored every one.
+    /// until the stream has stored every one. When an acknowledgement fails or does not come (a
+    /// NATS server died, the stream is electing a new leader), every publish still in flight is
+    /// sent again, with the same message ids so none is stored twice, for up to
+    /// `stream.publish_retry_s`.
     pub async fn publish_items(
         &self,
         collection: &str,
@@ -252,7 +264,7 @@ impl EventStream {
         summary: &mut PublishSummary,
     ) -> Result<Vec<Published>, StreamError> {
         let mut pending = std::collections::VecDeque::new();
-        let mut sequences = Vec::new();
+        let mut published = Vec::new();
         for item in items {
             let event = ContentEvent {
                 v: CONTENT_EVENT_VERSION,
@@ -260,33 +272,61 @@ impl EventStream {
                 item,
             };
             let payload = serde_json::to_vec(&event).expect("events serialize");
-            let publish = jetstream::message::PublishMessage::build()
-                .payload(payload.into())
-                .message_id(event.message_id());
-            let ack = self
-                .js
-                .send_publish(self.subject("content"), publish)
-                .await
-                .map_err(|e| js_err("publish")(&e))?;
-            pending.push_back(ack);
+            let id = event.message_id();
+            let ack = Some(self.send(&payload, &id).await);
+            pending.push_back(InFlight { payload, id, ack });
             if pending.len() >= 256 {
-                let ack = pending.pop_front().expect("not empty");
-                sequences.push(Self::confirmed(ack, summary).await?);
+                published.push(self.confirm_first(&mut pending, summary).await?);
             }
         }
-        for ack in pending {
-            sequences.push(Self::confirmed(ack, summary).await?);
+        while !pending.is_empty() {
+            published.push(self.confirm_first(&mut pending, summary).await?);
         }
-        Ok(sequences)
+        Ok(published)
     }
 
-    async fn confirmed(
-        ack: jetstream::context::PublishAckFuture,
+    async fn send(
+        &self,
+        payload: &[u8],
+        id: &str,
+    ) -> Result<jetstream::context::PublishAckFuture, StreamError> {
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.to_vec().into())
+            .message_id(id);
+        self.js
+            .send_publish(self.subject("content"), publish)
+            .await
+            .map_err(|e| js_err("publish")(&e))
+    }
+
+    /// Wait for the oldest publish's acknowledgement; while it fails, send every publish in
+    /// flight again (one failover costs one wait, not one per event).
+    async fn confirm_first(
+        &self,
+        pending: &mut std::collections::VecDeque<InFlight>,
         summary: &mut PublishSummary,
     ) -> Result<Published, StreamError> {
-        let ack = ack
-            .await
-            .map_err(|e| js_err("publish acknowledgement")(&e))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(self.config.publish_retry_s);
+        let ack = loop {
+            let first = pending.front_mut().expect("a publish in flight");
+            let result = match first.ack.take().expect("each publish is awaited once") {
+                Ok(ack) => ack.await.map_err(|e| js_err("publish acknowledgement")(&e)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ack) => break ack,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, in_flight = pending.len(), "publish not acknowledged; sending what is in flight again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    for p in pending.iter_mut() {
+                        p.ack = Some(self.send(&p.payload, &p.id).await);
+                        summary.retries += 1;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        pending.pop_front();
         if ack.duplicate {
             summary.duplicates += 1;
         } else {

@@ -62,6 +62,10 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// Earlier runs of this server (each wrote "Server is ready" to the same log).
+    child_starts: usize,
+    /// Cluster mode: this server's name, its route port and every peer's route port.
+    cluster: Option<(String, u16, Vec<u16>)>,
 }
 
 impl NatsServer {
@@ -74,6 +78,8 @@ impl NatsServer {
                 child: None,
                 dir: tempfile::tempdir().unwrap(),
                 port: free_port(),
+                child_starts: 0,
+                cluster: None,
             };
             match server.spawn_and_wait() {
                 Ok(()) => return server,
@@ -90,12 +96,29 @@ impl NatsServer {
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         let d = self.dir.path();
-        let log = std::fs::File::create(d.join("nats.log")).unwrap();
-        let child = Command::new(&self.bin)
-            .args(["-js", "-a", "127.0.0.1", "-p"])
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("nats.log"))
+            .unwrap();
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")
-            .arg(d.join("jetstream"))
+            .arg(d.join("jetstream"));
+        if let Some((name, route, peers)) = &self.cluster {
+            let routes: Vec<String> = peers
+                .iter()
+                .filter(|p| *p != route)
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            cmd.args(["--server_name", name, "--cluster_name", "signaldesk-test"])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{route}"))
+                .arg("--routes")
+                .arg(routes.join(","));
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -109,7 +132,7 @@ impl NatsServer {
                 return Err(format!("nats-server exited ({status}): {}", self.log()));
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self.log().contains("Server is ready")
+                && self.log().matches("Server is ready").count() > self.starts()
             {
                 return Ok(());
             }
@@ -118,10 +141,55 @@ impl NatsServer {
         Err(format!("not ready within 30 s: {}", self.log()))
     }
 
+    /// Times this server was started before the current start (its log is appended to).
+    fn starts(&self) -> usize {
+        self.child_starts
+    }
+
+    /// SIGKILL the server (no shutdown, as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.child_starts += 1;
+        }
+    }
+
+    /// Start the killed server again on the same ports and storage.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart a killed server only");
+        if let Err(e) = self.spawn_and_wait() {
+            panic!("nats-server did not restart: {e}");
+        }
+    }
+
     /// The server's log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
+}
+
+/// A JetStream cluster of `n` servers on loopback, all started at once (each routes to the
+/// others). Returns when every server accepts connections; JetStream's meta leader is elected
+/// a moment later, so callers retry their first stream creation.
+pub fn cluster(bin: &Path, n: usize) -> Vec<NatsServer> {
+    let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let mut servers: Vec<NatsServer> = (0..n)
+        .map(|i| NatsServer {
+            bin: bin.to_path_buf(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            child_starts: 0,
+            cluster: Some((format!("n{i}"), routes[i], routes.clone())),
+        })
+        .collect();
+    for server in &mut servers {
+        if let Err(e) = server.spawn_and_wait() {
+            panic!("nats-server cluster peer did not start: {e}");
+        }
+    }
+    servers
 }
 
 impl Drop for NatsServer {
