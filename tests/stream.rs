@@ -129,11 +129,39 @@ fn a_worker_killed_mid_ingest_through_the_stream_leaves_every_item_exactly_once(
     );
 
     let mut first = cmd()
-        .args(["worker", "--json"])
+        .args(["worker", "--json", "--metrics-addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let metrics_url = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(first.stderr.take().unwrap()).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("worker metrics on ").map(str::to_string))
+            .expect("the worker says where its metrics are");
+        // Keep draining the worker's stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        url
+    };
+    let text = rt.block_on(async {
+        reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        text.lines().any(|l| l == "signaldesk_stream_up 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE signaldesk_stream_pending_events gauge"),
+        "{text}"
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let written = rt
@@ -148,8 +176,7 @@ fn a_worker_killed_mid_ingest_through_the_stream_leaves_every_item_exactly_once(
         );
         assert!(
             first.try_wait().unwrap().is_none(),
-            "the worker ended before writing: {}",
-            stderr(&first.wait_with_output().unwrap())
+            "the worker ended before writing"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -305,7 +332,9 @@ async fn with_a_stream_the_api_queues_content_with_202_and_a_worker_makes_it_rea
         .env("SIGNALDESK_STORE__URL", qdrant.url())
         .env("SIGNALDESK_STREAM__URL", nats.url())
         .env("SIGNALDESK_API__DEVELOPMENT", "true")
-        .env("SIGNALDESK_API__TAXONOMY", &taxonomy);
+        .env("SIGNALDESK_API__TAXONOMY", &taxonomy)
+        // /metrics on the API's own port (the compose file's 0.0.0.0:9090 may be taken).
+        .env("SIGNALDESK_API__METRICS_ADDR", "");
         cmd
     };
     let mut child = configured()
@@ -347,6 +376,24 @@ async fn with_a_stream_the_api_queues_content_with_202_and_a_worker_makes_it_rea
     )
     .await;
     assert_eq!(status, 404, "readable only once a worker has ingested it");
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = metrics().await;
+    for line in [
+        "signaldesk_stream_published_total 4",
+        "signaldesk_stream_publish_duration_seconds_count 4",
+        "signaldesk_stream_up 1",
+        "signaldesk_stream_pending_events 4",
+        "signaldesk_stream_dead_letters 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
 
     let out = configured()
         .args(["worker", "--exit-when-idle", "--json"])
@@ -364,6 +411,12 @@ async fn with_a_stream_the_api_queues_content_with_202_and_a_worker_makes_it_rea
     .await;
     assert_eq!(status, 200, "{item}");
     assert_eq!(item["item"]["id"], docs[0]["id"], "{item}");
+    let text = metrics().await;
+    assert!(
+        text.lines()
+            .any(|l| l == "signaldesk_stream_pending_events 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -661,6 +661,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let mut out = crate::observe::route_metrics();
     out.push_str(&crate::observe::stage_metrics());
     out.push_str(&crate::llm::accounting::prometheus());
+    if let Some(stream) = &state.stream {
+        out.push_str(&stream.prometheus().await);
+    }
     for (name, help, value) in [
         (
             "signaldesk_tag_items_total",

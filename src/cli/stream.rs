@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use signaldesk::ingest::pipeline::IngestOptions;
 use signaldesk::store::AnyStore;
@@ -26,6 +26,10 @@ pub struct WorkerArgs {
     /// Print the summary as JSON when the worker exits.
     #[arg(long)]
     json: bool,
+    /// Serve Prometheus metrics (`GET /metrics`: events processed, redelivered, dead-lettered,
+    /// the consumer's lag) on this address, e.g. 0.0.0.0:9091.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -57,7 +61,20 @@ fn stop_on_signal() -> Arc<AtomicBool> {
 }
 
 pub async fn worker(config: &Config, args: WorkerArgs) -> Result<ExitCode> {
-    let stream = EventStream::connect(&config.stream).await?;
+    let stream = Arc::new(EventStream::connect(&config.stream).await?);
+    if let Some(addr) = &args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+        eprintln!(
+            "worker metrics on http://{}/metrics",
+            listener.local_addr()?
+        );
+        tokio::spawn(signaldesk::stream::metrics::serve_metrics(
+            listener,
+            stream.clone(),
+        ));
+    }
     let embedder = Arc::new(Embedder::from_config(config)?);
     let store = AnyStore::open(config)?;
     let stop = stop_on_signal();

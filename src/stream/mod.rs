@@ -26,10 +26,12 @@
 //! (the server confirms each), so an acknowledgement lost on the wire cannot be mistaken for a
 //! processed event.
 
+pub mod metrics;
 pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -145,6 +147,7 @@ pub struct StreamStatus {
 struct InFlight {
     payload: Vec<u8>,
     id: String,
+    sent: std::time::Instant,
     ack: Option<Result<jetstream::context::PublishAckFuture, StreamError>>,
 }
 
@@ -273,8 +276,14 @@ impl EventStream {
             };
             let payload = serde_json::to_vec(&event).expect("events serialize");
             let id = event.message_id();
+            let sent = std::time::Instant::now();
             let ack = Some(self.send(&payload, &id).await);
-            pending.push_back(InFlight { payload, id, ack });
+            pending.push_back(InFlight {
+                payload,
+                id,
+                sent,
+                ack,
+            });
             if pending.len() >= 256 {
                 published.push(self.confirm_first(&mut pending, summary).await?);
             }
@@ -321,12 +330,15 @@ impl EventStream {
                     for p in pending.iter_mut() {
                         p.ack = Some(self.send(&p.payload, &p.id).await);
                         summary.retries += 1;
+                        metrics::COUNTERS.publish_retries.fetch_add(1, Relaxed);
                     }
                 }
                 Err(e) => return Err(e),
             }
         };
-        pending.pop_front();
+        let done = pending.pop_front().expect("a publish in flight");
+        metrics::COUNTERS.published.fetch_add(1, Relaxed);
+        metrics::COUNTERS.publish_took(done.sent.elapsed());
         if ack.duplicate {
             summary.duplicates += 1;
         } else {

@@ -23,6 +23,7 @@ use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::metrics::COUNTERS;
 use super::{js_err, parse_event, EventStream, StreamError};
 use crate::embed::Embedder;
 use crate::ingest::pipeline::{ingest_items, IngestError, IngestOptions, ItemStatus};
@@ -93,11 +94,18 @@ pub async fn run_worker<S: VectorStore>(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        summary.events += messages.len();
-        summary.redelivered += messages
+        let redelivered = messages
             .iter()
             .filter(|m| m.info().is_ok_and(|i| i.delivered > 1))
             .count();
+        summary.events += messages.len();
+        summary.redelivered += redelivered;
+        COUNTERS
+            .events
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        COUNTERS
+            .redelivered
+            .fetch_add(redelivered as u64, Ordering::Relaxed);
         let work = Work {
             stream,
             store,
@@ -242,6 +250,9 @@ async fn write_retrying_the_store<S: VectorStore>(
             Err(IngestError::Store(e)) => {
                 failures += 1;
                 summary.retried += group.len();
+                COUNTERS
+                    .store_retries
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
                 let wait = Duration::from_millis((250u64 << failures.min(7)).min(30_000));
                 tracing::warn!(error = %e, ?wait, "the store write failed; holding the batch and retrying");
                 for (message, _) in group {
@@ -293,5 +304,6 @@ async fn dead_letter(
         .await?;
     ack(message).await?;
     summary.dead_letters += 1;
+    COUNTERS.dead_lettered.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
