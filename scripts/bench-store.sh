@@ -61,18 +61,8 @@ if [[ ",$backends," == *,edge,* ]]; then
 fi
 
 if [[ ",$backends," == *,qdrant,* ]]; then
-  qdrant="${QDRANT_BIN:-}"
-  if [[ -z "$qdrant" ]]; then
-    qdrant="$target/tmp/qdrant-v1.18.3/qdrant"
-    if [[ ! -x "$qdrant" ]]; then
-      archive=../shared/qdrant/qdrant-v1.18.3-x86_64-linux-gnu.xz
-      [[ -f "$archive" ]] || { echo "bench-store: no Qdrant binary: set QDRANT_BIN" >&2; exit 1; }
-      mkdir -p "$(dirname "$qdrant")"
-      xz -dc "$archive" > "$qdrant.partial"
-      echo "0033a280820b75c10be2c01b23e71688d2d5fc50495d76a1be61e19dd95d65c2  $qdrant.partial" | sha256sum -c --quiet
-      chmod +x "$qdrant.partial" && mv "$qdrant.partial" "$qdrant"
-    fi
-  fi
+  source scripts/qdrant-bin.sh
+  qdrant="$(qdrant_bin "$target")"
   read -r http grpc < <(python3 -c 'import socket
 socks = [socket.socket() for _ in range(2)]
 for s in socks:
@@ -80,7 +70,6 @@ for s in socks:
 print(*[s.getsockname()[1] for s in socks])')
   storage="$work/qdrant-storage"
   rm -rf "$storage"
-  qdrant="$(realpath "$qdrant")"
   # Started from $work (exec, so $! is the server): Qdrant writes a marker file,
   # .qdrant-initialized, in its working directory.
   (

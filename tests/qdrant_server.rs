@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::qdrant::{self, QdrantServer, ServerOptions};
-use common::{read_trec, root, run, signaldesk, stderr, write_tiny_bert, TinyBert};
-use serde_json::{json, Value};
+use common::qdrant::{self, stored_chunks, QdrantServer, ServerOptions};
+use common::{read_trec, root, run, signaldesk, stderr, write_articles, write_tiny_bert, TinyBert};
+use serde_json::Value;
 use signaldesk::store::{Filter, QdrantStore, VectorStore};
 
 /// `signaldesk` on the tiny model against the server at `url`.
@@ -28,50 +28,9 @@ fn on_server(work: &Path, model: &Path, url: &str) -> Command {
     cmd
 }
 
-fn write_articles(path: &Path, n: usize) {
-    let rows: String = (0..n)
-        .map(|id| {
-            let body: String = (0..(3 + id % 5))
-                .map(|s| format!("Sentence {s} of story {id} covers markets, weather and sport. "))
-                .collect();
-            json!({"id": format!("item-{id}"), "title": format!("Story {id}"), "body": body})
-                .to_string()
-                + "\n"
-        })
-        .collect();
-    std::fs::write(path, rows).unwrap();
-}
-
 fn summary(o: &Output) -> Value {
     assert!(o.status.success(), "{}", stderr(o));
     serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("no JSON summary: {}", stderr(o)))
-}
-
-/// Every stored chunk of `collection` as (content id, chunk index, content hash, text).
-async fn stored(
-    store: &QdrantStore,
-    collection: &str,
-) -> BTreeSet<(String, usize, String, String)> {
-    let mut out = BTreeSet::new();
-    let mut offset = None;
-    loop {
-        let (page, next) = store
-            .scroll(collection, &Filter::default(), offset, 500)
-            .await
-            .unwrap();
-        for c in page {
-            let hash = c.payload["content_hash"].as_str().unwrap().to_string();
-            let text = c.payload["text"].as_str().unwrap().to_string();
-            assert!(
-                out.insert((c.content_id, c.chunk_index, hash, text)),
-                "duplicate chunk"
-            );
-        }
-        match next {
-            Some(n) => offset = Some(n),
-            None => return out,
-        }
-    }
 }
 
 #[test]
@@ -95,7 +54,7 @@ fn a_server_killed_mid_ingest_stops_it_with_one_clear_error_and_a_rerun_recovers
         .args(["ingest", "--json"])
         .arg(&file)));
     assert_eq!(reference["new"], 3000);
-    let want = rt.block_on(stored(&store, "reference"));
+    let want = rt.block_on(stored_chunks(&store, "reference"));
 
     // Small batches, so the kill lands between many acknowledged writes.
     let mut ingest = on_server(work.path(), &model, &url)
@@ -153,7 +112,7 @@ fn a_server_killed_mid_ingest_stops_it_with_one_clear_error_and_a_rerun_recovers
         3000,
         "{second}"
     );
-    assert_eq!(rt.block_on(stored(&store, "content")), want);
+    assert_eq!(rt.block_on(stored_chunks(&store, "content")), want);
     let third = summary(&run(on_server(work.path(), &model, &url)
         .args(["ingest", "--json"])
         .arg(&file)));

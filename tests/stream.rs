@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::nats::{self, NatsServer};
-use common::qdrant::{self, QdrantServer, ServerOptions};
-use common::{run, signaldesk, stderr, write_tiny_bert, TinyBert};
+use common::qdrant::{self, stored_chunks, QdrantServer, ServerOptions};
+use common::{run, signaldesk, stderr, write_articles, write_tiny_bert, TinyBert};
 use serde_json::{json, Value};
 use signaldesk::store::{Filter, QdrantStore, VectorStore};
 
@@ -33,18 +33,46 @@ fn scaled(work: &Path, model: &Path, qdrant: &str, nats: &str) -> Command {
     cmd
 }
 
-fn write_articles(path: &Path, n: usize) {
-    let rows: String = (0..n)
-        .map(|id| {
-            let body: String = (0..(2 + id % 4))
-                .map(|s| format!("Sentence {s} of story {id} covers markets, weather and sport. "))
-                .collect();
-            json!({"id": format!("item-{id}"), "title": format!("Story {id}"), "body": body})
-                .to_string()
-                + "\n"
+/// Both servers, the tiny model and `n` articles in `items.jsonl`.
+struct Setup {
+    work: tempfile::TempDir,
+    model: std::path::PathBuf,
+    file: std::path::PathBuf,
+    qdrant: QdrantServer,
+    nats: NatsServer,
+}
+
+impl Setup {
+    /// `None` (after a visible line) when a server binary is absent and not required.
+    fn start(test: &str, n: usize) -> Option<Self> {
+        let qdrant_bin = qdrant::available(test)?;
+        let nats_bin = nats::available(test)?;
+        let work = tempfile::tempdir().unwrap();
+        let model = work.path().join("tiny-model");
+        write_tiny_bert(&model, &TinyBert::default());
+        let file = work.path().join("items.jsonl");
+        write_articles(&file, n);
+        Some(Self {
+            qdrant: QdrantServer::start(&qdrant_bin, ServerOptions::default()),
+            nats: NatsServer::start(&nats_bin),
+            work,
+            model,
+            file,
         })
-        .collect();
-    std::fs::write(path, rows).unwrap();
+    }
+
+    fn cmd(&self) -> Command {
+        scaled(
+            self.work.path(),
+            &self.model,
+            &self.qdrant.url(),
+            &self.nats.url(),
+        )
+    }
+
+    fn store(&self) -> QdrantStore {
+        QdrantStore::connect(&self.qdrant.url(), None, Duration::from_secs(10)).unwrap()
+    }
 }
 
 fn json_out(o: &Output) -> Value {
@@ -52,64 +80,26 @@ fn json_out(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("no JSON: {}", stderr(o)))
 }
 
-/// Every stored chunk of `collection` as (content id, chunk index, content hash, text); a chunk
-/// stored twice fails.
-async fn stored(
-    store: &QdrantStore,
-    collection: &str,
-) -> BTreeSet<(String, usize, String, String)> {
-    let mut out = BTreeSet::new();
-    let mut offset = None;
-    loop {
-        let (page, next) = store
-            .scroll(collection, &Filter::default(), offset, 500)
-            .await
-            .unwrap();
-        for c in page {
-            let hash = c.payload["content_hash"].as_str().unwrap().to_string();
-            let text = c.payload["text"].as_str().unwrap().to_string();
-            assert!(
-                out.insert((c.content_id, c.chunk_index, hash, text)),
-                "duplicate chunk"
-            );
-        }
-        match next {
-            Some(n) => offset = Some(n),
-            None => return out,
-        }
-    }
-}
-
 #[test]
 fn a_worker_killed_mid_ingest_through_the_stream_leaves_every_item_exactly_once() {
-    let Some(qdrant_bin) = qdrant::available("a_worker_killed_mid_ingest") else {
+    let Some(setup) = Setup::start("a_worker_killed_mid_ingest", 2000) else {
         return;
     };
-    let Some(nats_bin) = nats::available("a_worker_killed_mid_ingest") else {
-        return;
-    };
-    let work = tempfile::tempdir().unwrap();
-    let model = work.path().join("tiny-model");
-    write_tiny_bert(&model, &TinyBert::default());
-    let file = work.path().join("items.jsonl");
-    write_articles(&file, 2000);
-    let qdrant = QdrantServer::start(&qdrant_bin, ServerOptions::default());
-    let nats = NatsServer::start(&nats_bin);
-    let cmd = || scaled(work.path(), &model, &qdrant.url(), &nats.url());
+    let (file, cmd) = (&setup.file, || setup.cmd());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = QdrantStore::connect(&qdrant.url(), None, Duration::from_secs(10)).unwrap();
+    let store = setup.store();
 
     // The reference: the same file ingested in process into another collection.
     let reference = json_out(&run(cmd()
         .env("SIGNALDESK_STORE__COLLECTION", "reference")
         .args(["ingest", "--json"])
-        .arg(&file)));
+        .arg(file)));
     assert_eq!(reference["new"], 2000);
-    let want = rt.block_on(stored(&store, "reference"));
+    let want = rt.block_on(stored_chunks(&store, "reference"));
 
     let published = json_out(&run(cmd()
         .args(["ingest", "--via-stream", "--json"])
-        .arg(&file)));
+        .arg(file)));
     assert_eq!(
         (
             published["published"].as_u64(),
@@ -121,7 +111,7 @@ fn a_worker_killed_mid_ingest_through_the_stream_leaves_every_item_exactly_once(
     // A publisher that retries is de-duplicated by NATS (same item id and content).
     let again = json_out(&run(cmd()
         .args(["ingest", "--via-stream", "--json"])
-        .arg(&file)));
+        .arg(file)));
     assert_eq!(
         (again["published"].as_u64(), again["duplicates"].as_u64()),
         (Some(0), Some(2000)),
@@ -189,7 +179,7 @@ fn a_worker_killed_mid_ingest_through_the_stream_leaves_every_item_exactly_once(
 
     let second = json_out(&run(cmd().args(["worker", "--exit-when-idle", "--json"])));
     assert_eq!(second["dead_letters"], 0, "{second}");
-    let got = rt.block_on(stored(&store, "content"));
+    let got = rt.block_on(stored_chunks(&store, "content"));
     assert_eq!(got.len(), want.len(), "chunks: {second}");
     assert!(
         got == want,
@@ -215,26 +205,16 @@ fn a_worker_killed_mid_ingest_through_the_stream_leaves_every_item_exactly_once(
 
 #[test]
 fn poison_events_go_to_the_dead_letters_and_the_good_ones_are_ingested() {
-    let Some(qdrant_bin) = qdrant::available("poison_events") else {
+    let Some(setup) = Setup::start("poison_events", 30) else {
         return;
     };
-    let Some(nats_bin) = nats::available("poison_events") else {
-        return;
-    };
-    let work = tempfile::tempdir().unwrap();
-    let model = work.path().join("tiny-model");
-    write_tiny_bert(&model, &TinyBert::default());
-    let file = work.path().join("items.jsonl");
-    write_articles(&file, 30);
-    let qdrant = QdrantServer::start(&qdrant_bin, ServerOptions::default());
-    let nats = NatsServer::start(&nats_bin);
-    let cmd = || scaled(work.path(), &model, &qdrant.url(), &nats.url());
+    let (work, file, cmd) = (&setup.work, &setup.file, || setup.cmd());
 
     // 30 good items, one event that is not JSON, and one item the workers' limit refuses
     // (published with a larger max body than the workers run with).
     let published = json_out(&run(cmd()
         .args(["ingest", "--via-stream", "--json"])
-        .arg(&file)));
+        .arg(file)));
     assert_eq!(published["published"], 30, "{published}");
     let big = work.path().join("big.jsonl");
     let body = "word ".repeat(400);
@@ -250,7 +230,7 @@ fn poison_events_go_to_the_dead_letters_and_the_good_ones_are_ingested() {
     assert_eq!(published["published"], 1, "{published}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
+        let client = async_nats::connect(setup.nats.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
         js.publish("signaldesk.content", "{not json".into())
             .await
@@ -267,9 +247,9 @@ fn poison_events_go_to_the_dead_letters_and_the_good_ones_are_ingested() {
         (Some(30), Some(2)),
         "{summary}"
     );
-    let store = QdrantStore::connect(&qdrant.url(), None, Duration::from_secs(10)).unwrap();
+    let store = setup.store();
     let items: BTreeSet<String> = rt
-        .block_on(stored(&store, "content"))
+        .block_on(stored_chunks(&store, "content"))
         .into_iter()
         .map(|(id, ..)| id)
         .collect();

@@ -74,39 +74,29 @@ pub struct ReindexArgs {
 }
 
 pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
-    let from_stdin = args.file == Path::new("-");
-    let rejects = args.rejects.clone().unwrap_or_else(|| {
-        if from_stdin {
-            return PathBuf::from("stdin.rejects.jsonl");
-        }
-        let mut name = args.file.file_name().unwrap_or_default().to_os_string();
-        name.push(".rejects.jsonl");
-        args.file.with_file_name(name)
-    });
-    let spooled = from_stdin
-        .then(|| SpooledStdin::new(&config.data_dir))
-        .transpose()?;
-    let input = spooled.as_ref().map_or(args.file.as_path(), |s| s.path());
     let collection = args
         .collection
         .clone()
         .unwrap_or_else(|| config.store.collection.clone());
-    let name = if from_stdin {
-        "<stdin>".to_string()
-    } else {
-        args.file.display().to_string()
-    };
     if args.via_stream {
-        // The workers chunk and embed: no model is loaded here.
+        // The workers chunk and embed: no model or store is opened here. The stream first, so
+        // a wrong stream.url is said before any input is read.
+        let stream = signaldesk::stream::EventStream::connect(&config.stream).await?;
+        let (spooled, rejects, name) = input_of(config, &args)?;
+        let input = spooled.as_ref().map_or(args.file.as_path(), |s| s.path());
         let options = with_overrides(
             IngestOptions::from_config(config, &collection, None),
             &args,
             rejects,
         );
-        return super::stream::publish(config, input, &name, &options, args.json).await;
+        return super::stream::publish(&stream, input, &name, &options, args.json).await;
     }
+    // The store first: a second process is told at once that the store is busy, before it
+    // reads (and, for "-", spools) its input.
     let embedder = Arc::new(Embedder::from_config(config)?);
     let store = AnyStore::open(config)?;
+    let (spooled, rejects, name) = input_of(config, &args)?;
+    let input = spooled.as_ref().map_or(args.file.as_path(), |s| s.path());
     let options = with_overrides(
         IngestOptions::from_config(
             config,
@@ -155,6 +145,30 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     }
     let _ = std::fs::remove_file(&rejects);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The input (standard input spooled to a file under `data_dir` for "-"), where its rejects go
+/// (`--rejects`, else FILE.rejects.jsonl beside it, else ./stdin.rejects.jsonl) and its name in
+/// messages.
+fn input_of(config: &Config, args: &IngestArgs) -> Result<(Option<SpooledStdin>, PathBuf, String)> {
+    let from_stdin = args.file == Path::new("-");
+    let rejects = args.rejects.clone().unwrap_or_else(|| {
+        if from_stdin {
+            return PathBuf::from("stdin.rejects.jsonl");
+        }
+        let mut name = args.file.file_name().unwrap_or_default().to_os_string();
+        name.push(".rejects.jsonl");
+        args.file.with_file_name(name)
+    });
+    let spooled = from_stdin
+        .then(|| SpooledStdin::new(&config.data_dir))
+        .transpose()?;
+    let name = if from_stdin {
+        "<stdin>".to_string()
+    } else {
+        args.file.display().to_string()
+    };
+    Ok((spooled, rejects, name))
 }
 
 /// The command line's overrides of `ingest.*`.

@@ -37,6 +37,7 @@ pub enum StreamCommand {
     /// The content stream (events stored, waiting, taken and not yet acknowledged, redelivered),
     /// the workers waiting for events, and the dead letters by reason.
     Status {
+        /// Print the status as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -125,13 +126,12 @@ pub async fn run(config: &Config, command: StreamCommand) -> Result<ExitCode> {
 
 /// `signaldesk ingest --via-stream`: validate and publish; the workers ingest.
 pub async fn publish(
-    config: &Config,
+    stream: &EventStream,
     input: &Path,
     name: &str,
     options: &IngestOptions,
     json: bool,
 ) -> Result<ExitCode> {
-    let stream = EventStream::connect(&config.stream).await?;
     let bar = Progress::new("publish", count_records(input), "records");
     let summary = stream
         .publish_file(

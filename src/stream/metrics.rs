@@ -72,42 +72,40 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
 pub fn process_metrics() -> String {
     let c = &COUNTERS;
     let mut out = String::new();
-    counter(
-        &mut out,
-        "signaldesk_stream_published_total",
-        "Content events this process published and JetStream stored (duplicates included)",
-        c.published.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "signaldesk_stream_publish_retries_total",
-        "Publishes sent again because no acknowledgement came (a server failing over)",
-        c.publish_retries.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "signaldesk_stream_worker_events_total",
-        "Content events this worker fetched, redeliveries included",
-        c.events.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "signaldesk_stream_worker_redelivered_total",
-        "Fetched events that had been delivered before (a worker died, or an attempt failed)",
-        c.redelivered.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "signaldesk_stream_worker_dead_lettered_total",
-        "Events this worker moved to the dead letters",
-        c.dead_lettered.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "signaldesk_stream_worker_store_retries_total",
-        "Event writes retried because the store could not be reached",
-        c.store_retries.load(Relaxed),
-    );
+    for (name, help, value) in [
+        (
+            "signaldesk_stream_published_total",
+            "Content events this process published and JetStream stored (duplicates included)",
+            &c.published,
+        ),
+        (
+            "signaldesk_stream_publish_retries_total",
+            "Publishes sent again because no acknowledgement came (a server failing over)",
+            &c.publish_retries,
+        ),
+        (
+            "signaldesk_stream_worker_events_total",
+            "Content events this worker fetched, redeliveries included",
+            &c.events,
+        ),
+        (
+            "signaldesk_stream_worker_redelivered_total",
+            "Fetched events that had been delivered before (a worker died, or an attempt failed)",
+            &c.redelivered,
+        ),
+        (
+            "signaldesk_stream_worker_dead_lettered_total",
+            "Events this worker moved to the dead letters",
+            &c.dead_lettered,
+        ),
+        (
+            "signaldesk_stream_worker_store_retries_total",
+            "Event writes retried because the store could not be reached",
+            &c.store_retries,
+        ),
+    ] {
+        counter(&mut out, name, help, value.load(Relaxed));
+    }
     let name = "signaldesk_stream_publish_duration_seconds";
     let _ = write!(out, "# HELP {name} From a publish's first send to JetStream's acknowledgement\n# TYPE {name} histogram\n");
     for (bucket, bound) in c.publish_buckets.iter().zip(PUBLISH_BUCKETS) {
@@ -135,36 +133,35 @@ impl EventStream {
         let mut out = process_metrics();
         match self.status().await {
             Ok(s) => {
-                gauge(
-                    &mut out,
-                    "signaldesk_stream_up",
-                    "1 when JetStream answered this scrape",
-                    1,
-                );
-                gauge(
-                    &mut out,
-                    "signaldesk_stream_pending_events",
-                    "Content events no worker has taken yet (the workers' lag)",
-                    s.pending,
-                );
-                gauge(
-                    &mut out,
-                    "signaldesk_stream_ack_pending_events",
-                    "Content events taken by a worker and not yet acknowledged",
-                    s.ack_pending as u64,
-                );
-                gauge(
-                    &mut out,
-                    "signaldesk_stream_redelivered_events",
-                    "Content events delivered more than once and not yet acknowledged",
-                    s.redelivered as u64,
-                );
-                gauge(
-                    &mut out,
-                    "signaldesk_stream_dead_letters",
-                    "Events in the dead-letter stream",
-                    s.dead_letters,
-                );
+                for (name, help, value) in [
+                    (
+                        "signaldesk_stream_up",
+                        "1 when JetStream answered this scrape",
+                        1,
+                    ),
+                    (
+                        "signaldesk_stream_pending_events",
+                        "Content events no worker has taken yet (the workers' lag)",
+                        s.pending,
+                    ),
+                    (
+                        "signaldesk_stream_ack_pending_events",
+                        "Content events taken by a worker and not yet acknowledged",
+                        s.ack_pending as u64,
+                    ),
+                    (
+                        "signaldesk_stream_redelivered_events",
+                        "Content events delivered more than once and not yet acknowledged",
+                        s.redelivered as u64,
+                    ),
+                    (
+                        "signaldesk_stream_dead_letters",
+                        "Events in the dead-letter stream",
+                        s.dead_letters,
+                    ),
+                ] {
+                    gauge(&mut out, name, help, value);
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "stream metrics: JetStream did not answer");

@@ -231,3 +231,18 @@ pub fn read_trec(path: &Path) -> std::collections::BTreeMap<String, Vec<String>>
         })
         .collect()
 }
+
+/// `n` JSONL articles `item-0` … (3 to 7 sentences each, so they chunk at small token budgets).
+pub fn write_articles(path: &Path, n: usize) {
+    let rows: String = (0..n)
+        .map(|id| {
+            let body: String = (0..(3 + id % 5))
+                .map(|s| format!("Sentence {s} of story {id} covers markets, weather and sport. "))
+                .collect();
+            serde_json::json!({"id": format!("item-{id}"), "title": format!("Story {id}"), "body": body})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(path, rows).unwrap();
+}

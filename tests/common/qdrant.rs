@@ -302,3 +302,32 @@ pub fn cluster(bin: &Path, n: usize) -> Vec<QdrantServer> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Every stored chunk of `collection` on a Qdrant server as (content id, chunk index, content
+/// hash, text); a chunk stored twice fails.
+pub async fn stored_chunks(
+    store: &signaldesk::store::QdrantStore,
+    collection: &str,
+) -> std::collections::BTreeSet<(String, usize, String, String)> {
+    use signaldesk::store::{Filter, VectorStore};
+    let mut out = std::collections::BTreeSet::new();
+    let mut offset = None;
+    loop {
+        let (page, next) = store
+            .scroll(collection, &Filter::default(), offset, 500)
+            .await
+            .unwrap();
+        for c in page {
+            let hash = c.payload["content_hash"].as_str().unwrap().to_string();
+            let text = c.payload["text"].as_str().unwrap().to_string();
+            assert!(
+                out.insert((c.content_id, c.chunk_index, hash, text)),
+                "duplicate chunk"
+            );
+        }
+        match next {
+            Some(n) => offset = Some(n),
+            None => return out,
+        }
+    }
+}
