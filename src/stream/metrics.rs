@@ -131,7 +131,7 @@ impl EventStream {
     /// JetStream cannot be read, `signaldesk_stream_up` is 0 and the gauges are left out.
     pub async fn prometheus(&self) -> String {
         let mut out = process_metrics();
-        match self.status().await {
+        match self.read_status(false).await {
             Ok(s) => {
                 for (name, help, value) in [
                     (

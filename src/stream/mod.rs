@@ -433,29 +433,40 @@ impl EventStream {
         Ok(())
     }
 
-    /// The streams' and the workers' consumer's counts.
+    /// A stream of ours and its current info.
+    async fn stream_info(
+        &self,
+        kind: &'static str,
+    ) -> Result<(stream::Stream, stream::Info), StreamError> {
+        let mut handle = self
+            .js
+            .get_stream(self.stream_name(kind))
+            .await
+            .map_err(|e| js_err("stream")(&e))?;
+        let info = handle
+            .info()
+            .await
+            .map_err(|e| js_err("stream info")(&e))?
+            .clone();
+        Ok((handle, info))
+    }
+
+    /// The streams' and the workers' consumer's counts, and the dead letters by reason.
     pub async fn status(&self) -> Result<StreamStatus, StreamError> {
-        let mut content = self
-            .js
-            .get_stream(self.stream_name("CONTENT"))
-            .await
-            .map_err(|e| js_err("content stream")(&e))?;
-        let info = content
-            .info()
-            .await
-            .map_err(|e| js_err("content stream info")(&e))?
-            .clone();
+        self.read_status(true).await
+    }
+
+    /// The counts alone (`dead_reasons` left empty): what a metrics scrape reads, without
+    /// fetching dead letters one by one.
+    async fn read_status(&self, with_reasons: bool) -> Result<StreamStatus, StreamError> {
+        let (content, info) = self.stream_info("CONTENT").await?;
         let consumer = content.consumer_info(WORKERS_CONSUMER).await.ok();
-        let mut dead = self
-            .js
-            .get_stream(self.stream_name("DEAD"))
-            .await
-            .map_err(|e| js_err("dead-letter stream")(&e))?;
-        let dead_info = dead
-            .info()
-            .await
-            .map_err(|e| js_err("dead-letter stream info")(&e))?
-            .clone();
+        let (dead, dead_info) = self.stream_info("DEAD").await?;
+        let dead_reasons = if with_reasons {
+            dead_reasons(&dead, &dead_info).await
+        } else {
+            BTreeMap::new()
+        };
         Ok(StreamStatus {
             url: self.config.url.clone(),
             content_stream: info.config.name.clone(),
@@ -469,44 +480,36 @@ impl EventStream {
             waiting_pulls: consumer.as_ref().map_or(0, |c| c.num_waiting),
             dead_stream: dead_info.config.name.clone(),
             dead_letters: dead_info.state.messages,
-            dead_reasons: self.dead_reasons(&dead_info).await?,
+            dead_reasons,
         })
     }
+}
 
-    /// Dead letters counted by reason, read without consuming them (the last 1,000).
-    async fn dead_reasons(
-        &self,
-        info: &stream::Info,
-    ) -> Result<BTreeMap<String, u64>, StreamError> {
-        let mut reasons = BTreeMap::new();
-        if info.state.messages == 0 {
-            return Ok(reasons);
-        }
-        let stream = self
-            .js
-            .get_stream(self.stream_name("DEAD"))
-            .await
-            .map_err(|e| js_err("dead-letter stream")(&e))?;
-        let first = info
-            .state
-            .last_sequence
-            .saturating_sub(999)
-            .max(info.state.first_sequence);
-        for seq in first..=info.state.last_sequence {
-            let Ok(message) = stream.get_raw_message(seq).await else {
-                continue;
-            };
-            let reason = message
-                .headers
-                .get(DEAD_REASON_HEADER)
-                .map(|v| v.as_str().to_string())
-                .unwrap_or_default();
-            // The reason's kind: its text before the first ':' (the item's details follow it).
-            let kind = reason.split(':').next().unwrap_or("").trim().to_string();
-            *reasons.entry(kind).or_insert(0) += 1;
-        }
-        Ok(reasons)
+/// Dead letters counted by reason kind (the reason's text before its first ':'), read without
+/// consuming them (the last 1,000).
+async fn dead_reasons(dead: &stream::Stream, info: &stream::Info) -> BTreeMap<String, u64> {
+    let mut reasons = BTreeMap::new();
+    if info.state.messages == 0 {
+        return reasons;
     }
+    let first = info
+        .state
+        .last_sequence
+        .saturating_sub(999)
+        .max(info.state.first_sequence);
+    for seq in first..=info.state.last_sequence {
+        let Ok(message) = dead.get_raw_message(seq).await else {
+            continue;
+        };
+        let reason = message
+            .headers
+            .get(DEAD_REASON_HEADER)
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        let kind = reason.split(':').next().unwrap_or("").trim().to_string();
+        *reasons.entry(kind).or_insert(0) += 1;
+    }
+    reasons
 }
 
 /// Parse a delivered event, validating its item as the publisher did (a worker may run with other
