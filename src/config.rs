@@ -94,6 +94,16 @@ pub struct StreamConfig {
     /// Seconds a publish that was not acknowledged is sent again (same message id, so never
     /// stored twice) while a NATS cluster fails over, before the publisher gives up.
     pub publish_retry_s: u64,
+    /// Workers enrich what they ingest (each ingested item becomes an enrich event the workers
+    /// share) and take `signaldesk enrich --via-stream` work; off, workers only ingest and refuse
+    /// enrich events (to the dead letters, with the reason).
+    pub enrich: bool,
+    /// The tagger workers tag with (`--tagger`'s values), over `enrich.knn.memory` and
+    /// `api.taxonomy`, the API's own settings.
+    pub tagger: TaggerKind,
+    /// Workers also summarize the items they enrich (with `llm.*`: seconds per item on the local
+    /// model).
+    pub summaries: bool,
 }
 
 impl StreamConfig {
@@ -148,6 +158,9 @@ impl Default for StreamConfig {
             duplicate_window_s: 120,
             timeout_s: 10,
             publish_retry_s: 30,
+            enrich: true,
+            tagger: TaggerKind::Knn,
+            summaries: false,
         }
     }
 }

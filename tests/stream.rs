@@ -29,6 +29,9 @@ fn scaled(work: &Path, model: &Path, qdrant: &str, nats: &str) -> Command {
         .env("SIGNALDESK_STREAM__URL", nats)
         .env("SIGNALDESK_STREAM__ACK_WAIT_S", "3")
         .env("SIGNALDESK_STREAM__FETCH_BATCH", "20")
+        // Workers only ingest here; the enrichment test turns it on with a tagger that needs
+        // no labelled memory.
+        .env("SIGNALDESK_STREAM__ENRICH", "false")
         .env_remove("QDRANT_API_KEY");
     cmd
 }
@@ -265,6 +268,147 @@ fn poison_events_go_to_the_dead_letters_and_the_good_ones_are_ingested() {
     assert!(text.contains("2 dead letters"), "{text}");
 }
 
+/// The stored first chunks' `tags_lineage` by item id.
+async fn lineages(store: &QdrantStore) -> std::collections::BTreeMap<String, Value> {
+    let (page, _) = store
+        .scroll("content", &Filter::first_chunks(), None, 1000)
+        .await
+        .unwrap();
+    page.into_iter()
+        .map(|c| {
+            let lineage = c
+                .payload
+                .get("tags_lineage")
+                .cloned()
+                .unwrap_or(Value::Null);
+            (c.content_id, lineage)
+        })
+        .collect()
+}
+
+#[test]
+fn workers_tag_what_they_ingest_and_enrich_via_stream_publishes_only_what_is_stale() {
+    let Some(setup) = Setup::start("workers_enrich", 40) else {
+        return;
+    };
+    let taxonomy = common::root().join("golden-datasets/reuters21578/modapte90/taxonomy.tsv");
+    let enriching = |max_labels: &str| {
+        let mut cmd = setup.cmd();
+        cmd.env("SIGNALDESK_STREAM__ENRICH", "true")
+            .env("SIGNALDESK_STREAM__TAGGER", "zeroshot")
+            .env("SIGNALDESK_API__TAXONOMY", &taxonomy)
+            .env("SIGNALDESK_ENRICH__ZEROSHOT__MAX_LABELS", max_labels);
+        cmd
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = setup.store();
+
+    let published = json_out(&run(enriching("3")
+        .args(["ingest", "--via-stream", "--json"])
+        .arg(&setup.file)));
+    assert_eq!(published["published"], 40, "{published}");
+    // Two workers share the content events and the enrich events the ingest produces.
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            enriching("3")
+                .args(["worker", "--exit-when-idle", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let summaries: Vec<Value> = workers
+        .into_iter()
+        .map(|w| json_out(&w.wait_with_output().unwrap()))
+        .collect();
+    let total = |field: &str| -> u64 { summaries.iter().map(|s| s[field].as_u64().unwrap()).sum() };
+    assert_eq!(
+        (total("new"), total("enriched"), total("dead_letters")),
+        (40, 40, 0),
+        "{summaries:?}"
+    );
+    let stored = rt.block_on(lineages(&store));
+    assert_eq!(stored.len(), 40);
+    for (id, lineage) in &stored {
+        assert_eq!(lineage["tagger"], "zeroshot", "{id}: {lineage}");
+    }
+
+    // Nothing is stale: a rerun publishes nothing.
+    let again = json_out(&run(enriching("3").args([
+        "enrich",
+        "--via-stream",
+        "--only-stale",
+        "--json",
+    ])));
+    assert_eq!(
+        (again["read"].as_u64(), again["published"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+
+    // Another setting makes every item stale: published once (a second publish is
+    // de-duplicated), and the workers re-tag them all with the new lineage.
+    let changed = json_out(&run(enriching("2").args([
+        "enrich",
+        "--via-stream",
+        "--only-stale",
+        "--no-wait",
+        "--json",
+    ])));
+    assert_eq!(changed["published"], 40, "{changed}");
+    let twice = json_out(&run(enriching("2").args([
+        "enrich",
+        "--via-stream",
+        "--only-stale",
+        "--no-wait",
+        "--json",
+    ])));
+    assert_eq!(
+        (twice["published"].as_u64(), twice["duplicates"].as_u64()),
+        (Some(0), Some(40)),
+        "{twice}"
+    );
+    let worker = json_out(&run(enriching("2").args([
+        "worker",
+        "--exit-when-idle",
+        "--json",
+    ])));
+    assert_eq!(
+        (worker["enriched"].as_u64(), worker["events"].as_u64()),
+        (Some(40), Some(40)),
+        "{worker}"
+    );
+    let restaged = rt.block_on(lineages(&store));
+    for (id, lineage) in &restaged {
+        assert_ne!(lineage, &stored[id], "{id}: the lineage did not change");
+    }
+    let done = json_out(&run(enriching("2").args([
+        "enrich",
+        "--via-stream",
+        "--only-stale",
+        "--json",
+    ])));
+    assert_eq!(done["published"], 0, "{done}");
+
+    // The workers' configuration decides the enrichment: a tagger of one's own is refused, and
+    // a worker that does not enrich dead-letters enrich events rather than dropping them.
+    let out = run(enriching("2").args(["enrich", "--via-stream", "--tagger", "knn"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let all = json_out(&run(enriching("1")
+        .args(["enrich", "--via-stream", "--no-wait", "--json"])
+        .args(["--limit", "3"])));
+    assert_eq!(all["published"], 3, "{all}");
+    let refusing = json_out(&run(setup.cmd().args([
+        "worker",
+        "--exit-when-idle",
+        "--json",
+    ])));
+    assert_eq!(refusing["dead_letters"], 3, "{refusing}");
+    let status = json_out(&run(setup.cmd().args(["stream", "status", "--json"])));
+    assert_eq!(status["dead_reasons"]["not enriching"], 3, "{status}");
+}
+
 #[test]
 fn without_stream_url_the_scale_out_commands_say_what_to_set() {
     let work = tempfile::tempdir().unwrap();
@@ -272,6 +416,7 @@ fn without_stream_url_the_scale_out_commands_say_what_to_set() {
         &["worker"][..],
         &["stream", "status"],
         &["ingest", "--via-stream", "items.jsonl"],
+        &["enrich", "--via-stream"],
     ] {
         std::fs::write(
             work.path().join("items.jsonl"),
@@ -381,6 +526,8 @@ async fn with_a_stream_the_api_queues_content_with_202_and_a_worker_makes_it_rea
         .unwrap();
     let summary = json_out(&out);
     assert_eq!(summary["new"], 4, "{summary}");
+    // The compose configuration's workers tag what they ingest (zeroshot, the API's taxonomy).
+    assert_eq!(summary["enriched"], 4, "{summary}");
     let (status, item) = send(
         &client,
         Method::GET,
@@ -477,4 +624,116 @@ async fn a_nats_node_killed_while_publishing_loses_nothing_acknowledged_and_publ
         slowest < Duration::from_secs(10),
         "publishing stalled for {slowest:?} after the leader died"
     );
+}
+
+/// One API replica (`serve`) over the shared Qdrant server and NATS, with its own working
+/// directory (its own interaction log), the tiny model and the development key.
+fn replica(setup: &Setup, work: &Path) -> common::server::Server {
+    let mut child = scaled(work, &setup.model, &setup.qdrant.url(), &setup.nats.url())
+        .env("SIGNALDESK_API__DEVELOPMENT", "true")
+        .env("SIGNALDESK_API__LLM", "false")
+        .env("SIGNALDESK_API__TAGGERS", r#"["zeroshot"]"#)
+        .env(
+            "SIGNALDESK_API__TAXONOMY",
+            common::root().join("golden-datasets/reuters21578/modapte90/taxonomy.tsv"),
+        )
+        .env(
+            "SIGNALDESK_API__KEYS",
+            r#"[{ name = "dev", sha256 = "57c8139db7290a9064aa57837c951138a32df40cca3aca526319f55651368823", scopes = ["admin"] }]"#,
+        )
+        .env("SIGNALDESK_API__RATE_PER_KEY", "0")
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (url, log) = common::server::listening_url_and_log(&mut child);
+    common::server::Server {
+        child,
+        url,
+        config: work.join("none.toml"),
+        work: tempfile::tempdir().unwrap(),
+        log,
+    }
+}
+
+async fn listed(client: &reqwest::Client, replica: &str, user: &str) -> Vec<String> {
+    let (status, v) = common::server::send(
+        client,
+        reqwest::Method::POST,
+        &format!("{replica}/v1/recommend"),
+        Some("dev-key-change-me"),
+        Some(json!({"user": user, "k": 10})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_click_sent_to_one_replica_changes_the_next_list_of_another() {
+    let Some(setup) = Setup::start("a_click_sent_to_one_replica", 150) else {
+        return;
+    };
+    let out = setup.cmd().arg("ingest").arg(&setup.file).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (dir_a, dir_b, dir_c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = replica(&setup, dir_a.path());
+    let b = replica(&setup, dir_b.path());
+    let client = reqwest::Client::new();
+
+    // 100 clicks, each on the top of replica B's list, each sent to replica A; the delay until
+    // B's next list no longer shows the item.
+    let mut delays = Vec::new();
+    let mut clicked = Vec::new();
+    for _ in 0..100 {
+        let top = listed(&client, &b.url, "reader-1").await[0].clone();
+        let started = Instant::now();
+        let (status, v) = common::server::send(
+            &client,
+            reqwest::Method::POST,
+            &format!("{}/v1/feedback", a.url),
+            Some("dev-key-change-me"),
+            Some(json!({"type": "event", "user": "reader-1", "item": top, "event": "click"})),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+        loop {
+            if !listed(&client, &b.url, "reader-1").await.contains(&top) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "replica B still lists {top} 10 s after the click on A"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        delays.push(started.elapsed());
+        clicked.push(top);
+    }
+    delays.sort();
+    let (p50, p99) = (delays[49], delays[98]);
+    eprintln!(
+        "a click on replica A reached replica B's list in p50 {p50:?}, p99 {p99:?}, max {:?}",
+        delays[99]
+    );
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+
+    // A replica started afterwards, with an empty log of its own, serves the same history:
+    // nothing a replica holds is lost with it.
+    let c = replica(&setup, dir_c.path());
+    let fresh = listed(&client, &c.url, "reader-1").await;
+    assert!(
+        fresh.iter().all(|id| !clicked.contains(id)),
+        "a new replica lists clicked items: {fresh:?}"
+    );
+    assert_eq!(fresh.len(), 10, "{fresh:?}");
 }

@@ -172,6 +172,14 @@ pub(crate) async fn feedback(
                 vocabulary: Some(&vocabulary),
             };
             let event = raw.validate(&rules)?;
+            // Durable in the stream before it is answered, so every replica gets it; this
+            // replica applies it at once (and skips it when following the stream).
+            if let Some(stream) = &state.stream {
+                stream
+                    .publish_interaction(&event, &state.origin)
+                    .await
+                    .map_err(|e| unavailable("publishing the event", e))?;
+            }
             service
                 .record(&event)
                 .map_err(|e| unavailable("recording the event", e))?;

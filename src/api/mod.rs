@@ -72,6 +72,8 @@ pub struct ApiParts {
     pub ask_composer: Option<crate::answer::ask::Composer<'static, AnyLlm>>,
     /// Content events go here instead of being ingested in the request (`stream.url` set).
     pub stream: Option<crate::stream::EventStream>,
+    /// The last interactions-stream sequence the interaction log holds (0 without a stream).
+    pub interactions_synced: u64,
 }
 
 /// What every handler shares.
@@ -108,6 +110,12 @@ pub struct ApiState {
     pub(crate) verifier: Arc<std::sync::Mutex<answer::VerifierState>>,
     /// `POST /v1/content` publishes here and answers 202 (`stream.url` set).
     pub(crate) stream: Option<crate::stream::EventStream>,
+    /// This replica's name on the interactions it publishes (a random id per process): it
+    /// applies its own events at once and skips them when following the stream.
+    pub(crate) origin: String,
+    /// The last interactions-stream sequence copied into the log at start: the follower
+    /// continues after it.
+    interactions_synced: u64,
 }
 
 /// A request's place among the workers: held while it computes, released on drop.
@@ -199,6 +207,8 @@ impl ApiState {
             summarizer: parts.summarizer,
             ask_composer: parts.ask_composer,
             stream: parts.stream,
+            origin: uuid::Uuid::new_v4().to_string(),
+            interactions_synced: parts.interactions_synced,
             tag_permits: Semaphore::new(settings.tag_concurrency.max(1)),
             taggers: parts.taggers,
             default_tagger: parts.default_tagger,
@@ -270,10 +280,18 @@ impl ApiState {
 
     /// After the catalogue changed: reload it into the open recommender, or open one (the
     /// first content of an empty store).
+    /// The recommender over the interaction log, with `stream.url` set the log first brought up
+    /// to date with the interactions stream (every replica's events).
+    pub(crate) async fn open_recommender(
+        &self,
+    ) -> Result<RecommendService<'static, AnyStore>, crate::rank::RankError> {
+        open_recommender(self.store, self.config, self.stream.as_ref()).await
+    }
+
     pub(crate) async fn catalogue_changed(&self) {
         let result = match self.recommender() {
             Some(service) => service.refresh().await,
-            None => match RecommendService::open(self.store, self.config, true).await {
+            None => match self.open_recommender().await {
                 Ok(service) => {
                     *self.recommender.write().expect("recommender lock") = Some(Arc::new(service));
                     Ok(())
@@ -284,6 +302,64 @@ impl ApiState {
         if let Err(e) = result {
             tracing::warn!(error = %e, "recommendations were not refreshed");
         }
+    }
+}
+
+/// [`ApiState::open_recommender`] before there is a state.
+pub(crate) async fn open_recommender(
+    store: &'static AnyStore,
+    config: &'static Config,
+    stream: Option<&crate::stream::EventStream>,
+) -> Result<RecommendService<'static, AnyStore>, crate::rank::RankError> {
+    sync_interactions(config, stream).await?;
+    RecommendService::open(store, config, true).await
+}
+
+/// With a stream, copy the interactions this replica's log lacks into it; the last stream
+/// sequence copied (0 without a stream).
+pub(crate) async fn sync_interactions(
+    config: &Config,
+    stream: Option<&crate::stream::EventStream>,
+) -> Result<u64, crate::rank::RankError> {
+    let Some(stream) = stream else {
+        return Ok(0);
+    };
+    let path = crate::rank::service::RankPaths::of(config).interactions;
+    stream
+        .sync_log(&path)
+        .await
+        .map_err(|e| crate::rank::RankError::Store(format!("the interactions stream: {e}")))
+}
+
+/// Follow the interactions stream and apply the other replicas' users' events to this replica's
+/// recommender; started by [`serve`] when `stream.url` is set. Restarts after a stream failure
+/// from the last event it applied.
+async fn follow_interactions(state: Arc<ApiState>) {
+    let Some(stream) = state.stream.as_ref() else {
+        return;
+    };
+    let mut after = state.interactions_synced;
+    loop {
+        let result = stream
+            .follow_interactions(after, &state.origin, |sequence, event| {
+                after = sequence;
+                match state.recommender() {
+                    Some(service) => {
+                        if let Err(e) = service.record(&event) {
+                            tracing::warn!(error = %e, "a followed interaction was not recorded");
+                        }
+                    }
+                    // Copied into the log when the recommender opens.
+                    None => {
+                        tracing::debug!("no recommender yet; the interaction waits in the stream")
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, after, "following the interactions stream failed; starting again");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -872,6 +948,9 @@ pub async fn serve(
                 tracing::error!("the metrics listener stopped: {e}");
             }
         });
+    }
+    if state.stream.is_some() {
+        tokio::spawn(follow_interactions(state.clone()));
     }
     if state.settings.refresh_s > 0 {
         let worker = state.clone();

@@ -112,17 +112,25 @@ impl ApiState {
         let ask_composer = llm
             .map(|llm| crate::answer::ask::Composer::configured(llm, config))
             .transpose()?;
+        let stream = if config.stream.enabled() {
+            Some(crate::stream::EventStream::connect(&config.stream).await?)
+        } else {
+            None
+        };
+        // Every replica's interactions first: the recommender is built from the log.
+        let interactions_synced = match super::sync_interactions(config, stream.as_ref()).await {
+            Ok(last) => last,
+            Err(e) => {
+                tracing::warn!(error = %e, "the interaction log was not brought up to date");
+                0
+            }
+        };
         let recommender = match RecommendService::open(store, config, true).await {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!(error = %e, "recommendations are off until content is ingested");
                 None
             }
-        };
-        let stream = if config.stream.enabled() {
-            Some(crate::stream::EventStream::connect(&config.stream).await?)
-        } else {
-            None
         };
         Ok(Self::new(ApiParts {
             store,
@@ -136,6 +144,7 @@ impl ApiState {
             summarizer,
             ask_composer,
             stream,
+            interactions_synced,
         })?)
     }
 }

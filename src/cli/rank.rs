@@ -231,6 +231,15 @@ async fn interactions_ingest(
             "interactions: no stored collection yet, so items are not checked against one (ingest content first to check them)"
         );
     }
+    // With a stream, the events go to every replica through it; the log is a copy of it.
+    if config.stream.enabled() {
+        let stream = signaldesk::stream::EventStream::connect(&config.stream).await?;
+        let published = stream.publish_interactions(&events).await?;
+        eprintln!(
+            "interactions: published {} to the stream ({} already there)",
+            published.published, published.duplicates
+        );
+    }
     let store = InteractionStore::open(&RankPaths::of(config).interactions)?;
     let mut added = 0;
     for batch in events.chunks(10_000) {
@@ -269,6 +278,7 @@ async fn rank_train(config: &Config, drop: &[String], output: Option<PathBuf>) -
     let store = AnyStore::open(config)?;
     let collection = store.resolve(&collection_name(config)).await?;
     let catalogue = Catalogue::load(&store, &collection).await?;
+    signaldesk::stream::interactions::sync_configured_log(config, &paths.interactions).await?;
     let events = InteractionStore::open(&paths.interactions)?.all()?;
     anyhow::ensure!(
         !events.is_empty(),

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use signaldesk::ingest::pipeline::IngestOptions;
 use signaldesk::store::AnyStore;
+use signaldesk::stream::enrichment::{Enrichment, EnrichmentParts};
 use signaldesk::stream::worker::{run_worker, WorkerOptions};
 use signaldesk::stream::EventStream;
 use signaldesk::{Config, Embedder};
@@ -78,23 +79,40 @@ pub async fn worker(config: &Config, args: WorkerArgs) -> Result<ExitCode> {
     }
     let embedder = Arc::new(Embedder::from_config(config)?);
     let store = AnyStore::open(config)?;
+    let parts = config
+        .stream
+        .enrich
+        .then(|| EnrichmentParts::load(config))
+        .transpose()?;
+    let enrichment = match &parts {
+        Some(parts) => Some(Enrichment::open(parts, &store, &embedder).await?),
+        None => None,
+    };
     let stop = stop_on_signal();
     let bar = Progress::new("worker", None, "events");
     let options = WorkerOptions {
         exit_when_idle: args.exit_when_idle,
     };
-    let summary = run_worker(&stream, &store, embedder, config, &options, &stop, |s| {
-        bar.set_position(s.events as u64)
-    })
+    let summary = run_worker(
+        &stream,
+        &store,
+        embedder.clone(),
+        enrichment.as_ref(),
+        config,
+        &options,
+        &stop,
+        |s| bar.set_position(s.events as u64),
+    )
     .await?;
     bar.finish();
     if args.json {
         outln!("{}", serde_json::to_string(&summary)?);
     } else {
         eprintln!(
-            "worker: {} events in {} batches: new {}, updated {}, unchanged {}, superseded {}, dead letters {}, redelivered to this worker {}",
+            "worker: {} events in {} batches: new {}, updated {}, unchanged {}, superseded {}, enriched {} (already current {}), dead letters {}, redelivered to this worker {}",
             summary.events, summary.batches, summary.new, summary.updated, summary.unchanged,
-            summary.superseded, summary.dead_letters, summary.redelivered
+            summary.superseded, summary.enriched, summary.enrich_current, summary.dead_letters,
+            summary.redelivered
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -161,6 +179,55 @@ pub async fn publish(
     }
     if let Some(rejects) = &options.rejects {
         let _ = std::fs::remove_file(rejects);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `signaldesk enrich --via-stream` was asked for.
+pub struct EnrichViaStream {
+    pub collection: Option<String>,
+    pub only_stale: bool,
+    pub limit: Option<usize>,
+    pub wait: bool,
+    pub json: bool,
+}
+
+/// `signaldesk enrich --via-stream`: publish the items to enrich, then follow the work left.
+pub async fn enrich(config: &Config, args: EnrichViaStream) -> Result<ExitCode> {
+    anyhow::ensure!(
+        config.stream.enrich,
+        "stream.enrich is false: the workers would refuse enrich events (set it to true for the workers and here)"
+    );
+    let stream = EventStream::connect(&config.stream).await?;
+    let embedder = Arc::new(Embedder::from_config(config)?);
+    let store = AnyStore::open(config)?;
+    let collection = args
+        .collection
+        .unwrap_or_else(|| config.store.collection.clone());
+    let parts = EnrichmentParts::load(config)?;
+    let enrichment = Enrichment::open(&parts, &store, &embedder).await?;
+    let summary = enrichment
+        .publish_stale(&stream, &store, &collection, args.only_stale, args.limit)
+        .await?;
+    eprintln!(
+        "enrich: {} items of {collection:?} to enrich: published {}, already waiting {}",
+        summary.read, summary.published, summary.duplicates
+    );
+    if args.wait && summary.read > 0 {
+        let total = summary.read as u64;
+        let bar = Progress::new("enrich via stream", Some(total), "items");
+        loop {
+            let left = stream.work_left().await?;
+            bar.set_position(total.saturating_sub(left));
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        bar.finish();
+    }
+    if args.json {
+        outln!("{}", serde_json::to_string(&summary)?);
     }
     Ok(ExitCode::SUCCESS)
 }

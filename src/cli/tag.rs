@@ -84,6 +84,15 @@ pub struct EnrichArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// With stream.url set: publish one enrich event per item to enrich (with --only-stale,
+    /// only the stale ones) and let the workers share the work, with their configured
+    /// enrichment (stream.tagger, stream.summaries, api.taxonomy); progress and ETA follow the
+    /// work left in the stream.
+    #[arg(long, conflicts_with_all = ["tagger", "memory", "taxonomy", "summaries", "llm_items"])]
+    via_stream: bool,
+    /// With --via-stream: exit once published instead of following the workers' progress.
+    #[arg(long, requires = "via_stream")]
+    no_wait: bool,
 }
 
 /// How taggers that call an LLM (`llm`, `ensemble` with enrich.ensemble.llm_weight > 0) reach it.
@@ -173,6 +182,16 @@ pub async fn tag(config: &Config, args: TagArgs) -> Result<ExitCode> {
 /// `signaldesk enrich`: tag (and summarize) the stored items, through the library's one
 /// enrichment path ([`enrich_stored`], which `POST /v1/enrich` runs too).
 pub async fn enrich(config: &Config, args: EnrichArgs) -> Result<ExitCode> {
+    if args.via_stream {
+        let via = super::stream::EnrichViaStream {
+            collection: args.collection,
+            only_stale: args.only_stale,
+            limit: args.limit,
+            wait: !args.no_wait,
+            json: args.json,
+        };
+        return super::stream::enrich(config, via).await;
+    }
     let taxonomy = args.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
     let embedder = Arc::new(Embedder::from_config(config)?);
     let store = AnyStore::open(config)?;

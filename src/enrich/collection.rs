@@ -49,6 +49,9 @@ pub struct EnrichOptions {
     /// The LLM summarizes at most this many items of a run; the rest get the extractive
     /// summary (marked, and with a lineage that leaves them stale for a later run).
     pub llm_items: Option<usize>,
+    /// Only these items (by id; ids not stored are passed over), read directly rather than by
+    /// paging the collection: what a stream worker enriches from one batch of events.
+    pub items: Option<Vec<String>>,
 }
 
 impl EnrichOptions {
@@ -71,6 +74,7 @@ impl EnrichOptions {
             concurrency: config.enrich.llm.concurrency,
             decisions,
             llm_items: None,
+            items: None,
         })
     }
 }
@@ -137,6 +141,57 @@ pub async fn items_to_enrich<S: VectorStore>(
     Ok(limit.map_or(items, |l| l.min(items)))
 }
 
+/// The items of `collection` an enrichment with these lineages would change (all of them unless
+/// `only_stale`): those whose stored lineage, in any of the `(field, lineage)` pairs
+/// (`tags_lineage`, `summary_lineage`), is not the current one. With each, its stored content
+/// hash. What `signaldesk enrich --via-stream` publishes work for, so a rerun publishes only what
+/// is stale.
+pub async fn stale_items<S: VectorStore>(
+    store: &S,
+    collection: &str,
+    lineages: &[(&str, &Value)],
+    only_stale: bool,
+    limit: Option<usize>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let current: Vec<(&str, Value)> = lineages
+        .iter()
+        .map(|(field, lineage)| (*field, lineage_key(lineage)))
+        .collect();
+    let firsts = Filter::first_chunks();
+    let (mut stale, mut offset, mut seen) = (Vec::new(), None, 0usize);
+    loop {
+        let room = limit.map_or(PAGE, |l| l.saturating_sub(seen).min(PAGE));
+        if room == 0 {
+            break;
+        }
+        let (page, next) = store.scroll(collection, &firsts, offset, room).await?;
+        seen += page.len();
+        for chunk in &page {
+            let current_everywhere = current.iter().all(|(field, lineage)| {
+                chunk.payload.get(*field).map(lineage_key).as_ref() == Some(lineage)
+            });
+            if !only_stale || !current_everywhere {
+                let hash = chunk.payload.get("content_hash").and_then(Value::as_str);
+                stale.push((chunk.content_id.clone(), hash.unwrap_or("").to_string()));
+            }
+        }
+        match next {
+            Some(n) if !page.is_empty() => offset = Some(n),
+            _ => break,
+        }
+    }
+    Ok(stale)
+}
+
+/// The lineages' digest: equal for two enrichments that would store the same signals (times
+/// aside), so work published for one is recognised as the same work.
+pub fn lineage_digest(lineages: &[&Value]) -> String {
+    use sha2::Digest;
+    let keys: Vec<Value> = lineages.iter().map(|l| lineage_key(l)).collect();
+    let bytes = serde_json::to_vec(&keys).expect("lineages serialize");
+    crate::fingerprint::hex(&sha2::Sha256::digest(&bytes)[..8])
+}
+
 /// What `usage` cost at `price` (nothing for local models).
 fn cost_of(usage: crate::llm::Usage, price: Option<crate::config::Price>) -> f64 {
     price.map_or(0.0, |p| {
@@ -195,6 +250,8 @@ struct StalePages<'a> {
     firsts: Filter,
     options: &'a EnrichOptions,
     offset: Option<String>,
+    /// With `options.items`: how many of them were read.
+    listed: usize,
     done: bool,
     items: usize,
     fresh: usize,
@@ -214,6 +271,7 @@ impl<'a> StalePages<'a> {
             firsts: Filter::first_chunks(),
             options,
             offset: None,
+            listed: 0,
             done: false,
             items: 0,
             fresh: 0,
@@ -232,13 +290,28 @@ impl<'a> StalePages<'a> {
         if self.done || room == 0 {
             return Ok(None);
         }
-        let (page, next) = store
-            .scroll(self.collection, &self.firsts, self.offset.take(), room)
-            .await?;
-        match next {
-            Some(n) if !page.is_empty() => self.offset = Some(n),
-            _ => self.done = true,
-        }
+        let page = match &self.options.items {
+            Some(ids) => {
+                let end = (self.listed + room).min(ids.len());
+                let keys: Vec<(String, usize)> = ids[self.listed..end]
+                    .iter()
+                    .map(|id| (id.clone(), 0))
+                    .collect();
+                self.listed = end;
+                self.done = end == ids.len();
+                store.get(self.collection, &keys).await?
+            }
+            None => {
+                let (page, next) = store
+                    .scroll(self.collection, &self.firsts, self.offset.take(), room)
+                    .await?;
+                match next {
+                    Some(n) if !page.is_empty() => self.offset = Some(n),
+                    _ => self.done = true,
+                }
+                page
+            }
+        };
         let mut todo = Vec::with_capacity(page.len());
         for chunk in page {
             self.items += 1;
@@ -410,4 +483,128 @@ pub async fn summarize_collection<S: VectorStore, L: crate::llm::LlmClient>(
     summary.fresh = pages.fresh;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ChunkPoint, CollectionSpec, EdgeStore};
+
+    /// Tags every text with one label, its length in bytes: enough to see which items ran.
+    struct LengthTagger;
+
+    impl Tagger for LengthTagger {
+        fn name(&self) -> &'static str {
+            "length"
+        }
+
+        async fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<super::super::Tag>>, SearchError> {
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    vec![super::super::Tag {
+                        label: t.len().to_string(),
+                        confidence: 1.0,
+                        source: "length".into(),
+                        evidence: Vec::new(),
+                    }]
+                })
+                .collect())
+        }
+    }
+
+    async fn store_with(ids: &[&str]) -> (tempfile::TempDir, EdgeStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EdgeStore::new(dir.path()).unwrap();
+        let spec = CollectionSpec {
+            name: "c".into(),
+            model_id: "m".into(),
+            model_fingerprint: "f".into(),
+            dimension: 2,
+            bm25_avg_len: 1.0,
+            bm25_chunks: 0,
+            bm25_total_len: 0.0,
+        };
+        store.open_collection(&spec).await.unwrap();
+        let points = ids
+            .iter()
+            .map(|id| ChunkPoint {
+                content_id: id.to_string(),
+                chunk_index: 0,
+                dense: vec![1.0, 0.0],
+                bm25: Default::default(),
+                payload:
+                    json!({"text": format!("text of {id}"), "content_hash": format!("h-{id}")})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+            })
+            .collect();
+        store.upsert("c", points).await.unwrap();
+        (dir, store)
+    }
+
+    async fn tagged_ids(store: &EdgeStore) -> Vec<String> {
+        let (page, _) = store
+            .scroll("c", &Filter::first_chunks(), None, 100)
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = page
+            .into_iter()
+            .filter(|c| c.payload.contains_key("tags_lineage"))
+            .map(|c| c.content_id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn an_enrichment_of_listed_items_touches_those_alone_and_stale_items_lists_the_rest() {
+        let (_dir, store) = store_with(&["a", "b", "c", "d"]).await;
+        let lineage = json!({"tagger": "length", "version": 1});
+        let options = EnrichOptions {
+            only_stale: true,
+            items: Some(vec!["b".into(), "gone".into(), "d".into()]),
+            ..Default::default()
+        };
+        let summary = enrich_collection(&store, "c", &LengthTagger, &lineage, &options, |_| {})
+            .await
+            .unwrap();
+        assert_eq!((summary.items, summary.tagged), (2, 2), "{summary:?}");
+        assert_eq!(tagged_ids(&store).await, ["b", "d"]);
+
+        // What is stale: the two untagged items, with their stored hashes; under another
+        // lineage, all four; without only_stale, all four.
+        let mut stale = stale_items(&store, "c", &[("tags_lineage", &lineage)], true, None)
+            .await
+            .unwrap();
+        stale.sort();
+        assert_eq!(
+            stale,
+            [
+                ("a".to_string(), "h-a".to_string()),
+                ("c".into(), "h-c".into())
+            ]
+        );
+        let newer = json!({"tagger": "length", "version": 2});
+        let all = stale_items(&store, "c", &[("tags_lineage", &newer)], true, None)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 4);
+        let limited = stale_items(&store, "c", &[("tags_lineage", &lineage)], false, Some(3))
+            .await
+            .unwrap();
+        assert_eq!(limited.len(), 3);
+
+        // A second run over the same items finds them current (a redelivered event is a no-op).
+        let again = enrich_collection(&store, "c", &LengthTagger, &lineage, &options, |_| {})
+            .await
+            .unwrap();
+        assert_eq!((again.items, again.fresh, again.tagged), (2, 2, 0));
+        // The digest ignores the run's time and follows everything else.
+        let mut stamped = lineage.clone();
+        stamped["tagged_at"] = json!("2026-12-07T00:00:00Z");
+        assert_eq!(lineage_digest(&[&lineage]), lineage_digest(&[&stamped]));
+        assert_ne!(lineage_digest(&[&lineage]), lineage_digest(&[&newer]));
+    }
 }

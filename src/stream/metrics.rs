@@ -25,6 +25,7 @@ pub(crate) struct Counters {
     pub(crate) redelivered: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) store_retries: AtomicU64,
+    pub(crate) enriched: AtomicU64,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
@@ -37,6 +38,7 @@ pub(crate) static COUNTERS: Counters = Counters {
     redelivered: AtomicU64::new(0),
     dead_lettered: AtomicU64::new(0),
     store_retries: AtomicU64::new(0),
+    enriched: AtomicU64::new(0),
 };
 
 impl Counters {
@@ -75,7 +77,7 @@ pub fn process_metrics() -> String {
     for (name, help, value) in [
         (
             "signaldesk_stream_published_total",
-            "Content events this process published and JetStream stored (duplicates included)",
+            "Work events (content and enrich) this process published and JetStream stored (duplicates included)",
             &c.published,
         ),
         (
@@ -85,7 +87,7 @@ pub fn process_metrics() -> String {
         ),
         (
             "signaldesk_stream_worker_events_total",
-            "Content events this worker fetched, redeliveries included",
+            "Work events this worker fetched, redeliveries included",
             &c.events,
         ),
         (
@@ -102,6 +104,11 @@ pub fn process_metrics() -> String {
             "signaldesk_stream_worker_store_retries_total",
             "Event writes retried because the store could not be reached",
             &c.store_retries,
+        ),
+        (
+            "signaldesk_stream_worker_enriched_total",
+            "Items this worker tagged (and summarized) from enrich events",
+            &c.enriched,
         ),
     ] {
         counter(&mut out, name, help, value.load(Relaxed));

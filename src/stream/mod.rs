@@ -26,6 +26,8 @@
 //! (the server confirms each), so an acknowledgement lost on the wire cannot be mistaken for a
 //! processed event.
 
+pub mod enrichment;
+pub mod interactions;
 pub mod metrics;
 pub mod worker;
 
@@ -51,6 +53,61 @@ pub const DEAD_REASON_HEADER: &str = "Signaldesk-Dead-Reason";
 pub const DEAD_DELIVERIES_HEADER: &str = "Signaldesk-Deliveries";
 /// Version of the content event's JSON shape.
 pub const CONTENT_EVENT_VERSION: u32 = 1;
+/// Version of the enrich event's JSON shape.
+pub const ENRICH_EVENT_VERSION: u32 = 1;
+
+/// The kinds of work events on the work-queue stream, by subject (`<prefix>.<kind>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkKind {
+    /// An item to ingest ([`ContentEvent`]).
+    Content,
+    /// A stored item to tag and summarize ([`EnrichEvent`]).
+    Enrich,
+}
+
+impl WorkKind {
+    /// The subject's last token and the dead letters' subject (`<prefix>.dead.<kind>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Content => "content",
+            Self::Enrich => "enrich",
+        }
+    }
+
+    /// The kind of a delivered event, from its subject.
+    pub fn of_subject(subject: &str) -> Self {
+        if subject.ends_with(".enrich") {
+            Self::Enrich
+        } else {
+            Self::Content
+        }
+    }
+}
+
+/// One enrich event: a stored item for the workers to tag (and summarize) with their
+/// configured enrichment. Published by the worker that ingested the item and by
+/// `signaldesk enrich --via-stream`; a worker enriches only what is stale, so a second delivery
+/// or a second publish costs one read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrichEvent {
+    /// [`ENRICH_EVENT_VERSION`].
+    pub v: u32,
+    pub collection: String,
+    /// The item's id.
+    pub id: String,
+}
+
+impl EnrichEvent {
+    /// The de-duplication id: the item, the version of its content (`content_hash`) and the
+    /// digest of the enrichment that was asked for, so one piece of work is stored once per
+    /// window while a changed item or a changed enrichment goes through.
+    pub fn message_id(&self, content_hash: &str, digest: &str) -> String {
+        format!(
+            "enrich:{}:{}:{content_hash}:{digest}",
+            self.collection, self.id
+        )
+    }
+}
 
 /// Why a stream operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +263,7 @@ impl EventStream {
     async fn ensure_streams(&self) -> Result<(), StreamError> {
         let content = stream::Config {
             name: self.stream_name("CONTENT"),
-            subjects: vec![self.subject("content")],
+            subjects: vec![self.subject("content"), self.subject("enrich")],
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
             num_replicas: self.config.replicas,
@@ -221,7 +278,17 @@ impl EventStream {
             num_replicas: self.config.replicas,
             ..Default::default()
         };
-        for config in [content, dead] {
+        // Kept whole (limits retention): every replica's interaction log is a copy of it.
+        let interactions = stream::Config {
+            name: self.stream_name("INTERACTIONS"),
+            subjects: vec![self.subject("interactions")],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            duplicate_window: Duration::from_secs(self.config.duplicate_window_s),
+            ..Default::default()
+        };
+        for config in [content, dead, interactions] {
             self.js
                 .create_or_update_stream(config)
                 .await
@@ -266,18 +333,58 @@ impl EventStream {
         items: impl IntoIterator<Item = ContentItem>,
         summary: &mut PublishSummary,
     ) -> Result<Vec<Published>, StreamError> {
-        let mut pending = std::collections::VecDeque::new();
-        let mut published = Vec::new();
-        for item in items {
+        let events = items.into_iter().map(|item| {
             let event = ContentEvent {
                 v: CONTENT_EVENT_VERSION,
                 collection: collection.to_string(),
                 item,
             };
-            let payload = serde_json::to_vec(&event).expect("events serialize");
             let id = event.message_id();
+            (serde_json::to_vec(&event).expect("events serialize"), id)
+        });
+        self.publish_events(&self.subject(WorkKind::Content.as_str()), events, summary)
+            .await
+    }
+
+    /// Publish one enrich event per `(item id, content hash)` of `collection`, for the
+    /// enrichment whose [`crate::enrich::collection::lineage_digest`] is `digest`, as
+    /// [`Self::publish_items`] publishes content.
+    pub async fn publish_enrich(
+        &self,
+        collection: &str,
+        items: impl IntoIterator<Item = (String, String)>,
+        digest: &str,
+        summary: &mut PublishSummary,
+    ) -> Result<Vec<Published>, StreamError> {
+        let events = items.into_iter().map(|(id, content_hash)| {
+            let event = EnrichEvent {
+                v: ENRICH_EVENT_VERSION,
+                collection: collection.to_string(),
+                id,
+            };
+            let message_id = event.message_id(&content_hash, digest);
+            (
+                serde_json::to_vec(&event).expect("events serialize"),
+                message_id,
+            )
+        });
+        self.publish_events(&self.subject(WorkKind::Enrich.as_str()), events, summary)
+            .await
+    }
+
+    /// Publish `(payload, message id)` events to `subject`, pipelined, until every one is
+    /// stored (see [`Self::publish_items`]).
+    async fn publish_events(
+        &self,
+        subject: &str,
+        events: impl IntoIterator<Item = (Vec<u8>, String)>,
+        summary: &mut PublishSummary,
+    ) -> Result<Vec<Published>, StreamError> {
+        let mut pending = std::collections::VecDeque::new();
+        let mut published = Vec::new();
+        for (payload, id) in events {
             let sent = std::time::Instant::now();
-            let ack = Some(self.send(&payload, &id).await);
+            let ack = Some(self.send(subject, &payload, &id).await);
             pending.push_back(InFlight {
                 payload,
                 id,
@@ -285,17 +392,18 @@ impl EventStream {
                 ack,
             });
             if pending.len() >= 256 {
-                published.push(self.confirm_first(&mut pending, summary).await?);
+                published.push(self.confirm_first(subject, &mut pending, summary).await?);
             }
         }
         while !pending.is_empty() {
-            published.push(self.confirm_first(&mut pending, summary).await?);
+            published.push(self.confirm_first(subject, &mut pending, summary).await?);
         }
         Ok(published)
     }
 
     async fn send(
         &self,
+        subject: &str,
         payload: &[u8],
         id: &str,
     ) -> Result<jetstream::context::PublishAckFuture, StreamError> {
@@ -303,7 +411,7 @@ impl EventStream {
             .payload(payload.to_vec().into())
             .message_id(id);
         self.js
-            .send_publish(self.subject("content"), publish)
+            .send_publish(subject.to_string(), publish)
             .await
             .map_err(|e| js_err("publish")(&e))
     }
@@ -312,6 +420,7 @@ impl EventStream {
     /// flight again (one failover costs one wait, not one per event).
     async fn confirm_first(
         &self,
+        subject: &str,
         pending: &mut std::collections::VecDeque<InFlight>,
         summary: &mut PublishSummary,
     ) -> Result<Published, StreamError> {
@@ -328,7 +437,7 @@ impl EventStream {
                     tracing::warn!(error = %e, in_flight = pending.len(), "publish not acknowledged; sending what is in flight again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     for p in pending.iter_mut() {
-                        p.ack = Some(self.send(&p.payload, &p.id).await);
+                        p.ack = Some(self.send(subject, &p.payload, &p.id).await);
                         summary.retries += 1;
                         metrics::COUNTERS.publish_retries.fetch_add(1, Relaxed);
                     }
@@ -407,6 +516,7 @@ impl EventStream {
     /// was, so it can be inspected and republished.
     pub async fn dead_letter(
         &self,
+        kind: WorkKind,
         payload: &[u8],
         reason: &str,
         deliveries: i64,
@@ -422,7 +532,7 @@ impl EventStream {
         headers.insert(DEAD_DELIVERIES_HEADER, deliveries.to_string().as_str());
         self.js
             .publish_with_headers(
-                self.subject("dead.content"),
+                self.subject(&format!("dead.{}", kind.as_str())),
                 headers,
                 payload.to_vec().into(),
             )
@@ -449,6 +559,13 @@ impl EventStream {
             .map_err(|e| js_err("stream info")(&e))?
             .clone();
         Ok((handle, info))
+    }
+
+    /// Work events not yet done: waiting for a worker or taken and not yet acknowledged (what a
+    /// batch run's progress and ETA follow).
+    pub async fn work_left(&self) -> Result<u64, StreamError> {
+        let status = self.read_status(false).await?;
+        Ok(status.pending + status.ack_pending as u64)
     }
 
     /// The streams' and the workers' consumer's counts, and the dead letters by reason.
@@ -542,10 +659,48 @@ pub fn parse_event(payload: &[u8], options: &IngestOptions) -> Result<ContentEve
     })
 }
 
+/// Parse a delivered enrich event; the error is the dead-letter reason.
+pub fn parse_enrich_event(payload: &[u8]) -> Result<EnrichEvent, String> {
+    let event: EnrichEvent =
+        serde_json::from_slice(payload).map_err(|e| format!("invalid enrich event: {e}"))?;
+    if event.v != ENRICH_EVENT_VERSION {
+        return Err(format!(
+            "invalid enrich event: field v: expected {ENRICH_EVENT_VERSION}, got {}",
+            event.v
+        ));
+    }
+    if event.collection.is_empty() || event.id.is_empty() {
+        return Err("invalid enrich event: field collection or id: empty".into());
+    }
+    Ok(event)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::content::Limits;
+
+    #[test]
+    fn an_enrich_event_round_trips_and_a_bad_one_names_its_field() {
+        let event = EnrichEvent {
+            v: ENRICH_EVENT_VERSION,
+            collection: "news".into(),
+            id: "a-1".into(),
+        };
+        let back = parse_enrich_event(&serde_json::to_vec(&event).unwrap()).unwrap();
+        assert_eq!(back, event);
+        assert_ne!(event.message_id("h1", "d"), event.message_id("h2", "d"));
+        assert_ne!(event.message_id("h1", "d"), event.message_id("h1", "e"));
+        let e = parse_enrich_event(br#"{"v":1,"collection":"c"}"#).unwrap_err();
+        assert!(e.contains("missing field `id`"), "{e}");
+        let e = parse_enrich_event(br#"{"v":2,"collection":"c","id":"x"}"#).unwrap_err();
+        assert!(e.contains("field v"), "{e}");
+        assert_eq!(WorkKind::of_subject("signaldesk.enrich"), WorkKind::Enrich);
+        assert_eq!(
+            WorkKind::of_subject("signaldesk.content"),
+            WorkKind::Content
+        );
+    }
 
     fn options() -> IngestOptions {
         IngestOptions::from_config(&crate::Config::default(), "content", None)

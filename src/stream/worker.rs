@@ -23,10 +23,13 @@ use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::enrichment::Enrichment;
 use super::metrics::COUNTERS;
-use super::{js_err, parse_event, EventStream, StreamError};
+use super::{js_err, parse_enrich_event, parse_event, EventStream, StreamError, WorkKind};
 use crate::embed::Embedder;
+use crate::enrich::collection::EnrichError;
 use crate::ingest::pipeline::{ingest_items, IngestError, IngestOptions, ItemStatus};
+use crate::search::SearchError;
 use crate::store::VectorStore;
 
 /// How a worker runs.
@@ -54,15 +57,25 @@ pub struct WorkerSummary {
     /// Event writes retried because the store could not be reached.
     pub retried: usize,
     pub batches: usize,
+    /// Enrich events published for the items this worker ingested.
+    pub enrich_published: usize,
+    /// Items tagged (and summarized) from enrich events.
+    pub enriched: usize,
+    /// Items of enrich events that were already current (a redelivery, a second publish).
+    pub enrich_current: usize,
 }
 
 /// Run a worker until `stop` is set (checked between batches: a batch being written is
 /// finished and acknowledged first) or, with `exit_when_idle`, until the work is done.
+/// With an `enrichment`, every ingested item is published as an enrich event and enrich events
+/// are tagged (and summarized) with it; without one, enrich events are dead-lettered.
 /// `on_batch` hears the running summary after each batch.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_worker<S: VectorStore>(
     stream: &EventStream,
     store: &S,
     embedder: Arc<Embedder>,
+    enrichment: Option<&Enrichment<'_, S>>,
     config: &crate::Config,
     options: &WorkerOptions,
     stop: &AtomicBool,
@@ -110,6 +123,7 @@ pub async fn run_worker<S: VectorStore>(
             stream,
             store,
             embedder: &embedder,
+            enrichment,
             config,
             stop,
         };
@@ -125,14 +139,15 @@ struct Work<'a, S> {
     stream: &'a EventStream,
     store: &'a S,
     embedder: &'a Arc<Embedder>,
+    enrichment: Option<&'a Enrichment<'a, S>>,
     config: &'a crate::Config,
     stop: &'a AtomicBool,
 }
 
 type Event = (Message, crate::content::ContentItem);
 
-/// One fetched batch: parse (bad events to the dead letters), group by collection, ingest,
-/// acknowledge.
+/// One fetched batch: parse (bad events to the dead letters), group by kind and collection,
+/// process, acknowledge.
 async fn process_batch<S: VectorStore>(
     work: &Work<'_, S>,
     messages: Vec<Message>,
@@ -140,22 +155,35 @@ async fn process_batch<S: VectorStore>(
 ) -> Result<(), StreamError> {
     let config = work.config;
     let mut groups: Vec<(String, Vec<Event>)> = Vec::new();
+    let mut enrich_groups: Vec<(String, Vec<(Message, String)>)> = Vec::new();
     let base = IngestOptions::configured(config, &config.store.collection, work.embedder);
     for message in messages {
+        let kind = WorkKind::of_subject(&message.subject);
         let deliveries = message.info().map_or(1, |i| i.delivered);
         if deliveries > config.stream.max_deliver {
             let reason = format!(
                 "unacknowledged: delivered {deliveries} times without an acknowledgement (workers died or timed out on it)"
             );
-            dead_letter(work.stream, &message, &reason, summary).await?;
+            dead_letter(work.stream, kind, &message, &reason, summary).await?;
             continue;
         }
-        match parse_event(&message.payload, &base) {
-            Ok(event) => match groups.iter_mut().find(|(c, _)| *c == event.collection) {
-                Some((_, group)) => group.push((message, event.item)),
-                None => groups.push((event.collection, vec![(message, event.item)])),
-            },
-            Err(reason) => dead_letter(work.stream, &message, &reason, summary).await?,
+        let parsed = match kind {
+            WorkKind::Content => parse_event(&message.payload, &base).map(|e| Parsed::Content(Box::new(e))),
+            WorkKind::Enrich if work.enrichment.is_none() => Err(
+                "not enriching: this worker runs with stream.enrich = false; run workers with it on"
+                    .to_string(),
+            ),
+            WorkKind::Enrich => parse_enrich_event(&message.payload).map(Parsed::Enrich),
+        };
+        match parsed {
+            Ok(Parsed::Content(e)) => {
+                let super::ContentEvent {
+                    collection, item, ..
+                } = *e;
+                push_to(&mut groups, collection, (message, item))
+            }
+            Ok(Parsed::Enrich(e)) => push_to(&mut enrich_groups, e.collection, (message, e.id)),
+            Err(reason) => dead_letter(work.stream, kind, &message, &reason, summary).await?,
         }
     }
     for (collection, group) in groups {
@@ -165,7 +193,24 @@ async fn process_batch<S: VectorStore>(
         };
         ingest_group(work, &options, group, summary).await?;
     }
+    for (collection, group) in enrich_groups {
+        enrich_group(work, &collection, group, summary).await?;
+    }
     Ok(())
+}
+
+/// A delivered work event, parsed.
+enum Parsed {
+    Content(Box<super::ContentEvent>),
+    Enrich(super::EnrichEvent),
+}
+
+/// Add `event` to its collection's group, groups in order of first appearance.
+fn push_to<T>(groups: &mut Vec<(String, Vec<T>)>, collection: String, event: T) {
+    match groups.iter_mut().find(|(c, _)| *c == collection) {
+        Some((_, group)) => group.push(event),
+        None => groups.push((collection, vec![event])),
+    }
 }
 
 /// Ingest one collection's events: the whole group in one call, or, when that fails for a reason
@@ -192,7 +237,17 @@ async fn ingest_group<S: VectorStore>(
         .filter(|(_, k)| **k)
         .map(|((_, item), _)| item.clone())
         .collect();
-    let result = match write_retrying_the_store(work, options, &group, items, summary).await? {
+    let messages: Vec<&Message> = group.iter().map(|(m, _)| m).collect();
+    let ids_and_hashes: Vec<(String, String)> = items
+        .iter()
+        .map(|item| (item.id.clone(), item.content_hash("event")))
+        .collect();
+    let attempt = || ingest_items(work.store, work.embedder.clone(), items.clone(), options);
+    let result = match retrying_the_store(work, &messages, summary, attempt, |e| {
+        matches!(e, IngestError::Store(_))
+    })
+    .await?
+    {
         Some(result) => result,
         // Stopped while the store was down: the events go back when their ack_wait ends.
         None => return Ok(()),
@@ -201,28 +256,34 @@ async fn ingest_group<S: VectorStore>(
         Ok(statuses) => {
             count(summary, &statuses);
             summary.superseded += keep.iter().filter(|k| !**k).count();
-            for (message, _) in &group {
+            // Enrich events for every item, unchanged ones too (an earlier delivery may have
+            // written the item and died before publishing them); before the acknowledgement, so
+            // a crash between the two repeats work rather than losing it.
+            if let Some(enrichment) = work.enrichment {
+                let mut published = super::PublishSummary::default();
+                work.stream
+                    .publish_enrich(
+                        &options.collection,
+                        ids_and_hashes,
+                        &enrichment.digest(),
+                        &mut published,
+                    )
+                    .await?;
+                summary.enrich_published += published.published;
+            }
+            for message in messages {
                 ack(message).await?;
             }
         }
         Err(e) if group.len() == 1 => {
-            let (message, _) = &group[0];
-            let deliveries = message.info().map_or(1, |i| i.delivered);
-            if deliveries >= work.config.stream.max_deliver {
-                dead_letter(
-                    work.stream,
-                    message,
-                    &format!("ingest failed: {e}"),
-                    summary,
-                )
-                .await?;
-            } else {
-                let backoff = Duration::from_secs(1 << deliveries.clamp(0, 5));
-                message
-                    .ack_with(AckKind::Nak(Some(backoff)))
-                    .await
-                    .map_err(|e| js_err("nak")(&e))?;
-            }
+            fail_one(
+                work,
+                WorkKind::Content,
+                &group[0].0,
+                &format!("ingest failed: {e}"),
+                summary,
+            )
+            .await?;
         }
         Err(e) => {
             tracing::warn!(error = %e, events = group.len(), "batch failed; retrying its items one by one");
@@ -234,28 +295,52 @@ async fn ingest_group<S: VectorStore>(
     Ok(())
 }
 
-/// [`ingest_items`], retried with a growing delay (up to 30 s) for as long as the store cannot
-/// be reached, telling NATS after each failure that the events are still being worked on.
-/// `None` when the worker was stopped meanwhile.
-async fn write_retrying_the_store<S: VectorStore>(
+/// One event that failed on its own: put back with a growing delay, or dead-lettered with
+/// `reason` at its `stream.max_deliver`-th delivery.
+async fn fail_one<S>(
     work: &Work<'_, S>,
-    options: &IngestOptions,
-    group: &[Event],
-    items: Vec<crate::content::ContentItem>,
+    kind: WorkKind,
+    message: &Message,
+    reason: &str,
     summary: &mut WorkerSummary,
-) -> Result<Option<Result<Vec<ItemStatus>, IngestError>>, StreamError> {
+) -> Result<(), StreamError> {
+    let deliveries = message.info().map_or(1, |i| i.delivered);
+    if deliveries >= work.config.stream.max_deliver {
+        return dead_letter(work.stream, kind, message, reason, summary).await;
+    }
+    let backoff = Duration::from_secs(1 << deliveries.clamp(0, 5));
+    message
+        .ack_with(AckKind::Nak(Some(backoff)))
+        .await
+        .map_err(|e| js_err("nak")(&e))
+}
+
+/// `attempt`, retried with a growing delay (up to 30 s) for as long as it fails because the
+/// store cannot be reached (`is_store`), telling NATS after each failure that the events are
+/// still being worked on. `None` when the worker was stopped meanwhile.
+async fn retrying_the_store<S, T, E, Fut>(
+    work: &Work<'_, S>,
+    messages: &[&Message],
+    summary: &mut WorkerSummary,
+    mut attempt: impl FnMut() -> Fut,
+    is_store: impl Fn(&E) -> bool,
+) -> Result<Option<Result<T, E>>, StreamError>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
     let mut failures = 0u32;
     loop {
-        match ingest_items(work.store, work.embedder.clone(), items.clone(), options).await {
-            Err(IngestError::Store(e)) => {
+        match attempt().await {
+            Err(e) if is_store(&e) => {
                 failures += 1;
-                summary.retried += group.len();
+                summary.retried += messages.len();
                 COUNTERS
                     .store_retries
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
                 let wait = Duration::from_millis((250u64 << failures.min(7)).min(30_000));
-                tracing::warn!(error = %e, ?wait, "the store write failed; holding the batch and retrying");
-                for (message, _) in group {
+                tracing::warn!(error = %e, ?wait, "the store could not be reached; holding the batch and retrying");
+                for message in messages {
                     message
                         .ack_with(AckKind::Progress)
                         .await
@@ -269,6 +354,63 @@ async fn write_retrying_the_store<S: VectorStore>(
             other => return Ok(Some(other)),
         }
     }
+}
+
+/// Enrich one collection's enrich events: the stale items among them in one call, or, when that
+/// fails for a reason other than the store, one event at a time.
+async fn enrich_group<S: VectorStore>(
+    work: &Work<'_, S>,
+    collection: &str,
+    group: Vec<(Message, String)>,
+    summary: &mut WorkerSummary,
+) -> Result<(), StreamError> {
+    let Some(enrichment) = work.enrichment else {
+        return Ok(());
+    };
+    let mut ids: Vec<String> = group.iter().map(|(_, id)| id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let messages: Vec<&Message> = group.iter().map(|(m, _)| m).collect();
+    let attempt = || enrichment.enrich(work.store, collection, ids.clone());
+    let is_store = |e: &EnrichError| {
+        matches!(
+            e,
+            EnrichError::Store(_) | EnrichError::Search(SearchError::Store(_))
+        )
+    };
+    let Some(result) = retrying_the_store(work, &messages, summary, attempt, is_store).await?
+    else {
+        return Ok(());
+    };
+    match result {
+        Ok(outcome) => {
+            summary.enriched += outcome.tags.tagged;
+            summary.enrich_current += outcome.tags.fresh;
+            COUNTERS
+                .enriched
+                .fetch_add(outcome.tags.tagged as u64, Ordering::Relaxed);
+            for message in messages {
+                ack(message).await?;
+            }
+        }
+        Err(e) if group.len() == 1 => {
+            fail_one(
+                work,
+                WorkKind::Enrich,
+                &group[0].0,
+                &format!("enrich failed: {e}"),
+                summary,
+            )
+            .await?;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, events = group.len(), "enrichment failed; retrying its items one by one");
+            for one in group {
+                Box::pin(enrich_group(work, collection, vec![one], summary)).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn count(summary: &mut WorkerSummary, statuses: &[ItemStatus]) {
@@ -293,6 +435,7 @@ async fn ack(message: &Message) -> Result<(), StreamError> {
 /// between the two leaves a dead letter *and* a redelivery, never neither).
 async fn dead_letter(
     stream: &EventStream,
+    kind: WorkKind,
     message: &Message,
     reason: &str,
     summary: &mut WorkerSummary,
@@ -300,7 +443,7 @@ async fn dead_letter(
     let deliveries = message.info().map_or(1, |i| i.delivered);
     tracing::warn!(reason, deliveries, "event dead-lettered");
     stream
-        .dead_letter(&message.payload, reason, deliveries)
+        .dead_letter(kind, &message.payload, reason, deliveries)
         .await?;
     ack(message).await?;
     summary.dead_letters += 1;
