@@ -546,16 +546,10 @@ async fn with_a_stream_the_api_queues_content_with_202_and_a_worker_makes_it_rea
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nats_node_killed_while_publishing_loses_nothing_acknowledged_and_publishing_resumes() {
-    use signaldesk::config::StreamConfig;
-    use signaldesk::content::{ContentItem, Limits};
-    use signaldesk::stream::{EventStream, PublishSummary};
-    let Some(nats_bin) = nats::available("a_nats_node_killed_while_publishing") else {
-        return;
-    };
-    let mut servers = nats::cluster(&nats_bin, 3);
-    let config = StreamConfig {
+/// A three-node NATS cluster and a connection with the streams in place (3 replicas).
+async fn cluster_stream(bin: &Path) -> (Vec<NatsServer>, signaldesk::stream::EventStream) {
+    let servers = nats::cluster(bin, 3);
+    let config = signaldesk::config::StreamConfig {
         url: servers
             .iter()
             .map(|s| s.url())
@@ -563,20 +557,106 @@ async fn a_nats_node_killed_while_publishing_loses_nothing_acknowledged_and_publ
             .join(","),
         replicas: 3,
         timeout_s: 2,
-        ..StreamConfig::default()
+        ..Default::default()
     };
     // The cluster elects its JetStream meta leader a moment after the servers are up.
     let started = Instant::now();
-    let stream = loop {
-        match EventStream::connect(&config).await {
-            Ok(stream) => break stream,
+    loop {
+        match signaldesk::stream::EventStream::connect(&config).await {
+            Ok(stream) => return (servers, stream),
             Err(e) if started.elapsed() < Duration::from_secs(60) => {
                 eprintln!("waiting for the cluster: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => panic!("the cluster never took the streams: {e}"),
         }
+    }
+}
+
+/// The index in `servers` of the server leading `stream` (its loss costs an election).
+async fn stream_leader(servers: &[NatsServer], stream: &str) -> usize {
+    let client = async_nats::connect(servers[0].url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut handle = js.get_stream(stream).await.unwrap();
+    let info = handle.info().await.unwrap();
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap();
+    leader.trim_start_matches('n').parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_during_a_burst_of_clicks_loses_no_acknowledged_click() {
+    use signaldesk::rank::interactions::{Interaction, InteractionStore};
+    let Some(nats_bin) = nats::available("a_nats_node_killed_during_a_burst") else {
+        return;
     };
+    let (mut servers, stream) = cluster_stream(&nats_bin).await;
+    let leader = stream_leader(&servers, "SIGNALDESK_INTERACTIONS").await;
+    let stream = std::sync::Arc::new(stream);
+    // Four API replicas' worth of publishers, 250 clicks each; the stream's leader dies when
+    // a third of them are acknowledged.
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let (stream, acknowledged) = (stream.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                let mut slowest = Duration::ZERO;
+                for i in 0..250 {
+                    let click = Interaction {
+                        user: format!("user-{p}"),
+                        item: format!("item-{i}"),
+                        event: "click".into(),
+                        value: None,
+                        timestamp: 1_700_000_000 + i,
+                    };
+                    let began = Instant::now();
+                    stream
+                        .publish_interaction(&click, &format!("replica-{p}"))
+                        .await
+                        .unwrap_or_else(|e| panic!("click {i} of replica {p}: {e}"));
+                    slowest = slowest.max(began.elapsed());
+                    acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                slowest
+            })
+        })
+        .collect();
+    while acknowledged.load(std::sync::atomic::Ordering::Relaxed) < 333 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    servers[leader].kill();
+    let mut slowest = Duration::ZERO;
+    for p in publishers {
+        slowest = slowest.max(p.await.unwrap());
+    }
+    // Every acknowledged click is in the stream, once: a replica's log copied from it holds
+    // all 1,000.
+    let dir = tempfile::tempdir().unwrap();
+    let log = InteractionStore::open(&dir.path().join("interactions.redb")).unwrap();
+    let last = stream.sync_interactions(&log).await.unwrap();
+    let copied = log.all().unwrap();
+    assert_eq!(copied.len(), 1000, "last sequence {last}");
+    assert_eq!(last, 1000, "a click stored twice");
+    eprintln!(
+        "interactions leader n{leader} SIGKILLed after 333 of 1000 clicks: the slowest click took {slowest:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(10),
+        "clicks stalled for {slowest:?} after the leader died"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_while_publishing_loses_nothing_acknowledged_and_publishing_resumes() {
+    use signaldesk::content::{ContentItem, Limits};
+    use signaldesk::stream::PublishSummary;
+    let Some(nats_bin) = nats::available("a_nats_node_killed_while_publishing") else {
+        return;
+    };
+    let (mut servers, stream) = cluster_stream(&nats_bin).await;
     let items: Vec<ContentItem> = (0..2000)
         .map(|i| {
             let v =
@@ -585,17 +665,7 @@ async fn a_nats_node_killed_while_publishing_loses_nothing_acknowledged_and_publ
         })
         .collect();
     // The content stream's leader: the server whose loss costs an election.
-    let leader = {
-        let client = async_nats::connect(servers[0].url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        let mut content = js.get_stream("SIGNALDESK_CONTENT").await.unwrap();
-        let info = content.info().await.unwrap();
-        info.cluster
-            .as_ref()
-            .and_then(|c| c.leader.clone())
-            .unwrap()
-    };
-    let leader: usize = leader.trim_start_matches('n').parse().unwrap();
+    let leader = stream_leader(&servers, "SIGNALDESK_CONTENT").await;
     let mut summary = PublishSummary::default();
     let mut slowest = Duration::ZERO;
     for (batch, chunk) in items.chunks(20).enumerate() {

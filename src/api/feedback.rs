@@ -199,10 +199,18 @@ pub(crate) async fn feedback(
                 at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             };
             let recorded = decision.clone();
-            let served = off_runtime(&state, move |s| async move {
+            let (served, logged) = off_runtime(&state, move |s| async move {
                 decide(s.store, s.collection(), &s.editorial, s.taxonomy, recorded).await
             })
             .await??;
+            // The other replicas' editors' logs and the workers' re-tagging get it from the
+            // stream (the served tags are in the shared store already).
+            if let Some(stream) = &state.stream {
+                stream
+                    .publish_decisions(&logged, &state.origin)
+                    .await
+                    .map_err(|e| unavailable("publishing the decision", e))?;
+            }
             state.catalogue_changed().await;
             let verdict_name = serde_json::to_value(decision.verdict)
                 .ok()

@@ -74,6 +74,8 @@ pub struct ApiParts {
     pub stream: Option<crate::stream::EventStream>,
     /// The last interactions-stream sequence the interaction log holds (0 without a stream).
     pub interactions_synced: u64,
+    /// The last decisions-stream sequence the editors' log holds (0 without a stream).
+    pub decisions_synced: u64,
 }
 
 /// What every handler shares.
@@ -116,6 +118,8 @@ pub struct ApiState {
     /// The last interactions-stream sequence copied into the log at start: the follower
     /// continues after it.
     interactions_synced: u64,
+    /// The same for the decisions stream and the editors' log.
+    decisions_synced: u64,
 }
 
 /// A request's place among the workers: held while it computes, released on drop.
@@ -209,6 +213,7 @@ impl ApiState {
             stream: parts.stream,
             origin: uuid::Uuid::new_v4().to_string(),
             interactions_synced: parts.interactions_synced,
+            decisions_synced: parts.decisions_synced,
             tag_permits: Semaphore::new(settings.tag_concurrency.max(1)),
             taggers: parts.taggers,
             default_tagger: parts.default_tagger,
@@ -331,35 +336,57 @@ pub(crate) async fn sync_interactions(
         .map_err(|e| crate::rank::RankError::Store(format!("the interactions stream: {e}")))
 }
 
-/// Follow the interactions stream and apply the other replicas' users' events to this replica's
-/// recommender; started by [`serve`] when `stream.url` is set. Restarts after a stream failure
-/// from the last event it applied.
-async fn follow_interactions(state: Arc<ApiState>) {
-    let Some(stream) = state.stream.as_ref() else {
-        return;
-    };
-    let mut after = state.interactions_synced;
-    loop {
-        let result = stream
-            .follow_interactions(after, &state.origin, |sequence, event| {
-                after = sequence;
-                match state.recommender() {
-                    Some(service) => {
-                        if let Err(e) = service.record(&event) {
-                            tracing::warn!(error = %e, "a followed interaction was not recorded");
-                        }
-                    }
-                    // Copied into the log when the recommender opens.
-                    None => {
-                        tracing::debug!("no recommender yet; the interaction waits in the stream")
-                    }
+/// Follow the shared logs and apply the other replicas' events here: users' events to the
+/// recommender, editors' decisions to the local editors' log (served tags are in the shared
+/// store already); started by [`serve`] when `stream.url` is set. Each follower restarts after a
+/// stream failure from the last event it applied.
+fn follow_shared_logs(state: &Arc<ApiState>) {
+    use crate::stream::logs::SharedLog;
+    for (log, start) in [
+        (SharedLog::Interactions, state.interactions_synced),
+        (SharedLog::Decisions, state.decisions_synced),
+    ] {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let Some(stream) = state.stream.as_ref() else {
+                return;
+            };
+            let mut after = start;
+            loop {
+                let result = stream
+                    .follow(log, after, &state.origin, |sequence, payload| {
+                        after = sequence;
+                        apply_followed(&state, log, payload);
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, after, log = log.as_str(), "following a shared log failed; starting again");
                 }
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, after, "following the interactions stream failed; starting again");
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+/// One event another replica published to a shared log, applied here.
+fn apply_followed(state: &ApiState, log: crate::stream::logs::SharedLog, payload: &[u8]) {
+    use crate::stream::logs::SharedLog;
+    let applied = match log {
+        SharedLog::Interactions => match serde_json::from_slice(payload) {
+            // Without a recommender yet, it is copied into the log when one opens.
+            Ok(event) => state
+                .recommender()
+                .map_or(Ok(()), |service| service.record(&event))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        SharedLog::Decisions => match serde_json::from_slice(payload) {
+            Ok(decision) => state.editorial.record(&decision).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    if let Err(e) = applied {
+        tracing::warn!(error = %e, log = log.as_str(), "a followed event was not applied");
     }
 }
 
@@ -950,7 +977,7 @@ pub async fn serve(
         });
     }
     if state.stream.is_some() {
-        tokio::spawn(follow_interactions(state.clone()));
+        follow_shared_logs(&state);
     }
     if state.settings.refresh_s > 0 {
         let worker = state.clone();

@@ -125,6 +125,16 @@ impl ApiState {
                 0
             }
         };
+        let decisions_synced = match &stream {
+            Some(stream) => stream
+                .sync_decisions(&crate::enrich::editorial::log_path(config), 0)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "the editors' log was not brought up to date");
+                    0
+                }),
+            None => 0,
+        };
         let recommender = match RecommendService::open(store, config, true).await {
             Ok(r) => Some(r),
             Err(e) => {
@@ -145,6 +155,7 @@ impl ApiState {
             ask_composer,
             stream,
             interactions_synced,
+            decisions_synced,
         })?)
     }
 }

@@ -278,7 +278,7 @@ async fn rank_train(config: &Config, drop: &[String], output: Option<PathBuf>) -
     let store = AnyStore::open(config)?;
     let collection = store.resolve(&collection_name(config)).await?;
     let catalogue = Catalogue::load(&store, &collection).await?;
-    signaldesk::stream::interactions::sync_configured_log(config, &paths.interactions).await?;
+    signaldesk::stream::logs::sync_configured_log(config, &paths.interactions).await?;
     let events = InteractionStore::open(&paths.interactions)?.all()?;
     anyhow::ensure!(
         !events.is_empty(),

@@ -267,14 +267,15 @@ impl DecisionError {
 /// `accept` and `reject` only for the item's own tags (the model's, or ones editors added),
 /// `add` only for concepts of `taxonomy` (when there is one; in an exclusive taxonomy an `add`
 /// also rejects the label the item served, so it keeps exactly one). Answers the item's served
-/// tags.
+/// tags and the decisions recorded (the one asked for, after the rejections an exclusive
+/// taxonomy's `add` implies): what a replica publishes to the others.
 pub async fn decide<S: VectorStore>(
     store: &S,
     collection: &str,
     log: &EditorialLog,
     taxonomy: Option<&super::taxonomy::Taxonomy>,
     decision: TagDecision,
-) -> Result<Vec<String>, DecisionError> {
+) -> Result<(Vec<String>, Vec<TagDecision>), DecisionError> {
     if decision.label.trim().is_empty() {
         return Err(DecisionError::EmptyLabel);
     }
@@ -310,6 +311,7 @@ pub async fn decide<S: VectorStore>(
     }
     // An exclusive taxonomy serves one label: adding one moves the item there, so the labels
     // it served are rejected by the same editor, each its own line in the log (and its history).
+    let mut recorded = Vec::new();
     if decision.verdict == Verdict::Add && taxonomy.is_some_and(|t| t.exclusive) {
         for label in current.iter().filter(|l| **l != decision.label) {
             let moved = TagDecision {
@@ -318,16 +320,18 @@ pub async fn decide<S: VectorStore>(
                 ..decision.clone()
             };
             log.record(&moved)?;
-            decisions.push(moved);
+            decisions.push(moved.clone());
+            recorded.push(moved);
         }
     }
     log.record(&decision)?;
     decisions.push(decision.clone());
+    recorded.push(decision.clone());
     let fields = served_fields(&model, &decisions);
     store
         .set_item_fields(collection, &decision.item, fields)
         .await?;
-    Ok(served_tags(&model, &decisions))
+    Ok((served_tags(&model, &decisions), recorded))
 }
 
 /// Read a decisions log; a missing file holds none.

@@ -27,7 +27,7 @@
 //! processed event.
 
 pub mod enrichment;
-pub mod interactions;
+pub mod logs;
 pub mod metrics;
 pub mod worker;
 
@@ -278,17 +278,18 @@ impl EventStream {
             num_replicas: self.config.replicas,
             ..Default::default()
         };
-        // Kept whole (limits retention): every replica's interaction log is a copy of it.
-        let interactions = stream::Config {
-            name: self.stream_name("INTERACTIONS"),
-            subjects: vec![self.subject("interactions")],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            num_replicas: self.config.replicas,
-            duplicate_window: Duration::from_secs(self.config.duplicate_window_s),
-            ..Default::default()
-        };
-        for config in [content, dead, interactions] {
+        // Kept whole (limits retention): every process's local log is a copy of one of them.
+        let shared =
+            [logs::SharedLog::Interactions, logs::SharedLog::Decisions].map(|log| stream::Config {
+                name: self.stream_name(log.stream()),
+                subjects: vec![self.subject(log.as_str())],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                num_replicas: self.config.replicas,
+                duplicate_window: Duration::from_secs(self.config.duplicate_window_s),
+                ..Default::default()
+            });
+        for config in [content, dead].into_iter().chain(shared) {
             self.js
                 .create_or_update_stream(config)
                 .await
@@ -569,8 +570,20 @@ impl EventStream {
     }
 
     /// The streams' and the workers' consumer's counts, and the dead letters by reason.
+    /// Retried for up to `stream.publish_retry_s` while the servers do not answer: a stream
+    /// whose leader died answers nothing until the cluster elected another (seconds), and an
+    /// operator asking then wants the answer, not the timeout. (A metrics scrape asks once.)
     pub async fn status(&self) -> Result<StreamStatus, StreamError> {
-        self.read_status(true).await
+        let deadline = std::time::Instant::now() + Duration::from_secs(self.config.publish_retry_s);
+        loop {
+            match self.read_status(true).await {
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "the streams are not answering; asking again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The counts alone (`dead_reasons` left empty): what a metrics scrape reads, without

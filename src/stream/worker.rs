@@ -15,7 +15,7 @@
 //!   (it kills or stalls every worker that takes it) is dead-lettered as soon as it is fetched.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +83,7 @@ pub async fn run_worker<S: VectorStore>(
 ) -> Result<WorkerSummary, StreamError> {
     let consumer = stream.work_consumer().await?;
     let mut summary = WorkerSummary::default();
+    let decisions_after = AtomicU64::new(0);
     while !stop.load(Ordering::Relaxed) {
         let mut fetched = consumer
             .fetch()
@@ -124,6 +125,7 @@ pub async fn run_worker<S: VectorStore>(
             store,
             embedder: &embedder,
             enrichment,
+            decisions_after: &decisions_after,
             config,
             stop,
         };
@@ -140,6 +142,8 @@ struct Work<'a, S> {
     store: &'a S,
     embedder: &'a Arc<Embedder>,
     enrichment: Option<&'a Enrichment<'a, S>>,
+    /// The last decisions-stream sequence copied into the local editors' log.
+    decisions_after: &'a AtomicU64,
     config: &'a crate::Config,
     stop: &'a AtomicBool,
 }
@@ -371,6 +375,12 @@ async fn enrich_group<S: VectorStore>(
     ids.sort();
     ids.dedup();
     let messages: Vec<&Message> = group.iter().map(|(m, _)| m).collect();
+    // Editors' decisions made on any replica are applied to the new tags: copy what the local
+    // log lacks first (a failure here is NATS's, like a failed acknowledgement).
+    let log = crate::enrich::editorial::log_path(work.config);
+    let after = work.decisions_after.load(Ordering::Relaxed);
+    let last = work.stream.sync_decisions(&log, after).await?;
+    work.decisions_after.store(last, Ordering::Relaxed);
     let attempt = || enrichment.enrich(work.store, collection, ids.clone());
     let is_store = |e: &EnrichError| {
         matches!(
