@@ -797,13 +797,60 @@ async fn a_click_sent_to_one_replica_changes_the_next_list_of_another() {
     );
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
 
-    // A replica started afterwards, with an empty log of its own, serves the same history:
-    // nothing a replica holds is lost with it.
+    // An editor's decision on A is in B's review view (B's editors' log follows the stream),
+    // and B's decision is in A's.
+    let decisions_on = |replica: String| {
+        let client = client.clone();
+        async move {
+            let (status, v) = common::server::send(
+                &client,
+                reqwest::Method::GET,
+                &format!("{replica}/v1/content/item-7"),
+                Some("dev-key-change-me"),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{v}");
+            v["decisions"].as_array().unwrap().len()
+        }
+    };
+    for (on, other, label, want) in [(&a, &b, "corn", 1), (&b, &a, "wheat", 2)] {
+        let (status, v) = common::server::send(
+            &client,
+            reqwest::Method::POST,
+            &format!("{}/v1/feedback", on.url),
+            Some("dev-key-change-me"),
+            Some(json!({"type": "tag", "item": "item-7", "label": label, "verdict": "add"})),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+        let started = Instant::now();
+        while decisions_on(other.url.clone()).await < want {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the decision on {label} did not reach the other replica"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // A replica started afterwards, with empty logs of its own, serves the same history and
+    // the same decisions: nothing a replica holds is lost with it.
     let c = replica(&setup, dir_c.path());
+    assert_eq!(decisions_on(c.url.clone()).await, 2);
     let fresh = listed(&client, &c.url, "reader-1").await;
     assert!(
         fresh.iter().all(|id| !clicked.contains(id)),
         "a new replica lists clicked items: {fresh:?}"
     );
     assert_eq!(fresh.len(), 10, "{fresh:?}");
+    let status = json_out(&run(setup.cmd().args(["stream", "status", "--json"])));
+    assert_eq!(
+        (
+            status["interactions"].as_u64(),
+            status["decisions"].as_u64()
+        ),
+        (Some(100), Some(2)),
+        "{status}"
+    );
 }

@@ -102,7 +102,18 @@ pub(crate) async fn recommend(
             .await
     })
     .await??;
-
+    // Every replica's lists in one place for experiments; off the response's path (the list is
+    // answered whether or not the stream took its exposure, as the local log does).
+    if let (Some(exposure), Some(_)) = (&served.exposure, &state.stream) {
+        let (state, exposure) = (state.clone(), exposure.clone());
+        tokio::spawn(async move {
+            if let Some(stream) = &state.stream {
+                if let Err(e) = stream.publish_exposure(&exposure, &state.origin).await {
+                    tracing::warn!(error = %e, exposure = %exposure.id, "the exposure was not published");
+                }
+            }
+        });
+    }
     Ok(Json(served).into_response())
 }
 

@@ -384,6 +384,8 @@ fn apply_followed(state: &ApiState, log: crate::stream::logs::SharedLog, payload
             Ok(decision) => state.editorial.record(&decision).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         },
+        // Read by experiments' readouts (which copy the stream), not by serving.
+        SharedLog::Exposures => Ok(()),
     };
     if let Err(e) = applied {
         tracing::warn!(error = %e, log = log.as_str(), "a followed event was not applied");

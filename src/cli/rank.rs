@@ -152,6 +152,19 @@ pub async fn rank(config: &Config, cmd: RankCommand) -> Result<ExitCode> {
 
 /// `signaldesk experiments ...`.
 pub fn experiments(config: &Config, cmd: ExperimentsCommand) -> Result<ExitCode> {
+    // With a stream, the logs read are copies of the shared ones (every replica's lists and
+    // users' events), brought up to date first.
+    if config.stream.enabled() {
+        let (ExperimentsCommand::Report { exposures, .. }
+        | ExperimentsCommand::Estimate { exposures, .. }) = &cmd;
+        let paths = signaldesk::rank::service::RankPaths::of(config);
+        let exposures = exposures.clone().unwrap_or(paths.exposures);
+        super::runtime()?.block_on(async {
+            use signaldesk::stream::logs::{sync_configured_exposures, sync_configured_log};
+            sync_configured_exposures(config, &exposures).await?;
+            sync_configured_log(config, &paths.interactions).await
+        })?;
+    }
     match cmd {
         ExperimentsCommand::Report {
             experiment,

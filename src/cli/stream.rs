@@ -139,6 +139,11 @@ pub async fn run(config: &Config, command: StreamCommand) -> Result<ExitCode> {
     for (reason, n) in &status.dead_reasons {
         outln!("  {n:>8}  {reason}");
     }
+    outln!(
+        "shared logs: {} users' events, {} editors' decisions",
+        status.interactions,
+        status.decisions
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -74,6 +74,10 @@ pub struct Served {
     /// An interleaved list: the variant each item was drafted for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teams: Option<Vec<String>>,
+    /// The exposure logged for this list (when exposures are logged): what a replica publishes
+    /// to the shared exposures stream.
+    #[serde(skip)]
+    pub exposure: Option<Exposure>,
 }
 
 /// The ids of the items stored in the collection recommendations come from (`rank.collection`,
@@ -339,6 +343,7 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
             items: Vec::new(),
             propensities: Vec::new(),
             teams: None,
+            exposure: None,
         };
         let mut pool = None;
         if let [a, b] = arms.as_slice() {
@@ -376,7 +381,7 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
             served.propensities = vec![1.0; served.items.len()];
         }
         if let Some(log) = &self.exposures {
-            log.write(&Exposure {
+            let exposure = Exposure {
                 id: served.exposure_id.clone(),
                 timestamp: chrono::Utc::now().timestamp(),
                 user: user.to_string(),
@@ -391,7 +396,9 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
                 propensities: served.propensities.clone(),
                 pool,
                 teams: served.teams.clone(),
-            })?;
+            };
+            log.write(&exposure)?;
+            served.exposure = Some(exposure);
         }
         Ok(served)
     }

@@ -8,7 +8,8 @@
 //! re-tags the item. A process's local log (the interaction log, `editorial.jsonl`) is a copy of
 //! its stream: at start it copies what it lacks, so a restarted or new replica loses nothing;
 //! `rank train` copies the interactions the same way before training, and a worker copies the
-//! decisions before each enrichment.
+//! decisions before each enrichment. The lists replicas serve go to a third shared log,
+//! `<prefix>.exposures`, which `experiments report` and `estimate` copy before reading.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -20,6 +21,7 @@ use futures_util::StreamExt;
 
 use super::{js_err, EventStream, StreamError};
 use crate::enrich::editorial::{read_log, EditorialLog, TagDecision};
+use crate::rank::experiments::{read_exposures, Exposure, ExposureLog};
 use crate::rank::interactions::{Interaction, InteractionStore};
 
 /// Header naming the replica that published an event (it applied the event itself).
@@ -32,6 +34,8 @@ pub enum SharedLog {
     Interactions,
     /// Editors' tag decisions (`<PREFIX>_DECISIONS`).
     Decisions,
+    /// The lists served, with what experiments read (`<PREFIX>_EXPOSURES`).
+    Exposures,
 }
 
 impl SharedLog {
@@ -40,6 +44,7 @@ impl SharedLog {
         match self {
             Self::Interactions => "interactions",
             Self::Decisions => "decisions",
+            Self::Exposures => "exposures",
         }
     }
 
@@ -47,6 +52,7 @@ impl SharedLog {
         match self {
             Self::Interactions => "INTERACTIONS",
             Self::Decisions => "DECISIONS",
+            Self::Exposures => "EXPOSURES",
         }
     }
 }
@@ -138,6 +144,50 @@ impl EventStream {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Publish a served list's exposure ([`Self::publish_to_log`]; its id is the exposure's).
+    pub async fn publish_exposure(
+        &self,
+        exposure: &Exposure,
+        origin: &str,
+    ) -> Result<u64, StreamError> {
+        let payload = serde_json::to_vec(exposure).expect("an exposure serializes");
+        let id = format!("exposure:{}", exposure.id);
+        self.publish_to_log(SharedLog::Exposures, payload, &id, origin)
+            .await
+    }
+
+    /// Append to the exposure log at `path` every exposure of the stream it does not hold yet
+    /// (by id): every replica's lists, for `experiments report` and `estimate`. Returns the
+    /// last sequence copied.
+    pub async fn sync_exposures(&self, path: &Path) -> Result<u64, StreamError> {
+        let mut all = Vec::new();
+        let last =
+            self.copy_after(SharedLog::Exposures, 0, |sequence, payload| {
+                match serde_json::from_slice::<Exposure>(payload) {
+                    Ok(e) => all.push(e),
+                    Err(e) => {
+                        tracing::warn!(sequence, error = %e, "an unreadable exposure skipped")
+                    }
+                }
+            })
+            .await?;
+        let rank = |e: crate::rank::RankError| js_err("exposure log")(&e);
+        let held: HashSet<String> = if path.exists() {
+            read_exposures(path)
+                .map_err(rank)?
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        let log = ExposureLog::open(path).map_err(rank)?;
+        for e in all.iter().filter(|e| !held.contains(&e.id)) {
+            log.write(e).map_err(rank)?;
+        }
+        Ok(last)
     }
 
     /// Publish a file's worth of interactions (`signaldesk interactions ingest`), pipelined as
@@ -297,6 +347,19 @@ impl EventStream {
             .await
             .map_err(|e| js_err("shared log consumer")(&e))
     }
+}
+
+/// With `stream.url` set, bring the exposure log at `path` up to date with the exposures stream
+/// (what `experiments report` and `estimate` read); nothing without it.
+pub async fn sync_configured_exposures(
+    config: &crate::Config,
+    path: &Path,
+) -> Result<Option<u64>, StreamError> {
+    if !config.stream.enabled() {
+        return Ok(None);
+    }
+    let stream = EventStream::connect(&config.stream).await?;
+    stream.sync_exposures(path).await.map(Some)
 }
 
 /// With `stream.url` set, bring the interaction log at `path` up to date with the interactions

@@ -198,6 +198,12 @@ pub struct StreamStatus {
     pub dead_letters: u64,
     /// Dead letters by reason (the last 1,000 read).
     pub dead_reasons: BTreeMap<String, u64>,
+    /// Users' events in the shared interactions stream (every replica's log copies it).
+    pub interactions: u64,
+    /// Editors' decisions in the shared decisions stream.
+    pub decisions: u64,
+    /// Lists served by every replica, in the shared exposures stream.
+    pub exposures: u64,
 }
 
 /// A publish waiting for its acknowledgement, kept so it can be sent again.
@@ -611,6 +617,9 @@ impl EventStream {
             dead_stream: dead_info.config.name.clone(),
             dead_letters: dead_info.state.messages,
             dead_reasons,
+            interactions: self.stream_info("INTERACTIONS").await?.1.state.messages,
+            decisions: self.stream_info("DECISIONS").await?.1.state.messages,
+            exposures: self.stream_info("EXPOSURES").await?.1.state.messages,
         })
     }
 }
