@@ -39,6 +39,9 @@ pub enum SharedLog {
 }
 
 impl SharedLog {
+    /// Every shared log: the streams a connection makes sure of.
+    pub const ALL: [Self; 3] = [Self::Interactions, Self::Decisions, Self::Exposures];
+
     /// Its subject's last token; upper-cased, its stream's name after the prefix.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -217,12 +220,12 @@ impl EventStream {
         after: u64,
         mut apply: impl FnMut(u64, &[u8]),
     ) -> Result<u64, StreamError> {
-        let (_, info) = self.stream_info(log.stream()).await?;
+        let (_, info) = self.patiently(|| self.stream_info(log.stream())).await?;
         let last = info.state.last_sequence;
         if info.state.messages == 0 || last <= after {
             return Ok(last.max(after));
         }
-        let mut messages = self.log_after(log, after).await?;
+        let mut messages = self.patiently(|| self.log_after(log, after)).await?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| js_err("shared log")(&e))?;
             let sequence = message.info().map_or(last, |i| i.stream_sequence);

@@ -285,16 +285,15 @@ impl EventStream {
             ..Default::default()
         };
         // Kept whole (limits retention): every process's local log is a copy of one of them.
-        let shared =
-            [logs::SharedLog::Interactions, logs::SharedLog::Decisions].map(|log| stream::Config {
-                name: self.stream_name(log.stream()),
-                subjects: vec![self.subject(log.as_str())],
-                retention: stream::RetentionPolicy::Limits,
-                storage: stream::StorageType::File,
-                num_replicas: self.config.replicas,
-                duplicate_window: Duration::from_secs(self.config.duplicate_window_s),
-                ..Default::default()
-            });
+        let shared = logs::SharedLog::ALL.map(|log| stream::Config {
+            name: self.stream_name(log.stream()),
+            subjects: vec![self.subject(log.as_str())],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            duplicate_window: Duration::from_secs(self.config.duplicate_window_s),
+            ..Default::default()
+        });
         for config in [content, dead].into_iter().chain(shared) {
             self.js
                 .create_or_update_stream(config)
@@ -580,9 +579,21 @@ impl EventStream {
     /// whose leader died answers nothing until the cluster elected another (seconds), and an
     /// operator asking then wants the answer, not the timeout. (A metrics scrape asks once.)
     pub async fn status(&self) -> Result<StreamStatus, StreamError> {
+        self.patiently(|| self.read_status(true)).await
+    }
+
+    /// `request`, asked again every 200 ms for up to `stream.publish_retry_s` while it fails:
+    /// for reads, which are safe to repeat, during a cluster's failover.
+    pub(crate) async fn patiently<T, Fut>(
+        &self,
+        mut request: impl FnMut() -> Fut,
+    ) -> Result<T, StreamError>
+    where
+        Fut: std::future::Future<Output = Result<T, StreamError>>,
+    {
         let deadline = std::time::Instant::now() + Duration::from_secs(self.config.publish_retry_s);
         loop {
-            match self.read_status(true).await {
+            match request().await {
                 Err(e) if std::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "the streams are not answering; asking again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
