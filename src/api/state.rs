@@ -96,19 +96,9 @@ impl ApiState {
                     .map_err(|source| ApiSetupError::Tagger { kind, source })?;
             taggers.insert(kind, OpenTagger { tagger, lineage });
         }
-        let summarizer = match llm {
-            Some(llm) => {
-                let summarizer = Summarizer::new(
-                    llm,
-                    embedder,
-                    &config.prompts_dir,
-                    config.enrich.summary.clone(),
-                )?;
-                let lineage = summarizer.lineage();
-                Some((summarizer, lineage))
-            }
-            None => None,
-        };
+        let summarizer = llm
+            .map(|llm| Summarizer::configured(llm, embedder, config))
+            .transpose()?;
         let ask_composer = llm
             .map(|llm| crate::answer::ask::Composer::configured(llm, config))
             .transpose()?;

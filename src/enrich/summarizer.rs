@@ -176,6 +176,23 @@ impl<'a, L: LlmClient> Summarizer<'a, L> {
         self.prompt.reference()
     }
 
+    /// The summarizer `config` describes (prompts directory, `enrich.summary`) over `llm`, with
+    /// its [`Self::lineage`]: what a server or a worker that summarizes keeps at hand.
+    pub fn configured(
+        llm: &'a L,
+        embedder: &'a Embedder,
+        config: &crate::Config,
+    ) -> Result<(Self, serde_json::Value), PromptError> {
+        let summarizer = Self::new(
+            llm,
+            embedder,
+            &config.prompts_dir,
+            config.enrich.summary.clone(),
+        )?;
+        let lineage = summarizer.lineage();
+        Ok((summarizer, lineage))
+    }
+
     /// What every summary it writes carries as lineage: summarizer, provider, model, prompt
     /// version, fallback and word limits (callers that store summaries add the time).
     pub fn lineage(&self) -> serde_json::Value {

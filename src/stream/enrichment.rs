@@ -97,16 +97,7 @@ impl<'a, S: VectorStore> Enrichment<'a, S> {
             source: Box::new(source),
         })?;
         let summarizer = match (&parts.llm, config.stream.summaries) {
-            (Some(llm), true) => {
-                let summarizer = Summarizer::new(
-                    llm,
-                    embedder,
-                    &config.prompts_dir,
-                    config.enrich.summary.clone(),
-                )?;
-                let lineage = summarizer.lineage();
-                Some((summarizer, lineage))
-            }
+            (Some(llm), true) => Some(Summarizer::configured(llm, embedder, config)?),
             _ => None,
         };
         Ok(Self {

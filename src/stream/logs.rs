@@ -165,16 +165,8 @@ impl EventStream {
     /// (by id): every replica's lists, for `experiments report` and `estimate`. Returns the
     /// last sequence copied.
     pub async fn sync_exposures(&self, path: &Path) -> Result<u64, StreamError> {
-        let mut all = Vec::new();
-        let last =
-            self.copy_after(SharedLog::Exposures, 0, |sequence, payload| {
-                match serde_json::from_slice::<Exposure>(payload) {
-                    Ok(e) => all.push(e),
-                    Err(e) => {
-                        tracing::warn!(sequence, error = %e, "an unreadable exposure skipped")
-                    }
-                }
-            })
+        let (all, last) = self
+            .copy_parsed::<Exposure>(SharedLog::Exposures, 0)
             .await?;
         let rank = |e: crate::rank::RankError| js_err("exposure log")(&e);
         let held: HashSet<String> = if path.exists() {
@@ -237,19 +229,32 @@ impl EventStream {
         Ok(last)
     }
 
-    /// Copy every interaction the stream holds into `log` (an event already there is kept
-    /// once), returning the last stream sequence copied (0: none): where to follow from.
-    pub async fn sync_interactions(&self, log: &InteractionStore) -> Result<u64, StreamError> {
-        let mut batch = Vec::new();
-        let last =
-            self.copy_after(SharedLog::Interactions, 0, |sequence, payload| {
-                match serde_json::from_slice::<Interaction>(payload) {
-                    Ok(event) => batch.push(event),
+    /// [`Self::copy_after`], each event parsed as a `T` (an unreadable one is skipped, said in
+    /// the log): the events and the last sequence.
+    async fn copy_parsed<T: serde::de::DeserializeOwned>(
+        &self,
+        log: SharedLog,
+        after: u64,
+    ) -> Result<(Vec<T>, u64), StreamError> {
+        let mut events = Vec::new();
+        let last = self
+            .copy_after(log, after, |sequence, payload| {
+                match serde_json::from_slice::<T>(payload) {
+                    Ok(event) => events.push(event),
                     Err(e) => {
-                        tracing::warn!(sequence, error = %e, "an unreadable interaction skipped")
+                        tracing::warn!(sequence, error = %e, log = log.as_str(), "an unreadable event skipped")
                     }
                 }
             })
+            .await?;
+        Ok((events, last))
+    }
+
+    /// Copy every interaction the stream holds into `log` (an event already there is kept
+    /// once), returning the last stream sequence copied (0: none): where to follow from.
+    pub async fn sync_interactions(&self, log: &InteractionStore) -> Result<u64, StreamError> {
+        let (batch, last) = self
+            .copy_parsed::<Interaction>(SharedLog::Interactions, 0)
             .await?;
         for chunk in batch.chunks(10_000) {
             log.append(chunk)
@@ -269,16 +274,8 @@ impl EventStream {
     /// Append to the editors' log at `path` the decisions stored after sequence `after` that it
     /// does not hold yet; returns the last sequence copied (the next call's `after`).
     pub async fn sync_decisions(&self, path: &Path, after: u64) -> Result<u64, StreamError> {
-        let mut new = Vec::new();
-        let last = self
-            .copy_after(SharedLog::Decisions, after, |sequence, payload| {
-                match serde_json::from_slice::<TagDecision>(payload) {
-                    Ok(d) => new.push(d),
-                    Err(e) => {
-                        tracing::warn!(sequence, error = %e, "an unreadable decision skipped")
-                    }
-                }
-            })
+        let (new, last) = self
+            .copy_parsed::<TagDecision>(SharedLog::Decisions, after)
             .await?;
         if new.is_empty() {
             return Ok(last);
