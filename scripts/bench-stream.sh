@@ -52,8 +52,10 @@ for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$http/readyz" > /dev/null 2>&1 && grep -q "Server is ready" "$work/nats.log" && break
   sleep 0.2
 done
+# The worker ingests only (stream.enrich off), as in-process `ingest` does: the ratio compares
+# the same work.
 export SIGNALDESK_STORE__BACKEND=qdrant SIGNALDESK_STORE__URL="http://127.0.0.1:$grpc" \
-  SIGNALDESK_STREAM__URL="nats://127.0.0.1:$natsport"
+  SIGNALDESK_STREAM__URL="nats://127.0.0.1:$natsport" SIGNALDESK_STREAM__ENRICH=false
 
 now() { date +%s.%N; }
 secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }

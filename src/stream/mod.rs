@@ -1,4 +1,5 @@
-//! Beyond one process: content events and the work queue on NATS JetStream (`stream.url`).
+//! Beyond one process: the work queue (content and enrich events) and the shared logs
+//! ([`logs`]) on NATS JetStream (`stream.url`).
 //!
 //! With `stream.url` unset nothing here runs and every command works in process, as before. Set,
 //! `signaldesk ingest --via-stream` and `POST /v1/content` validate items exactly as the

@@ -1,9 +1,13 @@
-//! `signaldesk worker`: content events from JetStream into the store, through the one ingest path.
+//! `signaldesk worker`: work events from JetStream into the store: content through the one ingest
+//! path, enrichment through the one enrichment path.
 //!
-//! A fetched batch is grouped by collection; within a group the last event of each item id wins
-//! (as in a file), and the group goes through [`ingest_items`] as one call. Only after the store
-//! acknowledged the write are the events acknowledged, so a worker killed at any point leaves its
-//! events to be delivered again. Failures are sorted by kind:
+//! A fetched batch is grouped by kind and collection. Content: within a group the last event of
+//! each item id wins (as in a file), and the group goes through [`ingest_items`] as one call;
+//! with an enrichment, an enrich event per item is then published. Enrich events: the group's
+//! stale items are tagged (and summarized) in one call, after the editors' decisions were copied
+//! from their stream. Only after the store acknowledged the write are the events acknowledged,
+//! so a worker killed at any point leaves its events to be delivered again. Failures are sorted
+//! by kind:
 //! - a store that cannot be reached is no event's fault: the worker keeps the batch, tells NATS
 //!   it is still working on it (an in-progress acknowledgement restarts `ack_wait` without
 //!   counting a delivery) and retries the write with a growing delay until it succeeds or the
