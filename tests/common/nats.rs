@@ -171,25 +171,30 @@ impl NatsServer {
 
 /// A JetStream cluster of `n` servers on loopback, all started at once (each routes to the
 /// others). Returns when every server accepts connections; JetStream's meta leader is elected
-/// a moment later, so callers retry their first stream creation.
+/// a moment later, so callers retry their first stream creation. A port another test took
+/// between being found free and being bound starts the whole cluster again on new ports (as
+/// [`NatsServer::start`] does for one server).
 pub fn cluster(bin: &Path, n: usize) -> Vec<NatsServer> {
-    let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let mut servers: Vec<NatsServer> = (0..n)
-        .map(|i| NatsServer {
-            bin: bin.to_path_buf(),
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
-            child_starts: 0,
-            cluster: Some((format!("n{i}"), routes[i], routes.clone())),
-        })
-        .collect();
-    for server in &mut servers {
-        if let Err(e) = server.spawn_and_wait() {
-            panic!("nats-server cluster peer did not start: {e}");
+    let mut last = String::new();
+    for _ in 0..3 {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut servers: Vec<NatsServer> = (0..n)
+            .map(|i| NatsServer {
+                bin: bin.to_path_buf(),
+                child: None,
+                dir: tempfile::tempdir().unwrap(),
+                port: free_port(),
+                child_starts: 0,
+                cluster: Some((format!("n{i}"), routes[i], routes.clone())),
+            })
+            .collect();
+        match servers.iter_mut().try_for_each(|s| s.spawn_and_wait()) {
+            Ok(()) => return servers,
+            // Dropping the servers kills the peers already started.
+            Err(e) => last = e,
         }
     }
-    servers
+    panic!("nats-server cluster peer did not start: {last}");
 }
 
 impl Drop for NatsServer {
