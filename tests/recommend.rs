@@ -240,6 +240,25 @@ boosts = [{ field = "source", value = "b", by = 100.0 }]
         cmd.env("SIGNALDESK_CONFIG", &config).args(args);
         run(&mut cmd)
     };
+    let user = seen.keys().next().unwrap();
+    let factor_list = |o: std::process::Output| -> Vec<(String, f64)> {
+        let served = json_out(&o);
+        assert_eq!(served["ranker"], "factors");
+        served["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let id = i["id"].as_str().unwrap().to_string();
+                (id, i["features"]["factor"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let factors_list = ["recommend", "--user", user, "--ranker", "factors", "--json"];
+    // Before any training the factors are trained from the log where the list is served.
+    let trained_in_process = factor_list(with_config(&factors_list));
+    assert_eq!(trained_in_process.len(), 10);
+
     let o = with_config(&["rank", "train"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let model: Value = serde_json::from_str(
@@ -254,7 +273,36 @@ boosts = [{ field = "source", value = "b", by = 100.0 }]
             .any(|f| f == "metadata.runtime"),
         "{model}"
     );
-    let user = seen.keys().next().unwrap();
+    // rank train saved the factors beside the blend, which names their version; serving reads
+    // them and serves what the same factors trained in process served.
+    let factors = &model["factors"];
+    assert_eq!(factors["file"], "blend.factors.safetensors", "{model}");
+    assert_eq!(factors["items"], MOVIES);
+    assert_eq!(factors["dim"], 32);
+    let factors_file = work.path().join("data/rank/blend.factors.safetensors");
+    let saved = signaldesk::rank::factors::SavedFactors::load(&factors_file, None).unwrap();
+    assert_eq!(json!(saved.version), factors["version"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("collaborative factors"));
+    let from_file = factor_list(with_config(&factors_list));
+    assert_eq!(from_file.len(), 10);
+    for ((a, x), (b, y)) in trained_in_process.iter().zip(&from_file) {
+        assert_eq!(a, b, "{trained_in_process:?} vs {from_file:?}");
+        assert!((x - y).abs() < 1e-4, "{a}: {x} vs {y}");
+    }
+    // Factors that are not the blend's are refused, naming the file.
+    let mut bytes = std::fs::read(&factors_file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&factors_file, bytes).unwrap();
+    let o = with_config(&factors_list);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("blend.factors.safetensors") && stderr(&o).contains("do not match"),
+        "{}",
+        stderr(&o)
+    );
+    let o = with_config(&["rank", "train"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let served = json_out(&with_config(&["recommend", "--user", user, "--json"]));
     let items = served["items"].as_array().unwrap();
     assert_eq!(items.len(), 10);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use signaldesk::store::{AnyStore, VectorStore};
+use signaldesk::store::AnyStore;
 use signaldesk::Config;
 
 use super::output::{open_output, Progress};
@@ -284,46 +284,38 @@ async fn interactions_ingest(
 }
 
 async fn rank_train(config: &Config, drop: &[String], output: Option<PathBuf>) -> Result<ExitCode> {
-    use signaldesk::rank::catalogue::Catalogue;
-    use signaldesk::rank::interactions::InteractionStore;
-    use signaldesk::rank::service::{collection_name, RankPaths};
-    let paths = RankPaths::of(config);
+    let paths = signaldesk::rank::service::RankPaths::of(config);
     let store = AnyStore::open(config)?;
-    let collection = store.resolve(&collection_name(config)).await?;
-    let catalogue = Catalogue::load(&store, &collection).await?;
     signaldesk::stream::logs::sync_configured_log(config, &paths.interactions).await?;
-    let events = InteractionStore::open(&paths.interactions)?.all()?;
-    anyhow::ensure!(
-        !events.is_empty(),
-        "the interaction log is empty: run `signaldesk interactions ingest FILE` first"
-    );
     let bar = Progress::new("rank train", None, "users");
     let drop: Vec<&str> = drop.iter().map(String::as_str).collect();
-    let model = signaldesk::rank::train_blend(
-        &store,
-        &collection,
-        &catalogue,
-        &events,
-        &config.rank,
-        &drop,
-        |d, _| bar.set_position(d as u64),
-    )
+    let trained = signaldesk::rank::service::train(&store, config, &drop, output, |d, _| {
+        bar.set_position(d as u64)
+    })
     .await?;
     bar.finish();
-    let path = output.unwrap_or(paths.model);
-    model.save(&path)?;
+    let model = &trained.model;
     outln!(
         "blend {} trained on {} ({} items, {} interactions): {}",
         model.version,
-        collection,
-        catalogue.len(),
-        events.len(),
+        trained.collection,
+        trained.items,
+        trained.interactions,
         model.training
     );
     for (f, w) in model.features.iter().zip(&model.weights) {
         outln!("  {f:<14} {w:+.4}");
     }
-    outln!("saved: {}", path.display());
+    if let (Some(f), Some(seconds)) = (&model.factors, trained.factor_seconds) {
+        outln!(
+            "collaborative factors {} ({} items x {}) trained on the whole log in {seconds:.1} s: {}",
+            f.version,
+            f.items,
+            f.dim,
+            f.file
+        );
+    }
+    outln!("saved: {}", trained.path.display());
     Ok(ExitCode::SUCCESS)
 }
 

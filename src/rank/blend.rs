@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::factors::SavedFactors;
 use super::RankError;
 
 /// The file format's version; a file of another version is refused.
@@ -30,6 +31,22 @@ pub struct BlendModel {
     /// How it was trained (split, examples, positives, settings).
     #[serde(default)]
     pub training: Value,
+    /// The collaborative factors `rank train` trained with this blend, saved beside it; serving
+    /// reads them rather than training its own (none: a blend from before, or factors off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factors: Option<FactorsRef>,
+}
+
+/// Where a blend's factors are and which they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FactorsRef {
+    /// File name, in the blend file's directory.
+    pub file: String,
+    /// The factors' content hash ([`SavedFactors::version`]).
+    pub version: String,
+    pub dim: usize,
+    /// Items with a vector.
+    pub items: usize,
 }
 
 /// Training settings.
@@ -116,7 +133,33 @@ impl BlendModel {
             weights,
             bias,
             training,
+            factors: None,
         })
+    }
+
+    /// This blend with its factors, to be saved as `file` beside the blend file; the blend's
+    /// version then covers both (a blend and the factors it was trained with are served
+    /// together or not at all).
+    pub fn with_factors(mut self, file: String, factors: &SavedFactors) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(self.version.as_bytes());
+        hash.update(factors.version.as_bytes());
+        self.version = crate::fingerprint::hex(&hash.finalize()[..6]);
+        self.factors = Some(FactorsRef {
+            file,
+            version: factors.version.clone(),
+            dim: factors.dim,
+            items: factors.ids.len(),
+        });
+        self
+    }
+
+    /// The factors this blend names, read from beside `model_path` (none when it names none).
+    pub fn load_factors(&self, model_path: &Path) -> Result<Option<SavedFactors>, RankError> {
+        self.factors
+            .as_ref()
+            .map(|f| SavedFactors::load(&model_path.with_file_name(&f.file), Some(&f.version)))
+            .transpose()
     }
 
     /// Each feature's share of the logit (weight × standardised value).

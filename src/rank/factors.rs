@@ -14,6 +14,11 @@ use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::catalogue::Catalogue;
+use super::RankError;
 use crate::config::FactorConfig;
 
 /// Trained item factors, and what solving a user's vector needs.
@@ -25,6 +30,8 @@ pub struct Factors {
     /// `YᵀY + λI`, shared by every user solve.
     gram: DMatrix<f64>,
     alpha: f64,
+    /// Seconds ALS took (0 for factors read from a file).
+    pub training_seconds: f64,
 }
 
 impl Factors {
@@ -63,12 +70,28 @@ impl Factors {
             seconds = started.elapsed().as_secs_f64(),
             "collaborative factors trained"
         );
-        Some(Self {
+        let mut factors = Self::from_items(
             dim,
-            gram: gram(&items, dim, lambda),
-            items: items.iter().map(|&v| v as f32).collect(),
+            items.iter().map(|&v| v as f32).collect(),
+            lambda,
             alpha,
-        })
+        );
+        factors.training_seconds = started.elapsed().as_secs_f64();
+        Some(factors)
+    }
+
+    /// Factors from trained item vectors (row-major, `dim` per item; an item unknown to
+    /// training is a zero row). The Gram matrix is computed from the stored `f32` values, so
+    /// factors trained in process and the same factors read back from a file serve alike.
+    pub fn from_items(dim: usize, items: Vec<f32>, lambda: f64, alpha: f64) -> Self {
+        let wide: Vec<f64> = items.iter().map(|&v| f64::from(v)).collect();
+        Self {
+            dim,
+            gram: gram(&wide, dim, lambda),
+            items,
+            alpha,
+            training_seconds: 0.0,
+        }
     }
 
     /// Item `i`'s vector.
@@ -90,6 +113,189 @@ impl Factors {
             rows(i).collect()
         });
         Some(x.iter().map(|&v| v as f32).collect())
+    }
+}
+
+/// The saved factors' file format; a file of another format is refused.
+pub const FACTORS_FORMAT: &str = "signaldesk-factors/1";
+
+/// Item factors as `rank train` saves them beside the blend (a safetensors file): keyed by item
+/// id rather than catalogue position, so they map onto whatever catalogue serves later, with the
+/// settings they were trained with and a content hash the blend names. Serving reads them
+/// instead of training ALS at every start and every catalogue refresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedFactors {
+    /// Content hash of ids, vectors and settings.
+    pub version: String,
+    pub dim: usize,
+    /// Item ids, in row order.
+    pub ids: Vec<String>,
+    /// Row-major, `dim` per id.
+    pub vectors: Vec<f32>,
+    pub regularization: f32,
+    pub alpha: f32,
+    /// How they were trained (users, engagements, rounds, seed, seconds).
+    pub training: serde_json::Value,
+}
+
+impl SavedFactors {
+    /// The trained `factors` over `catalogue`'s positions, keyed by id.
+    pub fn of(
+        factors: &Factors,
+        catalogue: &Catalogue,
+        settings: &FactorConfig,
+        training: serde_json::Value,
+    ) -> Self {
+        let ids: Vec<String> = catalogue.items.iter().map(|x| x.id.clone()).collect();
+        let mut saved = Self {
+            version: String::new(),
+            dim: factors.dim,
+            vectors: factors.items[..ids.len() * factors.dim].to_vec(),
+            ids,
+            regularization: settings.regularization,
+            alpha: settings.alpha,
+            training,
+        };
+        saved.version = saved.content_hash();
+        saved
+    }
+
+    fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update((self.dim as u64).to_le_bytes());
+        hash.update(self.regularization.to_le_bytes());
+        hash.update(self.alpha.to_le_bytes());
+        for id in &self.ids {
+            hash.update((id.len() as u64).to_le_bytes());
+            hash.update(id.as_bytes());
+        }
+        for v in &self.vectors {
+            hash.update(v.to_le_bytes());
+        }
+        crate::fingerprint::hex(&hash.finalize()[..6])
+    }
+
+    /// Serve these factors over `catalogue`: each catalogue item gets its saved vector, an item
+    /// added since training a zero vector (no factor score, never a factor candidate until the
+    /// next `rank train`). Also returns how many catalogue items had a saved vector.
+    pub fn for_catalogue(&self, catalogue: &Catalogue) -> (Factors, usize) {
+        let dim = self.dim;
+        let mut items = vec![0f32; catalogue.len() * dim];
+        let mut mapped = 0;
+        for (row, id) in self.ids.iter().enumerate() {
+            if let Some(i) = catalogue.position(id) {
+                items[i * dim..(i + 1) * dim]
+                    .copy_from_slice(&self.vectors[row * dim..(row + 1) * dim]);
+                mapped += 1;
+            }
+        }
+        let factors = Factors::from_items(
+            dim,
+            items,
+            f64::from(self.regularization),
+            f64::from(self.alpha),
+        );
+        (factors, mapped)
+    }
+
+    /// Write the file (creating its directory).
+    pub fn save(&self, path: &Path) -> Result<(), RankError> {
+        let io = |source| RankError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let bytes: Vec<u8> = self.vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            vec![self.ids.len(), self.dim],
+            &bytes,
+        )
+        .map_err(|e| RankError::Parse(format!("{}: {e}", path.display())))?;
+        let metadata: HashMap<String, String> = [
+            ("format", FACTORS_FORMAT.to_string()),
+            ("version", self.version.clone()),
+            (
+                "ids",
+                serde_json::to_string(&self.ids).expect("ids serialize"),
+            ),
+            ("regularization", self.regularization.to_string()),
+            ("alpha", self.alpha.to_string()),
+            ("training", self.training.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        safetensors::serialize_to_file([("items", view)], Some(metadata), path)
+            .map_err(|e| io(std::io::Error::other(e)))
+    }
+
+    /// Read a file; refused when its format is another, its contents do not hash to the
+    /// version it states, or that version is not `expected` (the blend's record of them).
+    pub fn load(path: &Path, expected: Option<&str>) -> Result<Self, RankError> {
+        let bytes = std::fs::read(path).map_err(|source| RankError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bad = |what: String| RankError::Parse(format!("{}: {what}", path.display()));
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a factors file: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let field = |k: &str| {
+            meta.get(k)
+                .cloned()
+                .ok_or_else(|| bad(format!("no {k:?} in its metadata")))
+        };
+        let format = field("format")?;
+        if format != FACTORS_FORMAT {
+            return Err(bad(format!("format {format:?}, this build reads {FACTORS_FORMAT:?} (retrain with `signaldesk rank train`)")));
+        }
+        let number = |k: &str| -> Result<f32, RankError> {
+            field(k)?.parse().map_err(|e| bad(format!("{k}: {e}")))
+        };
+        let tensors = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a factors file: {e}")))?;
+        let items = tensors
+            .tensor("items")
+            .map_err(|e| bad(format!("no item factors: {e}")))?;
+        let ids: Vec<String> =
+            serde_json::from_str(&field("ids")?).map_err(|e| bad(format!("ids: {e}")))?;
+        let (shape, dtype) = (items.shape().to_vec(), items.dtype());
+        if dtype != safetensors::Dtype::F32 || shape.len() != 2 || shape[0] != ids.len() {
+            return Err(bad(format!(
+                "item factors are {dtype:?} {shape:?}, expected F32 [{}, dim]",
+                ids.len()
+            )));
+        }
+        let saved = Self {
+            version: field("version")?,
+            dim: shape[1],
+            vectors: items
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            ids,
+            regularization: number("regularization")?,
+            alpha: number("alpha")?,
+            training: serde_json::from_str(&field("training")?).unwrap_or_default(),
+        };
+        if saved.content_hash() != saved.version {
+            return Err(bad(format!(
+                "contents do not match their version {} (a damaged or edited file)",
+                saved.version
+            )));
+        }
+        if let Some(expected) = expected.filter(|e| *e != saved.version) {
+            return Err(bad(format!(
+                "factors {} are not the blend's ({expected}): retrain with `signaldesk rank train`",
+                saved.version
+            )));
+        }
+        Ok(saved)
     }
 }
 
@@ -192,6 +398,74 @@ mod tests {
         assert!(Factors::train(&[vec![], vec![]], 5, &FactorConfig::default()).is_none());
         let off = FactorConfig { dim: 0, ..settings };
         assert!(Factors::train(&engaged, 20, &off).is_none());
+    }
+
+    fn catalogue(ids: &[&str]) -> Catalogue {
+        let mut c = Catalogue::default();
+        for id in ids {
+            let item = crate::rank::catalogue::CatalogueItem {
+                id: id.to_string(),
+                title: id.to_string(),
+                source: None,
+                content_type: None,
+                published: None,
+                embargo_until: None,
+                tags: Vec::new(),
+                payload: Default::default(),
+            };
+            c.push(item, vec![1.0, 0.0]).unwrap();
+        }
+        c
+    }
+
+    /// Saved, read back and mapped onto a catalogue whose order changed and which gained an
+    /// item, the factors serve every user the vector the trained ones give; the new item has
+    /// none; a damaged file or one the blend does not name is refused.
+    #[test]
+    fn saved_factors_map_by_id_and_refuse_damaged_or_foreign_files() {
+        let engaged = vec![vec![0, 1], vec![1, 2], vec![2, 3], vec![0, 3], vec![0, 2]];
+        let settings = FactorConfig {
+            dim: 3,
+            ..FactorConfig::default()
+        };
+        let trained = Factors::train(&engaged, 4, &settings).unwrap();
+        let saved = SavedFactors::of(
+            &trained,
+            &catalogue(&["a", "b", "c", "d"]),
+            &settings,
+            serde_json::json!({"users": 5}),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rank/blend.factors.safetensors");
+        saved.save(&path).unwrap();
+        let read = SavedFactors::load(&path, Some(&saved.version)).unwrap();
+        assert_eq!(read, saved);
+
+        // Served over "new, d, c, b, a": position p holds the item trained at 4 - p.
+        let (served, mapped) = read.for_catalogue(&catalogue(&["new", "d", "c", "b", "a"]));
+        assert_eq!(mapped, 4);
+        assert_eq!(served.item(0), &[0.0; 3]);
+        for p in 1..5 {
+            assert_eq!(served.item(p), trained.item(4 - p));
+        }
+        for history in &engaged {
+            let expected = trained.user_vector(history.iter().copied()).unwrap();
+            let got = served.user_vector(history.iter().map(|&i| 4 - i)).unwrap();
+            for (a, b) in expected.iter().zip(&got) {
+                assert!((a - b).abs() < 1e-5, "{expected:?} vs {got:?}");
+            }
+        }
+
+        let foreign = SavedFactors::load(&path, Some("000000000000")).unwrap_err();
+        assert!(foreign.to_string().contains("not the blend's"), "{foreign}");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        let damaged = SavedFactors::load(&path, None).unwrap_err();
+        assert!(damaged.to_string().contains("do not match"), "{damaged}");
+        let missing = SavedFactors::load(&dir.path().join("none"), None).unwrap_err();
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::experiments::{
     Assignment, ExperimentKind, Exposure, ExposureLog, LiveExperiments, LoggedPool,
 };
 use super::explore::{sample_list, ExploreConfig};
+use super::factors::SavedFactors;
 use super::interactions::{read_file, EventRules, Interaction, InteractionStore, Reject};
 use super::interleave::{team_draft, Team};
 use super::recommender::{RankerKind, RecommendRequest, Recommended, Recommender};
@@ -129,6 +130,86 @@ pub async fn read_events<S: VectorStore>(
     Ok((events, rejects, stored.is_some()))
 }
 
+/// What `rank train` produced and saved.
+#[derive(Debug, Clone)]
+pub struct TrainedBlend {
+    pub model: BlendModel,
+    /// Where the blend was saved (its factors beside it, as it names them).
+    pub path: PathBuf,
+    pub collection: String,
+    pub items: usize,
+    pub interactions: usize,
+    /// Seconds spent training the collaborative factors on the whole log (none: factors off).
+    pub factor_seconds: Option<f64>,
+}
+
+/// Train the blend on the interaction log (its inner temporal split), then the collaborative
+/// factors on the whole log, and save both — the blend at `output` (default `rank.model`),
+/// the factors beside it under the version the blend names — so serving reads them instead of
+/// training at every start. `rank train` and anything else that retrains go through here.
+pub async fn train<S: VectorStore>(
+    store: &S,
+    config: &Config,
+    drop_features: &[&str],
+    output: Option<PathBuf>,
+    on_progress: impl FnMut(usize, usize),
+) -> Result<TrainedBlend, RankError> {
+    let paths = RankPaths::of(config);
+    let collection = store.resolve(&collection_name(config)).await?;
+    let catalogue = Catalogue::load(store, &collection).await?;
+    let events = InteractionStore::open(&paths.interactions)?.all()?;
+    if events.is_empty() {
+        return Err(RankError::Training(
+            "the interaction log is empty: run `signaldesk interactions ingest FILE` first".into(),
+        ));
+    }
+    let mut model = super::train_blend(
+        store,
+        &collection,
+        &catalogue,
+        &events,
+        &config.rank,
+        drop_features,
+        on_progress,
+    )
+    .await?;
+    let path = output.unwrap_or(paths.model);
+    let signals = InteractionSignals::build(&events, &catalogue, &config.rank);
+    let mut factor_seconds = None;
+    if let Some(factors) = &signals.factors {
+        let seconds = factors.training_seconds;
+        let engaged = signals
+            .users
+            .values()
+            .filter(|h| !h.engaged.is_empty())
+            .count();
+        let training = serde_json::json!({
+            "users": engaged,
+            "interactions": events.len(),
+            "iterations": config.rank.factors.iterations,
+            "seed": config.rank.factors.seed,
+            "seconds": (seconds * 100.0).round() / 100.0,
+        });
+        let saved = SavedFactors::of(factors, &catalogue, &config.rank.factors, training);
+        let stem = path
+            .file_stem()
+            .map_or("blend".into(), |s| s.to_string_lossy().into_owned());
+        let file = format!("{stem}.factors.safetensors");
+        saved.save(&path.with_file_name(&file))?;
+        model = model.with_factors(file, &saved);
+        factor_seconds = Some(seconds);
+    }
+    model.save(&path)?;
+    Ok(TrainedBlend {
+        model,
+        path,
+        collection,
+        items: catalogue.len(),
+        interactions: events.len(),
+        factor_seconds,
+    })
+}
+
 /// A warm recommender with its model, experiments and exposure log.
 pub struct RecommendService<'a, S> {
     /// Swapped whole by [`Self::refresh`] when the catalogue changes; a request keeps the one
@@ -140,6 +221,9 @@ pub struct RecommendService<'a, S> {
     experiments: LiveExperiments,
     exposures: Option<ExposureLog>,
     variant_models: Mutex<HashMap<PathBuf, Arc<BlendModel>>>,
+    /// The factors `rank train` saved with the model: mapped onto the catalogue at every
+    /// refresh instead of retraining (none: trained from the log at open and each refresh).
+    factors: Option<Arc<SavedFactors>>,
     log: InteractionStore,
     /// Histories changed by events recorded since the signals were built: the next list for
     /// that user reflects them at once (popularity and co-occurrence wait for a rebuild).
@@ -159,12 +243,17 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
         let catalogue = Catalogue::load(store, &collection).await?;
         let log = InteractionStore::open(&paths.interactions)?;
         let events = log.all()?;
-        let signals = InteractionSignals::build(&events, &catalogue, &config.rank);
         let model = if paths.model.exists() {
             Some(Arc::new(BlendModel::load(&paths.model)?))
         } else {
             None
         };
+        let factors = match &model {
+            Some(m) => m.load_factors(&paths.model)?.map(Arc::new),
+            None => None,
+        };
+        let signals =
+            InteractionSignals::build_with(&events, &catalogue, &config.rank, factors.as_deref());
         Ok(Self {
             recommender: std::sync::RwLock::new(Arc::new(Recommender {
                 store,
@@ -182,6 +271,7 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
                 None
             },
             variant_models: Mutex::new(HashMap::new()),
+            factors,
             log,
             live: Mutex::new(HashMap::new()),
         })
@@ -222,7 +312,12 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
         let catalogue = Catalogue::load(store, &collection).await?;
         let mut live = self.live.lock().expect("live histories lock");
         let events = self.log.all()?;
-        let signals = InteractionSignals::build(&events, &catalogue, &current.settings);
+        let signals = InteractionSignals::build_with(
+            &events,
+            &catalogue,
+            &current.settings,
+            self.factors.as_deref(),
+        );
         *self.recommender.write().expect("recommender lock") = Arc::new(Recommender {
             store,
             collection,

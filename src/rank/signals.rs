@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::catalogue::Catalogue;
-use super::factors::Factors;
+use super::factors::{Factors, SavedFactors};
 use super::interactions::{by_user, Interaction};
 use crate::config::RankConfig;
 
@@ -46,8 +46,20 @@ pub struct InteractionSignals {
 }
 
 impl InteractionSignals {
-    /// Compute every signal from `events`; items missing from the catalogue are skipped.
+    /// Compute every signal from `events`, training the collaborative factors on them; items
+    /// missing from the catalogue are skipped.
     pub fn build(events: &[Interaction], catalogue: &Catalogue, settings: &RankConfig) -> Self {
+        Self::build_with(events, catalogue, settings, None)
+    }
+
+    /// As [`Self::build`], with the factors `rank train` saved (mapped onto `catalogue` by item
+    /// id) instead of training them; without saved factors they are trained here.
+    pub fn build_with(
+        events: &[Interaction],
+        catalogue: &Catalogue,
+        settings: &RankConfig,
+        saved: Option<&SavedFactors>,
+    ) -> Self {
         let n = catalogue.len();
         let now = events.iter().map(|x| x.timestamp).max().unwrap_or(0);
         let mut users = HashMap::new();
@@ -83,11 +95,26 @@ impl InteractionSignals {
             users.insert(user, history);
         }
         let cooccurring = cooccurrence(&item_users, &user_items, settings.cooccurrence_neighbours);
-        let engaged: Vec<Vec<usize>> = user_items
-            .iter()
-            .map(|items| items.iter().map(|&i| i as usize).collect())
-            .collect();
-        let factors = Factors::train(&engaged, n, &settings.factors);
+        let factors = match saved {
+            _ if settings.factors.dim == 0 => None,
+            Some(saved) => {
+                let (factors, mapped) = saved.for_catalogue(catalogue);
+                tracing::info!(
+                    version = %saved.version,
+                    items = n,
+                    with_factors = mapped,
+                    "collaborative factors read from rank train's file"
+                );
+                Some(factors)
+            }
+            None => {
+                let engaged: Vec<Vec<usize>> = user_items
+                    .iter()
+                    .map(|items| items.iter().map(|&i| i as usize).collect())
+                    .collect();
+                Factors::train(&engaged, n, &settings.factors)
+            }
+        };
         let rank_by = |scores: &[f32]| {
             let mut order: Vec<usize> = (0..n).filter(|&i| scores[i] > 0.0).collect();
             order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
