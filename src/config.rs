@@ -406,6 +406,12 @@ pub struct RankConfig {
     /// A user's most recent engagements that seed co-occurrence candidates (0: all of them;
     /// on MovieLens all gives co-occurrence nDCG@10 0.110, the latest 50 only 0.100).
     pub cooccurrence_history: usize,
+    /// The dense and more-like-this sources find the nearest unseen items by scanning the
+    /// catalogue's vectors (held in memory for the features anyway) when it has at most this
+    /// many items, and ask the vector store above that (0: always the store). The store cannot
+    /// exclude the items a user has seen, so for a heavy user it must return thousands of hits,
+    /// each decoded from its stored payload (see `bench recommend` in the README).
+    pub dense_scan_max_items: usize,
     /// Numeric payload fields (top level or `metadata.KEY`) added as features, missing = 0.
     pub numeric_fields: Vec<String>,
     /// The learned blend written by `rank train` (relative paths are under `data_dir`).
@@ -463,6 +469,7 @@ impl Default for RankConfig {
             experiments: PathBuf::from("experiments.toml"),
             exposures: PathBuf::from("exposures.jsonl"),
             attribution_window_hours: 24.0,
+            dense_scan_max_items: 50_000,
             factors: FactorConfig::default(),
             sequence: SequenceConfig::default(),
         }

@@ -322,6 +322,8 @@ pub struct Dense<'a, S> {
     pub store: &'a S,
     pub collection: &'a str,
     pub catalogue: &'a Catalogue,
+    /// `rank.dense_scan_max_items`.
+    pub scan_max_items: usize,
 }
 
 impl<S: VectorStore> CandidateSource for Dense<'_, S> {
@@ -343,6 +345,7 @@ impl<S: VectorStore> CandidateSource for Dense<'_, S> {
             profile,
             user,
             n,
+            self.scan_max_items,
         )
         .await
     }
@@ -353,6 +356,8 @@ pub struct MoreLikeThis<'a, S> {
     pub store: &'a S,
     pub collection: &'a str,
     pub catalogue: &'a Catalogue,
+    /// `rank.dense_scan_max_items`.
+    pub scan_max_items: usize,
 }
 
 impl<S: VectorStore> CandidateSource for MoreLikeThis<'_, S> {
@@ -375,13 +380,18 @@ impl<S: VectorStore> CandidateSource for MoreLikeThis<'_, S> {
             &vector,
             user,
             n,
+            self.scan_max_items,
         )
         .await
     }
 }
 
-/// The store's nearest items to `vector`, unseen, best chunk per item. The store has no
-/// "not these ids" condition, so the query asks for enough extra to cover the seen items.
+/// The `n` unseen items nearest `vector`: a scan of the catalogue's item vectors when it has
+/// at most `scan_max_items` items, else the store's nearest (best chunk per item). The store
+/// has no "not these ids" condition, so its query asks for enough extra to cover the seen
+/// items, and each hit is decoded from its stored payload: for a user with thousands of seen
+/// items that costs more than scanning every vector of a catalogue held in memory anyway.
+#[allow(clippy::too_many_arguments)]
 async fn nearest<S: VectorStore>(
     store: &S,
     collection: &str,
@@ -389,7 +399,16 @@ async fn nearest<S: VectorStore>(
     vector: &[f32],
     user: &UserContext,
     n: usize,
+    scan_max_items: usize,
 ) -> Result<Vec<(usize, f32)>, RankError> {
+    if catalogue.len() <= scan_max_items {
+        return Ok(top_n(
+            (0..catalogue.len())
+                .filter(|i| !user.history.seen.contains(i) && user.seed != Some(*i))
+                .map(|i| (i, dot(vector, catalogue.vector(i)))),
+            n,
+        ));
+    }
     let query = ChunkQuery {
         vectors: QueryVectors::Dense(vector.to_vec()),
         filter: Filter::default(),
@@ -535,6 +554,88 @@ mod tests {
     use crate::rank::catalogue::CatalogueItem;
 
     const DAY: i64 = 86_400;
+
+    /// The catalogue scan and the store's search propose the same nearest unseen items (one
+    /// chunk per item, so the item vector is the chunk's), for a profile and for a seed.
+    #[tokio::test]
+    async fn scanning_the_catalogue_finds_what_the_store_finds() {
+        use crate::store::{ChunkPoint, CollectionSpec, EdgeStore};
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let store = EdgeStore::new(dir.path()).unwrap();
+        let dim = 8;
+        let spec = CollectionSpec {
+            name: "c".into(),
+            model_id: "m".into(),
+            model_fingerprint: "f".into(),
+            dimension: dim,
+            bm25_avg_len: 1.0,
+            bm25_chunks: 0,
+            bm25_total_len: 0.0,
+        };
+        store.open_collection(&spec).await.unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let points: Vec<ChunkPoint> = (0..300)
+            .map(|i| ChunkPoint {
+                content_id: format!("item-{i}"),
+                chunk_index: 0,
+                dense: (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect(),
+                bm25: Default::default(),
+                payload: serde_json::json!({"title": format!("item {i}")})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            })
+            .collect();
+        store.upsert("c", points).await.unwrap();
+        let catalogue = Catalogue::load(&store, "c").await.unwrap();
+        let mut user = UserContext::default();
+        user.history.seen = (0..300).step_by(3).collect();
+        let profile: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let norm = dot(&profile, &profile).sqrt();
+        user.profile = Some(profile.iter().map(|x| x / norm).collect());
+        let dense = |scan_max_items| Dense {
+            store: &store,
+            collection: "c",
+            catalogue: &catalogue,
+            scan_max_items,
+        };
+        let (scanned, searched) = (
+            dense(usize::MAX).candidates(&user, 20).await.unwrap(),
+            dense(0).candidates(&user, 20).await.unwrap(),
+        );
+        let ids = |list: &[(usize, f32)]| list.iter().map(|c| c.0).collect::<Vec<_>>();
+        assert_eq!(scanned.len(), 20);
+        assert_eq!(ids(&scanned), ids(&searched));
+        for ((_, a), (_, b)) in scanned.iter().zip(&searched) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        assert!(scanned.iter().all(|(i, _)| !user.history.seen.contains(i)));
+
+        user.seed = Some(4);
+        let like = |scan_max_items| MoreLikeThis {
+            store: &store,
+            collection: "c",
+            catalogue: &catalogue,
+            scan_max_items,
+        };
+        let (scanned, searched) = (
+            like(usize::MAX).candidates(&user, 10).await.unwrap(),
+            like(0).candidates(&user, 10).await.unwrap(),
+        );
+        assert_eq!(ids(&scanned), ids(&searched));
+        assert!(scanned.iter().all(|(i, _)| *i != 4));
+    }
+
+    #[test]
+    fn the_simd_friendly_dot_equals_the_plain_sum() {
+        for len in 0..40 {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - plain).abs() < 1e-5, "length {len}");
+        }
+    }
 
     #[test]
     fn the_sequence_features_follow_the_latest_items_and_decay_with_time() {

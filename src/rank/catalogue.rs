@@ -134,9 +134,24 @@ impl Catalogue {
 
 struct StoredParts(String, Map<String, Value>);
 
-/// Dot product.
+/// Dot product, in eight independent running sums the compiler keeps in SIMD registers (one
+/// running sum is a serial chain of adds no vectoriser may reorder: scanning a catalogue's
+/// vectors that way was several times slower).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut acc = [0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 fn item_from_payload(id: String, payload: Map<String, Value>) -> CatalogueItem {

@@ -192,6 +192,7 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                 store: self.store,
                 collection: &self.collection,
                 catalogue: &self.catalogue,
+                scan_max_items: self.settings.dense_scan_max_items,
             };
             lists.push((source.name(), source.candidates(ctx, n).await?));
         } else {
@@ -199,6 +200,7 @@ impl<'a, S: VectorStore> Recommender<'a, S> {
                 store: self.store,
                 collection: &self.collection,
                 catalogue: &self.catalogue,
+                scan_max_items: self.settings.dense_scan_max_items,
             };
             lists.push((source.name(), source.candidates(ctx, n).await?));
         }
