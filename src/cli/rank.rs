@@ -159,11 +159,14 @@ pub fn experiments(config: &Config, cmd: ExperimentsCommand) -> Result<ExitCode>
         | ExperimentsCommand::Estimate { exposures, .. }) = &cmd;
         let paths = signaldesk::rank::service::RankPaths::of(config);
         let exposures = exposures.clone().unwrap_or(paths.exposures);
-        super::runtime()?.block_on(async {
-            use signaldesk::stream::logs::{sync_configured_exposures, sync_configured_log};
-            sync_configured_exposures(config, &exposures).await?;
-            sync_configured_log(config, &paths.interactions).await
-        })?;
+        use signaldesk::stream::logs::{sync_configured, SharedLog};
+        super::runtime()?.block_on(sync_configured(
+            config,
+            &[
+                (SharedLog::Exposures, &exposures),
+                (SharedLog::Interactions, &paths.interactions),
+            ],
+        ))?;
     }
     match cmd {
         ExperimentsCommand::Report {
@@ -286,7 +289,8 @@ async fn interactions_ingest(
 async fn rank_train(config: &Config, drop: &[String], output: Option<PathBuf>) -> Result<ExitCode> {
     let paths = signaldesk::rank::service::RankPaths::of(config);
     let store = AnyStore::open(config)?;
-    signaldesk::stream::logs::sync_configured_log(config, &paths.interactions).await?;
+    use signaldesk::stream::logs::{sync_configured, SharedLog};
+    sync_configured(config, &[(SharedLog::Interactions, &paths.interactions)]).await?;
     let bar = Progress::new("rank train", None, "users");
     let drop: Vec<&str> = drop.iter().map(String::as_str).collect();
     let trained = signaldesk::rank::service::train(&store, config, &drop, output, |d, _| {

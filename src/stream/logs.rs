@@ -349,28 +349,23 @@ impl EventStream {
     }
 }
 
-/// With `stream.url` set, bring the exposure log at `path` up to date with the exposures stream
-/// (what `experiments report` and `estimate` read); nothing without it.
-pub async fn sync_configured_exposures(
+/// With `stream.url` set, bring each local copy up to date with its shared log over one
+/// connection — `rank train` its interaction log, `experiments` the exposure and interaction
+/// logs it reads; nothing without a stream (returns whether it synced).
+pub async fn sync_configured(
     config: &crate::Config,
-    path: &Path,
-) -> Result<Option<u64>, StreamError> {
+    copies: &[(SharedLog, &Path)],
+) -> Result<bool, StreamError> {
     if !config.stream.enabled() {
-        return Ok(None);
+        return Ok(false);
     }
     let stream = EventStream::connect(&config.stream).await?;
-    stream.sync_exposures(path).await.map(Some)
-}
-
-/// With `stream.url` set, bring the interaction log at `path` up to date with the interactions
-/// stream (what `rank train` reads); nothing without it.
-pub async fn sync_configured_log(
-    config: &crate::Config,
-    path: &Path,
-) -> Result<Option<u64>, StreamError> {
-    if !config.stream.enabled() {
-        return Ok(None);
+    for (log, path) in copies {
+        match log {
+            SharedLog::Interactions => stream.sync_log(path).await?,
+            SharedLog::Exposures => stream.sync_exposures(path).await?,
+            SharedLog::Decisions => stream.sync_decisions(path, 0).await?,
+        };
     }
-    let stream = EventStream::connect(&config.stream).await?;
-    stream.sync_log(path).await.map(Some)
+    Ok(true)
 }
