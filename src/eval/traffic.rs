@@ -245,7 +245,7 @@ fn interleaving_against_split<'u>(
                 match winner(&teams, &clicks(&list, rel, &mut rng)) {
                     Some(Team::A) => wins_a += 1,
                     Some(Team::B) => wins_b += 1,
-                    None => {}
+                    Some(Team::Both) | None => {}
                 }
             }
             let right = if b_better {

@@ -313,7 +313,8 @@ pub struct Exposure {
     /// An exploring list's pool: what an off-policy estimate replays other rankers over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<LoggedPool>,
-    /// An interleaved list: the variant each shown item was drafted for, in `items` order.
+    /// An interleaved list: the variant each shown item was drafted for, in `items` order
+    /// (`(both)` for an item both variants would have drafted next: credited to neither).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teams: Option<Vec<String>>,
 }

@@ -15,7 +15,7 @@ use super::experiments::{
 use super::explore::{sample_list, ExploreConfig};
 use super::factors::SavedFactors;
 use super::interactions::{read_file, EventRules, Interaction, InteractionStore, Reject};
-use super::interleave::{team_draft, Team};
+use super::interleave::{team_draft, Team, BOTH_TEAMS};
 use super::recommender::{RankerKind, RecommendRequest, Recommended, Recommender};
 use super::signals::{InteractionSignals, UserHistory};
 use super::RankError;
@@ -460,7 +460,11 @@ impl<'a, S: VectorStore> RecommendService<'a, S> {
             served.teams = Some(
                 teams
                     .iter()
-                    .map(|t| names[usize::from(*t == Team::B)].clone())
+                    .map(|t| match t {
+                        Team::A => names[0].clone(),
+                        Team::B => names[1].clone(),
+                        Team::Both => BOTH_TEAMS.to_string(),
+                    })
                     .collect(),
             );
         } else if let Some(explore) = arm.explore {
