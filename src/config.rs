@@ -203,6 +203,10 @@ pub struct AskConfig {
     pub passages: usize,
     /// Most passages taken from one item, so one long item cannot fill the context.
     pub passages_per_item: usize,
+    /// Most LLM tokens (tiktoken o200k, as prompt budgets count) of the passages together: a
+    /// passage that would pass it is left out for the next that fits. It bounds the prompt the
+    /// LLM reads before its first word (the local model reads about 440 tokens/s on 2 cores).
+    pub passage_tokens: usize,
     /// Smallest relevance (the verifier's rationale probability) of the best passage for the
     /// archive to answer at all; below it the answer is "not in the archive".
     pub threshold: f32,
@@ -225,6 +229,7 @@ impl Default for AskConfig {
         Self {
             passages: 6,
             passages_per_item: 2,
+            passage_tokens: 240,
             // Over the quickstart sample: questions it answers scored 0.53 to 0.86, questions
             // about sport, cooking and geography 0.04 to 0.31.
             threshold: 0.4,

@@ -393,3 +393,40 @@ fn constrained_masks_refuse_exactly_the_invalid_continuations() {
     let (ok, all) = accepted(&text, "{\"t\":\"\\ud83d\\ude00\"}");
     assert_eq!(ok, all, "a surrogate pair is valid JSON");
 }
+
+/// Text the grammar forces (`{"the_statements_of_the_answer":[{"text_of_the_statement":"`) is
+/// drafted: run through the model in one pass, then taken by the model token by token from the
+/// logits that pass gave. The model takes most of the draft, and the answer is the one decoding
+/// one token at a time gives (greedy).
+#[test]
+fn forced_text_is_drafted_in_one_pass_and_the_answer_is_unchanged() {
+    use signaldesk::llm::local::Control;
+    let schema = json!({"type": "object", "properties": {
+        "the_statements_of_the_answer": {"type": "array", "items": {"type": "object", "properties": {
+            "text_of_the_statement": {"type": "string", "maxLength": 40},
+            "citations_of_passages": {"type": "array", "items": {"enum": [1, 2]}, "maxItems": 2}},
+            "required": ["text_of_the_statement", "citations_of_passages"],
+            "additionalProperties": false}, "minItems": 1, "maxItems": 2}},
+        "required": ["the_statements_of_the_answer"], "additionalProperties": false});
+    let mut request = ChatRequest::new(vec![]);
+    request.sampling.max_tokens = 80;
+    let prompt = "Passages: [1] The sky is blue. [2] Grass is green.\n\
+                  Question: what colour is the sky?\nAnswer in JSON: ";
+    let generate = |control: &mut Control| {
+        llm()
+            .generate(prompt, &request, Some(&schema), control)
+            .unwrap()
+    };
+    let drafted = generate(&mut Control::default());
+    let stepped = generate(&mut Control::default().without_drafts());
+    let value: Value = serde_json::from_str(&drafted.text).unwrap();
+    Schema::parse(&schema).unwrap().validate(&value).unwrap();
+    assert_eq!(stepped.stats.draft_tokens, 0);
+    assert!(
+        drafted.stats.draft_tokens_accepted >= 5
+            && drafted.stats.draft_tokens_accepted <= drafted.stats.draft_tokens,
+        "{:?}",
+        drafted.stats
+    );
+    assert_eq!(drafted.text, stepped.text);
+}

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::verifier::Verifier;
 use super::verify::{retrieve_and_judge, Considered, Retrieved, VerifyError};
+use crate::chunk::{count_llm_tokens, LlmEncoding};
 use crate::config::{AskConfig, Price};
 use crate::llm::{ChatRequest, LlmClient, Message, Usage};
 use crate::prompts::{Prompt, PromptError};
@@ -221,7 +222,8 @@ impl<'a> Composer<'a, crate::llm::AnyLlm> {
 }
 
 /// The passages of `considered`: every item's sentences by relevance, at most
-/// `passages_per_item` from one item, the best `passages` of them numbered from 1.
+/// `passages_per_item` from one item, the best `passages` of them that fit `passage_tokens`
+/// together (the best one always) numbered from 1.
 pub fn select_passages(considered: &[Considered], settings: &AskConfig) -> Vec<Passage> {
     let mut all: Vec<Passage> = considered
         .iter()
@@ -243,7 +245,19 @@ pub fn select_passages(considered: &[Considered], settings: &AskConfig) -> Vec<P
         })
         .collect();
     all.sort_by(|a, b| b.score.total_cmp(&a.score));
-    all.truncate(settings.passages.max(1));
+    let mut budget = settings.passage_tokens;
+    let mut kept = Vec::new();
+    for passage in all {
+        if kept.len() == settings.passages.max(1) {
+            break;
+        }
+        let tokens = count_llm_tokens(&passage.text, LlmEncoding::O200kBase);
+        if tokens <= budget || kept.is_empty() {
+            budget = budget.saturating_sub(tokens);
+            kept.push(passage);
+        }
+    }
+    let mut all = kept;
     for (i, p) in all.iter_mut().enumerate() {
         p.number = i + 1;
     }
@@ -522,6 +536,44 @@ mod tests {
             .collect();
         assert_eq!(got, [(1, "a", 0.9), (2, "a", 0.8), (3, "b", 0.5)]);
         assert_eq!((p[1].start, p[1].end), (10, 19));
+    }
+
+    /// A passage that would take the passages past `passage_tokens` is left out for the next
+    /// that fits; the best passage is kept even when it alone passes the budget.
+    #[test]
+    fn passages_stay_within_their_token_budget_and_the_best_is_always_kept() {
+        let long = |id: &str, score: f32| {
+            let mut c = item(id, &[score]);
+            c.sentences[0].text = "word ".repeat(50);
+            c
+        };
+        let settings = AskConfig {
+            passages: 6,
+            passages_per_item: 1,
+            passage_tokens: 20,
+            ..AskConfig::default()
+        };
+        let items = [
+            long("a", 0.9),
+            item("b", &[0.8]),
+            long("c", 0.7),
+            item("d", &[0.6]),
+        ];
+        let ids = |p: Vec<Passage>| p.into_iter().map(|p| (p.number, p.id)).collect::<Vec<_>>();
+        // "a" alone passes the budget but is the best; nothing else fits after it.
+        assert_eq!(
+            ids(select_passages(&items, &settings)),
+            [(1, "a".to_string())]
+        );
+        let roomy = AskConfig {
+            passage_tokens: 80,
+            ..settings.clone()
+        };
+        // About 51 + 3 tokens fit in 80; "c" (51 more) does not and is skipped for "d".
+        assert_eq!(
+            ids(select_passages(&items, &roomy)),
+            [(1, "a".into()), (2, "b".into()), (3, "d".into())]
+        );
     }
 
     #[test]

@@ -203,15 +203,8 @@ impl BlendModel {
 
     /// Write the model file (creating its directory).
     pub fn save(&self, path: &Path) -> Result<(), RankError> {
-        let io = |source| RankError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
         let text = serde_json::to_string_pretty(self).expect("a model serializes") + "\n";
-        std::fs::write(path, text).map_err(io)
+        super::write_file(path, |path| std::fs::write(path, text))
     }
 }
 

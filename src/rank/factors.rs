@@ -201,13 +201,6 @@ impl SavedFactors {
 
     /// Write the file (creating its directory).
     pub fn save(&self, path: &Path) -> Result<(), RankError> {
-        let io = |source| RankError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
         let bytes: Vec<u8> = self.vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
         let view = safetensors::tensor::TensorView::new(
             safetensors::Dtype::F32,
@@ -229,8 +222,10 @@ impl SavedFactors {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        safetensors::serialize_to_file([("items", view)], Some(metadata), path)
-            .map_err(|e| io(std::io::Error::other(e)))
+        super::write_file(path, |path| {
+            safetensors::serialize_to_file([("items", view)], Some(metadata), path)
+                .map_err(std::io::Error::other)
+        })
     }
 
     /// Read a file; refused when its format is another, its contents do not hash to the

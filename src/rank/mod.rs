@@ -63,6 +63,21 @@ pub enum RankError {
     Experiments(String),
 }
 
+/// Write `path` through `write`, creating its directory first: an io error names the file.
+pub(crate) fn write_file(
+    path: &std::path::Path,
+    write: impl FnOnce(&std::path::Path) -> std::io::Result<()>,
+) -> Result<(), RankError> {
+    let io = |source| RankError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    write(path).map_err(io)
+}
+
 /// A temporal split of a log: per user with at least `min_positives` positives, the last
 /// `max(1, round(0.2·n))` positives by (timestamp, item id) are held out, and that user's events
 /// from the first held-out one on are left out of the training side.
