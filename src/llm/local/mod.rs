@@ -87,11 +87,6 @@ pub struct GenerationStats {
     pub prompt_seconds: f64,
     pub generated_tokens: usize,
     pub generation_seconds: f64,
-    /// Tokens of text the grammar forced, run through the model ahead in one pass each time
-    /// (the model's own tokenization of that text, see `draft_forced`).
-    pub draft_tokens: usize,
-    /// Drafted tokens the model then chose itself (each saved a one-token step).
-    pub draft_tokens_accepted: usize,
 }
 
 impl LocalLlm {
@@ -222,17 +217,10 @@ impl LocalLlm {
         let mut out: Vec<u32> = Vec::new();
         let mut text = TextStream::new(&sampling.stop);
         let mut finish = Finish::Length;
-        // Drafted tokens already run through the model, each with the logits after it.
-        let mut ahead: std::collections::VecDeque<(u32, Vec<f32>)> = Default::default();
         for _ in 0..max_tokens {
             if control.stopped() {
                 finish = Finish::Cancelled;
                 break;
-            }
-            if ahead.is_empty() && !control.no_drafts {
-                if let Some(m) = matcher.as_mut().filter(|m| !m.is_stopped()) {
-                    ahead = draft_forced(&mut state, tok, m, &mut stats).map_err(model_err)?;
-                }
             }
             let mask = match matcher.as_mut() {
                 Some(m) if m.is_stopped() => {
@@ -261,22 +249,7 @@ impl LocalLlm {
                 finish = Finish::Stop;
                 break;
             }
-            logits = match ahead.pop_front() {
-                Some((drafted, after)) if drafted == next => {
-                    stats.draft_tokens_accepted += 1;
-                    after
-                }
-                drafted => {
-                    if drafted.is_some() {
-                        // The model wrote the forced text in other tokens: the draft's cache
-                        // entries go, and generation goes on one token at a time.
-                        ahead.clear();
-                        let kept = state.cached.len();
-                        state.model.truncate_cache(kept).map_err(model_err)?;
-                    }
-                    state.model.forward(&[next]).map_err(model_err)?
-                }
-            };
+            logits = state.model.forward(&[next]).map_err(model_err)?;
             state.cached.push(next);
         }
         stats.generated_tokens = out.len();
@@ -304,36 +277,6 @@ impl LocalLlm {
     }
 }
 
-/// Text the grammar forces next (`{"statements":[{"text":"` before an answer's first word, a
-/// property name after a value), drafted: tokenized as the model's tokenizer writes it and run
-/// through the model in one pass, which gives the logits after each drafted token. Generation
-/// then still picks every token itself, under the mask, from those logits; while it picks the
-/// drafted ones the steps cost nothing, and at the first other token the rest of the draft is
-/// cut from the cache. Forced runs of one token, or text that is not whole characters, are not
-/// drafted. The model picks its own tokenization of forced text (see `constrain.rs`), so the
-/// draft is a guess the model checks, not a forced canonical tokenization.
-fn draft_forced(
-    state: &mut State,
-    tok: &GgufTokenizer,
-    matcher: &mut llguidance::Matcher,
-    stats: &mut GenerationStats,
-) -> candle_core::Result<std::collections::VecDeque<(u32, Vec<f32>)>> {
-    let forced = matcher.compute_ff_bytes();
-    let Ok(forced) = std::str::from_utf8(&forced) else {
-        return Ok(Default::default());
-    };
-    let draft = match tok.encode_plain(forced) {
-        Ok(draft) if draft.len() >= 2 => draft,
-        _ => return Ok(Default::default()),
-    };
-    if state.model.cached_len() + draft.len() > state.model.config.context_length {
-        return Ok(Default::default());
-    }
-    let logits = state.model.forward_each(&draft)?;
-    stats.draft_tokens += draft.len();
-    Ok(draft.into_iter().zip(logits).collect())
-}
-
 /// Sets its flag when dropped: a request future dropped because the client went away (or a
 /// deadline passed) stops its generation at the next token.
 pub struct CancelOnDrop(pub Arc<AtomicBool>);
@@ -356,8 +299,6 @@ pub struct Control<'a> {
     /// false when nobody is listening any more, which stops generation.
     on_text: Option<&'a mut dyn FnMut(&str) -> bool>,
     gone: bool,
-    /// Decode forced text one token at a time, as without a grammar (see `draft_forced`).
-    no_drafts: bool,
 }
 
 impl<'a> Control<'a> {
@@ -376,13 +317,6 @@ impl<'a> Control<'a> {
     /// Hand the text to `on_text` as it is decoded.
     pub fn on_text(mut self, on_text: &'a mut dyn FnMut(&str) -> bool) -> Self {
         self.on_text = Some(on_text);
-        self
-    }
-
-    /// Decode text the grammar forces one token at a time instead of drafting it ahead: the
-    /// reference a test compares drafting with.
-    pub fn without_drafts(mut self) -> Self {
-        self.no_drafts = true;
         self
     }
 

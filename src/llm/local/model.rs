@@ -220,31 +220,6 @@ impl LlamaModel {
     /// Run `tokens` (at positions `cached_len()..`) through the model, extend the cache, and
     /// return the next-token logits after the last one.
     pub fn forward(&mut self, tokens: &[u32]) -> candle_core::Result<Vec<f32>> {
-        let x = self.hidden(tokens)?;
-        let seq = tokens.len();
-        let mut logits = self.logits(&x.i((seq - 1)..seq)?)?;
-        Ok(logits.pop().unwrap_or_default())
-    }
-
-    /// [`Self::forward`] returning the logits after *each* of `tokens`, in one pass: a draft
-    /// of several tokens is checked against them one by one (and cut back with
-    /// [`Self::truncate_cache`] where it goes wrong).
-    pub fn forward_each(&mut self, tokens: &[u32]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let x = self.hidden(tokens)?;
-        self.logits(&x)
-    }
-
-    /// Next-token logits for each row of hidden states `x` (rows, n_embd).
-    fn logits(&self, x: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
-        let x = candle_nn::ops::rms_norm(x, &self.norm, self.config.rms_eps)?;
-        self.output
-            .forward(&x)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()
-    }
-
-    /// The last layer's hidden states for `tokens` (seq, n_embd), the cache extended by them.
-    fn hidden(&mut self, tokens: &[u32]) -> candle_core::Result<Tensor> {
         let seq = tokens.len();
         if seq == 0 {
             candle_core::bail!("forward needs at least one token");
@@ -313,7 +288,10 @@ impl LlamaModel {
             let act = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
             x = (x + layer.down.forward(&act)?)?;
         }
-        Ok(x)
+        let last = x.i((seq - 1)..seq)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, c.rms_eps)?;
+        let logits = self.output.forward(&last)?;
+        logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()
     }
 
     /// Logits over the vocabulary size the embeddings define (some GGUFs pad the output).
