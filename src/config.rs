@@ -229,7 +229,7 @@ impl Default for AskConfig {
         Self {
             passages: 6,
             passages_per_item: 2,
-            passage_tokens: 240,
+            passage_tokens: 200,
             // Over the quickstart sample: questions it answers scored 0.53 to 0.86, questions
             // about sport, cooking and geography 0.04 to 0.31.
             threshold: 0.4,
