@@ -364,7 +364,7 @@ fn constrained_masks_refuse_exactly_the_invalid_continuations() {
         "required": ["x"], "additionalProperties": false});
     let accepted = |schema: &Value, text: &str| -> (usize, usize) {
         let ids = tok.encode(text).unwrap();
-        let mut m = llm().matcher(schema, 49152).unwrap();
+        let mut m = llm().matcher(schema).unwrap();
         (m.validate_tokens(&ids).unwrap(), ids.len())
     };
     assert_eq!(

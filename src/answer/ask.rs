@@ -246,22 +246,19 @@ pub fn select_passages(considered: &[Considered], settings: &AskConfig) -> Vec<P
         .collect();
     all.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut budget = settings.passage_tokens;
-    let mut kept = Vec::new();
-    for passage in all {
+    let mut kept: Vec<Passage> = Vec::new();
+    for mut passage in all {
         if kept.len() == settings.passages.max(1) {
             break;
         }
         let tokens = count_llm_tokens(&passage.text, LlmEncoding::O200kBase);
         if tokens <= budget || kept.is_empty() {
             budget = budget.saturating_sub(tokens);
+            passage.number = kept.len() + 1;
             kept.push(passage);
         }
     }
-    let mut all = kept;
-    for (i, p) in all.iter_mut().enumerate() {
-        p.number = i + 1;
-    }
-    all
+    kept
 }
 
 /// The extractive answer: the best passages as statements, each citing itself; at most

@@ -37,6 +37,9 @@ pub struct LocalLlm {
     tokenizer: Arc<GgufTokenizer>,
     state: Arc<Mutex<State>>,
     context_length: usize,
+    /// Tokens that can be generated: the model's vocabulary as its embeddings define it (padded
+    /// output rows are not tokens), within the tokenizer's. Sampling and the engine share it.
+    vocab: usize,
     /// The constrained-decoding engine, built in the background from load (or by the first
     /// schema request, whichever comes first).
     constraints: Arc<OnceLock<Result<Constraints, String>>>,
@@ -112,7 +115,9 @@ impl LocalLlm {
         let vocab = model.vocab_size().min(tokenizer.token_bytes().len());
         let (early, engine_tokenizer) = (constraints.clone(), tokenizer.clone());
         std::thread::spawn(move || {
-            early.get_or_init(|| Self::build_constraints(engine_tokenizer, vocab));
+            early.get_or_init(|| {
+                Constraints::new(engine_tokenizer, vocab).map_err(|e| e.to_string())
+            });
         });
         Ok(Self {
             name: path
@@ -126,28 +131,20 @@ impl LocalLlm {
                 cached: Vec::new(),
             })),
             context_length,
+            vocab,
             constraints,
         })
-    }
-
-    fn build_constraints(
-        tokenizer: Arc<GgufTokenizer>,
-        vocab: usize,
-    ) -> Result<Constraints, String> {
-        Constraints::new(tokenizer, vocab).map_err(|e| e.to_string())
     }
 
     /// An llguidance matcher for `schema` over this model's tokens (the engine is built from
     /// load, in the background): what constrained decoding consults at every step. Public so
     /// its masks can be tested directly.
-    pub fn matcher(
-        &self,
-        schema: &serde_json::Value,
-        vocab: usize,
-    ) -> Result<llguidance::Matcher, LlmError> {
+    pub fn matcher(&self, schema: &serde_json::Value) -> Result<llguidance::Matcher, LlmError> {
         let engine = self
             .constraints
-            .get_or_init(|| Self::build_constraints(self.tokenizer.clone(), vocab))
+            .get_or_init(|| {
+                Constraints::new(self.tokenizer.clone(), self.vocab).map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(|e| LlmError::Model(e.clone()))?;
         engine.matcher(schema)
@@ -210,8 +207,8 @@ impl LocalLlm {
         let model_err = |e: candle_core::Error| LlmError::Model(e.to_string());
         let (mut logits, mut stats) = state.process_prompt(&prompt_ids).map_err(model_err)?;
         let started = Instant::now();
-        let vocab = logits.len().min(tok.token_bytes().len());
-        let mut matcher = schema.map(|s| self.matcher(s, vocab)).transpose()?;
+        let vocab = self.vocab.min(logits.len());
+        let mut matcher = schema.map(|s| self.matcher(s)).transpose()?;
         let llg_err = |e: anyhow::Error| LlmError::Model(format!("constrained decoding: {e}"));
         let mut rng = rand::rngs::StdRng::seed_from_u64(sampling.seed);
         let mut out: Vec<u32> = Vec::new();
