@@ -393,3 +393,49 @@ fn constrained_masks_refuse_exactly_the_invalid_continuations() {
     let (ok, all) = accepted(&text, "{\"t\":\"\\ud83d\\ude00\"}");
     assert_eq!(ok, all, "a surrogate pair is valid JSON");
 }
+
+/// Prompts through the int8 GEMM (`bench llm --precision int8`) answer as fp32 prompts do:
+/// greedy answers to the same longer prompts, the first tokens compared word by word.
+#[test]
+fn int8_prompts_answer_as_fp32_prompts_do() {
+    use signaldesk::embed::{precision, CpuFeatures, Precision};
+    let cpu = CpuFeatures::detect();
+    let Ok(Precision::Int8) = precision::resolve(signaldesk::config::EmbedPrecision::Auto, &cpu)
+    else {
+        panic!("this test needs a CPU with int8 dot products (AVX2 or AVX-512 VNNI): {cpu:?}");
+    };
+    let int8 = LocalLlm::load_with(&common::smollm_path(), Precision::Int8).unwrap();
+    assert_eq!(int8.precision(), Precision::Int8);
+    // Its answers differ a little, so its name (lineage, response-cache key) says int8.
+    assert_eq!(int8.model(), format!("{}+int8", llm().model()));
+    let texts = [
+        "Summarize in one sentence: The central bank raised interest rates by half a point on Tuesday, its third increase this year, citing stubborn inflation in housing and energy. Stocks fell 1.5% and bond yields rose as traders priced in further moves before the summer.",
+        "Which topic fits this article best: sport, politics, business or science? Article: The striker scored twice in the second half as the home side came back from two goals down to win the cup final in front of 80,000 fans.",
+        "List three facts from this text: The bridge, opened in 1932, carries eight lanes of traffic and a railway line. It is 1,149 metres long and was painted grey with 272,000 litres of paint.",
+        "Write a headline for: Researchers found that mice given a high-fat diet for twelve weeks developed insulin resistance, which reversed within a month after the diet ended.",
+    ];
+    let mut req = ChatRequest::new(vec![]);
+    req.sampling.max_tokens = 24;
+    let (mut same_words, mut words) = (0, 0);
+    for text in texts {
+        let prompt = llm()
+            .tokenizer()
+            .render_chat(&[Message::user(text)])
+            .unwrap();
+        let (a, _, stats) = llm().generate_blocking(&prompt, &req, None).unwrap();
+        let (b, _, _) = int8.generate_blocking(&prompt, &req, None).unwrap();
+        assert!(
+            stats.prompt_tokens > 40,
+            "the prompt runs through the batched path"
+        );
+        eprintln!("fp32: {a:?}\nint8: {b:?}");
+        let (aw, bw): (Vec<&str>, Vec<&str>) = (
+            a.split_whitespace().collect(),
+            b.split_whitespace().collect(),
+        );
+        same_words += aw.iter().zip(&bw).take_while(|(x, y)| x == y).count();
+        words += aw.len();
+    }
+    eprintln!("int8 prompts: {same_words} of {words} words the same before the first difference");
+    assert!(same_words * 2 >= words, "{same_words} of {words}");
+}

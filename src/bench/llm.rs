@@ -9,6 +9,8 @@ use crate::llm::{ChatRequest, LlmError, Message, Sampling};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LlmBench {
     pub model: String,
+    /// The prompt path's precision (`fp32` or `int8`).
+    pub precision: &'static str,
     pub prompt_tokens: usize,
     pub prompt_tokens_per_s: f64,
     pub generated_tokens: usize,
@@ -31,12 +33,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// (greedy, no stop), `rounds` times with the prefix cache cleared between rounds.
 pub fn run(
     path: &std::path::Path,
+    precision: crate::embed::Precision,
     prompt_tokens: usize,
     gen_tokens: usize,
     rounds: usize,
 ) -> Result<LlmBench, LlmError> {
     let started = Instant::now();
-    let llm = LocalLlm::load(path)?;
+    let llm = LocalLlm::load_with(path, precision)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let words = [
         "The",
@@ -114,6 +117,7 @@ pub fn run(
     let median_or_zero = |v: Vec<f64>| if v.is_empty() { 0.0 } else { median(v) };
     Ok(LlmBench {
         model: path.display().to_string(),
+        precision: precision.name(),
         prompt_tokens: last.prompt_tokens,
         prompt_tokens_per_s: median(pp),
         generated_tokens: last.generated_tokens,

@@ -144,6 +144,11 @@ pub enum BenchCommand {
         /// Measurements to take; the medians are reported (at least 1).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// The prompt path's arithmetic (default: llm.local_precision): fp32 (dequantized
+        /// weights) or int8 (the embedder's int8 GEMM); auto: int8 where the CPU has int8 dot
+        /// products
+        #[arg(long, value_enum)]
+        precision: Option<EmbedPrecision>,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -165,16 +170,26 @@ pub fn run(config: &Config, cmd: BenchCommand) -> Result<ExitCode> {
             prompt_tokens,
             gen_tokens,
             rounds,
+            precision,
             json,
         } => {
             anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
             anyhow::ensure!(gen_tokens >= 1, "--gen-tokens must be at least 1");
             let path = config.models_dir.join(&config.llm.local_model);
-            let r = signaldesk::bench::llm::run(&path, prompt_tokens, gen_tokens, rounds)?;
+            let precision = signaldesk::llm::local::LocalLlm::configured_precision(
+                config,
+                precision.unwrap_or(config.llm.local_precision),
+            )?;
+            let r =
+                signaldesk::bench::llm::run(&path, precision, prompt_tokens, gen_tokens, rounds)?;
             if json {
                 outln!("{}", serde_json::to_string(&r)?);
             } else {
-                outln!("model              {}", r.model);
+                outln!(
+                    "model              {} (prompts in {})",
+                    r.model,
+                    r.precision
+                );
                 outln!("load               {:.2} s", r.load_seconds);
                 outln!(
                     "prompt             {} tokens, {:.0} tokens/s",

@@ -121,8 +121,7 @@ pub async fn run(config: &Config, cmd: LlmCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LlmCommand::Serve { addr } => {
-            let path = config.models_dir.join(&config.llm.local_model);
-            let llm = Arc::new(signaldesk::llm::local::LocalLlm::load(&path)?);
+            let llm = Arc::new(signaldesk::llm::local::LocalLlm::from_config(config)?);
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;

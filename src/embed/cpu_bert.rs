@@ -24,7 +24,7 @@ use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-mod int8;
+pub mod int8;
 
 pub use int8::kernel_name as int8_kernel_name;
 

@@ -21,6 +21,8 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 pub use cache::EmbeddingCache;
+/// The int8 linear layers, shared with the local LLM's prompt processing.
+pub use cpu_bert::int8;
 pub use model_dir::{ModelSpec, Pooling, REQUIRED_FILES};
 pub use precision::{CpuFeatures, Precision};
 

@@ -288,14 +288,11 @@ impl AnyLlm {
             p => p,
         };
         match provider {
-            LlmProvider::Local | LlmProvider::Auto => {
-                let path = config.models_dir.join(&llm.local_model);
-                Ok(Self::Local(cache::CachedClient::new(
-                    std::sync::Arc::new(local::LocalLlm::load(&path)?),
-                    &cache_path,
-                    mode,
-                )?))
-            }
+            LlmProvider::Local | LlmProvider::Auto => Ok(Self::Local(cache::CachedClient::new(
+                std::sync::Arc::new(local::LocalLlm::from_config(config)?),
+                &cache_path,
+                mode,
+            )?)),
             LlmProvider::Openai => {
                 if llm.base_url.trim().is_empty() {
                     return Err(LlmError::Config(

@@ -25,6 +25,7 @@ use super::{
     accounting, check_json, ChatRequest, ChatResponse, LlmClient, LlmError, Schema, TextDeltas,
     Usage,
 };
+use crate::embed::Precision;
 use constrain::Constraints;
 use model::LlamaModel;
 use tokenizer::GgufTokenizer;
@@ -43,6 +44,8 @@ pub struct LocalLlm {
     /// The constrained-decoding engine, built in the background from load (or by the first
     /// schema request, whichever comes first).
     constraints: Arc<OnceLock<Result<Constraints, String>>>,
+    /// The arithmetic prompts run in.
+    precision: Precision,
 }
 
 struct State {
@@ -93,8 +96,34 @@ pub struct GenerationStats {
 }
 
 impl LocalLlm {
-    /// Load a GGUF file. The name reported is the file stem.
+    /// Load a GGUF file, prompts in fp32. The name reported is the file stem.
     pub fn load(path: &Path) -> Result<Self, LlmError> {
+        Self::load_with(path, Precision::Fp32)
+    }
+
+    /// The configured local model (`llm.local_model` under `models_dir`) with its prompt
+    /// precision (`llm.local_precision`, resolved against this CPU): what the provider, `llm
+    /// serve` and `bench llm` load.
+    pub fn from_config(config: &crate::Config) -> Result<Self, LlmError> {
+        Self::load_with(
+            &config.models_dir.join(&config.llm.local_model),
+            Self::configured_precision(config, config.llm.local_precision)?,
+        )
+    }
+
+    /// `requested` resolved against this CPU, with `embed.cpu_features_off` applied.
+    pub fn configured_precision(
+        config: &crate::Config,
+        requested: crate::config::EmbedPrecision,
+    ) -> Result<Precision, LlmError> {
+        let cpu = crate::embed::CpuFeatures::detect().masked(&config.embed.cpu_features_off);
+        crate::embed::precision::resolve(requested, &cpu)
+            .map_err(|e| LlmError::Config(format!("llm.local_precision: {e}")))
+    }
+
+    /// Load a GGUF file with prompts processed at `precision` (resolved against the CPU by
+    /// the caller: [`crate::embed::precision::resolve`]).
+    pub fn load_with(path: &Path, precision: Precision) -> Result<Self, LlmError> {
         let mut file = std::fs::File::open(path).map_err(|e| {
             LlmError::Config(format!(
                 "cannot open the local model {}: {e}; run scripts/fetch-models.sh",
@@ -104,7 +133,7 @@ impl LocalLlm {
         let content = gguf_file::Content::read(&mut file)
             .map_err(|e| LlmError::Model(format!("{}: not a GGUF file: {e}", path.display())))?;
         let tokenizer = GgufTokenizer::from_gguf(&content)?;
-        let model = LlamaModel::load(&content, &mut file, &Device::Cpu)
+        let model = LlamaModel::load(&content, &mut file, &Device::Cpu, precision)
             .map_err(|e| LlmError::Model(format!("{}: {e}", path.display())))?;
         let context_length = model.config.context_length;
         let tokenizer = Arc::new(tokenizer);
@@ -120,10 +149,17 @@ impl LocalLlm {
             });
         });
         Ok(Self {
+            // int8 prompts answer a little differently: the name (lineage, and the response
+            // cache's key) says so, and fp32 keeps the plain stem its cached answers were under.
             name: path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "local".into()),
+                .unwrap_or_else(|| "local".into())
+                + if precision == Precision::Int8 {
+                    "+int8"
+                } else {
+                    ""
+                },
             path: path.to_path_buf(),
             tokenizer,
             state: Arc::new(Mutex::new(State {
@@ -133,7 +169,13 @@ impl LocalLlm {
             context_length,
             vocab,
             constraints,
+            precision,
         })
+    }
+
+    /// The precision prompts run at.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// An llguidance matcher for `schema` over this model's tokens (the engine is built from

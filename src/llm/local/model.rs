@@ -14,6 +14,8 @@
 use candle_core::quantized::gguf_file;
 
 use super::q8::Q8Matrix;
+use crate::embed::int8::{self, QuantizedMatrix};
+use crate::embed::Precision;
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 /// Hyper-parameters read from the GGUF metadata.
@@ -36,6 +38,8 @@ struct Linear {
     quantized: Q8Matrix,
     /// (out, in), f32, for prompts.
     dense: Tensor,
+    /// With `Precision::Int8`: the weights packed for the int8 GEMM, which then serves prompts.
+    prompt_int8: Option<QuantizedMatrix>,
 }
 
 impl Linear {
@@ -44,13 +48,14 @@ impl Linear {
         file: &mut std::fs::File,
         name: &str,
         device: &Device,
+        precision: Precision,
     ) -> candle_core::Result<Self> {
         let q = content.tensor(file, name, device)?;
         let dense = q.dequantize(device)?;
-        Self::from_dense(dense)
+        Self::from_dense(dense, precision)
     }
 
-    fn from_dense(dense: Tensor) -> candle_core::Result<Self> {
+    fn from_dense(dense: Tensor, precision: Precision) -> candle_core::Result<Self> {
         let (rows, cols) = dense.dims2()?;
         let flat = dense.flatten_all()?.to_vec1::<f32>()?;
         let quantized = Q8Matrix::from_f32(&flat, rows, cols).ok_or_else(|| {
@@ -58,17 +63,41 @@ impl Linear {
                 "a {rows}x{cols} matrix: columns are not a multiple of 32"
             ))
         })?;
-        Ok(Self { quantized, dense })
+        // The int8 GEMM takes `[in, out]`: the (out, in) weights transposed once here.
+        let prompt_int8 = (precision == Precision::Int8).then(|| {
+            let mut t = vec![0f32; flat.len()];
+            for (o, row) in flat.chunks_exact(cols).enumerate() {
+                for (i, w) in row.iter().enumerate() {
+                    t[i * rows + o] = *w;
+                }
+            }
+            QuantizedMatrix::new(&t, cols, rows)
+        });
+        Ok(Self {
+            quantized,
+            dense,
+            prompt_int8,
+        })
     }
 
     /// `x`: (rows, in) → (rows, out).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if x.dim(0)? > 1 {
-            x.matmul(&self.dense.t()?)
-        } else {
-            let v = x.flatten_all()?.to_vec1::<f32>()?;
-            let y = self.quantized.matvec(&v);
-            Tensor::from_vec(y, (1, self.quantized.rows()), x.device())
+        let rows = x.dim(0)?;
+        let out_dim = self.quantized.rows();
+        match &self.prompt_int8 {
+            _ if rows == 1 => {
+                let v = x.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(self.quantized.matvec(&v), (1, out_dim), x.device())
+            }
+            Some(w) => {
+                let v = x.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0f32; rows * out_dim];
+                let no_bias = vec![0f32; out_dim];
+                let mut scratch = int8::Scratch::default();
+                int8::linear(&v, rows, w, &no_bias, &mut out, &mut scratch);
+                Tensor::from_vec(out, (rows, out_dim), x.device())
+            }
+            None => x.matmul(&self.dense.t()?),
         }
     }
 }
@@ -107,11 +136,14 @@ fn md<'a>(content: &'a gguf_file::Content, key: &str) -> candle_core::Result<&'a
 }
 
 impl LlamaModel {
-    /// Load from an open GGUF file whose metadata has been read.
+    /// Load from an open GGUF file whose metadata has been read. `precision` is the prompt
+    /// path's: `Int8` runs prompts through the int8 GEMM the embedder uses (one-row generation
+    /// steps always take the int8 matrix-vector product).
     pub fn load(
         content: &gguf_file::Content,
         file: &mut std::fs::File,
         device: &Device,
+        precision: Precision,
     ) -> candle_core::Result<Self> {
         let arch = md(content, "general.architecture")?.to_string()?.clone();
         if arch != "llama" {
@@ -139,9 +171,9 @@ impl LlamaModel {
             .tensor(file, "token_embd.weight", device)?
             .dequantize(device)?;
         let output = match content.tensor(file, "output.weight", device) {
-            Ok(t) => Linear::from_dense(t.dequantize(device)?)?,
+            Ok(t) => Linear::from_dense(t.dequantize(device)?, Precision::Fp32)?,
             // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
-            Err(_) => Linear::from_dense(embeddings.clone())?,
+            Err(_) => Linear::from_dense(embeddings.clone(), Precision::Fp32)?,
         };
         let norm = content
             .tensor(file, "output_norm.weight", device)?
@@ -149,7 +181,9 @@ impl LlamaModel {
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let p = format!("blk.{i}");
-            let mut lin = |n: &str| Linear::load(content, file, &format!("{p}.{n}.weight"), device);
+            let mut lin = |n: &str| {
+                Linear::load(content, file, &format!("{p}.{n}.weight"), device, precision)
+            };
             layers.push(Layer {
                 wq: lin("attn_q")?,
                 wk: lin("attn_k")?,
