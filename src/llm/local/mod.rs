@@ -102,8 +102,9 @@ impl LocalLlm {
     }
 
     /// The configured local model (`llm.local_model` under `models_dir`) with its prompt
-    /// precision (`llm.local_precision`, resolved against this CPU): what the provider, `llm
-    /// serve` and `bench llm` load.
+    /// precision (`llm.local_precision`, resolved against this CPU): what the provider and
+    /// `llm serve` load (`bench llm` resolves its `--precision` through the same
+    /// [`LocalLlm::configured_precision`]).
     pub fn from_config(config: &crate::Config) -> Result<Self, LlmError> {
         Self::load_with(
             &config.models_dir.join(&config.llm.local_model),
