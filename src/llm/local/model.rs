@@ -39,7 +39,14 @@ struct Linear {
     /// (out, in), f32, for prompts.
     dense: Tensor,
     /// With `Precision::Int8`: the weights packed for the int8 GEMM, which then serves prompts.
-    prompt_int8: Option<QuantizedMatrix>,
+    prompt_int8: Option<PromptInt8>,
+}
+
+/// A linear layer's prompt path in int8: the packed weights and the zero bias the GEMM's
+/// epilogue adds (the model's layers have none), both built once at load.
+struct PromptInt8 {
+    weights: QuantizedMatrix,
+    zero_bias: Vec<f32>,
 }
 
 impl Linear {
@@ -71,7 +78,10 @@ impl Linear {
                     t[i * rows + o] = *w;
                 }
             }
-            QuantizedMatrix::new(&t, cols, rows)
+            PromptInt8 {
+                weights: QuantizedMatrix::new(&t, cols, rows),
+                zero_bias: vec![0f32; rows],
+            }
         });
         Ok(Self {
             quantized,
@@ -80,8 +90,8 @@ impl Linear {
         })
     }
 
-    /// `x`: (rows, in) → (rows, out).
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `x`: (rows, in) → (rows, out). `scratch` holds the int8 path's buffers between calls.
+    fn forward(&self, x: &Tensor, scratch: &mut int8::Scratch) -> candle_core::Result<Tensor> {
         let rows = x.dim(0)?;
         let out_dim = self.quantized.rows();
         match &self.prompt_int8 {
@@ -89,12 +99,10 @@ impl Linear {
                 let v = x.flatten_all()?.to_vec1::<f32>()?;
                 Tensor::from_vec(self.quantized.matvec(&v), (1, out_dim), x.device())
             }
-            Some(w) => {
+            Some(p) => {
                 let v = x.flatten_all()?.to_vec1::<f32>()?;
                 let mut out = vec![0f32; rows * out_dim];
-                let no_bias = vec![0f32; out_dim];
-                let mut scratch = int8::Scratch::default();
-                int8::linear(&v, rows, w, &no_bias, &mut out, &mut scratch);
+                int8::linear(&v, rows, &p.weights, &p.zero_bias, &mut out, scratch);
                 Tensor::from_vec(out, (rows, out_dim), x.device())
             }
             None => x.matmul(&self.dense.t()?),
@@ -125,6 +133,8 @@ pub struct LlamaModel {
     sin: Tensor,
     /// Per layer: keys and values so far, (1, n_kv_head, positions, head_dim).
     cache: Vec<Option<(Tensor, Tensor)>>,
+    /// The int8 prompt path's buffers, reused by every layer of every prompt.
+    int8_scratch: int8::Scratch,
     device: Device,
 }
 
@@ -221,6 +231,7 @@ impl LlamaModel {
             sin: angles.sin()?,
             embeddings,
             cache: (0..layers.len()).map(|_| None).collect(),
+            int8_scratch: int8::Scratch::default(),
             layers,
             norm,
             output,
@@ -284,14 +295,15 @@ impl LlamaModel {
             })
             .transpose()?;
         let scale = 1.0 / (hd as f64).sqrt();
+        let scratch = &mut self.int8_scratch;
         for (layer, cache) in self.layers.iter().zip(self.cache.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_eps)?;
             let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
                 t.reshape((1, seq, n, hd))?.transpose(1, 2)?.contiguous()
             };
-            let q = heads(layer.wq.forward(&h)?, nh)?;
-            let k = heads(layer.wk.forward(&h)?, nkv)?;
-            let v = heads(layer.wv.forward(&h)?, nkv)?;
+            let q = heads(layer.wq.forward(&h, scratch)?, nh)?;
+            let k = heads(layer.wk.forward(&h, scratch)?, nkv)?;
+            let v = heads(layer.wv.forward(&h, scratch)?, nkv)?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             let (k, v) = match cache.take() {
@@ -317,14 +329,15 @@ impl LlamaModel {
                 .reshape((1, nh, seq, hd))?
                 .transpose(1, 2)?
                 .reshape((seq, c.n_embd))?;
-            x = (x + layer.wo.forward(&y)?)?;
+            x = (x + layer.wo.forward(&y, scratch)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
-            let act = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&act)?)?;
+            let act = (candle_nn::ops::silu(&layer.gate.forward(&h, scratch)?)?
+                * layer.up.forward(&h, scratch)?)?;
+            x = (x + layer.down.forward(&act, scratch)?)?;
         }
         let last = x.i((seq - 1)..seq)?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, c.rms_eps)?;
-        let logits = self.output.forward(&last)?;
+        let logits = self.output.forward(&last, scratch)?;
         logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()
     }
 
