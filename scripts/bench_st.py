@@ -12,6 +12,11 @@ usage: bench_st.py MODEL_DIR INPUT LIMIT [BACKEND]
 usage: bench_st.py MODEL_DIR --accuracy REFERENCE.jsonl.gz
   ONNX Runtime int8's vectors against sentence-transformers' fp32 reference vectors (the parity
   set): min and mean cosine.
+usage: bench_st.py MODEL_DIR --ndcg DATASET_DIR BACKEND
+  Dense retrieval on a BEIR-layout dataset through BACKEND: every document embedded whole
+  (title + "\n" + text, truncated at max_seq_length, as `signaldesk eval retrieval --mode dense
+  --chunking off` embeds it), the test queries ranked by exact cosine; nDCG@10 (linear gain, as
+  signaldesk's metrics) and recall@100 over the test qrels.
 """
 import glob
 import gzip
@@ -90,10 +95,54 @@ def accuracy(model_dir, reference):
                       "mean_cosine": float(cos.mean())}))
 
 
+def read_jsonl(path):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def ndcg(model_dir, dataset, backend):
+    import math
+    import numpy as np
+    qrels = {}
+    with open(os.path.join(dataset, "qrels", "test.tsv"), encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            q, d, g = line.rstrip("\n").split("\t")
+            qrels.setdefault(q, {})[d] = int(g)
+    docs = read_jsonl(os.path.join(dataset, "corpus.jsonl.gz"))
+    queries = [q for q in read_jsonl(os.path.join(dataset, "queries.jsonl.gz")) if q["_id"] in qrels]
+    texts = []
+    for d in docs:
+        title, body = (d.get("title") or "").strip(), (d.get("text") or "").strip()
+        texts.append(f"{d['title']}\n{d['text']}" if title and body else (d.get("title") or d.get("text") or ""))
+    model, engine = load(model_dir, backend)
+    start = time.perf_counter()
+    doc_vecs = model.encode(texts, batch_size=32, normalize_embeddings=True)
+    query_vecs = model.encode([q["text"] for q in queries], batch_size=32, normalize_embeddings=True)
+    seconds = time.perf_counter() - start
+    scores = query_vecs @ doc_vecs.T
+    ids = [d["_id"] for d in docs]
+    ndcgs, recalls = [], []
+    for q, row in zip(queries, scores):
+        judged = qrels[q["_id"]]
+        top = [ids[i] for i in np.argsort(-row, kind="stable")[:100]]
+        dcg = sum(judged.get(d, 0) / math.log2(i + 2) for i, d in enumerate(top[:10]))
+        ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[:10]
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        ndcgs.append(dcg / idcg if idcg else 0.0)
+        relevant = {d for d, g in judged.items() if g > 0}
+        recalls.append(len(relevant & set(top)) / len(relevant))
+    print(json.dumps({"backend": backend, "engine": engine, "docs": len(docs), "queries": len(queries),
+                      "ndcg@10": sum(ndcgs) / len(ndcgs), "recall@100": sum(recalls) / len(recalls),
+                      "seconds": seconds}))
+
+
 def main():
     model_dir = sys.argv[1]
     if sys.argv[2] == "--accuracy":
         return accuracy(model_dir, sys.argv[3])
+    if sys.argv[2] == "--ndcg":
+        return ndcg(model_dir, sys.argv[3], sys.argv[4])
     path, limit = sys.argv[2], int(sys.argv[3])
     backend = sys.argv[4] if len(sys.argv) > 4 else "torch"
     opener = gzip.open if path.endswith(".gz") else open
