@@ -7,34 +7,118 @@
 
 use crate::embed::{EmbedError, Embedder};
 
-/// Sentences of a text: one per line when the text is laid out so, else split after `.`, `!` or
-/// `?` followed by a space and an upper-case letter, digit or quote.
+/// Sentences of a text. Text laid out one sentence per line (at least half its lines end a
+/// sentence: CNN/DailyMail, most feeds) splits at line ends and, within a line, after `.`, `!`
+/// or `?` followed by a space and an upper-case letter, digit or quote. Hard-wrapped text (wire
+/// copy such as Reuters', broken every 60-odd characters mid-sentence: fewer than half its lines
+/// end a sentence and none is longer than 80 characters) would come out as line fragments that
+/// way, so there lines are joined into paragraphs (a new one at a blank or
+/// indented line; an all-capitals line, a headline, stands alone, and a one-word one, a
+/// sign-off, is dropped) and split at the same marks,
+/// a line break counting as the space. Each sentence is a slice of `text`: a joined one keeps
+/// its line breaks, which [`lead`] and the extractive summary fold into single spaces.
 pub fn sentences(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let mut start = 0;
-        let bytes = line.as_bytes();
-        for (i, c) in line.char_indices() {
-            if matches!(c, '.' | '!' | '?') && i + 2 < line.len() && bytes[i + 1] == b' ' {
-                let next = line[i + 2..].chars().next().unwrap_or(' ');
-                if next.is_uppercase()
-                    || next.is_ascii_digit()
-                    || matches!(next, '"' | '\'' | '‘' | '“')
-                {
-                    let s = line[start..=i].trim();
-                    if !s.is_empty() {
-                        out.push(s);
-                    }
-                    start = i + 1;
-                }
-            }
-        }
-        let s = line[start..].trim();
-        if !s.is_empty() {
-            out.push(s);
-        }
+    for block in blocks(text) {
+        split_block(block, &mut out);
     }
     out
+}
+
+/// Whether a line ends a sentence: terminal punctuation, perhaps inside closing quotes.
+fn ends_sentence(line: &str) -> bool {
+    line.trim_end_matches(|c: char| {
+        c.is_whitespace() || matches!(c, '"' | '\'' | '’' | '”' | ')' | ']')
+    })
+    .ends_with(['.', '!', '?'])
+}
+
+/// Hard-wrapped text has no line longer than this (wire copy wraps at 60-odd characters, plain
+/// text mail at 72–80); a longer line means the layout is the writer's, and is kept.
+const WRAP_WIDTH: usize = 80;
+
+/// The runs of text sentences are split within: lines, or paragraphs of hard-wrapped text.
+fn blocks(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let ended = lines.iter().filter(|l| ends_sentence(l)).count();
+    let fixed_width = lines.iter().all(|l| l.chars().count() <= WRAP_WIDTH);
+    if ended * 2 >= lines.len() || !fixed_width {
+        return lines.into_iter().map(str::trim).collect();
+    }
+    let mut blocks = Vec::new();
+    let mut paragraph: Option<(usize, usize)> = None;
+    let mut offset = 0;
+    for raw in text.split_inclusive('\n') {
+        let line_start = offset;
+        offset += raw.len();
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let content = line.trim();
+        let headline =
+            content.chars().any(char::is_alphabetic) && !content.chars().any(char::is_lowercase);
+        if content.is_empty() || headline || line.starts_with(char::is_whitespace) {
+            if let Some((s, e)) = paragraph.take() {
+                blocks.push(text[s..e].trim());
+            }
+        }
+        if content.is_empty() {
+            continue;
+        }
+        if headline {
+            // One capitalised word is a sign-off or slug (Reuters ends every story with
+            // "REUTER"), not a sentence.
+            if content.split_whitespace().nth(1).is_some() {
+                blocks.push(content);
+            }
+            continue;
+        }
+        let (s, _) = paragraph.unwrap_or((line_start, 0));
+        paragraph = Some((s, line_start + line.len()));
+    }
+    if let Some((s, e)) = paragraph {
+        blocks.push(text[s..e].trim());
+    }
+    blocks
+}
+
+/// Split one block after `.`, `!` or `?` followed by a space (or a line break and indentation)
+/// and an upper-case letter, digit or quote.
+fn split_block<'a>(block: &'a str, out: &mut Vec<&'a str>) {
+    let mut start = 0;
+    for (i, c) in block.char_indices() {
+        if !matches!(c, '.' | '!' | '?') {
+            continue;
+        }
+        let rest = &block[i + 1..];
+        let after = if let Some(r) = rest.strip_prefix(' ') {
+            r
+        } else if rest.starts_with(['\n', '\r']) {
+            rest.trim_start()
+        } else {
+            continue;
+        };
+        let next = after.chars().next().unwrap_or(' ');
+        if next.is_uppercase() || next.is_ascii_digit() || matches!(next, '"' | '\'' | '‘' | '“')
+        {
+            let s = block[start..=i].trim();
+            if !s.is_empty() {
+                out.push(s);
+            }
+            start = i + 1;
+        }
+    }
+    let s = block[start..].trim();
+    if !s.is_empty() {
+        out.push(s);
+    }
+}
+
+/// Sentences joined by single spaces, the line breaks of hard-wrapped ones folded.
+fn join(picked: &[&str]) -> String {
+    picked
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn words(s: &str) -> usize {
@@ -43,16 +127,13 @@ fn words(s: &str) -> usize {
 
 /// The first `n` sentences.
 pub fn lead(text: &str, n: usize) -> String {
-    sentences(text)
-        .into_iter()
-        .take(n)
-        .collect::<Vec<_>>()
-        .join(" ")
+    let all = sentences(text);
+    join(&all[..n.min(all.len())])
 }
 
 /// At most `max_words` words: whole sentences while they fit, else the first sentence cut.
 fn within(picked: Vec<&str>, max_words: usize) -> String {
-    let joined = picked.join(" ");
+    let joined = join(&picked);
     if words(&joined) <= max_words {
         return joined;
     }
@@ -129,6 +210,43 @@ mod tests {
             ]
         );
         assert_eq!(lead("A. B. C. D.", 3), "A. B. C.");
+    }
+
+    #[test]
+    fn hard_wrapped_wire_copy_splits_into_whole_sentences() {
+        // Reuters' layout: a headline, then paragraphs wrapped mid-sentence, each indented.
+        let text = "ASIAN EXPORTERS FEAR DAMAGE\nMounting trade friction between the\n\
+                    United States and Japan raised fears, officials said.\n    They told Reuter\n\
+                    correspondents a move might boost\nprotectionism. Exporters disagreed.\n REUTER\n";
+        let got = sentences(text);
+        assert_eq!(got[0], "ASIAN EXPORTERS FEAR DAMAGE");
+        assert_eq!(
+            got[1..]
+                .iter()
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>(),
+            [
+                "Mounting trade friction between the United States and Japan raised fears, officials said.",
+                "They told Reuter correspondents a move might boost protectionism.",
+                "Exporters disagreed."
+            ]
+        );
+        assert_eq!(
+            lead(text, 2),
+            "ASIAN EXPORTERS FEAR DAMAGE Mounting trade friction between the United States \
+             and Japan raised fears, officials said."
+        );
+        // One sentence per line stays line by line, unpunctuated lines included.
+        assert_eq!(
+            sentences("By Staff\nIt rained. Then\nRoads closed.\nSchools shut!"),
+            [
+                "By Staff",
+                "It rained.",
+                "Then",
+                "Roads closed.",
+                "Schools shut!"
+            ]
+        );
     }
 
     #[test]
