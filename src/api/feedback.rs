@@ -141,7 +141,6 @@ pub enum FeedbackBody {
         /// The taxonomy concept id.
         label: String,
         /// `accept`, `reject` or `add`.
-        #[schema(value_type = String)]
         verdict: Verdict,
     },
 }

@@ -30,8 +30,10 @@ pub fn archive_path(log: &Path) -> PathBuf {
 }
 
 /// What an editor did to one label of one item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+// Named apart from `answer::Verdict`, which the API documents as `Verdict`.
+#[schema(as = TagVerdict)]
 pub enum Verdict {
     /// The model's tag is right.
     Accept,
