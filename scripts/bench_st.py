@@ -111,10 +111,8 @@ def ndcg(model_dir, dataset, backend):
             qrels.setdefault(q, {})[d] = int(g)
     docs = read_jsonl(os.path.join(dataset, "corpus.jsonl.gz"))
     queries = [q for q in read_jsonl(os.path.join(dataset, "queries.jsonl.gz")) if q["_id"] in qrels]
-    texts = []
-    for d in docs:
-        title, body = (d.get("title") or "").strip(), (d.get("text") or "").strip()
-        texts.append(f"{d['title']}\n{d['text']}" if title and body else (d.get("title") or d.get("text") or ""))
+    # BEIR's `text` is the body; the rest is text_of's (signaldesk's item_text) rule.
+    texts = [text_of({"title": d.get("title"), "body": d.get("text")}) for d in docs]
     model, engine = load(model_dir, backend)
     start = time.perf_counter()
     doc_vecs = model.encode(texts, batch_size=32, normalize_embeddings=True)
