@@ -3,6 +3,7 @@
 mod common;
 
 use common::{minilm_dir, write_tiny_bert, TinyBert};
+use signaldesk::config::EmbedPrecision;
 use signaldesk::embed::{cosine, EmbedError, Embedder, EmbedderOptions, EmbeddingCache};
 
 fn load(dir: &std::path::Path) -> Embedder {
@@ -15,34 +16,46 @@ fn norm(v: &[f32]) -> f32 {
 
 #[test]
 fn a_vector_does_not_depend_on_its_batch_mates() {
-    let e = Embedder::load(
-        &minilm_dir(),
-        EmbedderOptions {
-            batch_size: 4,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let long = "Quarterly earnings beat expectations as the company expanded into new markets. "
-        .repeat(12);
-    let texts = [
-        "short text",
-        long.as_str(),
-        "a medium length sentence about podcasts and news",
-        "x",
-    ];
-    let together = e.embed(&texts).unwrap();
-    for (i, t) in texts.iter().enumerate() {
-        let alone = e.embed(&[t]).unwrap().remove(0);
-        assert!(
-            cosine(&alone, &together[i]) > 0.99999,
-            "text {i} changed with padding"
+    // fp32, and `auto` (int8 where the CPU has int8 dot products, fp32 where not): the encoder
+    // reuses its intermediate buffers from batch to batch, so a smaller batch after a larger one
+    // and the larger one again must not see each other's values.
+    for precision in [EmbedPrecision::Fp32, EmbedPrecision::Auto] {
+        let e = Embedder::load(
+            &minilm_dir(),
+            EmbedderOptions {
+                batch_size: 4,
+                precision,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let long =
+            "Quarterly earnings beat expectations as the company expanded into new markets. "
+                .repeat(12);
+        let texts = [
+            "short text",
+            long.as_str(),
+            "a medium length sentence about podcasts and news",
+            "x",
+        ];
+        let together = e.embed(&texts).unwrap();
+        for (i, t) in texts.iter().enumerate() {
+            let alone = e.embed(&[t]).unwrap().remove(0);
+            assert!(
+                cosine(&alone, &together[i]) > 0.99999,
+                "{precision:?}: text {i} changed with its batch mates"
+            );
+            assert!((norm(&alone) - 1.0).abs() < 1e-5);
+        }
+        assert_eq!(
+            e.embed(&texts).unwrap(),
+            together,
+            "{precision:?}: the same batch after smaller ones"
         );
-        assert!((norm(&alone) - 1.0).abs() < 1e-5);
+        assert_eq!(e.dimension(), 384);
+        assert_eq!(e.model_id(), "all-MiniLM-L6-v2");
+        assert_eq!(e.max_seq_length(), 256);
     }
-    assert_eq!(e.dimension(), 384);
-    assert_eq!(e.model_id(), "all-MiniLM-L6-v2");
-    assert_eq!(e.max_seq_length(), 256);
 }
 
 #[test]
